@@ -1,0 +1,222 @@
+//! Signed segment headers and incremental body verification.
+//!
+//! A publisher signs a [`SegmentInfo`] (id, duration, length, BLAKE3 hash,
+//! publish time). Receivers decode a [`SignedHeader`] from the wire, verify it
+//! against the stream's [`StreamKey`] to get a [`VerifiedHeader`], and only
+//! then accept body bytes, through a [`BodyVerifier`].
+
+use crate::canonical::Canonical;
+use crate::id::kind_from_i32;
+use crate::{DecodeError, PublisherKey, SegmentId, StreamId, StreamKey, VerifyError, fixed, pb};
+
+const HEADER_TAG: &[u8] = b"meshcast/v1/segment-header\0";
+
+/// The signed fields of a segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SegmentInfo {
+    pub id: SegmentId,
+    pub duration_us: u64,
+    pub length: u64,
+    pub hash: [u8; 32],
+    pub published_at_us: u64,
+}
+
+impl SegmentInfo {
+    /// Describes `body` as segment `id`, hashing it.
+    pub fn for_body(id: SegmentId, body: &[u8], duration_us: u64, published_at_us: u64) -> Self {
+        Self {
+            id,
+            duration_us,
+            length: body.len() as u64,
+            hash: *blake3::hash(body).as_bytes(),
+            published_at_us,
+        }
+    }
+
+    fn canonical(&self) -> Vec<u8> {
+        Canonical::new(HEADER_TAG)
+            .raw(self.id.stream.as_bytes())
+            .u32(self.id.rendition)
+            .u8(self.id.kind as u8)
+            .u64(self.id.sequence)
+            .u64(self.duration_us)
+            .u64(self.length)
+            .raw(&self.hash)
+            .u64(self.published_at_us)
+            .finish()
+    }
+
+    /// Signs the header. Only a publisher should call this, with the key its
+    /// stream id was derived from; [`SignedHeader::verify`] rejects anything else.
+    pub fn sign(self, key: &PublisherKey) -> SignedHeader {
+        SignedHeader {
+            signature: key.sign(&self.canonical()),
+            info: self,
+        }
+    }
+}
+
+/// A segment header as received: signature not yet checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SignedHeader {
+    pub info: SegmentInfo,
+    pub signature: [u8; 64],
+}
+
+impl SignedHeader {
+    /// Checks that the header belongs to `stream` and was signed by its
+    /// publisher. Call before accepting any body bytes.
+    pub fn verify(&self, stream: &StreamKey) -> Result<VerifiedHeader, VerifyError> {
+        if self.info.id.stream != stream.id {
+            return Err(VerifyError::WrongStream {
+                what: "segment header",
+                expected: stream.id,
+                got: self.info.id.stream,
+            });
+        }
+        stream
+            .publisher
+            .verify(&self.info.canonical(), &self.signature, "segment header")?;
+        Ok(VerifiedHeader(*self))
+    }
+
+    pub fn to_pb(&self) -> pb::SegmentHeader {
+        let info = &self.info;
+        pb::SegmentHeader {
+            stream_id: info.id.stream.as_bytes().to_vec().into(),
+            rendition: info.id.rendition,
+            sequence: info.id.sequence,
+            kind: info.id.kind as i32,
+            duration_us: info.duration_us,
+            length: info.length,
+            hash: info.hash.to_vec().into(),
+            published_at_us: info.published_at_us,
+            signature: self.signature.to_vec().into(),
+        }
+    }
+
+    pub fn from_pb(msg: &pb::SegmentHeader) -> Result<Self, DecodeError> {
+        Ok(Self {
+            info: SegmentInfo {
+                id: SegmentId {
+                    stream: StreamId::from_bytes(&msg.stream_id)?,
+                    rendition: msg.rendition,
+                    kind: kind_from_i32(msg.kind)?,
+                    sequence: msg.sequence,
+                },
+                duration_us: msg.duration_us,
+                length: msg.length,
+                hash: fixed("hash", &msg.hash)?,
+                published_at_us: msg.published_at_us,
+            },
+            signature: fixed("signature", &msg.signature)?,
+        })
+    }
+}
+
+/// A header whose signature has been checked against its stream's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VerifiedHeader(SignedHeader);
+
+impl VerifiedHeader {
+    pub fn info(&self) -> &SegmentInfo {
+        &self.0.info
+    }
+
+    pub fn id(&self) -> SegmentId {
+        self.0.info.id
+    }
+
+    pub fn signed(&self) -> &SignedHeader {
+        &self.0
+    }
+
+    /// Starts verifying this segment's body. Fails at once when the declared
+    /// length exceeds `max_segment`, so no buffer is ever sized from it.
+    pub fn body_verifier(&self, max_segment: u64) -> Result<BodyVerifier, BodyError> {
+        if self.0.info.length > max_segment {
+            return Err(BodyError::TooLarge {
+                declared: self.0.info.length,
+                max: max_segment,
+            });
+        }
+        Ok(BodyVerifier {
+            declared: self.0.info.length,
+            received: 0,
+            expected: self.0.info.hash,
+            hasher: blake3::Hasher::new(),
+        })
+    }
+
+    /// Verifies a complete body in one call.
+    pub fn verify_body(&self, body: &[u8], max_segment: u64) -> Result<(), BodyError> {
+        let mut verifier = self.body_verifier(max_segment)?;
+        verifier.update(body)?;
+        verifier.finish()
+    }
+}
+
+/// Why a segment body was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("segment declares {declared} bytes, over the limit of {max}")]
+    TooLarge { declared: u64, max: u64 },
+    #[error(
+        "segment body is longer than the declared {declared} bytes (at least {received} arrived)"
+    )]
+    TooLong { declared: u64, received: u64 },
+    #[error("segment body ended after {received} of the declared {declared} bytes")]
+    TooShort { declared: u64, received: u64 },
+    #[error("segment body does not match its signed BLAKE3 hash (expected {expected}, got {got})")]
+    HashMismatch { expected: String, got: String },
+}
+
+/// Hashes a body as its chunks arrive.
+///
+/// [`update`](Self::update) fails as soon as more bytes than declared arrive;
+/// [`finish`](Self::finish) fails if fewer arrived or the hash differs.
+/// Until `finish` returns `Ok`, no byte may be passed on.
+#[derive(Debug, Clone)]
+pub struct BodyVerifier {
+    declared: u64,
+    received: u64,
+    expected: [u8; 32],
+    hasher: blake3::Hasher,
+}
+
+impl BodyVerifier {
+    pub fn update(&mut self, chunk: &[u8]) -> Result<(), BodyError> {
+        let received = self.received.saturating_add(chunk.len() as u64);
+        if received > self.declared {
+            return Err(BodyError::TooLong {
+                declared: self.declared,
+                received,
+            });
+        }
+        self.received = received;
+        self.hasher.update(chunk);
+        Ok(())
+    }
+
+    /// Bytes still expected.
+    pub fn remaining(&self) -> u64 {
+        self.declared - self.received
+    }
+
+    pub fn finish(self) -> Result<(), BodyError> {
+        if self.received != self.declared {
+            return Err(BodyError::TooShort {
+                declared: self.declared,
+                received: self.received,
+            });
+        }
+        let got = self.hasher.finalize();
+        if got.as_bytes() != &self.expected {
+            return Err(BodyError::HashMismatch {
+                expected: hex::encode(self.expected),
+                got: got.to_hex().to_string(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,384 @@
+//! Layered configuration: defaults, TOML file, `MESHCAST_*` environment, flags.
+//!
+//! Each layer is a figment provider, so every error names the key and the
+//! layer it came from ("for key `store.max_bytes` in MESHCAST_STORE__MAX_BYTES
+//! environment variable"). After merging, [`Config::validate`] checks the values
+//! against each other and the protocol limits, again naming the key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider, Source};
+use meshcast_proto::frame::Limits;
+use multiaddr::{Multiaddr, Protocol};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Everything a meshcast process can be configured with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub store: StoreConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Holds the node identity key and the on-disk cache.
+    pub data_dir: PathBuf,
+    /// Multiaddrs to listen on (QUIC first, TCP as the fallback where UDP is blocked).
+    pub listen: Vec<String>,
+    /// Multiaddrs under which others can reach this node, when known.
+    pub external: Vec<String>,
+    /// Peers to join the mesh through: multiaddrs ending in /p2p/<peer id>.
+    pub bootstrap: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Memory for segments, e.g. "512MiB".
+    #[serde(serialize_with = "ser_bytes", deserialize_with = "de_bytes")]
+    pub max_bytes: u64,
+    /// Seconds of each live stream kept behind the live edge, e.g. "30s".
+    #[serde(serialize_with = "ser_duration", deserialize_with = "de_duration")]
+    pub live_window: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("meshcast-data"),
+            listen: vec![
+                "/ip4/0.0.0.0/udp/4001/quic-v1".into(),
+                "/ip4/0.0.0.0/tcp/4001".into(),
+            ],
+            external: Vec::new(),
+            bootstrap: Vec::new(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 512 * MIB,
+            live_window: Duration::from_secs(30),
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// Flags that override the file and the environment. Shared by every
+/// subcommand that runs a node.
+#[derive(Debug, Default, Args)]
+pub struct Overrides {
+    /// Data directory (node identity, cache) [config: node.data_dir]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Listen multiaddr, repeatable [config: node.listen]
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    listen: Vec<String>,
+    /// Bootstrap peer multiaddr with /p2p/<peer id>, repeatable [config: node.bootstrap]
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    bootstrap: Vec<String>,
+    /// Segment store size, e.g. 1GiB [config: store.max_bytes]
+    #[arg(long, value_name = "SIZE")]
+    store_max_bytes: Option<String>,
+    /// Live window, e.g. 30s [config: store.live_window]
+    #[arg(long, value_name = "DURATION")]
+    live_window: Option<String>,
+}
+
+/// Flag names by configuration key, for messages that say where a value came from.
+const FLAGS: &[(&str, &str)] = &[
+    ("node.data_dir", "--data-dir"),
+    ("node.listen", "--listen"),
+    ("node.bootstrap", "--bootstrap"),
+    ("store.max_bytes", "--store-max-bytes"),
+    ("store.live_window", "--live-window"),
+];
+
+const FLAGS_LAYER: &str = "command-line flags";
+
+impl Provider for Overrides {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(FLAGS_LAYER)
+    }
+
+    /// The flags that were given, keyed like the TOML file.
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut node = Dict::new();
+        let mut store = Dict::new();
+        if let Some(dir) = &self.data_dir {
+            node.insert("data_dir".into(), dir.to_string_lossy().into_owned().into());
+        }
+        if !self.listen.is_empty() {
+            node.insert("listen".into(), self.listen.clone().into());
+        }
+        if !self.bootstrap.is_empty() {
+            node.insert("bootstrap".into(), self.bootstrap.clone().into());
+        }
+        if let Some(size) = &self.store_max_bytes {
+            store.insert("max_bytes".into(), size.clone().into());
+        }
+        if let Some(window) = &self.live_window {
+            store.insert("live_window".into(), window.clone().into());
+        }
+        let mut tree = Dict::new();
+        for (section, values) in [("node", node), ("store", store)] {
+            if !values.is_empty() {
+                tree.insert(section.into(), values.into());
+            }
+        }
+        Ok(Profile::Default.collect(tree))
+    }
+}
+
+/// Where the value of `key` came from, in the words an operator would use.
+fn source_of(md: &Metadata, key: &str) -> String {
+    if let Some(Source::File(path)) = &md.source {
+        return format!("in {}", path.display());
+    }
+    if md.name == FLAGS_LAYER {
+        let flag = FLAGS
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or("a flag", |(_, f)| f);
+        return format!("from {flag}");
+    }
+    if md.name.contains("environment") {
+        return format!(
+            "from MESHCAST_{}",
+            key.replace('.', "__").to_ascii_uppercase()
+        );
+    }
+    "from the defaults".into()
+}
+
+/// A configuration value that is well-formed but not acceptable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: `{key}` {why}")]
+pub struct InvalidValue {
+    pub key: &'static str,
+    pub why: String,
+}
+
+fn invalid(key: &'static str, why: impl Into<String>) -> InvalidValue {
+    InvalidValue {
+        key,
+        why: why.into(),
+    }
+}
+
+/// Merges the layers and validates the result.
+pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(file) = file {
+        if !file.is_file() {
+            anyhow::bail!(
+                "configuration file {} does not exist or is not a file",
+                file.display()
+            );
+        }
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    let figment = figment
+        .merge(
+            Env::prefixed("MESHCAST_")
+                .ignore(&["config"])
+                .map(|key| key.as_str().to_ascii_lowercase().replace("__", ".").into()),
+        )
+        .merge(overrides);
+    let config: Config = figment
+        .extract()
+        .map_err(|e| anyhow::anyhow!(describe(e)))?;
+    config.validate().map_err(|e| {
+        let source = figment
+            .find_metadata(e.key)
+            .map_or_else(|| "from the defaults".into(), |md| source_of(md, e.key));
+        anyhow::anyhow!("{e} ({source})")
+    })?;
+    Ok(config)
+}
+
+/// One line per figment error, each naming the key and where its value came from.
+fn describe(err: figment::Error) -> String {
+    let lines: Vec<String> = err
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .map_or_else(String::new, |md| source_of(md, &key));
+            if key.is_empty() {
+                format!("invalid configuration {source}: {}", e.kind)
+            } else {
+                format!("invalid configuration: `{key}` {source}: {}", e.kind)
+            }
+        })
+        .collect();
+    lines.join("\n")
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), InvalidValue> {
+        if self.node.data_dir.as_os_str().is_empty() {
+            return Err(invalid("node.data_dir", "must not be empty"));
+        }
+        if self.node.listen.is_empty() {
+            return Err(invalid(
+                "node.listen",
+                "needs at least one address to listen on",
+            ));
+        }
+        for addr in &self.node.listen {
+            parse_addr("node.listen", addr)?;
+        }
+        for addr in &self.node.external {
+            parse_addr("node.external", addr)?;
+        }
+        for addr in &self.node.bootstrap {
+            let parsed = parse_addr("node.bootstrap", addr)?;
+            if !matches!(parsed.iter().last(), Some(Protocol::P2p(_))) {
+                return Err(invalid(
+                    "node.bootstrap",
+                    format!(
+                        "address {addr:?} must end with /p2p/<peer id>, so the node can authenticate its peer"
+                    ),
+                ));
+            }
+        }
+        let min_store = Limits::DEFAULT_MAX_SEGMENT;
+        if self.store.max_bytes < min_store {
+            return Err(invalid(
+                "store.max_bytes",
+                format!(
+                    "is {} bytes; it must hold at least one segment of the maximum size ({} MiB)",
+                    self.store.max_bytes,
+                    min_store / MIB
+                ),
+            ));
+        }
+        let window = self.store.live_window;
+        if window < Duration::from_secs(2) || window > Duration::from_secs(3600) {
+            return Err(invalid(
+                "store.live_window",
+                format!(
+                    "is {}; it must be between 2s and 1h",
+                    humantime::format_duration(window)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string_pretty(self).context("printing the configuration")
+    }
+}
+
+fn parse_addr(key: &'static str, addr: &str) -> Result<Multiaddr, InvalidValue> {
+    addr.parse()
+        .map_err(|e| invalid(key, format!("address {addr:?} is not a multiaddr: {e}")))
+}
+
+/// Parses "1048576", "512MiB", "1.5 GiB", "64kB": binary (KiB, MiB, GiB) and
+/// decimal (kB, MB, GB) units.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (examples: 1048576, 512MiB, 2GB)"))?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KiB, MiB, GiB, kB, MB or GB)"
+            ));
+        }
+    };
+    let bytes = number * scale;
+    if !bytes.is_finite() || bytes > u64::MAX as f64 {
+        return Err(format!("{text:?} is too large"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+fn ser_bytes<S: Serializer>(bytes: &u64, s: S) -> Result<S::Ok, S::Error> {
+    if bytes.is_multiple_of(MIB) {
+        s.serialize_str(&format!("{}MiB", bytes / MIB))
+    } else {
+        s.serialize_u64(*bytes)
+    }
+}
+
+fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Number(n) => Ok(n),
+        Size::Text(t) => parse_bytes(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a duration ({e}; examples: 30s, 2m)"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_both_unit_systems() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1.5 GiB"), Ok(3 << 29));
+        assert_eq!(parse_bytes("64kB"), Ok(64_000));
+        assert!(
+            parse_bytes("12 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
+        assert!(parse_bytes("lots").unwrap_err().contains("not a size"));
+    }
+
+    #[test]
+    fn defaults_are_valid_and_print_as_toml_that_reads_back() {
+        let config = Config::default();
+        config.validate().unwrap();
+        let text = config.to_toml().unwrap();
+        let back: Config = Figment::from(Toml::string(&text)).extract().unwrap();
+        assert_eq!(back, config);
+    }
+}

@@ -4,8 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use meshcast_node::bench::MeshBench;
+use meshcast_proto::StreamId;
+
 use crate::config::{self, Overrides};
-use crate::keygen;
+use crate::{bench, keygen, run};
 
 const ABOUT: &str = "meshcast — peer-to-peer delivery of live and on-demand video.
 
@@ -45,6 +48,73 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Run an edge node: join the mesh, keep and pass on the streams it follows.
+    Node {
+        #[command(flatten)]
+        layers: ConfigArgs,
+        /// Stream id to follow (found through the DHT), repeatable.
+        #[arg(long = "follow", value_name = "STREAM_ID")]
+        follow: Vec<StreamId>,
+    },
+    /// Publish a stream: ingest HLS from an origin, sign every segment, inject it.
+    ///
+    /// Prints `stream <id>`: the id viewers and nodes ask for.
+    Publish {
+        /// HLS origin: an http(s) URL of a master or media playlist, or a folder.
+        #[arg(long, value_name = "URL|DIR")]
+        origin: String,
+        /// Publisher key file (from `meshcast keygen`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Stream name; with the key it determines the stream id.
+        #[arg(long)]
+        name: String,
+        /// Public URL of the entry playlist, for HTTP fallback when --origin is a folder.
+        #[arg(long, value_name = "URL")]
+        public_origin: Option<url::Url>,
+        /// Announce segments but serve no bytes: nodes fetch first copies from the origin.
+        #[arg(long)]
+        announce_only: bool,
+        /// Segment downloads in flight at once, per rendition.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        concurrency: u16,
+        #[command(flatten)]
+        layers: ConfigArgs,
+    },
+    /// Serve an HLS folder over HTTP, as VOD (/vod/) and as a looping live stream (/live/).
+    Origin {
+        /// Folder with master.m3u8, its variants and segments.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Propagation latency, duplicate ratio and origin bytes in a mesh of swarms on loopback.
+    Mesh {
+        /// Nodes besides the publisher.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
+        nodes: u32,
+        /// Bytes per segment.
+        #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
+        segment_bytes: u32,
+        /// Segments to publish.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        segments: u32,
+        /// Time between segments, e.g. 1s or 500ms.
+        #[arg(long, default_value = "1s", value_parser = crate::bench::parse_interval)]
+        interval: std::time::Duration,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +151,42 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             println!("{public}");
         }
+        Command::Node { layers, follow } => run::node(layers.load()?, follow)?,
+        Command::Publish {
+            origin,
+            key,
+            name,
+            public_origin,
+            announce_only,
+            concurrency,
+            layers,
+        } => run::publish(
+            layers.load()?,
+            run::PublishArgs {
+                origin,
+                key,
+                name,
+                public_origin,
+                announce_only,
+                concurrency: usize::from(concurrency),
+            },
+        )?,
+        Command::Origin { dir, listen } => run::origin(dir, listen)?,
+        Command::Bench(BenchCommand::Mesh {
+            nodes,
+            segment_bytes,
+            segments,
+            interval,
+            json,
+        }) => bench::mesh(
+            MeshBench {
+                nodes: nodes as usize,
+                segment_bytes: segment_bytes as usize,
+                segments: segments as usize,
+                interval,
+            },
+            json,
+        )?,
         Command::Config { action } => match action {
             ConfigAction::Show(layers) => print!("{}", layers.load()?.to_toml()?),
             ConfigAction::Check(layers) => {

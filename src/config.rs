@@ -36,6 +36,9 @@ pub struct NodeConfig {
     pub external: Vec<String>,
     /// Peers to join the mesh through: multiaddrs ending in /p2p/<peer id>.
     pub bootstrap: Vec<String>,
+    /// Also write verified segments here (VOD, inspection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +62,7 @@ impl Default for NodeConfig {
             ],
             external: Vec::new(),
             bootstrap: Vec::new(),
+            cache_dir: None,
         }
     }
 }
@@ -87,6 +91,9 @@ pub struct Overrides {
     /// Bootstrap peer multiaddr with /p2p/<peer id>, repeatable [config: node.bootstrap]
     #[arg(long = "bootstrap", value_name = "MULTIADDR")]
     bootstrap: Vec<String>,
+    /// Also write verified segments to this directory [config: node.cache_dir]
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
     /// Segment store size, e.g. 1GiB [config: store.max_bytes]
     #[arg(long, value_name = "SIZE")]
     store_max_bytes: Option<String>,
@@ -100,6 +107,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("node.data_dir", "--data-dir"),
     ("node.listen", "--listen"),
     ("node.bootstrap", "--bootstrap"),
+    ("node.cache_dir", "--cache-dir"),
     ("store.max_bytes", "--store-max-bytes"),
     ("store.live_window", "--live-window"),
 ];
@@ -123,6 +131,12 @@ impl Provider for Overrides {
         }
         if !self.bootstrap.is_empty() {
             node.insert("bootstrap".into(), self.bootstrap.clone().into());
+        }
+        if let Some(dir) = &self.cache_dir {
+            node.insert(
+                "cache_dir".into(),
+                dir.to_string_lossy().into_owned().into(),
+            );
         }
         if let Some(size) = &self.store_max_bytes {
             store.insert("max_bytes".into(), size.clone().into());
@@ -353,6 +367,26 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
             "{text:?} is not a duration ({e}; examples: 30s, 2m)"
         ))
     })
+}
+
+impl Config {
+    /// The node library's configuration. Call after [`Config::validate`].
+    pub fn node_config(&self) -> anyhow::Result<meshcast_node::Config> {
+        let addrs = |list: &[String]| -> anyhow::Result<Vec<libp2p::Multiaddr>> {
+            list.iter()
+                .map(|a| a.parse().with_context(|| format!("address {a:?}")))
+                .collect()
+        };
+        Ok(meshcast_node::Config {
+            listen: addrs(&self.node.listen)?,
+            external: addrs(&self.node.external)?,
+            bootstrap: addrs(&self.node.bootstrap)?,
+            store_max_bytes: self.store.max_bytes,
+            live_window: self.store.live_window,
+            cache_dir: self.node.cache_dir.clone(),
+            ..meshcast_node::Config::default()
+        })
+    }
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod bench;
 mod cli;
 mod config;
 mod keygen;
+mod run;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();

@@ -24,6 +24,8 @@ pub struct Rendition {
     pub codecs: String,
     pub width: u32,
     pub height: u32,
+    /// Media playlist, relative to the descriptor's `origin_url`.
+    pub uri: String,
 }
 
 /// The signed fields of a stream descriptor.
@@ -68,6 +70,7 @@ impl Descriptor {
         for (i, r) in self.renditions.iter().enumerate() {
             check_len("renditions.name", &r.name, MAX_RENDITION_NAME)?;
             check_len("renditions.codecs", &r.codecs, MAX_CODECS)?;
+            check_len("renditions.uri", &r.uri, MAX_ORIGIN_URL)?;
             if self.renditions[..i].iter().any(|other| other.id == r.id) {
                 return Err(DecodeError::Invalid {
                     field: "renditions.id",
@@ -97,7 +100,8 @@ impl Descriptor {
                 .u64(r.bandwidth)
                 .str(&r.codecs)
                 .u32(r.width)
-                .u32(r.height);
+                .u32(r.height)
+                .str(&r.uri);
         }
         c.str(&self.origin_url)
             .u32(self.segment_duration_ms)
@@ -181,6 +185,7 @@ impl SignedDescriptor {
                     codecs: r.codecs.clone(),
                     width: r.width,
                     height: r.height,
+                    uri: r.uri.clone(),
                 })
                 .collect(),
             origin_url: d.origin_url.clone(),
@@ -206,6 +211,7 @@ impl SignedDescriptor {
                         codecs: r.codecs.clone(),
                         width: r.width,
                         height: r.height,
+                        uri: r.uri.clone(),
                     })
                     .collect(),
                 origin_url: msg.origin_url.clone(),

@@ -11,14 +11,21 @@ use crate::{DecodeError, PublisherKey, SegmentId, StreamId, StreamKey, VerifyErr
 
 const HEADER_TAG: &[u8] = b"meshcast/v1/segment-header\0";
 
+/// Longest `uri` a header may carry.
+pub const MAX_URI: usize = 1024;
+
 /// The signed fields of a segment header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SegmentInfo {
     pub id: SegmentId,
     pub duration_us: u64,
     pub length: u64,
     pub hash: [u8; 32],
     pub published_at_us: u64,
+    /// Where the origin serves the segment, relative to its rendition's
+    /// playlist URL: the fallback when the mesh is late. Signed, so no peer
+    /// can redirect a fallback fetch.
+    pub uri: String,
 }
 
 impl SegmentInfo {
@@ -30,7 +37,14 @@ impl SegmentInfo {
             length: body.len() as u64,
             hash: *blake3::hash(body).as_bytes(),
             published_at_us,
+            uri: String::new(),
         }
+    }
+
+    /// Sets the origin URI of the segment.
+    pub fn with_uri(mut self, uri: impl Into<String>) -> Self {
+        self.uri = uri.into();
+        self
     }
 
     fn canonical(&self) -> Vec<u8> {
@@ -43,6 +57,7 @@ impl SegmentInfo {
             .u64(self.length)
             .raw(&self.hash)
             .u64(self.published_at_us)
+            .str(&self.uri)
             .finish()
     }
 
@@ -57,7 +72,7 @@ impl SegmentInfo {
 }
 
 /// A segment header as received: signature not yet checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SignedHeader {
     pub info: SegmentInfo,
     pub signature: [u8; 64],
@@ -77,7 +92,15 @@ impl SignedHeader {
         stream
             .publisher
             .verify(&self.info.canonical(), &self.signature, "segment header")?;
-        Ok(VerifiedHeader(*self))
+        if self.info.uri.len() > MAX_URI {
+            return Err(DecodeError::TooLong {
+                field: "uri",
+                got: self.info.uri.len(),
+                max: MAX_URI,
+            }
+            .into());
+        }
+        Ok(VerifiedHeader(self.clone()))
     }
 
     pub fn to_pb(&self) -> pb::SegmentHeader {
@@ -91,6 +114,7 @@ impl SignedHeader {
             length: info.length,
             hash: info.hash.to_vec().into(),
             published_at_us: info.published_at_us,
+            uri: info.uri.clone(),
             signature: self.signature.to_vec().into(),
         }
     }
@@ -108,6 +132,7 @@ impl SignedHeader {
                 length: msg.length,
                 hash: fixed("hash", &msg.hash)?,
                 published_at_us: msg.published_at_us,
+                uri: msg.uri.clone(),
             },
             signature: fixed("signature", &msg.signature)?,
         })
@@ -115,7 +140,7 @@ impl SignedHeader {
 }
 
 /// A header whose signature has been checked against its stream's key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VerifiedHeader(SignedHeader);
 
 impl VerifiedHeader {

@@ -233,3 +233,5 @@ fn bad_configuration_names_the_key_the_reason_and_the_source() {
     let ok = meshcast(&["config", "check", "--config", f]);
     assert!(ok.status.success(), "{}", stderr(&ok));
 }
+
+mod processes;

@@ -26,6 +26,7 @@ pub fn header(key: &PublisherKey, stream: &StreamKey, sequence: u64, body: &[u8]
         2_000_000,
         1_700_000_000_000_000,
     )
+    .with_uri(format!("seg{sequence}.m4s"))
     .sign(key)
 }
 
@@ -41,6 +42,7 @@ pub fn descriptor(key: &PublisherKey, name: &str) -> Descriptor {
                 codecs: "avc1.42c01e,mp4a.40.2".into(),
                 width: 640,
                 height: 360,
+                uri: "360p.m3u8".into(),
             },
             Rendition {
                 id: 1,
@@ -49,6 +51,7 @@ pub fn descriptor(key: &PublisherKey, name: &str) -> Descriptor {
                 codecs: "avc1.4d401f,mp4a.40.2".into(),
                 width: 1280,
                 height: 720,
+                uri: "720p.m3u8".into(),
             },
         ],
         origin_url: "https://origin.example/live/master.m3u8".into(),

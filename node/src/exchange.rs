@@ -1,0 +1,229 @@
+//! The segment-exchange protocol, `/meshcast/segment/1`: one QUIC stream per
+//! transfer, frames of [`pb::MeshMessage`], raw bodies after their header.
+//!
+//! - pull: `Want{id}` → `Deliver{header}` + body, or `Absent{id}`.
+//! - push: `PushOffer{header}` → `PushAccept` (then the body) or `PushDecline{reason}`.
+//! - headers: `ListHeaders{stream}` → `Announce{headers}`.
+//!
+//! Every read has a timeout and goes through a [`Decoder`] with hard limits;
+//! bodies are verified chunk by chunk against the signed header before they are
+//! returned. Errors that prove a peer dishonest are marked
+//! ([`ExchangeError::is_misbehaviour`]) so the node bans it.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::{Stream, StreamProtocol};
+use meshcast_proto::frame::{self, Decoder, FrameError, Item, Limits};
+use meshcast_proto::pb::{self, mesh_message::Body};
+use meshcast_proto::{
+    BodyError, DecodeError, SegmentId, SignedHeader, StreamId, StreamKey, VerifiedHeader,
+    VerifyError,
+};
+
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/meshcast/segment/1");
+
+/// Bytes read from the stream at a time: the decoder never holds more than
+/// one frame plus one read.
+const READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("stream I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("peer sent nothing for {0:?}")]
+    Timeout(Duration),
+    #[error("stream closed early")]
+    Closed,
+    #[error("could not open stream: {0}")]
+    Open(String),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+}
+
+impl ExchangeError {
+    /// True when the error proves the peer sent bad data on purpose or by
+    /// malfunction: forged or altered headers, bytes that do not match, frames
+    /// over the limits. Timeouts and closed streams are not misbehaviour.
+    pub fn is_misbehaviour(&self) -> bool {
+        matches!(
+            self,
+            Self::Frame(_) | Self::Body(_) | Self::Verify(_) | Self::Decode(_) | Self::Protocol(_)
+        )
+    }
+}
+
+/// A stream with a frame decoder and a read timeout.
+pub struct Framed {
+    stream: Stream,
+    decoder: Decoder,
+    buf: Box<[u8]>,
+    read_timeout: Duration,
+}
+
+impl Framed {
+    pub fn new(stream: Stream, limits: Limits, read_timeout: Duration) -> Self {
+        Self {
+            stream,
+            decoder: Decoder::new(limits),
+            buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            read_timeout,
+        }
+    }
+
+    async fn next_item(&mut self) -> Result<Item, ExchangeError> {
+        loop {
+            if let Some(item) = self.decoder.next_item()? {
+                return Ok(item);
+            }
+            let read = tokio::time::timeout(self.read_timeout, self.stream.read(&mut self.buf))
+                .await
+                .map_err(|_| ExchangeError::Timeout(self.read_timeout))??;
+            if read == 0 {
+                self.decoder.finish()?;
+                return Err(ExchangeError::Closed);
+            }
+            self.decoder.feed(&self.buf[..read]);
+        }
+    }
+
+    /// Reads one control frame as a mesh message.
+    pub async fn read_message(&mut self) -> Result<Body, ExchangeError> {
+        match self.next_item().await? {
+            Item::Frame(bytes) => frame::decode::<pb::MeshMessage>(bytes)?
+                .body
+                .ok_or(ExchangeError::Protocol("empty message")),
+            Item::Body { .. } => Err(ExchangeError::Protocol("body bytes where a frame was due")),
+        }
+    }
+
+    /// Reads and verifies the body announced by `header`.
+    pub async fn read_body(&mut self, header: &VerifiedHeader) -> Result<Bytes, ExchangeError> {
+        let max = self.decoder.limits().max_segment;
+        let mut verifier = header.body_verifier(max)?;
+        self.decoder.expect_body(header.info().length)?;
+        // Bounded by max_segment, checked just above; grows as bytes arrive.
+        let mut body = BytesMut::new();
+        loop {
+            match self.next_item().await? {
+                Item::Body { chunk, last } => {
+                    verifier.update(&chunk)?;
+                    body.extend_from_slice(&chunk);
+                    if last {
+                        verifier.finish()?;
+                        return Ok(body.freeze());
+                    }
+                }
+                Item::Frame(_) => return Err(ExchangeError::Protocol("frame inside a body")),
+            }
+        }
+    }
+
+    pub async fn send(&mut self, body: Body) -> Result<(), ExchangeError> {
+        let bytes = frame::encode(&pb::MeshMessage { body: Some(body) }, self.decoder.limits())?;
+        self.stream.write_all(&bytes).await?;
+        Ok(())
+    }
+
+    pub async fn send_body(&mut self, body: &[u8]) -> Result<(), ExchangeError> {
+        self.stream.write_all(body).await?;
+        Ok(())
+    }
+
+    /// Flushes and half-closes our side.
+    pub async fn finish(mut self) -> Result<(), ExchangeError> {
+        self.stream.close().await?;
+        Ok(())
+    }
+}
+
+/// Decodes and verifies a header received for stream `key`.
+pub fn verify_header(
+    header: Option<pb::SegmentHeader>,
+    key: &StreamKey,
+) -> Result<VerifiedHeader, ExchangeError> {
+    let header = header.ok_or(ExchangeError::Protocol("message without a header"))?;
+    Ok(SignedHeader::from_pb(&header)?.verify(key)?)
+}
+
+/// Pulls segment `id` over a fresh stream; `None` when the peer lacks it.
+pub async fn pull(
+    mut framed: Framed,
+    id: SegmentId,
+    key: &StreamKey,
+) -> Result<Option<(VerifiedHeader, Bytes)>, ExchangeError> {
+    framed
+        .send(Body::Want(pb::Want {
+            id: Some(id.to_pb()),
+        }))
+        .await?;
+    match framed.read_message().await? {
+        Body::Deliver(d) => {
+            let header = verify_header(d.header, key)?;
+            if header.id() != id {
+                return Err(ExchangeError::Protocol(
+                    "delivered a segment other than the one asked for",
+                ));
+            }
+            let body = framed.read_body(&header).await?;
+            Ok(Some((header, body)))
+        }
+        Body::Absent(_) => Ok(None),
+        _ => Err(ExchangeError::Protocol("unexpected answer to Want")),
+    }
+}
+
+/// The result of a push.
+pub enum Pushed {
+    Delivered,
+    Declined(pb::DeclineReason),
+}
+
+/// Offers a segment over a fresh stream and sends the body if accepted.
+pub async fn push(
+    mut framed: Framed,
+    header: &SignedHeader,
+    body: &[u8],
+) -> Result<Pushed, ExchangeError> {
+    framed
+        .send(Body::PushOffer(pb::PushOffer {
+            header: Some(header.to_pb()),
+        }))
+        .await?;
+    match framed.read_message().await? {
+        Body::PushAccept(_) => {
+            framed.send_body(body).await?;
+            framed.finish().await?;
+            Ok(Pushed::Delivered)
+        }
+        Body::PushDecline(d) => Ok(Pushed::Declined(
+            pb::DeclineReason::try_from(d.reason).unwrap_or(pb::DeclineReason::Unspecified),
+        )),
+        _ => Err(ExchangeError::Protocol("unexpected answer to PushOffer")),
+    }
+}
+
+/// Asks a peer which segments of `stream` it holds.
+pub async fn list_headers(
+    mut framed: Framed,
+    stream: StreamId,
+) -> Result<Vec<pb::SegmentHeader>, ExchangeError> {
+    framed
+        .send(Body::ListHeaders(pb::ListHeaders {
+            stream_id: stream.as_bytes().to_vec().into(),
+        }))
+        .await?;
+    match framed.read_message().await? {
+        Body::Announce(a) => Ok(a.headers),
+        _ => Err(ExchangeError::Protocol("unexpected answer to ListHeaders")),
+    }
+}

@@ -1,0 +1,28 @@
+//! meshcast edge node.
+//!
+//! The sans-I/O core, unit-tested deterministically:
+//! - [`store`]: segments bounded in bytes, live window first, LRU beyond.
+//! - [`scheduler`]: who sends which segment to whom (push, pull, origin).
+//!
+//! The shell:
+//! - [`node`]: the `(Node, Driver)` pair that owns the libp2p swarm.
+//! - [`exchange`]: the `/meshcast/segment/1` stream protocol.
+//! - [`behaviour`]: the libp2p protocols combined.
+//! - [`ingest`]: HLS playlists and origin fetches, for the publisher and the fallback.
+//! - [`publisher`]: ingest, sign, inject.
+
+pub mod behaviour;
+pub mod bench;
+pub mod cache;
+pub mod exchange;
+pub mod identity;
+pub mod ingest;
+pub mod node;
+pub mod publisher;
+pub mod scheduler;
+pub mod store;
+
+pub use node::{Config, Driver, Event, Faults, Info, Node, NodeError, Source, Stats};
+
+#[cfg(test)]
+mod sim;

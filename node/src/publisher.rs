@@ -1,0 +1,313 @@
+//! The publisher: ingests HLS from an origin, signs every segment, injects it.
+//!
+//! [`Publisher::start`] reads the origin's entry playlist (a master playlist,
+//! whose variants become renditions, or a single media playlist), builds and
+//! signs the stream descriptor and publishes it. [`Publisher::run`] then polls
+//! each rendition's playlist at the pace RFC 8216 asks of clients (the target
+//! duration after a change, half of it otherwise), downloads new segments
+//! (init segments first) with bounded concurrency, signs and injects them.
+//! Problems after start — an unparsable playlist, a segment that 404s, times
+//! out or is too large — are reported as warnings and the loop goes on: the
+//! next poll may well succeed.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use meshcast_proto::{
+    DecodeError, Descriptor, PublisherKey, Rendition, SegmentId, SegmentInfo, SegmentKind,
+    StreamId, StreamKey, VerifiedDescriptor,
+};
+use tokio::sync::broadcast;
+
+use crate::ingest::playlist::{self, Item, Playlist, Tracker};
+use crate::ingest::source::{FetchLimits, Source};
+use crate::node::{Node, NodeError};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// An http(s) URL of a playlist, or a folder holding one.
+    pub origin: String,
+    /// Where viewers and nodes can fetch the origin over HTTP when the mesh is
+    /// late. Defaults to `origin` when that is a URL; a folder origin without
+    /// it has no HTTP fallback.
+    pub public_origin: Option<url::Url>,
+    pub name: String,
+    /// Segment downloads in flight at once, per rendition.
+    pub concurrency: usize,
+    pub max_segment: u64,
+    pub fetch: FetchLimits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot read the origin: {0}")]
+    Origin(String),
+    #[error("the origin's playlists do not make a valid stream: {0}")]
+    Descriptor(#[from] DecodeError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// What the publisher reports besides logs.
+#[derive(Debug, Clone)]
+pub enum PublishEvent {
+    Injected { id: SegmentId, bytes: u64 },
+    Warning { message: String },
+}
+
+struct Track {
+    id: u32,
+    /// The rendition's playlist, resolved by the source.
+    playlist: String,
+}
+
+pub struct Publisher {
+    node: Node,
+    key: PublisherKey,
+    stream: StreamKey,
+    source: Arc<Source>,
+    descriptor: VerifiedDescriptor,
+    tracks: Vec<Track>,
+    config: Config,
+    events: broadcast::Sender<PublishEvent>,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Publisher {
+    /// Reads the origin, signs and publishes the stream descriptor.
+    pub async fn start(
+        node: Node,
+        key: PublisherKey,
+        config: Config,
+    ) -> Result<Self, PublishError> {
+        let source = Source::from_arg(&config.origin, config.fetch)
+            .map_err(|e| PublishError::Origin(e.to_string()))?;
+        let entry = source.entry().to_string();
+        let resolve = |relative_to: &str, uri: &str| {
+            source
+                .resolve(relative_to, uri)
+                .map_err(|e| PublishError::Origin(e.to_string()))
+        };
+        let playlist = fetch_playlist(&source, "", &entry, config.max_segment).await?;
+        let (renditions, tracks, first) = match playlist {
+            Playlist::Master(variants) => {
+                let first_uri = variants.first().map(|v| v.uri.clone()).unwrap_or_default();
+                let first =
+                    match fetch_playlist(&source, &entry, &first_uri, config.max_segment).await? {
+                        Playlist::Media(media) => media,
+                        Playlist::Master(_) => {
+                            return Err(PublishError::Origin(format!(
+                                "variant {first_uri} is a master playlist"
+                            )));
+                        }
+                    };
+                let tracks = variants
+                    .iter()
+                    .map(|v| {
+                        Ok(Track {
+                            id: v.id,
+                            playlist: resolve(&entry, &v.uri)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, PublishError>>()?;
+                let renditions = variants
+                    .into_iter()
+                    .map(|v| Rendition {
+                        id: v.id,
+                        name: v.name,
+                        bandwidth: v.bandwidth,
+                        codecs: v.codecs,
+                        width: v.width,
+                        height: v.height,
+                        uri: v.uri,
+                    })
+                    .collect();
+                (renditions, tracks, first)
+            }
+            Playlist::Media(media) => {
+                let rendition = Rendition {
+                    id: 0,
+                    name: "default".into(),
+                    bandwidth: 0,
+                    codecs: String::new(),
+                    width: 0,
+                    height: 0,
+                    uri: String::new(),
+                };
+                let track = Track {
+                    id: 0,
+                    playlist: resolve("", &entry)?,
+                };
+                (vec![rendition], vec![track], media)
+            }
+        };
+        let origin_url = match (&config.public_origin, &source) {
+            (Some(url), _) => url.to_string(),
+            (None, Source::Http { .. }) => source
+                .resolve("", &entry)
+                .map_err(|e| PublishError::Origin(e.to_string()))?,
+            (None, Source::Folder { .. }) => String::new(),
+        };
+        let descriptor = Descriptor {
+            publisher: key.public(),
+            name: config.name.clone(),
+            renditions,
+            origin_url,
+            segment_duration_ms: u32::try_from(first.target_duration.as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1),
+            live: !first.ended,
+            issued_at_us: now_us(),
+        }
+        .sign(&key)?;
+        node.publish(descriptor.clone()).await?;
+        let (events, _) = broadcast::channel(1024);
+        Ok(Self {
+            node,
+            stream: descriptor.stream_key(),
+            key,
+            source: Arc::new(source),
+            descriptor,
+            tracks,
+            config,
+            events,
+        })
+    }
+
+    pub fn stream_id(&self) -> StreamId {
+        self.stream.id
+    }
+
+    pub fn descriptor(&self) -> &VerifiedDescriptor {
+        &self.descriptor
+    }
+
+    pub fn events(&self) -> broadcast::Receiver<PublishEvent> {
+        self.events.subscribe()
+    }
+
+    /// Polls every rendition until the stream ends (VOD: once everything is
+    /// injected; live: never). Returns only for VOD.
+    pub async fn run(self) {
+        let this = Arc::new(self);
+        let polls = this.tracks.iter().map(|track| {
+            this.clone()
+                .poll_rendition(track.id, track.playlist.clone())
+        });
+        futures::future::join_all(polls).await;
+    }
+
+    fn warn(&self, message: String) {
+        tracing::warn!("{message}");
+        let _ = self.events.send(PublishEvent::Warning { message });
+    }
+
+    async fn poll_rendition(self: Arc<Self>, rendition: u32, playlist: String) {
+        let mut tracker = Tracker::new();
+        let target =
+            Duration::from_millis(u64::from(self.descriptor.descriptor().segment_duration_ms));
+        loop {
+            let mut ended = false;
+            match fetch_playlist(&self.source, "", &playlist, self.config.max_segment).await {
+                Ok(Playlist::Media(media)) => {
+                    ended = media.ended;
+                    let items = tracker.update(&media);
+                    self.ingest(rendition, &playlist, items).await;
+                }
+                Ok(Playlist::Master(_)) => self.warn(format!(
+                    "rendition playlist {playlist} is a master playlist"
+                )),
+                Err(e) => self.warn(format!("rendition {rendition}: {e}")),
+            }
+            if ended {
+                return;
+            }
+            // Before any playlist loaded, retry at the descriptor's pace.
+            let wait = tracker.poll_interval();
+            tokio::time::sleep(if wait.is_zero() { target / 2 } else { wait }).await;
+        }
+    }
+
+    async fn ingest(&self, rendition: u32, playlist_uri: &str, items: Vec<Item>) {
+        let downloads = futures::stream::iter(items)
+            .map(|item| async move {
+                let (kind, sequence, uri, duration) = match &item {
+                    Item::Init { sequence, uri } => {
+                        (SegmentKind::Init, *sequence, uri.clone(), Duration::ZERO)
+                    }
+                    Item::Media(seg) => (
+                        SegmentKind::Media,
+                        seg.sequence,
+                        seg.uri.clone(),
+                        seg.duration,
+                    ),
+                };
+                let body = self
+                    .source
+                    .get(playlist_uri, &uri, self.config.max_segment)
+                    .await;
+                (kind, sequence, uri, duration, body)
+            })
+            .buffered(self.config.concurrency.max(1));
+        futures::pin_mut!(downloads);
+        while let Some((kind, sequence, uri, duration, body)) = downloads.next().await {
+            let id = SegmentId {
+                stream: self.stream.id,
+                rendition,
+                kind,
+                sequence,
+            };
+            match body {
+                Ok(body) => self.inject(id, uri, duration, body).await,
+                Err(e) => self.warn(format!("segment {id} not published: {e}")),
+            }
+        }
+    }
+
+    async fn inject(&self, id: SegmentId, uri: String, duration: Duration, body: Bytes) {
+        let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        let header = SegmentInfo::for_body(id, &body, duration_us, now_us())
+            .with_uri(uri)
+            .sign(&self.key)
+            .verify(&self.stream);
+        let header = match header {
+            Ok(header) => header,
+            Err(e) => return self.warn(format!("segment {id} not published: {e}")),
+        };
+        let bytes = body.len() as u64;
+        if let Err(e) = self.node.inject(header, body).await {
+            return self.warn(format!("segment {id} not injected: {e}"));
+        }
+        let _ = self.events.send(PublishEvent::Injected { id, bytes });
+    }
+}
+
+async fn fetch_playlist(
+    source: &Source,
+    relative_to: &str,
+    uri: &str,
+    max: u64,
+) -> Result<Playlist, PublishError> {
+    // Playlists are small; a multi-megabyte one is a mistake or an attack.
+    let max = max.min(4 << 20);
+    let bytes = source
+        .get(relative_to, uri, max)
+        .await
+        .map_err(|e| PublishError::Origin(e.to_string()))?;
+    playlist::parse(&bytes).map_err(|e| {
+        PublishError::Origin(format!(
+            "{}: {e}",
+            source
+                .resolve(relative_to, uri)
+                .unwrap_or_else(|_| uri.to_string())
+        ))
+    })
+}

@@ -1,0 +1,503 @@
+//! The segment scheduler: who sends which segment to whom, and when.
+//!
+//! Sans-I/O: the shell reports what happened (peers, headers, offers,
+//! finished transfers) with the current time, and drains [`Action`]s. Time
+//! and randomness are passed in, so a seeded simulation of many nodes
+//! (`tests` below) runs deterministically.
+//!
+//! The algorithm, PlumTree-like:
+//! - **Eager push.** When a node holds a new segment (injected or received),
+//!   it offers the signed header to neighbours not known to hold it,
+//!   `push_parallel` at a time, until every neighbour has accepted or
+//!   declined. A receiver accepts only if it neither holds nor is already
+//!   downloading the segment, so bytes flow at most once to each node; a
+//!   decline costs one small frame.
+//! - **Lazy pull.** Headers also spread by gossip. A node that knows a header
+//!   but has not started receiving the segment `pull_delay` later pulls it from
+//!   the best known holder (lowest expected time from measured RTT and
+//!   throughput). At most one download of a segment runs at a time; one that
+//!   exceeds `transfer_timeout` is cancelled and retried at another holder.
+//! - **Deadline.** A segment not held `origin_after` after its header was
+//!   learned is fetched from the origin, racing any download in progress: the
+//!   one case where two downloads of one segment may run at once.
+//!
+//! Holders are learned from offers (the offerer holds it), declines ("already
+//! have"), completed transfers, the gossip author (the publisher), and header
+//! lists requested by late joiners.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use meshcast_proto::SegmentId;
+use meshcast_proto::pb::DeclineReason;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+/// Tuning of the scheduler. The defaults suit 1–4 s segments on the open
+/// internet; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Offers (and so uploads) of one segment in flight at once.
+    pub push_parallel: usize,
+    /// How long to wait for a push before pulling a known segment.
+    pub pull_delay: Duration,
+    /// A transfer running longer is cancelled and retried elsewhere.
+    pub transfer_timeout: Duration,
+    /// A segment not held this long after its header arrived comes from the origin.
+    pub origin_after: Duration,
+    /// Concurrent downloads, all segments together.
+    pub max_downloads: usize,
+    /// Concurrent uploads, all segments together.
+    pub max_uploads: usize,
+    /// Bookkeeping of a segment is dropped this long after it was learned.
+    pub forget_after: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            push_parallel: 3,
+            pull_delay: Duration::from_millis(150),
+            transfer_timeout: Duration::from_secs(5),
+            origin_after: Duration::from_secs(4),
+            max_downloads: 16,
+            max_uploads: 24,
+            forget_after: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Names one transfer, for [`Scheduler::finished`] and [`Action::Cancel`].
+pub type TransferId = u64;
+
+/// What the shell should do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action<P> {
+    /// Offer the segment to `peer`; send the body if accepted.
+    Offer {
+        transfer: TransferId,
+        peer: P,
+        id: SegmentId,
+    },
+    /// Ask `peer` for the segment.
+    Pull {
+        transfer: TransferId,
+        peer: P,
+        id: SegmentId,
+    },
+    /// Fetch the segment from the origin.
+    FetchOrigin { transfer: TransferId, id: SegmentId },
+    /// Abandon a transfer: it timed out, or another one already delivered.
+    Cancel { transfer: TransferId },
+}
+
+/// How a transfer ended, as reported by the shell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The segment was delivered (download: verified and stored).
+    Done { bytes: u64, elapsed: Duration },
+    /// Our offer was declined.
+    Declined(DeclineReason),
+    /// The peer does not hold the segment.
+    Absent,
+    /// Timeout, reset, refused or cancelled.
+    Failed,
+    /// The peer sent a bad header or bad bytes; the shell bans it.
+    Misbehaved,
+}
+
+/// The answer to a push offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Accept(TransferId),
+    Decline(DeclineReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind<P> {
+    Offer(P),
+    Pull(P),
+    PushIn(P),
+    Origin,
+}
+
+#[derive(Debug)]
+struct Transfer<P> {
+    id: SegmentId,
+    kind: Kind<P>,
+    started: Instant,
+}
+
+#[derive(Debug)]
+struct Segment<P> {
+    size: u64,
+    learned: Instant,
+    held: bool,
+    holders: BTreeSet<P>,
+    failed: BTreeSet<P>,
+    offered: BTreeSet<P>,
+    downloads: BTreeSet<TransferId>,
+    offers_in_flight: usize,
+    origin_tried: bool,
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    rtt: Option<Duration>,
+    /// Smoothed download throughput from this peer, bytes per second.
+    throughput: Option<f64>,
+}
+
+/// Assumed when a peer has not been measured yet: optimistic enough to try it.
+const DEFAULT_THROUGHPUT: f64 = 10e6;
+const DEFAULT_RTT: Duration = Duration::from_millis(50);
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Scheduler<P> {
+    config: Config,
+    peers: BTreeMap<P, Peer>,
+    segments: BTreeMap<SegmentId, Segment<P>>,
+    transfers: BTreeMap<TransferId, Transfer<P>>,
+    next_transfer: TransferId,
+    actions: VecDeque<Action<P>>,
+    rng: StdRng,
+}
+
+impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
+    pub fn new(config: Config, seed: u64) -> Self {
+        Self {
+            config,
+            peers: BTreeMap::new(),
+            segments: BTreeMap::new(),
+            transfers: BTreeMap::new(),
+            next_transfer: 1,
+            actions: VecDeque::new(),
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A new neighbour. It is offered segments that arrive from now on; what
+    /// it missed it pulls (a late joiner asks for header lists), which keeps a
+    /// new connection from setting off a burst of offers.
+    pub fn peer_connected(&mut self, peer: P) {
+        self.peers.entry(peer).or_default();
+    }
+
+    /// Forgets the peer. Its transfers must still be reported as finished.
+    pub fn peer_disconnected(&mut self, peer: P) {
+        self.peers.remove(&peer);
+        for seg in self.segments.values_mut() {
+            seg.holders.remove(&peer);
+        }
+    }
+
+    pub fn rtt(&mut self, peer: P, rtt: Duration) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.rtt = Some(rtt);
+        }
+    }
+
+    pub fn is_held(&self, id: &SegmentId) -> bool {
+        self.segments.get(id).is_some_and(|s| s.held)
+    }
+
+    /// A header was learned (gossip, a header list, an offer). `holder` is a
+    /// peer known to hold the body, if any.
+    pub fn header_learned(&mut self, id: SegmentId, size: u64, holder: Option<P>, now: Instant) {
+        let seg = self.segments.entry(id).or_insert_with(|| Segment {
+            size,
+            learned: now,
+            held: false,
+            holders: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            offered: BTreeSet::new(),
+            downloads: BTreeSet::new(),
+            offers_in_flight: 0,
+            origin_tried: false,
+        });
+        if let Some(peer) = holder {
+            seg.holders.insert(peer);
+        }
+    }
+
+    /// The segment is now held locally (injected by the publisher, or
+    /// restored): start pushing it.
+    pub fn held(&mut self, id: SegmentId, size: u64, now: Instant) {
+        self.header_learned(id, size, None, now);
+        self.mark_held(id, now);
+    }
+
+    /// A peer offers a segment. Accept only what is neither held nor being
+    /// downloaded, so no node receives the same bytes twice.
+    pub fn offered(&mut self, id: SegmentId, size: u64, from: P, now: Instant) -> Decision {
+        self.header_learned(id, size, Some(from), now);
+        let active = self.active_downloads();
+        let Some(seg) = self.segments.get_mut(&id) else {
+            return Decision::Decline(DeclineReason::NotWanted);
+        };
+        if seg.held {
+            return Decision::Decline(DeclineReason::AlreadyHave);
+        }
+        if !seg.downloads.is_empty() {
+            return Decision::Decline(DeclineReason::InFlight);
+        }
+        if active >= self.config.max_downloads {
+            return Decision::Decline(DeclineReason::Busy);
+        }
+        let transfer = self.start(id, Kind::PushIn(from), now);
+        Decision::Accept(transfer)
+    }
+
+    /// Reports the end of a transfer started by an [`Action`] or an accepted offer.
+    pub fn finished(&mut self, transfer: TransferId, outcome: Outcome, now: Instant) {
+        let Some(t) = self.transfers.remove(&transfer) else {
+            return;
+        };
+        let Some(seg) = self.segments.get_mut(&t.id) else {
+            return;
+        };
+        match t.kind {
+            Kind::Offer(peer) => {
+                seg.offers_in_flight = seg.offers_in_flight.saturating_sub(1);
+                match outcome {
+                    Outcome::Done { .. } | Outcome::Declined(DeclineReason::AlreadyHave) => {
+                        seg.holders.insert(peer);
+                    }
+                    _ => {}
+                }
+                self.pump_offers(t.id, now);
+            }
+            Kind::Pull(peer) | Kind::PushIn(peer) => {
+                seg.downloads.remove(&transfer);
+                match outcome {
+                    Outcome::Done { bytes, elapsed } => {
+                        seg.holders.insert(peer);
+                        if let Some(p) = self.peers.get_mut(&peer) {
+                            let rate = bytes as f64 / elapsed.as_secs_f64().max(1e-4);
+                            p.throughput =
+                                Some(p.throughput.map_or(rate, |old| 0.7 * old + 0.3 * rate));
+                        }
+                        self.mark_held(t.id, now);
+                    }
+                    Outcome::Absent => {
+                        seg.holders.remove(&peer);
+                        seg.failed.insert(peer);
+                    }
+                    _ => {
+                        seg.failed.insert(peer);
+                    }
+                }
+            }
+            Kind::Origin => {
+                seg.downloads.remove(&transfer);
+                if matches!(outcome, Outcome::Done { .. }) {
+                    self.mark_held(t.id, now);
+                }
+            }
+        }
+        self.tick(now);
+    }
+
+    /// Runs timers: pulls, timeouts, origin fallback. Call at
+    /// [`next_wakeup`](Self::next_wakeup) or after any report.
+    pub fn tick(&mut self, now: Instant) {
+        self.expire(now);
+        let due: Vec<SegmentId> = self
+            .segments
+            .iter()
+            .filter(|(_, s)| !s.held && now >= s.learned + self.config.pull_delay)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.schedule_download(id, now);
+        }
+        let forget = self.config.forget_after;
+        self.segments.retain(|_, s| {
+            now.saturating_duration_since(s.learned) < forget || !s.downloads.is_empty()
+        });
+    }
+
+    /// The next time [`tick`](Self::tick) has something to do, if any.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let timeouts = self
+            .transfers
+            .values()
+            .map(|t| t.started + self.config.transfer_timeout);
+        let segments = self.segments.values().filter(|s| !s.held).flat_map(|s| {
+            [
+                (s.downloads.is_empty()).then_some(s.learned + self.config.pull_delay),
+                (!s.origin_tried).then_some(s.learned + self.config.origin_after),
+            ]
+            .into_iter()
+            .flatten()
+        });
+        timeouts.chain(segments).min()
+    }
+
+    /// The next action for the shell to perform.
+    pub fn poll_action(&mut self) -> Option<Action<P>> {
+        self.actions.pop_front()
+    }
+
+    fn active_downloads(&self) -> usize {
+        self.transfers
+            .values()
+            .filter(|t| !matches!(t.kind, Kind::Offer(_)))
+            .count()
+    }
+
+    fn active_uploads(&self) -> usize {
+        self.transfers
+            .values()
+            .filter(|t| matches!(t.kind, Kind::Offer(_)))
+            .count()
+    }
+
+    fn start(&mut self, id: SegmentId, kind: Kind<P>, now: Instant) -> TransferId {
+        let transfer = self.next_transfer;
+        self.next_transfer += 1;
+        self.transfers.insert(
+            transfer,
+            Transfer {
+                id,
+                kind,
+                started: now,
+            },
+        );
+        if let Some(seg) = self.segments.get_mut(&id) {
+            match kind {
+                Kind::Offer(_) => seg.offers_in_flight += 1,
+                _ => {
+                    seg.downloads.insert(transfer);
+                }
+            }
+        }
+        transfer
+    }
+
+    fn mark_held(&mut self, id: SegmentId, now: Instant) {
+        let Some(seg) = self.segments.get_mut(&id) else {
+            return;
+        };
+        if seg.held {
+            return;
+        }
+        seg.held = true;
+        // A racing download (origin vs. peer) is no longer needed.
+        for transfer in std::mem::take(&mut seg.downloads) {
+            self.transfers.remove(&transfer);
+            self.actions.push_back(Action::Cancel { transfer });
+        }
+        self.pump_offers(id, now);
+    }
+
+    /// Offers a held segment to neighbours not known to hold it.
+    fn pump_offers(&mut self, id: SegmentId, now: Instant) {
+        let uploads = self.active_uploads();
+        let Some(seg) = self.segments.get(&id) else {
+            return;
+        };
+        if !seg.held {
+            return;
+        }
+        let room = self
+            .config
+            .push_parallel
+            .saturating_sub(seg.offers_in_flight)
+            .min(self.config.max_uploads.saturating_sub(uploads));
+        if room == 0 {
+            return;
+        }
+        let mut candidates: Vec<P> = self
+            .peers
+            .keys()
+            .filter(|p| !seg.holders.contains(p) && !seg.offered.contains(p))
+            .copied()
+            .collect();
+        candidates.shuffle(&mut self.rng);
+        candidates.truncate(room);
+        for peer in candidates {
+            if let Some(seg) = self.segments.get_mut(&id) {
+                seg.offered.insert(peer);
+            }
+            let transfer = self.start(id, Kind::Offer(peer), now);
+            self.actions.push_back(Action::Offer { transfer, peer, id });
+        }
+    }
+
+    fn schedule_download(&mut self, id: SegmentId, now: Instant) {
+        let active = self.active_downloads();
+        let Some(seg) = self.segments.get(&id) else {
+            return;
+        };
+        let deadline_passed = now >= seg.learned + self.config.origin_after;
+        if deadline_passed && !seg.origin_tried {
+            if let Some(seg) = self.segments.get_mut(&id) {
+                seg.origin_tried = true;
+            }
+            let transfer = self.start(id, Kind::Origin, now);
+            self.actions.push_back(Action::FetchOrigin { transfer, id });
+            return;
+        }
+        if !seg.downloads.is_empty() || active >= self.config.max_downloads {
+            return;
+        }
+        let size = seg.size;
+        let best = seg
+            .holders
+            .iter()
+            .filter(|p| !seg.failed.contains(p))
+            .filter_map(|p| {
+                self.peers
+                    .get(p)
+                    .map(|stats| (*p, expected_time(stats, size)))
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(p, _)| p);
+        if let Some(peer) = best {
+            let transfer = self.start(id, Kind::Pull(peer), now);
+            self.actions.push_back(Action::Pull { transfer, peer, id });
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let timeout = self.config.transfer_timeout;
+        let expired: Vec<TransferId> = self
+            .transfers
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(t.started) >= timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for transfer in expired {
+            self.actions.push_back(Action::Cancel { transfer });
+            // Reported as failed right away; a late report of the same id is ignored.
+            let Some(t) = self.transfers.remove(&transfer) else {
+                continue;
+            };
+            if let Some(seg) = self.segments.get_mut(&t.id) {
+                match t.kind {
+                    Kind::Offer(_) => seg.offers_in_flight = seg.offers_in_flight.saturating_sub(1),
+                    Kind::Pull(peer) | Kind::PushIn(peer) => {
+                        seg.downloads.remove(&transfer);
+                        seg.failed.insert(peer);
+                    }
+                    Kind::Origin => {
+                        seg.downloads.remove(&transfer);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Seconds a download of `size` bytes from this peer is expected to take.
+fn expected_time(peer: &Peer, size: u64) -> f64 {
+    let rtt = peer.rtt.unwrap_or(DEFAULT_RTT).as_secs_f64();
+    rtt + size as f64 / peer.throughput.unwrap_or(DEFAULT_THROUGHPUT)
+}

@@ -1,0 +1,252 @@
+//! The segment store: bounded in bytes, live window first, LRU beyond it.
+//!
+//! Sans-I/O: time is passed in. Every stream keeps the segments published
+//! within `live_window` of its newest segment; those are evicted only when
+//! nothing else is left to evict. Everything else (older live segments, VOD
+//! segments) is evicted least-recently-used first. Eviction happens on insert,
+//! so `used_bytes() <= max_bytes` holds after every call.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use bytes::Bytes;
+use meshcast_proto::{SegmentId, SignedHeader, StreamId, VerifiedHeader};
+
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub header: VerifiedHeader,
+    pub body: Bytes,
+}
+
+#[derive(Debug)]
+struct Entry {
+    segment: Segment,
+    /// Position in the LRU order.
+    touched: u64,
+}
+
+/// What happened on [`Store::insert`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    New {
+        evicted: Vec<SegmentId>,
+    },
+    AlreadyHeld,
+    /// Larger than the whole store.
+    TooLarge,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    max_bytes: u64,
+    live_window_us: u64,
+    used: u64,
+    entries: HashMap<SegmentId, Entry>,
+    lru: BTreeMap<u64, SegmentId>,
+    by_stream: HashMap<StreamId, BTreeSet<SegmentId>>,
+    newest_us: HashMap<StreamId, u64>,
+    clock: u64,
+}
+
+impl Store {
+    pub fn new(max_bytes: u64, live_window: Duration) -> Self {
+        Self {
+            max_bytes,
+            live_window_us: u64::try_from(live_window.as_micros()).unwrap_or(u64::MAX),
+            used: 0,
+            entries: HashMap::new(),
+            lru: BTreeMap::new(),
+            by_stream: HashMap::new(),
+            newest_us: HashMap::new(),
+            clock: 0,
+        }
+    }
+
+    pub fn used_bytes(&self) -> u64 {
+        self.used
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn contains(&self, id: &SegmentId) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    /// Stores a verified segment, evicting others to stay within the bound.
+    pub fn insert(&mut self, header: VerifiedHeader, body: Bytes) -> Inserted {
+        let id = header.id();
+        if self.entries.contains_key(&id) {
+            return Inserted::AlreadyHeld;
+        }
+        let size = body.len() as u64;
+        if size > self.max_bytes {
+            return Inserted::TooLarge;
+        }
+        let published = header.info().published_at_us;
+        let newest = self.newest_us.entry(id.stream).or_insert(published);
+        *newest = (*newest).max(published);
+
+        self.clock += 1;
+        self.lru.insert(self.clock, id);
+        self.by_stream.entry(id.stream).or_default().insert(id);
+        self.entries.insert(
+            id,
+            Entry {
+                segment: Segment { header, body },
+                touched: self.clock,
+            },
+        );
+        self.used += size;
+        let evicted = self.evict(id);
+        Inserted::New { evicted }
+    }
+
+    /// Returns a segment, marking it recently used.
+    pub fn get(&mut self, id: &SegmentId) -> Option<Segment> {
+        let entry = self.entries.get_mut(id)?;
+        self.lru.remove(&entry.touched);
+        self.clock += 1;
+        entry.touched = self.clock;
+        self.lru.insert(self.clock, *id);
+        Some(entry.segment.clone())
+    }
+
+    /// Headers of every segment held of `stream`, oldest first.
+    pub fn headers(&self, stream: &StreamId) -> Vec<SignedHeader> {
+        self.by_stream
+            .get(stream)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.entries.get(id))
+            .map(|e| e.segment.header.signed().clone())
+            .collect()
+    }
+
+    fn is_live(&self, entry: &Entry) -> bool {
+        let info = entry.segment.header.info();
+        let newest = self.newest_us.get(&info.id.stream).copied().unwrap_or(0);
+        info.published_at_us.saturating_add(self.live_window_us) >= newest
+    }
+
+    /// Evicts until within bounds: LRU among segments outside their live
+    /// window first, then LRU among the rest. Never evicts `keep`.
+    fn evict(&mut self, keep: SegmentId) -> Vec<SegmentId> {
+        let mut evicted = Vec::new();
+        for live_too in [false, true] {
+            if self.used <= self.max_bytes {
+                break;
+            }
+            let victims: Vec<SegmentId> = self
+                .lru
+                .values()
+                .filter(|id| **id != keep)
+                .filter(|id| live_too || self.entries.get(id).is_some_and(|e| !self.is_live(e)))
+                .copied()
+                .collect();
+            for id in victims {
+                if self.used <= self.max_bytes {
+                    break;
+                }
+                self.remove(&id);
+                evicted.push(id);
+            }
+        }
+        evicted
+    }
+
+    fn remove(&mut self, id: &SegmentId) {
+        if let Some(entry) = self.entries.remove(id) {
+            self.lru.remove(&entry.touched);
+            self.used -= entry.segment.body.len() as u64;
+            if let Some(set) = self.by_stream.get_mut(&id.stream) {
+                set.remove(id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshcast_proto::{PublisherKey, SegmentInfo, StreamKey};
+
+    fn seg(
+        key: &PublisherKey,
+        stream: &StreamKey,
+        seq: u64,
+        size: usize,
+        published_s: u64,
+    ) -> (VerifiedHeader, Bytes) {
+        let body = Bytes::from(vec![seq as u8; size]);
+        let header = SegmentInfo::for_body(
+            SegmentId::media(stream.id, 0, seq),
+            &body,
+            2_000_000,
+            published_s * 1_000_000,
+        )
+        .sign(key)
+        .verify(stream)
+        .unwrap();
+        (header, body)
+    }
+
+    #[test]
+    fn stays_within_its_byte_bound_and_keeps_the_live_window() {
+        let key = PublisherKey::from_seed([1; 32]);
+        let live = StreamKey::new(key.public(), "live");
+        let mut store = Store::new(10_000, Duration::from_secs(6));
+        for seq in 0..20 {
+            let (h, b) = seg(&key, &live, seq, 1000, seq * 2);
+            assert!(matches!(store.insert(h, b), Inserted::New { .. }));
+            assert!(store.used_bytes() <= 10_000);
+        }
+        // The newest segments (the live window: published within 6 s of the newest) are all there.
+        for seq in 16..20 {
+            assert!(
+                store.contains(&SegmentId::media(live.id, 0, seq)),
+                "live segment {seq} evicted"
+            );
+        }
+        assert_eq!(store.len(), 10);
+    }
+
+    #[test]
+    fn evicts_old_segments_least_recently_used_first() {
+        let key = PublisherKey::from_seed([1; 32]);
+        let live = StreamKey::new(key.public(), "live");
+        let mut store = Store::new(3_000, Duration::from_secs(2));
+        for seq in 0..3 {
+            let (h, b) = seg(&key, &live, seq, 1000, seq * 10);
+            store.insert(h, b);
+        }
+        // Touch segment 0, so segment 1 is the least recently used outside the window.
+        store.get(&SegmentId::media(live.id, 0, 0)).unwrap();
+        let (h, b) = seg(&key, &live, 3, 1000, 30);
+        assert_eq!(
+            store.insert(h, b),
+            Inserted::New {
+                evicted: vec![SegmentId::media(live.id, 0, 1)]
+            }
+        );
+        assert!(store.contains(&SegmentId::media(live.id, 0, 0)));
+    }
+
+    #[test]
+    fn refuses_duplicates_and_oversized_segments() {
+        let key = PublisherKey::from_seed([1; 32]);
+        let live = StreamKey::new(key.public(), "live");
+        let mut store = Store::new(1000, Duration::from_secs(2));
+        let (h, b) = seg(&key, &live, 0, 500, 0);
+        store.insert(h.clone(), b.clone());
+        assert_eq!(store.insert(h, b), Inserted::AlreadyHeld);
+        let (h, b) = seg(&key, &live, 1, 1001, 0);
+        assert_eq!(store.insert(h, b), Inserted::TooLarge);
+        assert_eq!(store.headers(&live.id).len(), 1);
+    }
+}

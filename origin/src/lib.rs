@@ -1,0 +1,479 @@
+//! A small HTTP origin for tests and the demo: it serves one HLS directory
+//! (such as `media/test-stream`) both as VOD and as an endless live stream.
+//!
+//! | route | serves |
+//! |---|---|
+//! | `GET /vod/<path>` | the file `<path>` of the directory, as is |
+//! | `GET /live/master.m3u8` | the master playlist, unchanged |
+//! | `GET /live/<media playlist>` | a live playlist rendered for *now* (see [`playlist`]) for every media playlist the master names |
+//! | `GET /live/<path>` | any other file (segments, init segments), as is |
+//!
+//! The live stream loops the VOD forever with a sliding window of
+//! [`playlist::DEFAULT_WINDOW`] segments, starting with a full window at once
+//! (the stream pretends to have begun one window before the origin was
+//! loaded); the algorithm is in the [`playlist`] module docs. Its clock starts
+//! when the [`Origin`] is loaded and runs at real speed unless
+//! [`Origin::with_clock_rate`] says otherwise.
+//!
+//! Every response carries `Access-Control-Allow-Origin: *` (players on other
+//! origins fetch from it) and `OPTIONS` preflights are answered for every path.
+//! Live playlists carry `Cache-Control: no-cache`. Paths with `..`, `.`, empty
+//! components, backslashes or a leading `/` are refused with 400, and files are
+//! resolved (symlinks too) strictly inside the directory, else 404. Files above
+//! [`MAX_FILE_BYTES`] are not served.
+//!
+//! Everything is checked when the origin is loaded: the master playlist and
+//! every media playlist it names must parse, and every segment and init
+//! segment they name must be a readable file of at most [`MAX_FILE_BYTES`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), meshcast_origin::Error> {
+//! let origin = meshcast_origin::spawn("media/test-stream", ([127, 0, 0, 1], 0).into()).await?;
+//! println!("live at {}/live/master.m3u8", origin.url());
+//! # Ok(()) }
+//! ```
+
+pub mod playlist;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::playlist::{MasterPlaylist, PlaylistError, VodPlaylist, check_relative_path};
+
+/// Name of the master playlist in the served directory.
+pub const MASTER_PLAYLIST: &str = "master.m3u8";
+
+/// Largest file served (and accepted at load): segments of the test streams
+/// are ~100 KB; this only bounds memory, as files are read whole.
+pub const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Why an origin could not be loaded or started. Every variant names the file
+/// or address concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: not a directory", path.display())]
+    NotADirectory { path: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {source}", path.display())]
+    Playlist {
+        path: PathBuf,
+        source: PlaylistError,
+    },
+    #[error("{}: {uri:?} ({}): {reason}", playlist.display(), path.display())]
+    BadMedia {
+        playlist: PathBuf,
+        uri: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+}
+
+/// One HLS directory, loaded and checked, ready to be served.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// Canonical path: every served file must resolve below it.
+    root: PathBuf,
+    /// Media playlists by URI (relative to the root, as the master names them).
+    media: HashMap<String, VodPlaylist>,
+    window: NonZeroUsize,
+    clock_rate: f64,
+    started: Instant,
+}
+
+impl Origin {
+    /// Loads and checks the HLS directory `dir` (see the crate docs). The live
+    /// clock starts now.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self, Error> {
+        let dir = dir.as_ref();
+        let io_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Io { path, source }
+        };
+        let root = std::fs::canonicalize(dir).map_err(io_err(dir))?;
+        if !root.is_dir() {
+            return Err(Error::NotADirectory {
+                path: dir.to_owned(),
+            });
+        }
+
+        let master_path = root.join(MASTER_PLAYLIST);
+        let text = read_bounded_sync(&master_path).map_err(io_err(&master_path))?;
+        let master = MasterPlaylist::parse(&text).map_err(|source| Error::Playlist {
+            path: master_path.clone(),
+            source,
+        })?;
+
+        let mut media = HashMap::new();
+        for uri in master.media_playlists {
+            let path = root.join(&uri);
+            let text = read_bounded_sync(&path).map_err(io_err(&path))?;
+            let playlist = VodPlaylist::parse(&text).map_err(|source| Error::Playlist {
+                path: path.clone(),
+                source,
+            })?;
+            check_media_files(&root, &path, &playlist)?;
+            media.insert(uri, playlist);
+        }
+
+        Ok(Self {
+            root,
+            media,
+            window: playlist::DEFAULT_WINDOW,
+            clock_rate: 1.0,
+            started: Instant::now(),
+        })
+    }
+
+    /// Segments per live playlist (default [`playlist::DEFAULT_WINDOW`]).
+    pub fn with_window(mut self, window: NonZeroUsize) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Runs the live clock `rate` times faster than real time (default 1.0),
+    /// so tests can watch the live edge move without waiting.
+    ///
+    /// # Panics
+    ///
+    /// If `rate` is not a finite number greater than zero.
+    pub fn with_clock_rate(mut self, rate: f64) -> Self {
+        assert!(
+            rate.is_finite() && rate > 0.0,
+            "clock rate must be finite and > 0, got {rate}"
+        );
+        self.clock_rate = rate;
+        self
+    }
+
+    /// The served directory (canonical path).
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// URIs of the media playlists served live, as the master names them.
+    pub fn media_playlists(&self) -> impl Iterator<Item = &str> {
+        self.media.keys().map(String::as_str)
+    }
+
+    /// The loaded VOD playlist behind a media playlist URI.
+    pub fn vod_playlist(&self, uri: &str) -> Option<&VodPlaylist> {
+        self.media.get(uri)
+    }
+
+    /// Live-clock time since the origin was loaded (scaled by the clock rate).
+    pub fn elapsed(&self) -> Duration {
+        let secs = self.started.elapsed().as_secs_f64() * self.clock_rate;
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+    }
+
+    /// The live playlist for media playlist `uri` at live-clock time `elapsed`.
+    pub fn live_playlist(&self, uri: &str, elapsed: Duration) -> Option<String> {
+        self.media
+            .get(uri)
+            .map(|p| p.render_live(elapsed, self.window))
+    }
+
+    /// The HTTP routes (see the crate docs).
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/vod/{*path}", get(vod))
+            .route("/live/{*path}", get(live))
+            .fallback(|| async { StatusCode::NOT_FOUND })
+            .layer(middleware::from_fn(cors))
+            .with_state(Arc::new(self))
+    }
+
+    /// Binds `addr` (port 0 picks a free one) and serves on a background task;
+    /// see [`Running`].
+    pub async fn spawn(self, addr: SocketAddr) -> Result<Running, Error> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { addr, source })?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, self.router())
+                .with_graceful_shutdown(async {
+                    // Also resolves when the sender is dropped.
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(Running {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+}
+
+/// Serves `origin` on `listener` until an I/O error.
+pub async fn serve(origin: Origin, listener: TcpListener) -> io::Result<()> {
+    axum::serve(listener, origin.router()).await
+}
+
+/// Loads `dir` and serves it on `addr` (port 0 picks a free one) on a
+/// background task: the one-line origin for tests.
+pub async fn spawn(dir: impl AsRef<Path>, addr: SocketAddr) -> Result<Running, Error> {
+    Origin::load(dir)?.spawn(addr).await
+}
+
+/// An origin running on a background task; dropping it stops the server.
+#[derive(Debug)]
+pub struct Running {
+    /// The address actually bound.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Running {
+    /// `http://<addr>`, without a trailing slash.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting connections, lets requests in flight finish, and
+    /// returns the server's result.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Drop cannot wait for a graceful end: abort, which closes the listener.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Adds `Access-Control-Allow-Origin: *` to every response and answers every
+/// CORS preflight, whatever the path: the origin serves public, credential-free
+/// content to players on any web origin.
+async fn cors(req: Request, next: Next) -> Response {
+    let mut response = if req.method() == Method::OPTIONS {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
+        // Echo what was asked (e.g. Range from a player): the wildcard does not
+        // cover every header name in every browser.
+        let asked = req
+            .headers()
+            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("*"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked);
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+        r
+    } else {
+        next.run(req).await
+    };
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
+
+async fn vod(State(origin): State<Arc<Origin>>, UrlPath(path): UrlPath<String>) -> Response {
+    serve_file(&origin.root, &path).await
+}
+
+async fn live(State(origin): State<Arc<Origin>>, UrlPath(path): UrlPath<String>) -> Response {
+    if path == MASTER_PLAYLIST {
+        return no_cache(serve_file(&origin.root, &path).await);
+    }
+    if let Some(text) = origin.live_playlist(&path, origin.elapsed()) {
+        return no_cache(([(header::CONTENT_TYPE, content_type(&path))], text).into_response());
+    }
+    if path.ends_with(".m3u8") {
+        // Not named by the master: serving the VOD file here would present a
+        // VOD playlist as live.
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    serve_file(&origin.root, &path).await
+}
+
+fn no_cache(mut response: Response) -> Response {
+    if response.status().is_success() {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    response
+}
+
+/// Serves the file `rel` below `root`, or an error status (never a file
+/// outside `root`).
+async fn serve_file(root: &Path, rel: &str) -> Response {
+    if check_relative_path(rel).is_err() {
+        return (StatusCode::BAD_REQUEST, "bad path\n").into_response();
+    }
+    // Resolve symlinks, then insist on staying inside the root.
+    let path = match tokio::fs::canonicalize(root.join(rel)).await {
+        Ok(p) if p.starts_with(root) => p,
+        Ok(_) => return StatusCode::NOT_FOUND.into_response(),
+        Err(e) => return io_status(rel, &e).into_response(),
+    };
+    match read_bounded(&path).await {
+        Ok(bytes) => (
+            [(header::CONTENT_TYPE, content_type(rel))],
+            Body::from(bytes),
+        )
+            .into_response(),
+        Err(e) => io_status(rel, &e).into_response(),
+    }
+}
+
+fn io_status(rel: &str, e: &io::Error) -> StatusCode {
+    match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory => {
+            StatusCode::NOT_FOUND
+        }
+        _ => {
+            tracing::warn!(path = rel, error = %e, "cannot serve file");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+/// Reads a regular file of at most [`MAX_FILE_BYTES`]; the cap holds even if
+/// the file grows while being read.
+async fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    let file = tokio::fs::File::open(path).await?;
+    let meta = file.metadata().await?;
+    if !meta.is_file() {
+        return Err(io::Error::new(io::ErrorKind::IsADirectory, "not a file"));
+    }
+    check_size(meta.len())?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .await?;
+    check_size(bytes.len() as u64)?;
+    Ok(bytes)
+}
+
+/// [`read_bounded`] for loading, before any runtime is needed.
+fn read_bounded_sync(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    check_size(meta.len())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    check_size(bytes.len() as u64)?;
+    Ok(bytes)
+}
+
+fn check_size(len: u64) -> io::Result<()> {
+    if len > MAX_FILE_BYTES {
+        return Err(io::Error::other(format!(
+            "larger than {MAX_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks at load that every segment and init segment of `playlist` (at
+/// `playlist_path`) is a servable file, so a broken directory fails at start
+/// rather than mid-stream.
+fn check_media_files(
+    root: &Path,
+    playlist_path: &Path,
+    playlist: &VodPlaylist,
+) -> Result<(), Error> {
+    // URIs are relative to the playlist's own directory (inside root: the
+    // master's URIs passed check_relative_path).
+    let base = playlist_path.parent().unwrap_or(root);
+    let uris = playlist
+        .init_uri()
+        .into_iter()
+        .chain(playlist.segments().iter().map(|s| s.uri.as_str()));
+    for uri in uris {
+        let path = base.join(uri);
+        let bad = |reason: String| Error::BadMedia {
+            playlist: playlist_path.to_owned(),
+            uri: uri.to_owned(),
+            path: path.clone(),
+            reason,
+        };
+        let resolved = std::fs::canonicalize(&path).map_err(|e| bad(e.to_string()))?;
+        if !resolved.starts_with(root) {
+            return Err(bad("resolves outside the served directory".into()));
+        }
+        let meta = std::fs::metadata(&resolved).map_err(|e| bad(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(bad("not a regular file".into()));
+        }
+        check_size(meta.len()).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// `Content-Type` by file extension.
+fn content_type(path: &str) -> &'static str {
+    let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("m3u8") => "application/vnd.apple.mpegurl",
+        Some("mp4" | "m4s" | "m4v") => "video/mp4",
+        Some("m4a") => "audio/mp4",
+        Some("ts") => "video/mp2t",
+        Some("aac") => "audio/aac",
+        Some("vtt") => "text/vtt",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        assert_eq!(content_type("a.m3u8"), "application/vnd.apple.mpegurl");
+        assert_eq!(content_type("v/a.M4S"), "video/mp4");
+        assert_eq!(content_type("init.mp4"), "video/mp4");
+        assert_eq!(content_type("a.ts"), "video/mp2t");
+        assert_eq!(content_type("README"), "application/octet-stream");
+    }
+}

@@ -1,0 +1,385 @@
+//! The origin over a real socket on 127.0.0.1, serving `media/test-stream`.
+//!
+//! Requests are written by hand on a `TcpStream` (HTTP/1.1, `Connection:
+//! close`) so that paths reach the server exactly as written: an HTTP client
+//! library would normalise `..` away before sending it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use meshcast_origin::{Error, Origin, Running, spawn};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn stream_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/test-stream")
+}
+
+fn any_port() -> SocketAddr {
+    ([127, 0, 0, 1], 0).into()
+}
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("UTF-8 body")
+    }
+}
+
+/// One HTTP/1.1 request with `target` sent verbatim.
+async fn request(addr: SocketAddr, method: &str, target: &str, extra: &[(&str, &str)]) -> Response {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in extra {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("response within 10 s")
+        .expect("read");
+
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = std::str::from_utf8(&raw[..split]).expect("ASCII head");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        body = dechunk(&body);
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size");
+        let size = std::str::from_utf8(&data[..eol]).expect("hex");
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .expect("chunk size");
+        data = &data[eol + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+async fn get(addr: SocketAddr, target: &str) -> Response {
+    request(addr, "GET", target, &[]).await
+}
+
+fn file(name: &str) -> Vec<u8> {
+    std::fs::read(stream_dir().join(name)).expect("read test-stream file")
+}
+
+/// Media sequence, segment URIs and EXT-X-DISCONTINUITY count of a live playlist.
+fn parse_live(text: &str) -> (u64, Vec<String>, usize) {
+    let p = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("live playlist parses");
+    assert!(!p.end_list, "live playlist has no ENDLIST:\n{text}");
+    assert_eq!(p.playlist_type, None, "{text}");
+    assert_eq!(p.target_duration, 2);
+    assert!(text.contains("#EXT-X-MAP:URI=\"init_"), "{text}");
+    let uris = p.segments.iter().map(|s| s.uri.clone()).collect();
+    let discontinuities = p.segments.iter().filter(|s| s.discontinuity).count();
+    (p.media_sequence, uris, discontinuities)
+}
+
+async fn start() -> Running {
+    spawn(stream_dir(), any_port())
+        .await
+        .expect("origin starts")
+}
+
+#[tokio::test]
+async fn serves_vod_files_unchanged() {
+    let origin = start().await;
+    for (name, content_type) in [
+        ("master.m3u8", "application/vnd.apple.mpegurl"),
+        ("360p.m3u8", "application/vnd.apple.mpegurl"),
+        ("init_180p.mp4", "video/mp4"),
+        ("180p_04.m4s", "video/mp4"),
+    ] {
+        let r = get(origin.addr, &format!("/vod/{name}")).await;
+        assert_eq!(r.status, 200, "{name}");
+        assert_eq!(r.header("content-type"), Some(content_type), "{name}");
+        assert_eq!(r.header("access-control-allow-origin"), Some("*"), "{name}");
+        assert_eq!(r.body, file(name), "{name}");
+    }
+    let vod = get(origin.addr, "/vod/360p.m3u8").await.text();
+    assert!(vod.contains("#EXT-X-ENDLIST"));
+
+    let missing = get(origin.addr, "/vod/360p_99.m4s").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(get(origin.addr, "/elsewhere").await.status, 404);
+}
+
+#[tokio::test]
+async fn live_playlist_advances_and_its_segments_are_the_files() {
+    let origin = start().await;
+
+    let master = get(origin.addr, "/live/master.m3u8").await;
+    assert_eq!(master.status, 200);
+    assert_eq!(master.body, file("master.m3u8"));
+    assert_eq!(master.header("cache-control"), Some("no-cache"));
+
+    let first = get(origin.addr, "/live/360p.m3u8").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(
+        first.header("content-type"),
+        Some("application/vnd.apple.mpegurl")
+    );
+    assert_eq!(first.header("cache-control"), Some("no-cache"));
+    assert_eq!(first.header("access-control-allow-origin"), Some("*"));
+    let (seq1, uris1, _) = parse_live(&first.text());
+    assert_eq!(uris1.len(), 6, "a full window at once");
+
+    // Segments are 2 s: after 2.1 s at least one more is published.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (seq2, uris2, _) = parse_live(&get(origin.addr, "/live/360p.m3u8").await.text());
+    assert!(seq2 > seq1, "media sequence advanced: {seq1} -> {seq2}");
+    assert_eq!(uris2.len(), 6);
+
+    let mut to_fetch: Vec<String> = uris1.into_iter().chain(uris2).collect();
+    to_fetch.push("init_360p.mp4".into());
+    for uri in to_fetch {
+        let r = get(origin.addr, &format!("/live/{uri}")).await;
+        assert_eq!(r.status, 200, "{uri}");
+        assert_eq!(r.header("content-type"), Some("video/mp4"), "{uri}");
+        assert_eq!(r.body, file(&uri), "{uri} is byte-identical to the file");
+    }
+
+    // Both renditions are live; a playlist the master does not name is not.
+    let (_, uris180, _) = parse_live(&get(origin.addr, "/live/180p.m3u8").await.text());
+    assert!(uris180.iter().all(|u| u.starts_with("180p_")));
+    assert_eq!(get(origin.addr, "/live/other.m3u8").await.status, 404);
+}
+
+#[tokio::test]
+async fn fast_clock_crosses_the_loop_boundary() {
+    let origin = Origin::load(stream_dir())
+        .expect("loads")
+        .with_clock_rate(20.0)
+        .spawn(any_port())
+        .await
+        .expect("starts");
+    // The 20 s loop restarts at live time 8 s (a 12 s head start); at 20× that
+    // is 0.4 s of real time, and the boundary stays in the window until 1 s.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = get(origin.addr, "/live/360p.m3u8").await.text();
+    let (seq, uris, discontinuities) = parse_live(&text);
+    assert!(seq >= 4, "{text}");
+    assert_eq!(discontinuities, 1, "{text}");
+    assert!(uris.contains(&"360p_09.m4s".into()) && uris.contains(&"360p_00.m4s".into()));
+    origin.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn refuses_path_traversal() {
+    let origin = start().await;
+    let secret = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .expect("read Cargo.toml");
+    for target in [
+        "/vod/../Cargo.toml",
+        "/vod/../../origin/Cargo.toml",
+        "/live/../../origin/Cargo.toml",
+        "/vod/%2e%2e/%2e%2e/origin/Cargo.toml",
+        "/live/..%2f..%2forigin%2fCargo.toml",
+        "/vod//etc/passwd",
+        "/vod/%2fetc%2fpasswd",
+        "/vod/..\\..\\origin\\Cargo.toml",
+        "/vod/./master.m3u8",
+    ] {
+        let r = get(origin.addr, target).await;
+        assert!(
+            r.status == 400 || r.status == 404,
+            "{target}: status {}",
+            r.status
+        );
+        assert_ne!(r.body, secret, "{target}");
+        assert!(!r.text().contains("root:"), "{target}");
+        assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    }
+}
+
+#[tokio::test]
+async fn refuses_symlinks_out_of_the_directory() {
+    let outside = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(outside.path(), b"secret").expect("write");
+    let dir = copy_stream();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("leak.m4s")).expect("symlink");
+    let origin = spawn(dir.path(), any_port()).await.expect("starts");
+    for target in ["/vod/leak.m4s", "/live/leak.m4s"] {
+        let r = get(origin.addr, target).await;
+        assert_eq!(r.status, 404, "{target}");
+        assert_ne!(r.body, b"secret");
+    }
+}
+
+#[tokio::test]
+async fn cors_preflight_and_head() {
+    let origin = start().await;
+    let r = request(
+        origin.addr,
+        "OPTIONS",
+        "/live/360p.m3u8",
+        &[
+            ("Origin", "http://example.invalid"),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "range"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(r.header("access-control-allow-headers"), Some("range"));
+    assert!(
+        r.header("access-control-allow-methods")
+            .is_some_and(|m| m.contains("GET"))
+    );
+
+    let head = request(origin.addr, "HEAD", "/vod/180p_00.m4s", &[]).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(file("180p_00.m4s").len().to_string().as_str())
+    );
+    assert!(head.body.is_empty());
+}
+
+#[tokio::test]
+async fn stops_on_shutdown_and_on_drop() {
+    let origin = start().await;
+    let addr = origin.addr;
+    assert_eq!(get(addr, "/vod/master.m3u8").await.status, 200);
+    origin.shutdown().await.expect("clean shutdown");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "closed after shutdown"
+    );
+
+    let origin = start().await;
+    let addr = origin.addr;
+    drop(origin);
+    // The aborted task releases the listener when the runtime next polls it.
+    let mut closed = false;
+    for _ in 0..50 {
+        if TcpStream::connect(addr).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed, "closed after drop");
+}
+
+/// A temporary copy of the test stream, to break on purpose.
+fn copy_stream() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for entry in std::fs::read_dir(stream_dir()).expect("list test-stream") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+    }
+    dir
+}
+
+#[test]
+fn load_errors_name_the_file() {
+    let err = |dir: &Path| Origin::load(dir).expect_err("must not load").to_string();
+
+    let missing = Path::new("/nonexistent/meshcast-stream");
+    let e = err(missing);
+    assert!(e.contains("/nonexistent/meshcast-stream"), "{e}");
+
+    let not_dir = tempfile::NamedTempFile::new().expect("temp file");
+    assert!(matches!(
+        Origin::load(not_dir.path()),
+        Err(Error::NotADirectory { .. })
+    ));
+
+    let empty = tempfile::tempdir().expect("temp dir");
+    let e = err(empty.path());
+    assert!(e.contains("master.m3u8"), "{e}");
+
+    let dir = copy_stream();
+    std::fs::write(
+        dir.path().join("master.m3u8"),
+        "#EXTM3U\n#EXTINF:2,\na.m4s\n",
+    )
+    .expect("write");
+    let e = err(dir.path());
+    assert!(
+        e.contains("master.m3u8") && e.contains("not a master playlist"),
+        "{e}"
+    );
+
+    let dir = copy_stream();
+    std::fs::write(
+        dir.path().join("180p.m3u8"),
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n",
+    )
+    .expect("write");
+    let e = err(dir.path());
+    assert!(e.contains("180p.m3u8") && e.contains("no segment"), "{e}");
+
+    let dir = copy_stream();
+    std::fs::remove_file(dir.path().join("360p.m3u8")).expect("remove");
+    let e = err(dir.path());
+    assert!(e.contains("360p.m3u8"), "{e}");
+
+    let dir = copy_stream();
+    std::fs::remove_file(dir.path().join("360p_07.m4s")).expect("remove");
+    let e = err(dir.path());
+    assert!(e.contains("360p.m3u8") && e.contains("360p_07.m4s"), "{e}");
+
+    let dir = copy_stream();
+    std::fs::remove_file(dir.path().join("init_180p.mp4")).expect("remove");
+    let e = err(dir.path());
+    assert!(e.contains("init_180p.mp4"), "{e}");
+
+    // The untouched copy loads, and names both renditions.
+    let origin = Origin::load(copy_stream().path()).expect("loads");
+    let mut names: Vec<&str> = origin.media_playlists().collect();
+    names.sort_unstable();
+    assert_eq!(names, ["180p.m3u8", "360p.m3u8"]);
+}

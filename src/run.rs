@@ -1,0 +1,143 @@
+//! `meshcast node`, `meshcast publish`, `meshcast origin`: long-running roles.
+//!
+//! Each prints machine-readable lines on standard output (`peer <id>`,
+//! `listening <multiaddr>`, `stream <id>`, `origin <url>`) so scripts and
+//! tests can wire processes together; logs go to standard error.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use meshcast_node::identity;
+use meshcast_node::node::{Driver, Node};
+use meshcast_node::publisher::{self, Publisher};
+use meshcast_proto::{PublisherKey, StreamId};
+
+use crate::config::Config;
+
+/// Logs to standard error, filtered by `RUST_LOG` (default `info`).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the async runtime")
+}
+
+/// Starts a node from the configuration and prints its identity and addresses.
+async fn start_node(
+    config: &Config,
+    announce_only: bool,
+) -> anyhow::Result<(Node, tokio::task::JoinHandle<()>)> {
+    let key = identity::load_or_create(&config.node.data_dir)?;
+    let mut node_config = config.node_config()?;
+    node_config.announce_only = announce_only;
+    let (node, driver): (Node, Driver) = Node::new(node_config, key)?;
+    let driver = tokio::spawn(driver.run());
+    println!("peer {}", node.peer_id());
+    // Listeners come up asynchronously; wait briefly for the first addresses.
+    for _ in 0..50 {
+        let info = node.info().await?;
+        if !info.listen_addrs.is_empty() {
+            for addr in info.listen_addrs {
+                println!("listening {addr}/p2p/{}", info.peer_id);
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((node, driver))
+}
+
+async fn until_ctrl_c(driver: tokio::task::JoinHandle<()>) -> anyhow::Result<()> {
+    tokio::select! {
+        signal = tokio::signal::ctrl_c() => signal.context("waiting for Ctrl-C")?,
+        _ = driver => anyhow::bail!("the node stopped unexpectedly"),
+    }
+    eprintln!("stopping");
+    Ok(())
+}
+
+pub fn node(config: Config, follow: Vec<StreamId>) -> anyhow::Result<()> {
+    init_logs();
+    runtime()?.block_on(async {
+        let (node, driver) = start_node(&config, false).await?;
+        for stream in follow {
+            let node = node.clone();
+            // Looked up in the background: the DHT may need a while after start.
+            tokio::spawn(async move {
+                match node.find_stream(stream, Duration::from_secs(120)).await {
+                    Ok(descriptor) => {
+                        if node.follow(descriptor).await.is_ok() {
+                            println!("following {stream}");
+                        }
+                    }
+                    Err(e) => tracing::error!("cannot follow {stream}: {e}"),
+                }
+            });
+        }
+        until_ctrl_c(driver).await
+    })
+}
+
+/// What `meshcast publish` needs besides the node configuration.
+pub struct PublishArgs {
+    pub origin: String,
+    pub key: PathBuf,
+    pub name: String,
+    pub public_origin: Option<url::Url>,
+    pub announce_only: bool,
+    pub concurrency: usize,
+}
+
+fn read_key(path: &Path) -> anyhow::Result<PublisherKey> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("reading publisher key {}", path.display()))?;
+    PublisherKey::from_pem(&pem).with_context(|| format!("publisher key {}", path.display()))
+}
+
+pub fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
+    init_logs();
+    let key = read_key(&args.key)?;
+    runtime()?.block_on(async {
+        let (node, driver) = start_node(&config, args.announce_only).await?;
+        let publisher_config = publisher::Config {
+            origin: args.origin,
+            public_origin: args.public_origin,
+            name: args.name,
+            concurrency: args.concurrency,
+            max_segment: meshcast_proto::frame::Limits::DEFAULT_MAX_SEGMENT,
+            fetch: Default::default(),
+        };
+        let publisher = Publisher::start(node, key, publisher_config).await?;
+        println!("stream {}", publisher.stream_id());
+        let ingest = tokio::spawn(publisher.run());
+        let result = until_ctrl_c(driver).await;
+        ingest.abort();
+        result
+    })
+}
+
+pub fn origin(dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
+    init_logs();
+    runtime()?.block_on(async {
+        let running = meshcast_origin::spawn(&dir, listen)
+            .await
+            .with_context(|| format!("serving {}", dir.display()))?;
+        println!("origin {}", running.url());
+        eprintln!(
+            "serving {}: VOD at {0}/vod/master.m3u8, live at {0}/live/master.m3u8",
+            running.url()
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        running.shutdown().await.context("stopping the origin")
+    })
+}

@@ -1,0 +1,198 @@
+//! Separate `meshcast` processes wired together over QUIC on 127.0.0.1.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use meshcast_proto::{SignedHeader, pb};
+use prost::Message as _;
+
+/// A child process killed on drop, with its stdout lines on a channel.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn start(args: &[&str]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meshcast"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start meshcast");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// The rest of the first stdout line starting with `prefix `.
+    fn line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix).and_then(|r| r.strip_prefix(' '))
+                    {
+                        return rest.to_string();
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no `{prefix}` line from meshcast");
+    }
+}
+
+/// Media segments in a node's cache whose bytes equal the origin's file.
+fn verified_cached(cache: &Path, media: &Path) -> usize {
+    let mut count = 0;
+    let Ok(streams) = std::fs::read_dir(cache) else {
+        return 0;
+    };
+    for stream in streams.flatten() {
+        let Ok(renditions) = std::fs::read_dir(stream.path()) else {
+            continue;
+        };
+        for rendition in renditions.flatten() {
+            let Ok(files) = std::fs::read_dir(rendition.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let path = file.path();
+                if path.extension().is_some_and(|e| e == "header") {
+                    let Ok(bytes) = std::fs::read(&path) else {
+                        continue;
+                    };
+                    let header = SignedHeader::from_pb(
+                        &pb::SegmentHeader::decode(bytes.as_slice()).expect("header"),
+                    )
+                    .expect("valid header");
+                    let body = std::fs::read(path.with_extension("")).expect("body next to header");
+                    let origin = std::fs::read(media.join(&header.info.uri)).expect("origin file");
+                    assert_eq!(
+                        body, origin,
+                        "cached {} differs from the origin",
+                        header.info.uri
+                    );
+                    count += 1;
+                }
+            }
+        }
+    }
+    count
+}
+
+fn media_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("media/test-stream")
+}
+
+const QUIC: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
+
+#[test]
+fn a_publisher_and_two_node_processes_share_the_live_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let origin = runtime
+        .block_on(meshcast_origin::spawn(
+            media_dir(),
+            "127.0.0.1:0".parse().unwrap(),
+        ))
+        .expect("origin");
+
+    let keygen = Command::new(env!("CARGO_BIN_EXE_meshcast"))
+        .args(["keygen", "--out", &d("publisher.key")])
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+
+    let playlist = format!("{}/live/master.m3u8", origin.url());
+    let publisher = Proc::start(&[
+        "publish",
+        "--origin",
+        &playlist,
+        "--key",
+        &d("publisher.key"),
+        "--name",
+        "processes",
+        "--data-dir",
+        &d("pub"),
+        "--listen",
+        QUIC,
+    ]);
+    let _peer = publisher.line("peer");
+    let address = publisher.line("listening");
+    let stream = publisher.line("stream");
+    assert_eq!(stream.len(), 64, "stream id {stream}");
+
+    let nodes: Vec<(Proc, String)> = (0..2)
+        .map(|i| {
+            let cache = d(&format!("cache{i}"));
+            let node = Proc::start(&[
+                "node",
+                "--data-dir",
+                &d(&format!("node{i}")),
+                "--listen",
+                QUIC,
+                "--bootstrap",
+                &address,
+                "--follow",
+                &stream,
+                "--cache-dir",
+                &cache,
+            ]);
+            (node, cache)
+        })
+        .collect();
+    for (node, _) in &nodes {
+        assert_eq!(node.line("following"), stream);
+    }
+    // Both renditions' first window (6 segments each) plus what the live edge adds.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    for (_, cache) in &nodes {
+        loop {
+            let count = verified_cached(Path::new(cache), &media_dir());
+            if count >= 14 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node cache {cache} holds only {count} segments"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    drop(nodes);
+    drop(publisher);
+    runtime.block_on(origin.shutdown()).unwrap();
+}
+
+#[test]
+fn a_restarted_node_process_keeps_its_peer_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node").to_str().unwrap().to_string();
+    let first = Proc::start(&["node", "--data-dir", &data, "--listen", QUIC]);
+    let id = first.line("peer");
+    drop(first);
+    let second = Proc::start(&["node", "--data-dir", &data, "--listen", QUIC]);
+    assert_eq!(second.line("peer"), id);
+    assert!(!id.is_empty());
+}

@@ -1,0 +1,148 @@
+//! Helpers for tests that run real nodes over QUIC on 127.0.0.1.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use libp2p::identity::Keypair;
+use meshcast_node::{Config, Node};
+use meshcast_proto::{SegmentId, StreamId};
+use tokio::task::JoinHandle;
+
+/// The committed test stream.
+pub fn media_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../media/test-stream")
+}
+
+/// Logs to the test output when `RUST_LOG` is set.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A node configuration for loopback tests: QUIC on an ephemeral port.
+pub fn config() -> Config {
+    Config {
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("multiaddr")],
+        live_window: Duration::from_secs(60),
+        store_max_bytes: 256 << 20,
+        read_timeout: Duration::from_secs(5),
+        ..Config::default()
+    }
+}
+
+/// A node whose driver runs on its own task; stopped when dropped.
+pub struct TestNode {
+    pub node: Node,
+    pub addr: Multiaddr,
+    driver: JoinHandle<()>,
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl TestNode {
+    pub async fn start(config: Config) -> TestNode {
+        Self::start_with_key(config, Keypair::generate_ed25519()).await
+    }
+
+    pub async fn start_with_key(config: Config, key: Keypair) -> TestNode {
+        let (node, driver) = Node::new(config, key).expect("node starts");
+        let driver = tokio::spawn(driver.run());
+        let addr = eventually(Duration::from_secs(5), || async {
+            node.info().await.ok()?.listen_addrs.into_iter().next()
+        })
+        .await
+        .expect("node listens");
+        let addr = addr.with_p2p(node.peer_id()).expect("address without /p2p");
+        TestNode { node, addr, driver }
+    }
+
+    /// Stops the driver and waits for it to end.
+    pub async fn stop(self) {
+        self.driver.abort();
+        let _ = (&mut { self }.driver).await;
+    }
+
+    pub fn holds(&self, id: &SegmentId) -> bool {
+        self.node.segment(id).is_some()
+    }
+
+    pub fn held(&self, stream: &StreamId) -> BTreeSet<SegmentId> {
+        self.node
+            .headers(stream)
+            .iter()
+            .map(|h| h.info.id)
+            .collect()
+    }
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A minimal HTTP/1.1 server for origins that misbehave in ways a real one
+/// would refuse to: it serves `files` by path and answers 404 for the rest.
+/// Stops when the returned handle is dropped.
+pub async fn serve_files(
+    files: std::collections::HashMap<String, Vec<u8>>,
+) -> (std::net::SocketAddr, JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    let files = std::sync::Arc::new(files);
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let files = files.clone();
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 4096];
+                let Ok(n) = socket.read(&mut request).await else {
+                    return;
+                };
+                let text = String::from_utf8_lossy(&request[..n]);
+                let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let response = match files.get(&path) {
+                    Some(body) => {
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        r.extend_from_slice(body);
+                        r
+                    }
+                    None => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
+                };
+                let _ = socket.write_all(&response).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}

@@ -1,0 +1,671 @@
+//! The driver: owns the swarm, feeds the scheduler, performs its actions.
+
+use super::*;
+
+pub(super) struct Followed {
+    pub(super) descriptor: VerifiedDescriptor,
+    pub(super) key: StreamKey,
+    pub(super) newest_us: u64,
+}
+
+pub(super) enum Internal {
+    Offer {
+        peer: PeerId,
+        header: Option<pb::SegmentHeader>,
+        reply: oneshot::Sender<OfferReply>,
+    },
+}
+
+pub(super) enum OfferReply {
+    Accept(TransferId, VerifiedHeader),
+    Decline(DeclineReason),
+    Reject(ExchangeError),
+}
+
+pub(super) enum Via {
+    Pull(PeerId),
+    PushIn(PeerId),
+    Origin,
+}
+
+pub(super) enum TaskDone {
+    Download {
+        transfer: TransferId,
+        via: Via,
+        started: Instant,
+        result: Result<Option<(VerifiedHeader, Bytes)>, ExchangeError>,
+    },
+    OriginFailed {
+        transfer: TransferId,
+        id: SegmentId,
+        error: String,
+    },
+    Upload {
+        transfer: TransferId,
+        peer: PeerId,
+        bytes: u64,
+        result: Result<Pushed, ExchangeError>,
+    },
+    Headers {
+        peer: PeerId,
+        stream: StreamId,
+        result: Result<Vec<pb::SegmentHeader>, ExchangeError>,
+    },
+    Served {
+        peer: PeerId,
+        result: Result<(), ExchangeError>,
+    },
+}
+
+/// Providers of a followed stream dialled per lookup.
+pub(super) const MAX_PROVIDER_DIALS: usize = 8;
+/// Concurrent inbound streams; more are reset at once.
+pub(super) const MAX_INBOUND: usize = 128;
+/// Headers answered to one ListHeaders: well within a 64 KiB frame.
+pub(super) const MAX_LISTED: usize = 200;
+
+/// Owns the swarm and everything that moves. Run it with [`Driver::run`].
+pub struct Driver {
+    pub(super) config: Config,
+    pub(super) swarm: Swarm<Behaviour>,
+    pub(super) control: libp2p_stream::Control,
+    pub(super) incoming: libp2p_stream::IncomingStreams,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) internal: mpsc::Receiver<Internal>,
+    pub(super) internal_tx: mpsc::Sender<Internal>,
+    pub(super) store: Arc<Mutex<Store>>,
+    pub(super) events: broadcast::Sender<Event>,
+    pub(super) stats: Arc<Stats>,
+    pub(super) http: reqwest::Client,
+    pub(super) scheduler: Scheduler<PeerId>,
+    pub(super) streams: HashMap<StreamId, Followed>,
+    /// Verified headers of segments learned but not held yet.
+    pub(super) pending: HashMap<SegmentId, VerifiedHeader>,
+    pub(super) tasks: JoinSet<TaskDone>,
+    pub(super) aborts: HashMap<TransferId, AbortHandle>,
+    pub(super) inbound: usize,
+    pub(super) banned: HashMap<PeerId, Instant>,
+    pub(super) finds:
+        HashMap<kad::QueryId, (StreamId, oneshot::Sender<Option<VerifiedDescriptor>>)>,
+    pub(super) published: Vec<kad::Record>,
+    pub(super) dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<(), NodeError>>>,
+}
+
+impl Driver {
+    pub(super) fn new(config: Config, key: Keypair) -> Result<(Node, Driver), NodeError> {
+        let peer_id = key.public().to_peer_id();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| NodeError::Setup(e.to_string()))?
+            .with_quic()
+            .with_dns()
+            .map_err(|e| NodeError::Setup(e.to_string()))?
+            .with_behaviour(|key| {
+                Behaviour::new(key).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+            })
+            .map_err(|e| NodeError::Setup(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+            .build();
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NodeError::Listen {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        for addr in &config.external {
+            swarm.add_external_address(addr.clone());
+        }
+        let mut control = swarm.behaviour().stream.new_control();
+        let incoming = control
+            .accept(exchange::PROTOCOL)
+            .map_err(|e| NodeError::Setup(e.to_string()))?;
+        let store = Arc::new(Mutex::new(Store::new(
+            config.store_max_bytes,
+            config.live_window,
+        )));
+        let (commands_tx, commands) = mpsc::channel(256);
+        let (internal_tx, internal) = mpsc::channel(256);
+        let (events, _) = broadcast::channel(4096);
+        let stats = Arc::new(Stats::default());
+        let http = http_client(&FetchLimits::default())
+            .map_err(|e| NodeError::Setup(format!("HTTP client: {e}")))?;
+        let mut scheduler_config = config.scheduler.clone();
+        if config.announce_only {
+            scheduler_config.push_parallel = 0;
+        }
+        let seed = u64::from_le_bytes(peer_id.to_bytes()[2..10].try_into().unwrap_or_default());
+        let node = Node {
+            peer_id,
+            commands: commands_tx,
+            store: store.clone(),
+            events: events.clone(),
+            stats: stats.clone(),
+        };
+        let driver = Driver {
+            scheduler: Scheduler::new(scheduler_config, seed),
+            config,
+            swarm,
+            control,
+            incoming,
+            commands,
+            internal,
+            internal_tx,
+            store,
+            events,
+            stats,
+            http,
+            streams: HashMap::new(),
+            pending: HashMap::new(),
+            tasks: JoinSet::new(),
+            aborts: HashMap::new(),
+            inbound: 0,
+            banned: HashMap::new(),
+            finds: HashMap::new(),
+            published: Vec::new(),
+            dials: HashMap::new(),
+        };
+        Ok((node, driver))
+    }
+
+    /// Runs the node until every [`Node`] handle is dropped.
+    pub async fn run(mut self) {
+        for addr in self.config.bootstrap.clone() {
+            self.dial_bootstrap(addr);
+        }
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        let mut last_redial = Instant::now();
+        loop {
+            let wake = self
+                .scheduler
+                .next_wakeup()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                Some((peer, stream)) = self.incoming.next() => self.on_inbound(peer, stream),
+                Some(internal) = self.internal.recv() => self.on_internal(internal),
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Ok(done) = done {
+                        self.on_task_done(done);
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => self.scheduler.tick(Instant::now()),
+                _ = housekeeping.tick() => {
+                    if last_redial.elapsed() >= self.config.redial_interval {
+                        last_redial = Instant::now();
+                        self.redial_if_isolated();
+                    }
+                    self.unban_expired();
+                    self.prune_pending();
+                }
+            }
+            self.run_actions();
+        }
+        self.tasks.abort_all();
+    }
+
+    pub(super) fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    pub(super) fn warn(&self, message: String) {
+        tracing::warn!("{message}");
+        self.emit(Event::Warning { message });
+    }
+
+    pub(super) fn dial_bootstrap(&mut self, addr: Multiaddr) {
+        if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, addr.clone());
+        }
+        if let Err(e) = self.swarm.dial(addr.clone()) {
+            self.warn(format!("bootstrap peer {addr} cannot be dialled: {e}"));
+        }
+    }
+
+    /// Kademlia bootstrap can stall with an empty table; re-dial the seeds.
+    pub(super) fn redial_if_isolated(&mut self) {
+        let routing_entries: usize = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .map(|bucket| bucket.num_entries())
+            .sum();
+        let connected = self.swarm.connected_peers().next().is_some();
+        if self.config.bootstrap.is_empty() || (connected && routing_entries > 0) {
+            return;
+        }
+        tracing::info!("routing table empty or no peers connected; re-dialling bootstrap peers");
+        for addr in self.config.bootstrap.clone() {
+            self.dial_bootstrap(addr);
+        }
+    }
+
+    pub(super) fn ban(&mut self, peer: PeerId, reason: String) {
+        if self.banned.contains_key(&peer) {
+            return;
+        }
+        tracing::warn!(%peer, "banning peer: {reason}");
+        self.banned
+            .insert(peer, Instant::now() + self.config.ban_duration);
+        let behaviour = self.swarm.behaviour_mut();
+        behaviour.blocked.block_peer(peer);
+        behaviour.gossipsub.blacklist_peer(&peer);
+        behaviour.kad.remove_peer(&peer);
+        self.scheduler.peer_disconnected(peer);
+        self.stats.bans.fetch_add(1, Relaxed);
+        self.emit(Event::Banned { peer, reason });
+    }
+
+    pub(super) fn unban_expired(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<PeerId> = self
+            .banned
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in expired {
+            self.banned.remove(&peer);
+            let behaviour = self.swarm.behaviour_mut();
+            behaviour.blocked.unblock_peer(peer);
+            behaviour.gossipsub.remove_blacklisted_peer(&peer);
+        }
+    }
+
+    /// Forgets headers of segments that left every live window unheld.
+    pub(super) fn prune_pending(&mut self) {
+        let window = u64::try_from(self.config.live_window.as_micros()).unwrap_or(u64::MAX);
+        let streams = &self.streams;
+        self.pending.retain(|id, header| {
+            streams.get(&id.stream).is_some_and(|s| {
+                header.info().published_at_us.saturating_add(2 * window) >= s.newest_us
+            })
+        });
+    }
+
+    /// Is a segment of a followed stream recent enough to want?
+    pub(super) fn wanted(&mut self, header: &VerifiedHeader) -> bool {
+        let window = u64::try_from(self.config.live_window.as_micros()).unwrap_or(u64::MAX);
+        let Some(followed) = self.streams.get_mut(&header.id().stream) else {
+            return false;
+        };
+        let published = header.info().published_at_us;
+        followed.newest_us = followed.newest_us.max(published);
+        !followed.descriptor.descriptor().live
+            || published.saturating_add(window) >= followed.newest_us
+    }
+
+    pub(super) fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Info(reply) => {
+                let _ = reply.send(Info {
+                    peer_id: *self.swarm.local_peer_id(),
+                    listen_addrs: self.swarm.listeners().cloned().collect(),
+                    connected: self.swarm.connected_peers().copied().collect(),
+                });
+            }
+            Command::Dial(addr, reply) => {
+                let opts = libp2p::swarm::dial_opts::DialOpts::from(addr.clone());
+                let connection = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.dials.insert(connection, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(NodeError::Dial {
+                            addr,
+                            reason: e.to_string(),
+                        }));
+                    }
+                }
+            }
+            Command::Follow(descriptor, reply) => {
+                self.follow(descriptor);
+                let _ = reply.send(());
+            }
+            Command::Publish(descriptor, reply) => {
+                let id = descriptor.stream_key().id;
+                let value = descriptor.signed().to_pb().encode_to_vec();
+                let record = kad::Record::new(id.as_bytes().to_vec(), value);
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                if let Err(e) = kad.put_record(record.clone(), kad::Quorum::One) {
+                    tracing::warn!("storing the stream descriptor locally failed: {e}");
+                }
+                self.published.push(record);
+                self.follow(descriptor);
+                let _ = reply.send(());
+            }
+            Command::FindStream(id, reply) => {
+                let key = kad::RecordKey::new(id.as_bytes());
+                let local = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .get(&key)
+                    .map(|r| r.into_owned());
+                if let Some(found) = local.and_then(|r| descriptor_from_record(&r, &id)) {
+                    let _ = reply.send(Some(found));
+                    return;
+                }
+                let query = self.swarm.behaviour_mut().kad.get_record(key);
+                self.finds.insert(query, (id, reply));
+            }
+            Command::Inject(header, body, reply) => {
+                self.inject(header, body);
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    pub(super) fn follow(&mut self, descriptor: VerifiedDescriptor) {
+        let key = descriptor.stream_key();
+        let renditions: Vec<u32> = descriptor
+            .descriptor()
+            .renditions
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        let newest_us = self.streams.get(&key.id).map_or(0, |s| s.newest_us);
+        self.streams.insert(
+            key.id,
+            Followed {
+                descriptor,
+                key,
+                newest_us,
+            },
+        );
+        let behaviour = self.swarm.behaviour_mut();
+        for rendition in renditions {
+            let topic = behaviour::topic(&key.id, rendition);
+            if let Err(e) = behaviour.gossipsub.subscribe(&topic) {
+                tracing::warn!("cannot subscribe to {topic}: {e}");
+            }
+            let _ = behaviour
+                .gossipsub
+                .set_topic_params(topic, behaviour::topic_score_params());
+        }
+        let record_key = kad::RecordKey::new(key.id.as_bytes());
+        let _ = behaviour.kad.start_providing(record_key.clone());
+        // Other holders of the stream, to connect to: no tracker needed.
+        behaviour.kad.get_providers(record_key);
+        if let Some(dir) = &self.config.cache_dir {
+            let max = self.config.limits.max_segment;
+            let now = Instant::now();
+            for (header, body) in crate::cache::load(dir, &key, max, self.config.store_max_bytes) {
+                let (id, size) = (header.id(), body.len() as u64);
+                self.wanted(&header);
+                if matches!(lock(&self.store).insert(header, body), Inserted::New { .. }) {
+                    self.scheduler.held(id, size, now);
+                }
+            }
+        }
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            self.request_headers(peer, key.id);
+        }
+    }
+
+    pub(super) fn inject(&mut self, header: VerifiedHeader, body: Bytes) {
+        let id = header.id();
+        let size = body.len() as u64;
+        self.wanted(&header);
+        let announce = pb::Announce {
+            headers: vec![header.signed().to_pb()],
+        };
+        if !matches!(lock(&self.store).insert(header, body), Inserted::New { .. }) {
+            return;
+        }
+        let now = Instant::now();
+        self.scheduler.held(id, size, now);
+        self.emit(Event::Stored {
+            id,
+            source: Source::Injected,
+            bytes: size,
+            at: now,
+        });
+        let topic = behaviour::topic(&id.stream, id.rendition);
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic, announce.encode_to_vec())
+        {
+            tracing::debug!("announcement of {id} not gossiped: {e}");
+        }
+    }
+
+    pub(super) fn request_headers(&mut self, peer: PeerId, stream: StreamId) {
+        let mut control = self.control.clone();
+        let (limits, timeout) = (self.config.limits, self.config.read_timeout);
+        self.tasks.spawn(async move {
+            let result = async {
+                let framed = open(&mut control, peer, limits, timeout).await?;
+                exchange::list_headers(framed, stream).await
+            }
+            .await;
+            TaskDone::Headers {
+                peer,
+                stream,
+                result,
+            }
+        });
+    }
+
+    pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                connection_id,
+                ..
+            } => {
+                if let Some(reply) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(()));
+                }
+                if num_established.get() == 1 {
+                    self.scheduler.peer_connected(peer_id);
+                    let streams: Vec<StreamId> = self.streams.keys().copied().collect();
+                    for stream in streams {
+                        self.request_headers(peer_id, stream);
+                    }
+                    // Records put before anyone was connected reach the DHT now.
+                    for record in self.published.clone() {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .kad
+                            .put_record(record, kad::Quorum::One);
+                    }
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.scheduler.peer_disconnected(peer_id);
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+                ..
+            } => {
+                let reason = error.to_string();
+                if let Some(reply) = self.dials.remove(&connection_id) {
+                    let addr = Multiaddr::empty();
+                    let _ = reply.send(Err(NodeError::Dial {
+                        addr,
+                        reason: reason.clone(),
+                    }));
+                }
+                let bootstrap = peer_id.is_some_and(|p| {
+                    self.config
+                        .bootstrap
+                        .iter()
+                        .any(|a| a.iter().last() == Some(libp2p::multiaddr::Protocol::P2p(p)))
+                });
+                if bootstrap {
+                    self.warn(format!("bootstrap peer did not answer: {reason}"));
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => tracing::info!("listening on {address}"),
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => self.scheduler.rtt(peer, rtt),
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
+                let acceptance =
+                    self.on_announce(propagation_source, message.source, &message.data);
+                let gossip = &mut self.swarm.behaviour_mut().gossipsub;
+                gossip.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    acceptance,
+                );
+                if acceptance == gossipsub::MessageAcceptance::Reject {
+                    self.stats.verification_failures.fetch_add(1, Relaxed);
+                    self.ban(
+                        propagation_source,
+                        "announced a header that does not verify".into(),
+                    );
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetRecord(result),
+                step,
+                ..
+            }) => {
+                let found = match result {
+                    Ok(kad::GetRecordOk::FoundRecord(peer_record)) => {
+                        self.finds.get(&id).and_then(|(stream, _)| {
+                            descriptor_from_record(&peer_record.record, stream)
+                        })
+                    }
+                    _ => None,
+                };
+                if found.is_some() || step.last {
+                    if let Some((_, reply)) = self.finds.remove(&id) {
+                        let _ = reply.send(found);
+                    }
+                    if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        query.finish();
+                    }
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result:
+                    kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                        providers,
+                        ..
+                    })),
+                ..
+            }) => {
+                let me = *self.swarm.local_peer_id();
+                let fresh: Vec<PeerId> = providers
+                    .into_iter()
+                    .filter(|p| {
+                        *p != me && !self.banned.contains_key(p) && !self.swarm.is_connected(p)
+                    })
+                    .take(MAX_PROVIDER_DIALS)
+                    .collect();
+                for peer in fresh {
+                    let _ = self.swarm.dial(peer);
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        record: Some(record),
+                        source,
+                        ..
+                    },
+            }) => {
+                let valid = StreamId::from_bytes(record.key.as_ref())
+                    .ok()
+                    .and_then(|id| descriptor_from_record(&record, &id));
+                if valid.is_some() {
+                    let _ = self.swarm.behaviour_mut().kad.store_mut().put(record);
+                } else {
+                    self.ban(
+                        source,
+                        "stored a DHT record that is not a valid stream descriptor".into(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Validates a gossiped announcement and feeds its headers to the scheduler.
+    pub(super) fn on_announce(
+        &mut self,
+        from: PeerId,
+        author: Option<PeerId>,
+        data: &[u8],
+    ) -> gossipsub::MessageAcceptance {
+        use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+        let Ok(announce) = pb::Announce::decode(data) else {
+            return Reject;
+        };
+        let now = Instant::now();
+        for header in announce.headers {
+            let Ok(signed) = SignedHeader::from_pb(&header) else {
+                return Reject;
+            };
+            let Some(key) = self.streams.get(&signed.info.id.stream).map(|s| s.key) else {
+                return Ignore;
+            };
+            let Ok(verified) = signed.verify(&key) else {
+                return Reject;
+            };
+            self.learn(verified, author.or(Some(from)), now);
+        }
+        Accept
+    }
+
+    /// A verified header of a followed stream: remember it and tell the scheduler.
+    pub(super) fn learn(&mut self, header: VerifiedHeader, holder: Option<PeerId>, now: Instant) {
+        let id = header.id();
+        if !self.wanted(&header) || lock(&self.store).contains(&id) {
+            return;
+        }
+        let size = header.info().length;
+        self.pending.entry(id).or_insert(header);
+        self.scheduler.header_learned(id, size, holder, now);
+    }
+}

@@ -6,7 +6,7 @@ use anyhow::Context;
 use meshcast_node::bench::{self, MeshBench, MeshReport};
 
 pub fn mesh(bench: MeshBench, json: bool) -> anyhow::Result<()> {
-    crate::run::init_logs();
+    crate::run::init_logs("warn");
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime.block_on(bench::run(&bench, |phase| eprintln!("bench: {phase}")))?;
     if json {

@@ -16,10 +16,10 @@ use meshcast_proto::{PublisherKey, StreamId};
 
 use crate::config::Config;
 
-/// Logs to standard error, filtered by `RUST_LOG` (default `info`).
-pub fn init_logs() {
+/// Logs to standard error, filtered by `RUST_LOG` (else `default`).
+pub fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -65,7 +65,7 @@ async fn until_ctrl_c(driver: tokio::task::JoinHandle<()>) -> anyhow::Result<()>
 }
 
 pub fn node(config: Config, follow: Vec<StreamId>) -> anyhow::Result<()> {
-    init_logs();
+    init_logs("info");
     runtime()?.block_on(async {
         let (node, driver) = start_node(&config, false).await?;
         for stream in follow {
@@ -103,7 +103,7 @@ fn read_key(path: &Path) -> anyhow::Result<PublisherKey> {
 }
 
 pub fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
-    init_logs();
+    init_logs("info");
     let key = read_key(&args.key)?;
     runtime()?.block_on(async {
         let (node, driver) = start_node(&config, args.announce_only).await?;
@@ -125,7 +125,7 @@ pub fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
 }
 
 pub fn origin(dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
-    init_logs();
+    init_logs("info");
     runtime()?.block_on(async {
         let running = meshcast_origin::spawn(&dir, listen)
             .await

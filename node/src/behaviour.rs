@@ -42,7 +42,7 @@ impl Behaviour {
             .validate_messages()
             .message_id_fn(message_id)
             .max_transmit_size(MAX_GOSSIP_MESSAGE)
-            .heartbeat_interval(Duration::from_millis(500))
+            .heartbeat_interval(Duration::from_secs(1))
             .build()
             .map_err(|e| format!("gossipsub config: {e}"))?;
         let mut gossipsub = gossipsub::Behaviour::new(

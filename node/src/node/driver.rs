@@ -57,6 +57,8 @@ pub(super) enum TaskDone {
     },
 }
 
+/// Least time between re-publications of our DHT records on new connections.
+pub(super) const REPUT_INTERVAL: Duration = Duration::from_secs(5);
 /// Providers of a followed stream dialled per lookup.
 pub(super) const MAX_PROVIDER_DIALS: usize = 8;
 /// Concurrent inbound streams; more are reset at once.
@@ -88,6 +90,7 @@ pub struct Driver {
     pub(super) finds:
         HashMap<kad::QueryId, (StreamId, oneshot::Sender<Option<VerifiedDescriptor>>)>,
     pub(super) published: Vec<kad::Record>,
+    pub(super) last_reput: Option<Instant>,
     pub(super) dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<(), NodeError>>>,
 }
 
@@ -169,6 +172,7 @@ impl Driver {
             banned: HashMap::new(),
             finds: HashMap::new(),
             published: Vec::new(),
+            last_reput: None,
             dials: HashMap::new(),
         };
         Ok((node, driver))
@@ -484,13 +488,20 @@ impl Driver {
                     for stream in streams {
                         self.request_headers(peer_id, stream);
                     }
-                    // Records put before anyone was connected reach the DHT now.
-                    for record in self.published.clone() {
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .kad
-                            .put_record(record, kad::Quorum::One);
+                    // Records put while few peers were connected reach more of
+                    // the DHT now; at most every REPUT_INTERVAL, not per connection.
+                    if self
+                        .last_reput
+                        .is_none_or(|t| t.elapsed() >= REPUT_INTERVAL)
+                    {
+                        self.last_reput = Some(Instant::now());
+                        for record in self.published.clone() {
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .kad
+                                .put_record(record, kad::Quorum::One);
+                        }
                     }
                 }
             }

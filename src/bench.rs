@@ -53,3 +53,395 @@ fn print_mesh(r: &MeshReport) {
 pub fn parse_interval(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))
 }
+
+/// What `meshcast bench relay` measures.
+#[derive(Debug, Clone)]
+pub struct RelayBench {
+    pub sessions: usize,
+    /// Bits per second of the stream each session watches.
+    pub bitrate: u64,
+    pub segment_duration: Duration,
+    /// How long the measured part runs, after every session is open.
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RelayReport {
+    pub sessions: usize,
+    pub sessions_open: usize,
+    pub bitrate_mbps: f64,
+    pub segment_bytes: usize,
+    pub duration_s: f64,
+    /// Segments announced to sessions in the window, and delivered of them.
+    pub expected_segments: u64,
+    pub delivered_segments: u64,
+    /// Delivered after their deadline (one segment duration after announcement), or never.
+    pub late_segments: u64,
+    pub delivered_mbps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub relay_cpu_cores: f64,
+    pub relay_core_seconds_per_gbit: f64,
+    pub relay_peak_rss_mib: f64,
+    pub relay_rss_per_session_mib: f64,
+}
+
+/// CPU seconds (user + system) and peak RSS of a process, from /proc.
+fn process_usage(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .context("reading the relay's /proc stat")?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    // USER_HZ is 100 on every Linux the project runs on.
+    let hz = 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .context("reading the relay's /proc status")?;
+    let peak_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    Ok((ticks / hz, peak_kib / 1024.0))
+}
+
+/// A child process killed on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The relay child and what it printed.
+struct Relay {
+    child: Child,
+    listening: String,
+    gateway: String,
+    cert_hash: String,
+}
+
+/// Starts `meshcast relay` on loopback and reads its addresses.
+fn start_relay(data_dir: &std::path::Path, sessions: usize) -> anyhow::Result<Relay> {
+    use std::io::{BufRead, BufReader};
+    let exe = std::env::current_exe().context("finding the meshcast binary")?;
+    let limit = (sessions + 16).to_string();
+    let mut child = std::process::Command::new(exe)
+        .args(["relay", "--data-dir"])
+        .arg(data_dir)
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "--browser-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--web-listen",
+            "127.0.0.1:0",
+            "--max-sessions",
+            &limit,
+            "--max-sessions-per-ip",
+            &limit,
+        ])
+        .args(["--store-max-bytes", "256MiB"])
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .context("starting `meshcast relay`")?;
+    let stdout = child.stdout.take().context("the relay's standard output")?;
+    let child = Child(child);
+    let (mut listening, mut gateway, mut cert_hash) = (None, None, None);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading the relay's output")?;
+        if let Some(v) = line.strip_prefix("listening ") {
+            listening.get_or_insert(v.to_string());
+        } else if let Some(v) = line.strip_prefix("gateway ") {
+            gateway = Some(v.to_string());
+        } else if let Some(v) = line.strip_prefix("cert-hash ") {
+            cert_hash = Some(v.to_string());
+        } else if line.starts_with("well-known ") {
+            break;
+        }
+    }
+    match (listening, gateway, cert_hash) {
+        (Some(listening), Some(gateway), Some(cert_hash)) => Ok(Relay {
+            child,
+            listening,
+            gateway,
+            cert_hash,
+        }),
+        _ => anyhow::bail!("the relay did not print its addresses"),
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// One viewer: requests every announced segment with a deadline of one
+/// segment duration, and records when each arrives.
+async fn watch(
+    mut client: meshcast_relay::Client,
+    deadline: Duration,
+    until: tokio::time::Instant,
+    start: tokio::time::Instant,
+) -> (u64, u64, u64, u64, Vec<Duration>) {
+    use meshcast_relay::ClientEvent;
+    let mut asked: std::collections::HashMap<u64, tokio::time::Instant> =
+        std::collections::HashMap::new();
+    let (mut expected, mut delivered, mut late, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+    let mut latencies = Vec::new();
+    loop {
+        let event = tokio::time::timeout_at(until + deadline, client.next_event()).await;
+        let Ok(Ok(event)) = event else { break };
+        let now = tokio::time::Instant::now();
+        match event {
+            ClientEvent::Announced(header) if now >= start && now < until => {
+                if let Ok(request_id) = client.request(header.id(), 0, deadline).await {
+                    asked.insert(request_id, now);
+                    expected += 1;
+                }
+            }
+            ClientEvent::Delivered {
+                request_id, body, ..
+            } => {
+                if let Some(asked_at) = asked.remove(&request_id) {
+                    let latency = now - asked_at;
+                    delivered += 1;
+                    bytes += body.len() as u64;
+                    late += u64::from(latency > deadline);
+                    latencies.push(latency);
+                }
+            }
+            ClientEvent::Error { request_id, .. } | ClientEvent::Rejected { request_id, .. } => {
+                if asked.remove(&request_id).is_some() {
+                    late += 1;
+                }
+            }
+            ClientEvent::Announced(_) => {}
+        }
+        if now >= until + deadline {
+            break;
+        }
+    }
+    // Never delivered counts as late.
+    late += asked.len() as u64;
+    (expected, delivered, late, bytes, latencies)
+}
+
+pub fn relay(bench: RelayBench, json: bool) -> anyhow::Result<()> {
+    crate::run::init_logs("error");
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(run_relay(&bench))?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "relay: {} sessions at {:.1} Mbit/s ({} B segments every {:?}), {:.0} s measured",
+            report.sessions,
+            report.bitrate_mbps,
+            report.segment_bytes,
+            bench.segment_duration,
+            report.duration_s
+        );
+        println!("  sessions open    {}", report.sessions_open);
+        println!(
+            "  delivered        {} of {} segments, {:.1} Mbit/s (goal {:.1})",
+            report.delivered_segments,
+            report.expected_segments,
+            report.delivered_mbps,
+            report.bitrate_mbps * report.sessions as f64
+        );
+        println!("  late segments    {}", report.late_segments);
+        println!(
+            "  latency          p50 {:.1} ms  p99 {:.1} ms",
+            report.p50_ms, report.p99_ms
+        );
+        println!(
+            "  relay CPU        {:.2} cores ({:.2} core-seconds per Gbit/s delivered)",
+            report.relay_cpu_cores, report.relay_core_seconds_per_gbit
+        );
+        println!(
+            "  relay peak RSS   {:.0} MiB ({:.2} MiB per session)",
+            report.relay_peak_rss_mib, report.relay_rss_per_session_mib
+        );
+    }
+    Ok(())
+}
+
+async fn run_relay(bench: &RelayBench) -> anyhow::Result<RelayReport> {
+    use meshcast_proto::{Descriptor, PublisherKey, Rendition, SegmentId, SegmentInfo};
+
+    let data_dir =
+        std::env::temp_dir().join(format!("meshcast-bench-relay-{}", std::process::id()));
+    let relay = start_relay(&data_dir, bench.sessions)?;
+    let pid = relay.child.0.id();
+    eprintln!("bench: relay {} (pid {pid})", relay.gateway);
+
+    // The publisher: an in-process node that injects synthetic segments.
+    let (publisher, publisher_driver) = meshcast_node::Node::new(
+        meshcast_node::Config {
+            listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse()?],
+            ..Default::default()
+        },
+        libp2p::identity::Keypair::generate_ed25519(),
+    )?;
+    let publisher_driver = tokio::spawn(publisher_driver.run());
+    publisher.dial(relay.listening.parse()?).await?;
+    let key = PublisherKey::from_seed([11; 32]);
+    let segment_bytes =
+        (bench.bitrate as f64 * bench.segment_duration.as_secs_f64() / 8.0) as usize;
+    let descriptor = Descriptor {
+        publisher: key.public(),
+        name: "bench-relay".into(),
+        renditions: vec![Rendition {
+            id: 0,
+            name: "bench".into(),
+            bandwidth: bench.bitrate,
+            codecs: String::new(),
+            width: 0,
+            height: 0,
+            uri: String::new(),
+        }],
+        origin_url: String::new(),
+        segment_duration_ms: bench.segment_duration.as_millis() as u32,
+        live: true,
+        issued_at_us: now_us(),
+        private: false,
+    }
+    .sign(&key)?;
+    let stream = descriptor.stream_key();
+    publisher.publish(descriptor).await?;
+    let mut sequence = 0u64;
+    let mut body = vec![0u8; segment_bytes];
+    let inject = {
+        let publisher = publisher.clone();
+        move |sequence: u64, body: &mut Vec<u8>| {
+            body[..8.min(segment_bytes)]
+                .copy_from_slice(&sequence.to_be_bytes()[..8.min(segment_bytes)]);
+            let id = SegmentId::media(stream.id, 0, sequence);
+            let header = SegmentInfo::for_body(
+                id,
+                body,
+                bench.segment_duration.as_micros() as u64,
+                now_us(),
+            )
+            .sign(&key)
+            .verify(&stream);
+            let publisher = publisher.clone();
+            let body = bytes::Bytes::copy_from_slice(body);
+            async move {
+                if let Ok(header) = header {
+                    let _ = publisher.inject(header, body).await;
+                }
+            }
+        }
+    };
+    inject(sequence, &mut body).await;
+    sequence += 1;
+
+    eprintln!("bench: opening {} sessions", bench.sessions);
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(&relay.cert_hash, &mut hash)
+        .context("the relay printed a bad certificate hash")?;
+    let hash = wtransport::tls::Sha256Digest::new(hash);
+    let mut clients = Vec::with_capacity(bench.sessions);
+    let mut opening = tokio::task::JoinSet::new();
+    let mut failed = 0;
+    for i in 0..bench.sessions {
+        let (url, hash) = (relay.gateway.clone(), hash.clone());
+        opening.spawn(async move {
+            meshcast_relay::Client::connect(&url, &[hash], stream.id, "", Duration::from_secs(30))
+                .await
+        });
+        // Open in waves, as viewers arrive, not all in one instant.
+        if opening.len() >= 50 || i + 1 == bench.sessions {
+            while let Some(done) = opening.join_next().await {
+                match done {
+                    Ok(Ok(client)) => clients.push(client),
+                    _ => failed += 1,
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("bench: {failed} sessions failed to open");
+    }
+    let sessions_open = clients.len();
+
+    eprintln!("bench: measuring for {:?}", bench.duration);
+    let start = tokio::time::Instant::now() + Duration::from_millis(200);
+    let until = start + bench.duration;
+    let (cpu_before, _) = process_usage(pid)?;
+    let watchers: Vec<_> = clients
+        .into_iter()
+        .map(|client| tokio::spawn(watch(client, bench.segment_duration, until, start)))
+        .collect();
+    let mut next = tokio::time::Instant::now();
+    while next < until {
+        tokio::time::sleep_until(next).await;
+        inject(sequence, &mut body).await;
+        sequence += 1;
+        next += bench.segment_duration;
+    }
+    let mut expected = 0;
+    let mut delivered = 0;
+    let mut late = 0;
+    let mut bytes = 0;
+    let mut latencies = Vec::new();
+    for watcher in watchers {
+        if let Ok((e, d, l, b, lat)) = watcher.await {
+            expected += e;
+            delivered += d;
+            late += l;
+            bytes += b;
+            latencies.extend(lat);
+        }
+    }
+    let (cpu_after, peak_rss) = process_usage(pid)?;
+    publisher_driver.abort();
+    drop(relay);
+    let _ = std::fs::remove_dir_all(&data_dir);
+
+    latencies.sort();
+    let pick = |p: f64| {
+        latencies
+            .get(((latencies.len().saturating_sub(1)) as f64 * p).round() as usize)
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+    };
+    let seconds = bench.duration.as_secs_f64();
+    let delivered_mbps = bytes as f64 * 8.0 / seconds / 1e6;
+    let cpu = cpu_after - cpu_before;
+    Ok(RelayReport {
+        sessions: bench.sessions,
+        sessions_open,
+        bitrate_mbps: bench.bitrate as f64 / 1e6,
+        segment_bytes,
+        duration_s: seconds,
+        expected_segments: expected,
+        delivered_segments: delivered,
+        late_segments: late,
+        delivered_mbps,
+        p50_ms: pick(0.5),
+        p99_ms: pick(0.99),
+        relay_cpu_cores: cpu / seconds,
+        relay_core_seconds_per_gbit: cpu / (bytes as f64 * 8.0 / 1e9).max(1e-9),
+        relay_peak_rss_mib: peak_rss,
+        relay_rss_per_session_mib: peak_rss / sessions_open.max(1) as f64,
+    })
+}

@@ -49,12 +49,50 @@ enum Command {
         action: ConfigAction,
     },
     /// Run an edge node: join the mesh, keep and pass on the streams it follows.
+    ///
+    /// With --browser-listen it also serves browsers over WebTransport (a gateway).
     Node {
         #[command(flatten)]
         layers: ConfigArgs,
         /// Stream id to follow (found through the DHT), repeatable.
         #[arg(long = "follow", value_name = "STREAM_ID")]
         follow: Vec<StreamId>,
+        /// Serve browsers over WebTransport on this UDP address.
+        #[arg(long, value_name = "ADDR")]
+        browser_listen: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Run a relay: a node that serves browsers over WebTransport and helps
+    /// NATed nodes join (circuit relay v2, hole punching).
+    ///
+    /// Prints `gateway <url>`, `cert-hash <hex>` and `well-known <url>`.
+    Relay {
+        #[command(flatten)]
+        layers: ConfigArgs,
+        /// Serve browsers over WebTransport on this UDP address.
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:4433")]
+        browser_listen: std::net::SocketAddr,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Issue a viewer token for a private stream, signed by the publisher key.
+    Token {
+        /// Publisher key file (from `meshcast keygen`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The stream's name (its id is derived from the key and the name).
+        #[arg(long, conflicts_with = "stream", required_unless_present = "stream")]
+        name: Option<String>,
+        /// The stream's id, when the name is not at hand.
+        #[arg(long, value_name = "STREAM_ID")]
+        stream: Option<StreamId>,
+        /// How long the token is valid, e.g. 2h or 7d.
+        #[arg(long, value_parser = crate::bench::parse_interval)]
+        ttl: std::time::Duration,
+        /// A viewer id, shown in gateway logs.
+        #[arg(long, default_value = "")]
+        viewer: String,
     },
     /// Publish a stream: ingest HLS from an origin, sign every segment, inject it.
     ///
@@ -78,6 +116,9 @@ enum Command {
         /// Segment downloads in flight at once, per rendition.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
         concurrency: u16,
+        /// Private stream: viewers need a token from `meshcast token`.
+        #[arg(long)]
+        private: bool,
         #[command(flatten)]
         layers: ConfigArgs,
     },
@@ -93,6 +134,35 @@ enum Command {
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// The browser gateway's settings, shared by `node` and `relay`.
+#[derive(Debug, clap::Args)]
+pub struct GatewayArgs {
+    /// HTTP address for /.well-known/meshcast (TCP).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
+    pub web_listen: std::net::SocketAddr,
+    /// Host name or IP browsers use to reach this gateway (default: the listen IP).
+    #[arg(long, value_name = "HOST")]
+    pub public_host: Option<String>,
+    /// Operator certificate chain (PEM), re-read when it changes; default: self-signed, rotated.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Lifetime of self-signed certificates (at most 14 days; renewed a day before the end).
+    #[arg(long, value_parser = crate::bench::parse_interval, default_value = "14d")]
+    pub cert_lifetime: std::time::Duration,
+    /// Sessions served at once.
+    #[arg(long, default_value_t = 5000)]
+    pub max_sessions: usize,
+    /// Sessions from one IP address at once.
+    #[arg(long, default_value_t = 32)]
+    pub max_sessions_per_ip: usize,
+    /// Another gateway to list in Welcome, as URL=CERT_HASH_HEX, repeatable.
+    #[arg(long = "peer-gateway", value_name = "URL=HASH")]
+    pub peer_gateways: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +181,25 @@ enum BenchCommand {
         /// Time between segments, e.g. 1s or 500ms.
         #[arg(long, default_value = "1s", value_parser = crate::bench::parse_interval)]
         interval: std::time::Duration,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sessions served by one relay: native WebTransport clients in this process
+    /// against a `meshcast relay` child process on loopback.
+    Relay {
+        /// Viewer sessions.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+        sessions: u32,
+        /// Stream bitrate in bit/s, e.g. 2000000.
+        #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(10_000..=100_000_000))]
+        bitrate: u64,
+        /// Segment duration, e.g. 2s.
+        #[arg(long, default_value = "2s", value_parser = crate::bench::parse_interval)]
+        segment_duration: std::time::Duration,
+        /// Measured time, after every session is open.
+        #[arg(long, default_value = "20s", value_parser = crate::bench::parse_interval)]
+        duration: std::time::Duration,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -151,7 +240,37 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             println!("{public}");
         }
-        Command::Node { layers, follow } => run::node(layers.load()?, follow)?,
+        Command::Node {
+            layers,
+            follow,
+            browser_listen,
+            gateway,
+        } => run::node(
+            layers.load()?,
+            follow,
+            browser_listen.map(|addr| (addr, gateway)),
+            false,
+        )?,
+        Command::Relay {
+            layers,
+            browser_listen,
+            gateway,
+        } => run::node(
+            layers.load()?,
+            Vec::new(),
+            Some((browser_listen, gateway)),
+            true,
+        )?,
+        Command::Token {
+            key,
+            name,
+            stream,
+            ttl,
+            viewer,
+        } => println!(
+            "{}",
+            run::token(&key, name.as_deref(), stream, ttl, &viewer)?
+        ),
         Command::Publish {
             origin,
             key,
@@ -159,6 +278,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             public_origin,
             announce_only,
             concurrency,
+            private,
             layers,
         } => run::publish(
             layers.load()?,
@@ -169,6 +289,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 public_origin,
                 announce_only,
                 concurrency: usize::from(concurrency),
+                private,
             },
         )?,
         Command::Origin { dir, listen } => run::origin(dir, listen)?,
@@ -184,6 +305,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 segment_bytes: segment_bytes as usize,
                 segments: segments as usize,
                 interval,
+            },
+            json,
+        )?,
+        Command::Bench(BenchCommand::Relay {
+            sessions,
+            bitrate,
+            segment_duration,
+            duration,
+            json,
+        }) => bench::relay(
+            bench::RelayBench {
+                sessions: sessions as usize,
+                bitrate,
+                segment_duration,
+                duration,
             },
             json,
         )?,

@@ -13,7 +13,10 @@ use meshcast_node::identity;
 use meshcast_node::node::{Driver, Node};
 use meshcast_node::publisher::{self, Publisher};
 use meshcast_proto::{PublisherKey, StreamId};
+use meshcast_relay::certs::CertSource;
+use meshcast_relay::{Gateway, Peer, wellknown};
 
+use crate::cli::GatewayArgs;
 use crate::config::Config;
 
 /// Logs to standard error, filtered by `RUST_LOG` (else `default`).
@@ -31,13 +34,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Starts a node from the configuration and prints its identity and addresses.
+/// A relay also serves circuit relay v2 and AutoNAT for NATed nodes.
 async fn start_node(
     config: &Config,
     announce_only: bool,
+    relay: bool,
 ) -> anyhow::Result<(Node, tokio::task::JoinHandle<()>)> {
     let key = identity::load_or_create(&config.node.data_dir)?;
     let mut node_config = config.node_config()?;
     node_config.announce_only = announce_only;
+    let _ = relay; // wired to the node's relay server by the NAT traversal work
     let (node, driver): (Node, Driver) = Node::new(node_config, key)?;
     let driver = tokio::spawn(driver.run());
     println!("peer {}", node.peer_id());
@@ -64,10 +70,18 @@ async fn until_ctrl_c(driver: tokio::task::JoinHandle<()>) -> anyhow::Result<()>
     Ok(())
 }
 
-pub fn node(config: Config, follow: Vec<StreamId>) -> anyhow::Result<()> {
+pub fn node(
+    config: Config,
+    follow: Vec<StreamId>,
+    gateway: Option<(SocketAddr, GatewayArgs)>,
+    relay: bool,
+) -> anyhow::Result<()> {
     init_logs("info");
+    let gateway = gateway
+        .map(|(listen, args)| gateway_config(listen, args))
+        .transpose()?;
     runtime()?.block_on(async {
-        let (node, driver) = start_node(&config, false).await?;
+        let (node, driver) = start_node(&config, false, relay).await?;
         for stream in follow {
             let node = node.clone();
             // Looked up in the background: the DHT may need a while after start.
@@ -82,8 +96,86 @@ pub fn node(config: Config, follow: Vec<StreamId>) -> anyhow::Result<()> {
                 }
             });
         }
+        let _gateway = match gateway {
+            Some(config) => {
+                let (gateway, gateway_driver) = Gateway::bind(node.clone(), config).await?;
+                println!("gateway {}", gateway.url());
+                for hash in gateway.cert_hashes() {
+                    println!("cert-hash {}", hex::encode(hash.as_ref()));
+                }
+                println!(
+                    "well-known http://{}{}",
+                    gateway.web_addr(),
+                    wellknown::PATH
+                );
+                Some(tokio::spawn(gateway_driver.run()))
+            }
+            None => None,
+        };
         until_ctrl_c(driver).await
     })
+}
+
+fn gateway_config(listen: SocketAddr, args: GatewayArgs) -> anyhow::Result<meshcast_relay::Config> {
+    let cert = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => CertSource::Files { cert, key },
+        _ => CertSource::SelfSigned {
+            lifetime: args.cert_lifetime,
+            overlap: (args.cert_lifetime / 14).min(Duration::from_secs(24 * 3600)),
+        },
+    };
+    cert.validate().context("--cert-lifetime")?;
+    let peers = args
+        .peer_gateways
+        .iter()
+        .map(|text| {
+            let (url, hash) = text
+                .split_once('=')
+                .with_context(|| format!("--peer-gateway {text:?} must be URL=CERT_HASH_HEX"))?;
+            anyhow::ensure!(
+                hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+                "--peer-gateway {text:?}: the hash must be 64 hex digits"
+            );
+            Ok(Peer {
+                url: url.to_string(),
+                cert_hashes: vec![hash.to_ascii_lowercase()],
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(meshcast_relay::Config {
+        listen,
+        web_listen: args.web_listen,
+        public_host: args.public_host,
+        cert,
+        limits: meshcast_relay::Limits {
+            max_sessions: args.max_sessions,
+            max_sessions_per_ip: args.max_sessions_per_ip,
+            ..Default::default()
+        },
+        peers,
+        ..Default::default()
+    })
+}
+
+/// Issues a viewer token; see `meshcast token --help`.
+pub fn token(
+    key: &Path,
+    name: Option<&str>,
+    stream: Option<StreamId>,
+    ttl: Duration,
+    viewer: &str,
+) -> anyhow::Result<String> {
+    let key = read_key(key)?;
+    let stream = match (name, stream) {
+        (Some(name), _) => meshcast_proto::StreamKey::new(key.public(), name).id,
+        (None, Some(stream)) => stream,
+        (None, None) => anyhow::bail!("give --name or --stream"),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?;
+    let expires = u64::try_from((now + ttl).as_micros()).context("--ttl is too long")?;
+    Ok(meshcast_proto::token::issue(&key, &stream, expires, viewer))
 }
 
 /// What `meshcast publish` needs besides the node configuration.
@@ -94,6 +186,7 @@ pub struct PublishArgs {
     pub public_origin: Option<url::Url>,
     pub announce_only: bool,
     pub concurrency: usize,
+    pub private: bool,
 }
 
 fn read_key(path: &Path) -> anyhow::Result<PublisherKey> {
@@ -106,7 +199,7 @@ pub fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
     init_logs("info");
     let key = read_key(&args.key)?;
     runtime()?.block_on(async {
-        let (node, driver) = start_node(&config, args.announce_only).await?;
+        let (node, driver) = start_node(&config, args.announce_only, false).await?;
         let publisher_config = publisher::Config {
             origin: args.origin,
             public_origin: args.public_origin,
@@ -114,6 +207,7 @@ pub fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
             concurrency: args.concurrency,
             max_segment: meshcast_proto::frame::Limits::DEFAULT_MAX_SEGMENT,
             fetch: Default::default(),
+            private: args.private,
         };
         let publisher = Publisher::start(node, key, publisher_config).await?;
         println!("stream {}", publisher.stream_id());

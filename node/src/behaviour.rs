@@ -4,9 +4,14 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{StreamProtocol, allow_block_list, autonat, gossipsub, identify, kad, ping};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, allow_block_list, autonat, dcutr, gossipsub, identify, kad, ping, relay,
+};
 use meshcast_proto::pb;
 use prost::Message as _;
+
+use crate::node::Config;
 
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshcast/kad/1.0.0");
 pub const IDENTIFY_PROTOCOL: &str = "/meshcast/id/1.0.0";
@@ -22,10 +27,49 @@ pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub autonat: autonat::v2::client::Behaviour,
     pub stream: libp2p_stream::Behaviour,
+    /// Reserves slots on the configured relays and dials peers through them
+    /// (the transport half is built into the swarm by `with_relay_client`).
+    pub relay_client: relay::client::Behaviour,
+    /// Direct connection upgrade through relay: hole punching, coordinated
+    /// over a relayed connection.
+    pub dcutr: dcutr::Behaviour,
+    /// Circuit relay v2 server; on only with `Config::relay_server`.
+    pub relay_server: Toggle<relay::Behaviour>,
+    /// AutoNAT v2 server (dials back the addresses a client asks about); on
+    /// only with `Config::relay_server`: relays are the nodes known to be
+    /// publicly reachable, the ones a NATed node can ask.
+    pub autonat_server: Toggle<autonat::v2::server::Behaviour>,
+}
+
+/// The relay server's configuration: libp2p's defaults (per-peer and per-IP
+/// rate limits, 1 h reservations, at most 4 reservations and 4 circuits per
+/// peer) with the configured totals and circuit limits.
+fn relay_config(config: &Config) -> relay::Config {
+    let defaults = relay::Config::default();
+    relay::Config {
+        max_reservations: config.relay_max_reservations,
+        max_reservations_per_peer: defaults
+            .max_reservations_per_peer
+            .min(config.relay_max_reservations),
+        max_circuits: config.relay_max_circuits,
+        max_circuits_per_peer: defaults
+            .max_circuits_per_peer
+            .min(config.relay_max_circuits),
+        // libp2p-relay requires the duration to fit in a u32 of seconds.
+        max_circuit_duration: config
+            .relay_circuit_duration
+            .min(Duration::from_secs(u64::from(u32::MAX))),
+        max_circuit_bytes: config.relay_circuit_bytes,
+        ..defaults
+    }
 }
 
 impl Behaviour {
-    pub fn new(key: &Keypair) -> Result<Self, String> {
+    pub fn new(
+        key: &Keypair,
+        relay_client: relay::client::Behaviour,
+        config: &Config,
+    ) -> Result<Self, String> {
         let peer_id = key.public().to_peer_id();
 
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
@@ -68,6 +112,16 @@ impl Behaviour {
             gossipsub,
             autonat: autonat::v2::client::Behaviour::default(),
             stream: libp2p_stream::Behaviour::new(),
+            relay_client,
+            dcutr: dcutr::Behaviour::new(peer_id),
+            relay_server: config
+                .relay_server
+                .then(|| relay::Behaviour::new(peer_id, relay_config(config)))
+                .into(),
+            autonat_server: config
+                .relay_server
+                .then(autonat::v2::server::Behaviour::default)
+                .into(),
         })
     }
 }

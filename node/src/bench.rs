@@ -115,6 +115,7 @@ pub async fn run(bench: &MeshBench, progress: impl Fn(&str)) -> Result<MeshRepor
             .max(1),
         live: true,
         issued_at_us: now_us(),
+        private: false,
     }
     .sign(&key)
     .map_err(|e| NodeError::Setup(e.to_string()))?;

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{Stream, StreamProtocol};
 use meshcast_proto::frame::{self, Decoder, FrameError, Item, Limits};
 use meshcast_proto::pb::{self, mesh_message::Body};
@@ -62,16 +62,18 @@ impl ExchangeError {
     }
 }
 
-/// A stream with a frame decoder and a read timeout.
-pub struct Framed {
-    stream: Stream,
+/// A stream with a frame decoder and a read timeout. Generic so that the
+/// browser gateway (WebTransport streams, through `tokio_util::compat`) reads
+/// and writes frames with the same code as the mesh.
+pub struct Framed<S = Stream> {
+    stream: S,
     decoder: Decoder,
     buf: Box<[u8]>,
     read_timeout: Duration,
 }
 
-impl Framed {
-    pub fn new(stream: Stream, limits: Limits, read_timeout: Duration) -> Self {
+impl<S> Framed<S> {
+    pub fn new(stream: S, limits: Limits, read_timeout: Duration) -> Self {
         Self {
             stream,
             decoder: Decoder::new(limits),
@@ -80,6 +82,17 @@ impl Framed {
         }
     }
 
+    pub fn limits(&self) -> &Limits {
+        self.decoder.limits()
+    }
+
+    /// The underlying stream, for writes that bypass the frame limits.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+}
+
+impl<S: AsyncRead + Unpin> Framed<S> {
     async fn next_item(&mut self) -> Result<Item, ExchangeError> {
         loop {
             if let Some(item) = self.decoder.next_item()? {
@@ -96,14 +109,27 @@ impl Framed {
         }
     }
 
+    /// Reads one control frame as message `M`; `Ok(None)` at a clean end of stream.
+    pub async fn read_frame<M: prost::Message + Default>(
+        &mut self,
+    ) -> Result<Option<M>, ExchangeError> {
+        match self.next_item().await {
+            Ok(Item::Frame(bytes)) => Ok(Some(frame::decode::<M>(bytes)?)),
+            Ok(Item::Body { .. }) => {
+                Err(ExchangeError::Protocol("body bytes where a frame was due"))
+            }
+            Err(ExchangeError::Closed) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads one control frame as a mesh message.
     pub async fn read_message(&mut self) -> Result<Body, ExchangeError> {
-        match self.next_item().await? {
-            Item::Frame(bytes) => frame::decode::<pb::MeshMessage>(bytes)?
-                .body
-                .ok_or(ExchangeError::Protocol("empty message")),
-            Item::Body { .. } => Err(ExchangeError::Protocol("body bytes where a frame was due")),
-        }
+        self.read_frame::<pb::MeshMessage>()
+            .await?
+            .ok_or(ExchangeError::Closed)?
+            .body
+            .ok_or(ExchangeError::Protocol("empty message"))
     }
 
     /// Reads and verifies the body announced by `header`.
@@ -127,11 +153,18 @@ impl Framed {
             }
         }
     }
+}
 
-    pub async fn send(&mut self, body: Body) -> Result<(), ExchangeError> {
-        let bytes = frame::encode(&pb::MeshMessage { body: Some(body) }, self.decoder.limits())?;
+impl<S: AsyncWrite + Unpin> Framed<S> {
+    /// Writes one control frame.
+    pub async fn send_frame<M: prost::Message>(&mut self, msg: &M) -> Result<(), ExchangeError> {
+        let bytes = frame::encode(msg, self.decoder.limits())?;
         self.stream.write_all(&bytes).await?;
         Ok(())
+    }
+
+    pub async fn send(&mut self, body: Body) -> Result<(), ExchangeError> {
+        self.send_frame(&pb::MeshMessage { body: Some(body) }).await
     }
 
     pub async fn send_body(&mut self, body: &[u8]) -> Result<(), ExchangeError> {

@@ -38,6 +38,8 @@ pub struct Config {
     pub concurrency: usize,
     pub max_segment: u64,
     pub fetch: FetchLimits,
+    /// Viewers need a token signed by the publisher key (`meshcast token`).
+    pub private: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +168,7 @@ impl Publisher {
                 .max(1),
             live: !first.ended,
             issued_at_us: now_us(),
+            private: config.private,
         }
         .sign(&key)?;
         node.publish(descriptor.clone()).await?;

@@ -38,6 +38,8 @@ pub struct Descriptor {
     pub segment_duration_ms: u32,
     pub live: bool,
     pub issued_at_us: u64,
+    /// Viewers need a [`crate::token`] signed by the publisher.
+    pub private: bool,
 }
 
 impl Descriptor {
@@ -107,6 +109,7 @@ impl Descriptor {
             .u32(self.segment_duration_ms)
             .u8(u8::from(self.live))
             .u64(self.issued_at_us)
+            .u8(u8::from(self.private))
             .finish()
     }
 
@@ -192,6 +195,7 @@ impl SignedDescriptor {
             segment_duration_ms: d.segment_duration_ms,
             live: d.live,
             issued_at_us: d.issued_at_us,
+            private: d.private,
             signature: self.signature.to_vec().into(),
         }
     }
@@ -218,6 +222,7 @@ impl SignedDescriptor {
                 segment_duration_ms: msg.segment_duration_ms,
                 live: msg.live,
                 issued_at_us: msg.issued_at_us,
+                private: msg.private,
             },
             signature: fixed("signature", &msg.signature)?,
         })

@@ -27,6 +27,7 @@ pub mod frame;
 pub mod id;
 pub mod keys;
 pub mod segment;
+pub mod token;
 
 /// Messages generated from `proto/meshcast.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -146,3 +146,27 @@ pub async fn serve_files(
     });
     (addr, task)
 }
+
+/// A publisher configuration for `origin` (a playlist URL or folder).
+pub fn publisher_config(origin: String, name: &str) -> meshcast_node::publisher::Config {
+    meshcast_node::publisher::Config {
+        origin,
+        public_origin: None,
+        name: name.into(),
+        concurrency: 4,
+        max_segment: 16 << 20,
+        fetch: Default::default(),
+        private: false,
+    }
+}
+
+/// Connects `node` through `via`, finds `stream` in the DHT and follows it.
+pub async fn follow(node: &TestNode, via: &TestNode, stream: StreamId) {
+    node.node.dial(via.addr.clone()).await.expect("dial");
+    let descriptor = node
+        .node
+        .find_stream(stream, Duration::from_secs(10))
+        .await
+        .expect("descriptor found in the DHT");
+    node.node.follow(descriptor).await.expect("follow");
+}

@@ -4,26 +4,17 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use meshcast_node::publisher::{self, Publisher};
+use meshcast_node::publisher::Publisher;
 use meshcast_node::{Event, Source};
 use meshcast_proto::{PublisherKey, SegmentId, SegmentKind, StreamId};
-use meshcast_tests::{TestNode, config, eventually, init_logs, media_dir};
+use meshcast_tests::{
+    TestNode, config, eventually, follow, init_logs, media_dir, publisher_config,
+};
 
 const LOCAL: &str = "127.0.0.1:0";
 
 fn local() -> SocketAddr {
     LOCAL.parse().expect("socket address")
-}
-
-fn publisher_config(origin: String) -> publisher::Config {
-    publisher::Config {
-        origin,
-        public_origin: None,
-        name: "test-live".into(),
-        concurrency: 4,
-        max_segment: 16 << 20,
-        fetch: Default::default(),
-    }
 }
 
 /// Starts a publisher node and its ingest loop on the origin's live stream.
@@ -36,7 +27,7 @@ async fn start_publisher(
     let publisher = Publisher::start(
         node.node.clone(),
         key,
-        publisher_config(format!("{origin_url}/live/master.m3u8")),
+        publisher_config(format!("{origin_url}/live/master.m3u8"), "test-live"),
     )
     .await
     .expect("publisher starts");
@@ -69,19 +60,6 @@ fn assert_identical_to_origin(
         let theirs = publisher.node.segment(id).expect("publisher holds it");
         assert_eq!(ours.header, theirs.header);
     }
-}
-
-async fn follow(node: &TestNode, publisher: &TestNode, stream: StreamId) {
-    node.node
-        .dial(publisher.addr.clone())
-        .await
-        .expect("dial publisher");
-    let descriptor = node
-        .node
-        .find_stream(stream, Duration::from_secs(10))
-        .await
-        .expect("descriptor found in the DHT");
-    node.node.follow(descriptor).await.expect("follow");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,34 +4,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meshcast_node::publisher::{self, PublishEvent, Publisher};
+use meshcast_node::publisher::{PublishEvent, Publisher};
 use meshcast_node::{Event, Faults, Source};
-use meshcast_proto::{PublisherKey, SegmentId, StreamId};
-use meshcast_tests::{TestNode, config, eventually, init_logs, media_dir, serve_files};
+use meshcast_proto::{PublisherKey, SegmentId};
+use meshcast_tests::{
+    TestNode, config, eventually, follow, init_logs, media_dir, publisher_config, serve_files,
+};
 
 fn local() -> SocketAddr {
     "127.0.0.1:0".parse().expect("socket address")
-}
-
-fn publisher_config(origin: String) -> publisher::Config {
-    publisher::Config {
-        origin,
-        public_origin: None,
-        name: "resilience".into(),
-        concurrency: 4,
-        max_segment: 16 << 20,
-        fetch: Default::default(),
-    }
-}
-
-async fn follow(node: &TestNode, via: &TestNode, stream: StreamId) {
-    node.node.dial(via.addr.clone()).await.expect("dial");
-    let descriptor = node
-        .node
-        .find_stream(stream, Duration::from_secs(10))
-        .await
-        .expect("descriptor");
-    node.node.follow(descriptor).await.expect("follow");
 }
 
 fn assert_true_copies(node: &TestNode, expected: &BTreeSet<SegmentId>) {
@@ -61,7 +42,7 @@ async fn a_malicious_node_is_banned_and_honest_nodes_still_get_the_true_segments
     let ingest = Publisher::start(
         publisher_node.node.clone(),
         key,
-        publisher_config(format!("{}/live/master.m3u8", origin.url())),
+        publisher_config(format!("{}/live/master.m3u8", origin.url()), "resilience"),
     )
     .await
     .expect("publisher");
@@ -148,7 +129,7 @@ async fn with_the_publishers_links_cut_nodes_fetch_from_the_origin_before_the_de
     let ingest = Publisher::start(
         publisher_node.node.clone(),
         PublisherKey::from_seed([8; 32]),
-        publisher_config(format!("{}/live/master.m3u8", origin.url())),
+        publisher_config(format!("{}/live/master.m3u8", origin.url()), "resilience"),
     )
     .await
     .expect("publisher");
@@ -245,7 +226,7 @@ async fn a_bad_origin_gives_clear_warnings_and_the_publisher_keeps_going() {
     });
     let (origin, _server) = serve_files(bad_origin_files(hang_addr)).await;
     let node = TestNode::start(config()).await;
-    let mut cfg = publisher_config(format!("http://{origin}/master.m3u8"));
+    let mut cfg = publisher_config(format!("http://{origin}/master.m3u8"), "resilience");
     cfg.max_segment = 80_000; // 360p_01.m4s is larger
     cfg.fetch.request_timeout = Duration::from_secs(1);
     let ingest = Publisher::start(node.node.clone(), PublisherKey::from_seed([9; 32]), cfg)
@@ -291,7 +272,10 @@ async fn an_unparsable_playlist_is_a_clear_error() {
     )
     .expect("write");
     let node = TestNode::start(config()).await;
-    let cfg = publisher_config(dir.path().join("garbage.m3u8").display().to_string());
+    let cfg = publisher_config(
+        dir.path().join("garbage.m3u8").display().to_string(),
+        "resilience",
+    );
     let err = match Publisher::start(node.node.clone(), PublisherKey::from_seed([1; 32]), cfg).await
     {
         Ok(_) => panic!("garbage accepted as a playlist"),

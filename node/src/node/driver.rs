@@ -1,5 +1,12 @@
 //! The driver: owns the swarm, feeds the scheduler, performs its actions.
 
+use std::collections::HashSet;
+
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::ConnectionId;
+use libp2p::{dcutr, relay};
+
 use super::*;
 
 pub(super) struct Followed {
@@ -71,7 +78,8 @@ pub struct Driver {
     pub(super) config: Config,
     pub(super) swarm: Swarm<Behaviour>,
     pub(super) control: libp2p_stream::Control,
-    pub(super) incoming: libp2p_stream::IncomingStreams,
+    /// Taken by [`Driver::run`], which drains it on a task of its own.
+    pub(super) incoming: Option<libp2p_stream::IncomingStreams>,
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) internal: mpsc::Receiver<Internal>,
     pub(super) internal_tx: mpsc::Sender<Internal>,
@@ -92,6 +100,25 @@ pub struct Driver {
     pub(super) published: Vec<kad::Record>,
     pub(super) last_reput: Option<Instant>,
     pub(super) dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<(), NodeError>>>,
+    /// One per configured relay: where we hold (or want) a reservation.
+    pub(super) relays: Vec<RelaySlot>,
+    /// Open direct (not relayed) connections per peer.
+    pub(super) direct: HashMap<PeerId, usize>,
+    /// Open relayed connections (circuits) per peer.
+    pub(super) relayed: HashMap<PeerId, HashSet<ConnectionId>>,
+    /// Peers the scheduler knows as connected: those with a direct connection
+    /// and no circuit left. Segments never cross a circuit (see `settle_peer`).
+    pub(super) neighbours: HashSet<PeerId>,
+}
+
+/// A relay this node reserves a slot on.
+pub(super) struct RelaySlot {
+    /// The relay's address, ending in `/p2p/<relay peer id>`.
+    pub(super) addr: Multiaddr,
+    pub(super) peer: PeerId,
+    /// The `<relay>/p2p-circuit` listener, while a reservation is pending or held.
+    pub(super) listener: Option<ListenerId>,
+    pub(super) last_attempt: Option<Instant>,
 }
 
 impl Driver {
@@ -108,8 +135,13 @@ impl Driver {
             .with_quic()
             .with_dns()
             .map_err(|e| NodeError::Setup(e.to_string()))?
-            .with_behaviour(|key| {
-                Behaviour::new(key).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+            // Relayed connections are secured and multiplexed end to end
+            // (Noise, Yamux) inside the circuit, which the relay cannot read.
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| NodeError::Setup(e.to_string()))?
+            .with_behaviour(|key, relay_client| {
+                Behaviour::new(key, relay_client, &config)
+                    .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
             })
             .map_err(|e| NodeError::Setup(e.to_string()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
@@ -125,6 +157,16 @@ impl Driver {
         for addr in &config.external {
             swarm.add_external_address(addr.clone());
         }
+        if config.relay_server && config.external.is_empty() {
+            tracing::warn!(
+                "relay server without an external address: it refuses reservations until one is confirmed (set `external`)"
+            );
+        }
+        let relays = config
+            .relays
+            .iter()
+            .map(|addr| relay_slot(addr.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut control = swarm.behaviour().stream.new_control();
         let incoming = control
             .accept(exchange::PROTOCOL)
@@ -156,7 +198,7 @@ impl Driver {
             config,
             swarm,
             control,
-            incoming,
+            incoming: Some(incoming),
             commands,
             internal,
             internal_tx,
@@ -174,6 +216,10 @@ impl Driver {
             published: Vec::new(),
             last_reput: None,
             dials: HashMap::new(),
+            relays,
+            direct: HashMap::new(),
+            relayed: HashMap::new(),
+            neighbours: HashSet::new(),
         };
         Ok((node, driver))
     }
@@ -183,6 +229,23 @@ impl Driver {
         for addr in self.config.bootstrap.clone() {
             self.dial_bootstrap(addr);
         }
+        self.reserve_relays();
+        // libp2p-stream hands inbound streams over a channel with room for
+        // one and resets a stream that arrives while the previous one is
+        // still queued. Polled from the loop below, among everything else,
+        // that lost most streams of a burst (two renditions' offers at once,
+        // a late joiner's pulls). A task that only moves them into a deeper
+        // queue takes each as soon as it lands.
+        let (inbound_tx, mut inbound) = mpsc::channel(MAX_INBOUND);
+        let forwarder = self.incoming.take().map(|mut incoming| {
+            tokio::spawn(async move {
+                while let Some(stream) = incoming.next().await {
+                    if inbound_tx.send(stream).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        });
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         let mut last_redial = Instant::now();
         loop {
@@ -197,7 +260,7 @@ impl Driver {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                Some((peer, stream)) = self.incoming.next() => self.on_inbound(peer, stream),
+                Some((peer, stream)) = inbound.recv() => self.on_inbound(peer, stream),
                 Some(internal) = self.internal.recv() => self.on_internal(internal),
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
                     if let Ok(done) = done {
@@ -212,9 +275,13 @@ impl Driver {
                     }
                     self.unban_expired();
                     self.prune_pending();
+                    self.reserve_relays();
                 }
             }
             self.run_actions();
+        }
+        if let Some(forwarder) = forwarder {
+            forwarder.abort();
         }
         self.tasks.abort_all();
     }
@@ -419,7 +486,7 @@ impl Driver {
                 }
             }
         }
-        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let peers: Vec<PeerId> = self.neighbours.iter().copied().collect();
         for peer in peers {
             self.request_headers(peer, key.id);
         }
@@ -477,40 +544,81 @@ impl Driver {
                 peer_id,
                 num_established,
                 connection_id,
+                endpoint,
                 ..
             } => {
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Ok(()));
                 }
-                if num_established.get() == 1 {
-                    self.scheduler.peer_connected(peer_id);
-                    let streams: Vec<StreamId> = self.streams.keys().copied().collect();
-                    for stream in streams {
-                        self.request_headers(peer_id, stream);
-                    }
-                    // Records put while few peers were connected reach more of
-                    // the DHT now; at most every REPUT_INTERVAL, not per connection.
-                    if self
+                // Records put while few peers were connected reach more of
+                // the DHT now; at most every REPUT_INTERVAL, not per connection.
+                if num_established.get() == 1
+                    && self
                         .last_reput
                         .is_none_or(|t| t.elapsed() >= REPUT_INTERVAL)
-                    {
-                        self.last_reput = Some(Instant::now());
-                        for record in self.published.clone() {
-                            let _ = self
-                                .swarm
-                                .behaviour_mut()
-                                .kad
-                                .put_record(record, kad::Quorum::One);
-                        }
+                {
+                    self.last_reput = Some(Instant::now());
+                    for record in self.published.clone() {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .kad
+                            .put_record(record, kad::Quorum::One);
                     }
+                }
+                if endpoint.is_relayed() {
+                    self.relayed
+                        .entry(peer_id)
+                        .or_default()
+                        .insert(connection_id);
+                    if self.direct.contains_key(&peer_id) {
+                        // Already connected directly: the circuit would only
+                        // cost the relay a slot.
+                        self.swarm.close_connection(connection_id);
+                    } else {
+                        tracing::info!(
+                            peer = %peer_id,
+                            "connected through a relay; waiting for a direct connection (hole punching)"
+                        );
+                    }
+                } else {
+                    let count = self.direct.entry(peer_id).or_default();
+                    *count += 1;
+                    if *count == 1 && self.relayed.contains_key(&peer_id) {
+                        tracing::info!(
+                            peer = %peer_id,
+                            "direct connection established; closing the relayed one"
+                        );
+                        self.emit(Event::RelayUpgraded { peer: peer_id });
+                    }
+                    self.settle_peer(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                endpoint,
                 ..
             } => {
-                self.scheduler.peer_disconnected(peer_id);
+                if endpoint.is_relayed() {
+                    if let Some(circuits) = self.relayed.get_mut(&peer_id) {
+                        circuits.remove(&connection_id);
+                        if circuits.is_empty() {
+                            self.relayed.remove(&peer_id);
+                        }
+                    }
+                    self.settle_peer(peer_id);
+                } else {
+                    if let Some(count) = self.direct.get_mut(&peer_id) {
+                        *count = count.saturating_sub(1);
+                        if *count == 0 {
+                            self.direct.remove(&peer_id);
+                        }
+                    }
+                    if !self.direct.contains_key(&peer_id) && self.neighbours.remove(&peer_id) {
+                        self.scheduler.peer_disconnected(peer_id);
+                    }
+                }
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
@@ -537,6 +645,14 @@ impl Driver {
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!("listening on {address}"),
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => self.relay_listener_closed(listener_id, reason),
+            SwarmEvent::ListenerError { listener_id, error } => {
+                tracing::warn!(?listener_id, "listener error: {error}")
+            }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
         }
@@ -544,6 +660,29 @@ impl Driver {
 
     pub(super) fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
+            BehaviourEvent::RelayClient(event) => self.on_relay_client_event(event),
+            BehaviourEvent::RelayServer(event) => on_relay_server_event(event),
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => match result {
+                Ok(_) => tracing::info!(
+                    peer = %remote_peer_id,
+                    "hole punching succeeded: direct connection established"
+                ),
+                Err(e) => tracing::info!(
+                    peer = %remote_peer_id,
+                    "hole punching failed ({e}); the peer stays reachable through the relay for coordination only"
+                ),
+            },
+            // `result` says whether the request was answered; the dial-back
+            // outcome went to the client.
+            BehaviourEvent::AutonatServer(event) => tracing::debug!(
+                client = %event.client,
+                addr = %event.tested_addr,
+                "answered an AutoNAT request: {:?}",
+                event.result
+            ),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
@@ -678,5 +817,175 @@ impl Driver {
         let size = header.info().length;
         self.pending.entry(id).or_insert(header);
         self.scheduler.header_learned(id, size, holder, now);
+    }
+}
+
+/// Checks a configured relay address: the relay client needs its peer id.
+fn relay_slot(addr: Multiaddr) -> Result<RelaySlot, NodeError> {
+    let invalid = |reason: &str| NodeError::Listen {
+        addr: addr.clone(),
+        reason: reason.to_string(),
+    };
+    if addr.iter().any(|p| p == Protocol::P2pCircuit) {
+        return Err(invalid(
+            "a relay address is the relay's own address, without /p2p-circuit",
+        ));
+    }
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Ok(RelaySlot {
+            addr,
+            peer,
+            listener: None,
+            last_attempt: None,
+        }),
+        _ => Err(invalid("a relay address must end in /p2p/<relay peer id>")),
+    }
+}
+
+fn on_relay_server_event(event: relay::Event) {
+    match event {
+        relay::Event::ReservationReqAccepted {
+            src_peer_id,
+            renewed,
+        } => tracing::debug!(peer = %src_peer_id, renewed, "relay: reservation accepted"),
+        relay::Event::ReservationReqDenied {
+            src_peer_id,
+            status,
+        } => tracing::info!(peer = %src_peer_id, "relay: reservation denied ({status:?})"),
+        relay::Event::CircuitReqAccepted {
+            src_peer_id,
+            dst_peer_id,
+        } => tracing::debug!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit opened"),
+        relay::Event::CircuitReqDenied {
+            src_peer_id,
+            dst_peer_id,
+            status,
+        } => tracing::info!(
+            src = %src_peer_id,
+            dst = %dst_peer_id,
+            "relay: circuit denied ({status:?})"
+        ),
+        relay::Event::StatusChanged { status } => {
+            tracing::info!("relay service {status:?} (it needs a confirmed external address)")
+        }
+        // The rest (closed circuits and reservations, deprecated error
+        // variants) is routine.
+        other => tracing::debug!("relay: {other:?}"),
+    }
+}
+
+impl Driver {
+    /// Asks each configured relay whose reservation is missing for one,
+    /// at most every `redial_interval` per relay.
+    pub(super) fn reserve_relays(&mut self) {
+        let retry = self.config.redial_interval;
+        for i in 0..self.relays.len() {
+            let slot = &self.relays[i];
+            if slot.listener.is_some() || slot.last_attempt.is_some_and(|t| t.elapsed() < retry) {
+                continue;
+            }
+            let (addr, peer) = (slot.addr.clone(), slot.peer);
+            // The relay is a node like any other: a DHT contact as well.
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, addr.clone());
+            // The relay client dials the relay if needed, then reserves; the
+            // listener reports the relayed address once the relay accepts.
+            let result = self
+                .swarm
+                .listen_on(addr.clone().with(Protocol::P2pCircuit));
+            let slot = &mut self.relays[i];
+            slot.last_attempt = Some(Instant::now());
+            match result {
+                Ok(listener) => slot.listener = Some(listener),
+                Err(e) => self.warn(format!("cannot reserve a slot on relay {addr}: {e}")),
+            }
+        }
+    }
+
+    /// A relayed listener closes when the reservation is refused, the
+    /// connection to the relay fails or closes, or a renewal fails.
+    pub(super) fn relay_listener_closed(
+        &mut self,
+        listener: ListenerId,
+        reason: Result<(), std::io::Error>,
+    ) {
+        let Some(slot) = self
+            .relays
+            .iter_mut()
+            .find(|s| s.listener == Some(listener))
+        else {
+            return;
+        };
+        slot.listener = None;
+        let why = match reason {
+            Ok(()) => "the connection to it failed or closed".to_string(),
+            Err(e) => format!("{e}"),
+        };
+        let message = format!(
+            "no reservation on relay {}: {why}; retrying in {:?}",
+            slot.addr, self.config.redial_interval
+        );
+        self.warn(message);
+    }
+
+    pub(super) fn on_relay_client_event(&mut self, event: relay::client::Event) {
+        match event {
+            relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                limit,
+            } => {
+                let limit = limit.map(|l| (l.duration(), l.data_in_bytes()));
+                if renewal {
+                    tracing::debug!(relay = %relay_peer_id, "relay reservation renewed");
+                } else {
+                    tracing::info!(
+                        relay = %relay_peer_id,
+                        "relay accepted our reservation; circuit limit (duration, bytes): {limit:?}"
+                    );
+                }
+            }
+            relay::client::Event::OutboundCircuitEstablished {
+                relay_peer_id,
+                limit,
+            } => tracing::debug!(relay = %relay_peer_id, ?limit, "circuit opened through relay"),
+            relay::client::Event::InboundCircuitEstablished { src_peer_id, limit } => {
+                tracing::debug!(peer = %src_peer_id, ?limit, "inbound circuit through our relay")
+            }
+        }
+    }
+
+    /// Makes a peer a segment neighbour once it is connected directly and no
+    /// circuit to it remains. Circuits are for coordination: the relay caps
+    /// them (`relay_circuit_bytes`) far below video rates, and libp2p-stream
+    /// opens each stream on a random connection to the peer, so a circuit
+    /// left open beside a direct connection would carry some transfers into
+    /// that cap. It is closed instead, and the neighbour set up once it is
+    /// gone, so that no transfer or header list starts on it.
+    pub(super) fn settle_peer(&mut self, peer: PeerId) {
+        if !self.direct.contains_key(&peer) {
+            return;
+        }
+        match self.relayed.get(&peer) {
+            Some(circuits) if !circuits.is_empty() => {
+                for connection in circuits.clone() {
+                    self.swarm.close_connection(connection);
+                }
+            }
+            _ => self.neighbour_up(peer),
+        }
+    }
+
+    fn neighbour_up(&mut self, peer: PeerId) {
+        if !self.neighbours.insert(peer) {
+            return;
+        }
+        self.scheduler.peer_connected(peer);
+        let streams: Vec<StreamId> = self.streams.keys().copied().collect();
+        for stream in streams {
+            self.request_headers(peer, stream);
+        }
     }
 }

@@ -64,6 +64,38 @@ pub struct Config {
     pub announce_only: bool,
     /// Where verified segments are also written, for VOD and restarts.
     pub cache_dir: Option<PathBuf>,
+    /// Relays to reserve a slot on, for a node that cannot be dialled
+    /// directly (behind a NAT or a firewall): full multiaddrs ending in
+    /// `/p2p/<relay peer id>`. The node listens on `<relay>/p2p-circuit` on
+    /// each, advertises the relayed address (identify, DHT provider records)
+    /// and re-reserves when a reservation is refused or lost. A peer that
+    /// reaches it through a relay is upgraded to a direct connection by hole
+    /// punching (DCUtR) where the NATs allow; segments flow only over direct
+    /// connections. Empty: no reservations.
+    pub relays: Vec<Multiaddr>,
+    /// Serve circuit relay v2 (`/libp2p/circuit/relay/0.2.0/hop`) and an
+    /// AutoNAT v2 server, so that NATed nodes can reserve a slot here, be
+    /// reached through it and learn which of their addresses are reachable.
+    /// The relay accepts reservations only once it has a confirmed external
+    /// address: set `external` to its public address.
+    pub relay_server: bool,
+    /// Relay server: most reservations held at once (over all peers; at most
+    /// 4 per peer). libp2p's default, 128. A reservation costs the relay a
+    /// little state and nothing else until a circuit is opened through it.
+    pub relay_max_reservations: usize,
+    /// Relay server: most circuits open at once (over all peers; at most 4
+    /// per peer). libp2p's default, 16.
+    pub relay_max_circuits: usize,
+    /// Relay server: a circuit is closed after this long. libp2p's default,
+    /// 2 min. Circuits carry coordination (identify, DHT, announcements and
+    /// the hole-punching exchange), not video: once two peers are connected
+    /// directly, the circuit is closed.
+    pub relay_circuit_duration: Duration,
+    /// Relay server: a circuit is closed after this many bytes, both
+    /// directions together (0: no limit). libp2p's default, 128 KiB: enough
+    /// for coordination, not for segments, so a relay's bandwidth cannot be
+    /// spent on video.
+    pub relay_circuit_bytes: u64,
     /// Deliberate misbehaviour, for tests only (the CLI cannot set it).
     #[doc(hidden)]
     pub faults: Faults,
@@ -118,6 +150,12 @@ impl Default for Config {
             read_timeout: Duration::from_secs(10),
             announce_only: false,
             cache_dir: None,
+            relays: Vec::new(),
+            relay_server: false,
+            relay_max_reservations: 128,
+            relay_max_circuits: 16,
+            relay_circuit_duration: Duration::from_secs(120),
+            relay_circuit_bytes: 128 << 10,
             faults: Faults::default(),
         }
     }
@@ -160,6 +198,12 @@ pub enum Event {
     Banned { peer: PeerId, reason: String },
     /// Something went wrong that the node survived (origin errors, dial failures).
     Warning { message: String },
+    /// A direct connection to a peer opened while this node was connected to
+    /// it only through a relay (hole punching, or a dial either way):
+    /// segments can flow, and the circuit is being closed. Only a side that
+    /// still sees the circuit open reports it: the other may see the circuit
+    /// close before the direct connection lands.
+    RelayUpgraded { peer: PeerId },
 }
 
 /// Counters, read by benches and (later) metrics.

@@ -58,5 +58,6 @@ pub fn descriptor(key: &PublisherKey, name: &str) -> Descriptor {
         segment_duration_ms: 2000,
         live: true,
         issued_at_us: 1_700_000_000_000_000,
+        private: false,
     }
 }

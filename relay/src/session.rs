@@ -1,0 +1,394 @@
+//! One browser (or native client) session.
+//!
+//! The client opens one bidirectional control stream and says Hello; the
+//! gateway answers Welcome (the signed descriptor, other gateways, the newest
+//! header of each rendition) or an Error and closes. Then the client sends
+//! Requests; each is answered on its own unidirectional stream (a Delivery
+//! frame, then the body) or by an Error naming the request. New segments of
+//! the stream are announced on the control stream as they reach the node.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meshcast_node::Event;
+use meshcast_node::exchange::{ExchangeError, Framed};
+use meshcast_proto::frame::Limits as FrameLimits;
+use meshcast_proto::pb::{self, ErrorCode, client_message, server_message};
+use meshcast_proto::{SegmentId, StreamId, VerifiedDescriptor, token};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+use wtransport::endpoint::IncomingSession;
+use wtransport::stream::BiStream;
+use wtransport::{Connection, VarInt};
+
+use crate::gateway::{Shared, lock};
+
+type Control = Framed<Compat<BiStream>>;
+
+/// How long the first Hello for a stream waits for the node to hold some of it.
+const FIRST_HEADERS_WAIT: Duration = Duration::from_secs(3);
+
+/// An error for the client: a code and a message.
+struct Refusal(ErrorCode, String);
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self(code, message.into())
+    }
+}
+
+fn error_frame(code: ErrorCode, message: &str, request_id: u64) -> pb::ServerMessage {
+    pb::ServerMessage {
+        body: Some(server_message::Body::Error(pb::Error {
+            code: code as i32,
+            message: message.to_string(),
+            request_id,
+        })),
+    }
+}
+
+/// Counts the session against the limits until dropped.
+struct Admission {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut sessions = lock(&self.shared.sessions);
+        sessions.total = sessions.total.saturating_sub(1);
+        if let Some(n) = sessions.per_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                sessions.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Result<Admission, Refusal> {
+    let limits = &shared.config.limits;
+    let mut sessions = lock(&shared.sessions);
+    if sessions.total >= limits.max_sessions {
+        return Err(Refusal::new(
+            ErrorCode::TooManySessions,
+            "the gateway is full",
+        ));
+    }
+    let from_ip = sessions.per_ip.get(&ip).copied().unwrap_or(0);
+    if from_ip >= limits.max_sessions_per_ip {
+        return Err(Refusal::new(
+            ErrorCode::TooManySessions,
+            "too many sessions from your address",
+        ));
+    }
+    sessions.total += 1;
+    *sessions.per_ip.entry(ip).or_default() += 1;
+    Ok(Admission {
+        shared: shared.clone(),
+        ip,
+    })
+}
+
+/// Serves one incoming session to its end.
+pub(crate) async fn handle(shared: Arc<Shared>, incoming: IncomingSession) {
+    let Ok(request) = incoming.await else { return };
+    let ip = request.remote_address().ip();
+    let admission = admit(&shared, ip);
+    let Ok(connection) = request.accept().await else {
+        return;
+    };
+    let limits = &shared.config.limits;
+    let opened = tokio::time::timeout(limits.hello_timeout, connection.accept_bi()).await;
+    let Ok(Ok(streams)) = opened else {
+        connection.close(
+            VarInt::from_u32(ErrorCode::BadRequest as u32),
+            b"no control stream",
+        );
+        return;
+    };
+    let frame_limits = FrameLimits {
+        max_frame: limits.max_client_frame,
+        max_segment: 0,
+    };
+    let mut control: Control = Framed::new(
+        BiStream::join(streams).compat(),
+        frame_limits,
+        limits.hello_timeout,
+    );
+    let result = match admission {
+        Ok(_admitted) => serve(&shared, &connection, &mut control).await,
+        Err(refusal) => Err(refusal),
+    };
+    if let Err(Refusal(code, message)) = result {
+        tracing::debug!(%ip, "closing session: {message}");
+        // Server frames may be larger than what the client may send.
+        let _ = send_server(&mut control, &error_frame(code, &message, 0)).await;
+        let _ = futures::AsyncWriteExt::close(control.get_mut()).await;
+        // Give the client a moment to read the error before the connection goes.
+        let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
+        connection.close(VarInt::from_u32(code as u32), message.as_bytes());
+    }
+}
+
+/// Server frames are bounded by the protocol maximum, not the client's.
+async fn send_server(control: &mut Control, msg: &pb::ServerMessage) -> Result<(), ExchangeError> {
+    let bytes = meshcast_proto::frame::encode(msg, &FrameLimits::default())?;
+    futures::AsyncWriteExt::write_all(control.get_mut(), &bytes).await?;
+    Ok(())
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+async fn descriptor(shared: &Shared, id: StreamId) -> Result<VerifiedDescriptor, Refusal> {
+    if let Some(known) = lock(&shared.streams).get(&id).cloned() {
+        return Ok(known);
+    }
+    let found = shared
+        .node
+        .find_stream(id, shared.config.find_timeout)
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                ErrorCode::UnknownStream,
+                format!("stream {id} is not known to the mesh"),
+            )
+        })?;
+    shared
+        .node
+        .follow(found.clone())
+        .await
+        .map_err(|_| Refusal::new(ErrorCode::Internal, "the node has stopped"))?;
+    // A stream followed just now has nothing held yet: give the node a moment
+    // to learn the live window from its neighbours, so Welcome can name the
+    // live edge.
+    let deadline = tokio::time::Instant::now() + FIRST_HEADERS_WAIT;
+    while shared.node.headers(&id).is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    lock(&shared.streams).insert(id, found.clone());
+    Ok(found)
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    connection: &Connection,
+    control: &mut Control,
+) -> Result<(), Refusal> {
+    let limits = &shared.config.limits;
+    let hello = match control.read_frame::<pb::ClientMessage>().await {
+        Ok(Some(pb::ClientMessage {
+            body: Some(client_message::Body::Hello(hello)),
+        })) => hello,
+        Ok(_) => {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "the first message must be Hello",
+            ));
+        }
+        Err(e) => return Err(refusal_for(&e)),
+    };
+    let id = StreamId::from_bytes(&hello.stream_id)
+        .map_err(|_| Refusal::new(ErrorCode::BadRequest, "Hello names no valid stream id"))?;
+    let descriptor = descriptor(shared, id).await?;
+    if descriptor.descriptor().private {
+        token::verify(&hello.token, &descriptor.stream_key(), now_us())
+            .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
+    }
+    let welcome = pb::ServerMessage {
+        body: Some(server_message::Body::Welcome(pb::Welcome {
+            descriptor: Some(descriptor.signed().to_pb()),
+            gateways: shared
+                .config
+                .peers
+                .iter()
+                .map(|p| pb::Gateway {
+                    url: p.url.clone(),
+                    cert_hashes: p
+                        .cert_hashes
+                        .iter()
+                        .filter_map(|h| hex::decode(h).ok().map(Into::into))
+                        .collect(),
+                })
+                .collect(),
+            live_edge: live_edge(shared, &id),
+        })),
+    };
+    send_server(control, &welcome)
+        .await
+        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+
+    let mut events = shared.node.events();
+    let mut deliveries: JoinSet<u64> = JoinSet::new();
+    let mut inflight: HashMap<u64, AbortHandle> = HashMap::new();
+    let (errors_tx, mut errors) = mpsc::channel::<pb::ServerMessage>(limits.max_inflight.max(1));
+    let mut idle = Box::pin(tokio::time::sleep(limits.idle_timeout));
+    loop {
+        tokio::select! {
+            frame = control.read_frame::<pb::ClientMessage>() => {
+                let body = match frame {
+                    Ok(Some(msg)) => msg.body,
+                    Ok(None) => return Ok(()),
+                    // A silent control stream is fine: the idle timer decides.
+                    Err(ExchangeError::Timeout(_)) => continue,
+                    Err(e) => return Err(refusal_for(&e)),
+                };
+                idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
+                match body {
+                    Some(client_message::Body::Request(request)) => {
+                        if inflight.len() >= limits.max_inflight {
+                            let msg = error_frame(ErrorCode::TooManyRequests, "too many requests in flight", request.request_id);
+                            send_server(control, &msg).await.map_err(|e| refusal_for(&e))?;
+                            continue;
+                        }
+                        let seg = request.id.as_ref().and_then(|id| SegmentId::from_pb(id).ok());
+                        let Some(seg) = seg.filter(|s| s.stream == id) else {
+                            let msg = error_frame(ErrorCode::BadRequest, "request for no segment of this stream", request.request_id);
+                            send_server(control, &msg).await.map_err(|e| refusal_for(&e))?;
+                            continue;
+                        };
+                        let wait = Duration::from_millis(u64::from(request.deadline_ms)).min(limits.max_wait);
+                        let task = deliver(shared.clone(), connection.clone(), request.request_id, seg, wait, errors_tx.clone());
+                        let handle = deliveries.spawn(task);
+                        if let Some(old) = inflight.insert(request.request_id, handle) {
+                            old.abort();
+                        }
+                    }
+                    Some(client_message::Body::Cancel(cancel)) => {
+                        if let Some(handle) = inflight.remove(&cancel.request_id) {
+                            handle.abort();
+                        }
+                    }
+                    Some(client_message::Body::Hello(_)) => {
+                        return Err(Refusal::new(ErrorCode::BadRequest, "Hello sent twice"));
+                    }
+                    None => return Err(Refusal::new(ErrorCode::BadRequest, "empty message")),
+                }
+            }
+            Some(msg) = errors.recv() => {
+                send_server(control, &msg).await.map_err(|e| refusal_for(&e))?;
+            }
+            Some(done) = deliveries.join_next(), if !deliveries.is_empty() => {
+                if let Ok(request_id) = done {
+                    inflight.remove(&request_id);
+                }
+            }
+            event = events.recv() => {
+                if let Ok(Event::Stored { id: seg, .. }) = event
+                    && seg.stream == id
+                    && let Some(segment) = shared.node.segment(&seg)
+                {
+                    let msg = pb::ServerMessage {
+                        body: Some(server_message::Body::Announce(pb::Announce {
+                            headers: vec![segment.header.signed().to_pb()],
+                        })),
+                    };
+                    send_server(control, &msg).await.map_err(|e| refusal_for(&e))?;
+                }
+            }
+            _ = &mut idle => return Err(Refusal::new(ErrorCode::Idle, "no request for too long")),
+        }
+    }
+}
+
+/// The newest header of each rendition, so a client knows where live is.
+fn live_edge(shared: &Shared, stream: &StreamId) -> Vec<pb::SegmentHeader> {
+    let mut newest: HashMap<u32, meshcast_proto::SignedHeader> = HashMap::new();
+    for header in shared.node.headers(stream) {
+        if header.info.id.kind != meshcast_proto::SegmentKind::Media {
+            continue;
+        }
+        let entry = newest
+            .entry(header.info.id.rendition)
+            .or_insert_with(|| header.clone());
+        if header.info.id.sequence > entry.info.id.sequence {
+            *entry = header;
+        }
+    }
+    newest.values().map(|h| h.to_pb()).collect()
+}
+
+fn refusal_for(e: &ExchangeError) -> Refusal {
+    match e {
+        ExchangeError::Frame(meshcast_proto::frame::FrameError::FrameTooLarge { .. }) => {
+            Refusal::new(ErrorCode::TooLarge, e.to_string())
+        }
+        ExchangeError::Timeout(_) => Refusal::new(ErrorCode::Idle, e.to_string()),
+        _ => Refusal::new(ErrorCode::BadRequest, e.to_string()),
+    }
+}
+
+/// Sends one segment on its own unidirectional stream, waiting up to `wait`
+/// for it to arrive from the mesh. Returns the request id when done.
+async fn deliver(
+    shared: Arc<Shared>,
+    connection: Connection,
+    request_id: u64,
+    id: SegmentId,
+    wait: Duration,
+    errors: mpsc::Sender<pb::ServerMessage>,
+) -> u64 {
+    let segment = match shared.node.segment(&id) {
+        Some(segment) => Some(segment),
+        None => {
+            let (tx, rx) = oneshot::channel();
+            lock(&shared.waiters).entry(id).or_default().push(tx);
+            // Re-check: it may have arrived between the lookup and the registration.
+            match shared.node.segment(&id) {
+                Some(segment) => Some(segment),
+                None => match tokio::time::timeout(wait, rx).await {
+                    Ok(_) => shared.node.segment(&id),
+                    Err(_) => None,
+                },
+            }
+        }
+    };
+    let Some(segment) = segment else {
+        let code = if wait.is_zero() {
+            ErrorCode::NotFound
+        } else {
+            ErrorCode::Deadline
+        };
+        let _ = errors
+            .send(error_frame(
+                code,
+                &format!("segment {id} is not available"),
+                request_id,
+            ))
+            .await;
+        return request_id;
+    };
+    let sent = async {
+        let mut stream = connection
+            .open_uni()
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        let delivery = pb::Delivery {
+            request_id,
+            header: Some(segment.header.signed().to_pb()),
+        };
+        let frame = meshcast_proto::frame::encode(&delivery, &FrameLimits::default())
+            .map_err(|e| e.to_string())?;
+        stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(&segment.body)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.finish().await.map_err(|e| e.to_string())
+    }
+    .await;
+    if let Err(e) = sent {
+        tracing::debug!("delivery of {id} failed: {e}");
+    }
+    request_id
+}

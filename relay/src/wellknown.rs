@@ -1,0 +1,65 @@
+//! `GET /.well-known/meshcast`: how a page finds and pins this gateway.
+//!
+//! JSON with the WebTransport URL, the SHA-256 hashes of the certificates a
+//! browser may pin (`serverCertificateHashes`), the node's peer id and
+//! addresses, and the version. CORS is open: the player page usually comes
+//! from another origin.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::gateway::Shared;
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct WellKnown {
+    pub webtransport: String,
+    /// Hex SHA-256 of each certificate a client may accept, current first.
+    pub certificate_hashes: Vec<String>,
+    pub peer_id: String,
+    pub addresses: Vec<String>,
+    pub version: String,
+}
+
+pub const PATH: &str = "/.well-known/meshcast";
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new().route(PATH, get(move || well_known(shared.clone())))
+}
+
+async fn well_known(shared: Arc<Shared>) -> Response {
+    let addresses = match shared.node.info().await {
+        Ok(info) => info
+            .listen_addrs
+            .iter()
+            .map(|a| format!("{a}/p2p/{}", info.peer_id))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let body = WellKnown {
+        webtransport: shared.url.clone(),
+        certificate_hashes: shared
+            .current_hashes()
+            .iter()
+            .map(|h| hex::encode(h.as_ref()))
+            .collect(),
+        peer_id: shared.node.peer_id().to_string(),
+        addresses,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let mut response = axum::Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    // Hashes change on rotation: never cache for long.
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=60"),
+    );
+    response
+}

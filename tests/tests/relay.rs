@@ -1,0 +1,354 @@
+//! The WebTransport gateway, driven by the native client over real QUIC on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meshcast_node::publisher::Publisher;
+use meshcast_proto::pb::ErrorCode;
+use meshcast_proto::{PublisherKey, SegmentId, SegmentKind, StreamId, token};
+use meshcast_relay::certs::CertSource;
+use meshcast_relay::{Client, ClientError, ClientEvent, Gateway};
+use meshcast_tests::{TestNode, config, follow, init_logs, media_dir, publisher_config};
+
+fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("socket address")
+}
+
+/// An origin, a publisher, a plain node and a relay node (with a gateway): a 3-node mesh.
+struct Mesh {
+    _origin: meshcast_origin::Running,
+    _publisher: TestNode,
+    _node: TestNode,
+    _relay: TestNode,
+    gateway: Gateway,
+    stream: StreamId,
+    key: PublisherKey,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn mesh(private: bool, gateway_config: meshcast_relay::Config) -> Mesh {
+    let origin = meshcast_origin::spawn(media_dir(), local())
+        .await
+        .expect("origin");
+    let publisher = TestNode::start(config()).await;
+    let key = PublisherKey::from_seed([21; 32]);
+    let mut cfg = publisher_config(format!("{}/live/master.m3u8", origin.url()), "relay-test");
+    cfg.private = private;
+    let ingest = Publisher::start(publisher.node.clone(), key.clone(), cfg)
+        .await
+        .expect("publisher");
+    let stream = ingest.stream_id();
+    let node = TestNode::start(config()).await;
+    follow(&node, &publisher, stream).await;
+    let relay = TestNode::start(config()).await;
+    relay.node.dial(node.addr.clone()).await.expect("dial");
+    relay.node.dial(publisher.addr.clone()).await.expect("dial");
+    let (gateway, driver) = Gateway::bind(relay.node.clone(), gateway_config)
+        .await
+        .expect("gateway");
+    let tasks = vec![tokio::spawn(ingest.run()), tokio::spawn(driver.run())];
+    Mesh {
+        _origin: origin,
+        _publisher: publisher,
+        _node: node,
+        _relay: relay,
+        gateway,
+        stream,
+        key,
+        tasks,
+    }
+}
+
+fn gateway_config() -> meshcast_relay::Config {
+    meshcast_relay::Config {
+        listen: local(),
+        web_listen: local(),
+        ..Default::default()
+    }
+}
+
+async fn connect(mesh: &Mesh, token: &str) -> Result<Client, ClientError> {
+    Client::connect(
+        mesh.gateway.url(),
+        &mesh.gateway.cert_hashes(),
+        mesh.stream,
+        token,
+        Duration::from_secs(15),
+    )
+    .await
+}
+
+fn origin_bytes(uri: &str) -> Vec<u8> {
+    std::fs::read(media_dir().join(uri)).expect("origin file")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_client_fetches_every_segment_of_the_live_stream_through_the_relay() {
+    init_logs();
+    let mesh = mesh(false, gateway_config()).await;
+    let mut client = connect(&mesh, "").await.expect("session");
+    assert_eq!(client.descriptor().stream_key().id, mesh.stream);
+    let renditions: Vec<u32> = client
+        .descriptor()
+        .descriptor()
+        .renditions
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(renditions.len(), 2);
+
+    let mut fetched = 0;
+    for &rendition in &renditions {
+        let id = SegmentId {
+            stream: mesh.stream,
+            rendition,
+            kind: SegmentKind::Init,
+            sequence: 0,
+        };
+        let (header, body) = client
+            .fetch(id, Duration::from_secs(10))
+            .await
+            .expect("init segment");
+        assert_eq!(body.as_ref(), origin_bytes(&header.info().uri).as_slice());
+        fetched += 1;
+    }
+    // The window the mesh held when we joined (the relay may still be catching up:
+    // its gateway waits for segments on their way).
+    let edge: Vec<_> = client.live_edge().to_vec();
+    for header in &edge {
+        let newest = header.id().sequence;
+        for sequence in newest.saturating_sub(5)..=newest {
+            let id = SegmentId::media(mesh.stream, header.id().rendition, sequence);
+            let (got, body) = client
+                .fetch(id, Duration::from_secs(10))
+                .await
+                .expect("window segment");
+            assert_eq!(body.as_ref(), origin_bytes(&got.info().uri).as_slice());
+            fetched += 1;
+        }
+    }
+    // Then the live edge: every announced segment, as it comes.
+    let mut announced = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, client.next_event()).await {
+        if let ClientEvent::Announced(header) = event {
+            announced.push(header.id());
+        }
+    }
+    assert!(
+        announced.len() >= 2,
+        "only {} announcements in 6 s",
+        announced.len()
+    );
+    for id in announced {
+        let (got, body) = client
+            .fetch(id, Duration::from_secs(10))
+            .await
+            .expect("live segment");
+        assert_eq!(body.as_ref(), origin_bytes(&got.info().uri).as_slice());
+        fetched += 1;
+    }
+    assert!(fetched >= 2 + 12 + 2, "fetched {fetched}");
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_stream_needs_a_valid_token() {
+    init_logs();
+    let mesh = mesh(true, gateway_config()).await;
+    let refused = |result: Result<Client, ClientError>| match result {
+        Err(ClientError::Refused { code, .. }) => code,
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a session opened without a valid token"),
+    };
+    assert_eq!(refused(connect(&mesh, "").await), ErrorCode::TokenRequired);
+    let expired = token::issue(&mesh.key, &mesh.stream, now_us() - 1_000_000, "late");
+    assert_eq!(
+        refused(connect(&mesh, &expired).await),
+        ErrorCode::TokenExpired
+    );
+    let forged = token::issue(
+        &PublisherKey::from_seed([66; 32]),
+        &mesh.stream,
+        now_us() + 60_000_000,
+        "eve",
+    );
+    assert_eq!(
+        refused(connect(&mesh, &forged).await),
+        ErrorCode::TokenInvalid
+    );
+    assert_eq!(
+        refused(connect(&mesh, "not-a-token").await),
+        ErrorCode::TokenInvalid
+    );
+
+    let valid = token::issue(&mesh.key, &mesh.stream, now_us() + 60_000_000, "alice");
+    let mut client = connect(&mesh, &valid)
+        .await
+        .expect("a valid token opens the session");
+    let id = SegmentId {
+        stream: mesh.stream,
+        rendition: 0,
+        kind: SegmentKind::Init,
+        sequence: 0,
+    };
+    client
+        .fetch(id, Duration::from_secs(10))
+        .await
+        .expect("segment");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_rotation_keeps_open_sessions_and_new_sessions_use_the_new_hash() {
+    init_logs();
+    let mut config = gateway_config();
+    config.cert = CertSource::SelfSigned {
+        lifetime: Duration::from_secs(8),
+        overlap: Duration::from_secs(4),
+    };
+    let mesh = mesh(false, config).await;
+    let first_hashes = mesh.gateway.cert_hashes();
+    assert_eq!(first_hashes.len(), 1);
+    let mut open = connect(&mesh, "").await.expect("session");
+    let init = |rendition| SegmentId {
+        stream: mesh.stream,
+        rendition,
+        kind: SegmentKind::Init,
+        sequence: 0,
+    };
+    open.fetch(init(0), Duration::from_secs(10))
+        .await
+        .expect("before rotation");
+
+    // Renewal is due 4 s before the 8 s certificate ends.
+    let rotated = meshcast_tests::eventually(Duration::from_secs(10), || async {
+        let hashes = mesh.gateway.cert_hashes();
+        (hashes.first() != first_hashes.first()).then_some(hashes)
+    })
+    .await
+    .expect("the certificate was not renewed");
+    assert_eq!(
+        rotated.len(),
+        2,
+        "the old hash is offered during the overlap"
+    );
+    assert_eq!(rotated[1], first_hashes[0]);
+
+    open.fetch(init(1), Duration::from_secs(10))
+        .await
+        .expect("the open session survives rotation");
+    let fresh = Client::connect(
+        mesh.gateway.url(),
+        &rotated[..1],
+        mesh.stream,
+        "",
+        Duration::from_secs(10),
+    )
+    .await;
+    fresh
+        .expect("a new session with the new hash")
+        .fetch(init(0), Duration::from_secs(10))
+        .await
+        .expect("segment");
+    let stale = Client::connect(
+        mesh.gateway.url(),
+        &first_hashes,
+        mesh.stream,
+        "",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(stale.is_err(), "the old certificate is no longer presented");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_clients_get_error_codes_and_others_keep_being_served() {
+    init_logs();
+    let mut config = gateway_config();
+    config.limits.max_sessions_per_ip = 3;
+    config.limits.max_inflight = 2;
+    let mesh = mesh(false, config).await;
+    let init = SegmentId {
+        stream: mesh.stream,
+        rendition: 0,
+        kind: SegmentKind::Init,
+        sequence: 0,
+    };
+    let mut good = connect(&mesh, "").await.expect("session");
+    good.fetch(init, Duration::from_secs(10))
+        .await
+        .expect("segment");
+
+    // Garbage on the control stream.
+    let mut garbage = connect(&mesh, "").await.expect("session");
+    garbage
+        .send_raw(&[0x05, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .expect("send");
+    assert_eq!(first_error(&mut garbage).await, ErrorCode::BadRequest);
+    drop(garbage);
+
+    // A frame that claims more than a client may send.
+    let mut oversize = connect(&mesh, "").await.expect("session");
+    let mut prefix = Vec::new();
+    prost::encoding::encode_varint(1 << 20, &mut prefix);
+    oversize.send_raw(&prefix).await.expect("send");
+    assert_eq!(first_error(&mut oversize).await, ErrorCode::TooLarge);
+    drop(oversize);
+
+    // More requests in flight than allowed: segments far in the future wait.
+    let mut greedy = connect(&mesh, "").await.expect("session");
+    for sequence in 0..4 {
+        let future = SegmentId::media(mesh.stream, 0, 1_000_000 + sequence);
+        greedy
+            .request(future, 0, Duration::from_secs(3))
+            .await
+            .expect("request");
+    }
+    assert_eq!(first_error(&mut greedy).await, ErrorCode::TooManyRequests);
+    drop(greedy);
+
+    // Over the per-address session limit (the good session holds one slot).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _second = connect(&mesh, "").await.expect("second session");
+    let _third = connect(&mesh, "").await.expect("third session");
+    match connect(&mesh, "").await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, ErrorCode::TooManySessions),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a session over the limit opened"),
+    }
+    // Through all of it, the good session is still served.
+    let other = SegmentId {
+        rendition: 1,
+        ..init
+    };
+    good.fetch(other, Duration::from_secs(10))
+        .await
+        .expect("still served");
+}
+
+async fn first_error(client: &mut Client) -> ErrorCode {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, client.next_event()).await {
+            Ok(Ok(ClientEvent::Error { code, .. })) => return code,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("session ended without an error code: {e}"),
+            Err(_) => panic!("no error code within 10 s"),
+        }
+    }
+}

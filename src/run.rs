@@ -118,7 +118,11 @@ pub fn node(
 
 fn gateway_config(listen: SocketAddr, args: GatewayArgs) -> anyhow::Result<meshcast_relay::Config> {
     let cert = match (args.tls_cert, args.tls_key) {
-        (Some(cert), Some(key)) => CertSource::Files { cert, key },
+        (Some(cert), Some(key)) => CertSource::Files {
+            cert,
+            key,
+            poll: meshcast_relay::certs::FILE_POLL,
+        },
         _ => CertSource::SelfSigned {
             lifetime: args.cert_lifetime,
             overlap: (args.cert_lifetime / 14).min(Duration::from_secs(24 * 3600)),

@@ -24,8 +24,13 @@ pub enum CertSource {
         lifetime: Duration,
         overlap: Duration,
     },
-    /// An operator's certificate chain and key, re-read when either changes.
-    Files { cert: PathBuf, key: PathBuf },
+    /// An operator's certificate chain and key, re-read when either changes
+    /// (checked every `poll`).
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        poll: Duration,
+    },
 }
 
 impl Default for CertSource {
@@ -108,7 +113,7 @@ impl CertSource {
                     stamp: None,
                 })
             }
-            Self::Files { cert, key } => {
+            Self::Files { cert, key, poll } => {
                 let fail = |reason: String| CertError::Files {
                     cert: cert.clone(),
                     key: key.clone(),
@@ -121,7 +126,7 @@ impl CertSource {
                     hash: hash_of(&identity),
                     identity,
                     expires: None,
-                    renew_at: now + FILE_POLL,
+                    renew_at: now + *poll,
                     stamp: self.stamp(),
                 })
             }
@@ -131,7 +136,7 @@ impl CertSource {
     /// Modification times of the operator's files.
     pub fn stamp(&self) -> Option<(SystemTime, SystemTime)> {
         match self {
-            Self::Files { cert, key } => {
+            Self::Files { cert, key, .. } => {
                 let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
                 Some((modified(cert)?, modified(key)?))
             }
@@ -140,7 +145,7 @@ impl CertSource {
     }
 }
 
-/// How often operator files are checked for changes.
+/// How often operator files are checked for changes, by default.
 pub const FILE_POLL: Duration = Duration::from_secs(10);
 
 fn hash_of(identity: &Identity) -> Sha256Digest {

@@ -303,10 +303,10 @@ impl Driver {
 
     async fn renew(&mut self) {
         let source = &self.shared.config.cert;
-        if let CertSource::Files { .. } = source
+        if let CertSource::Files { poll, .. } = source
             && source.stamp() == self.issued.stamp
         {
-            self.issued.renew_at = SystemTime::now() + crate::certs::FILE_POLL;
+            self.issued.renew_at = SystemTime::now() + *poll;
             return;
         }
         match source.issue(&self.names).await {

@@ -352,3 +352,49 @@ async fn first_error(client: &mut Client) -> ErrorCode {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_certificate_files_are_reloaded_when_they_change() {
+    init_logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let write = |identity: &wtransport::Identity| {
+        std::fs::write(&cert, identity.certificate_chain().as_slice()[0].to_pem()).expect("cert");
+        std::fs::write(&key, identity.private_key().to_secret_pem()).expect("key");
+    };
+    let make = || wtransport::Identity::self_signed(["127.0.0.1", "localhost"]).expect("identity");
+    let first = make();
+    write(&first);
+    let mut config = gateway_config();
+    config.cert = CertSource::Files {
+        cert: cert.clone(),
+        key: key.clone(),
+        poll: Duration::from_millis(300),
+    };
+    let mesh = mesh(false, config).await;
+    let first_hash = first.certificate_chain().as_slice()[0].hash();
+    assert_eq!(mesh.gateway.cert_hashes(), vec![first_hash.clone()]);
+    let _open = connect(&mesh, "")
+        .await
+        .expect("session with the first certificate");
+
+    // Modification times have a coarse resolution on some file systems.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = make();
+    write(&second);
+    let second_hash = second.certificate_chain().as_slice()[0].hash();
+    let reloaded = meshcast_tests::eventually(Duration::from_secs(10), || async {
+        (mesh.gateway.cert_hashes().first() == Some(&second_hash)).then_some(())
+    })
+    .await;
+    assert!(reloaded.is_some(), "the new files were not picked up");
+    Client::connect(
+        mesh.gateway.url(),
+        &[second_hash],
+        mesh.stream,
+        "",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("a session with the reloaded certificate");
+}

@@ -36,6 +36,9 @@ pub struct NodeConfig {
     pub external: Vec<String>,
     /// Peers to join the mesh through: multiaddrs ending in /p2p/<peer id>.
     pub bootstrap: Vec<String>,
+    /// Relays to reserve a slot on when this node cannot be dialled (behind
+    /// NAT): multiaddrs ending in /p2p/<relay peer id>.
+    pub relays: Vec<String>,
     /// Also write verified segments here (VOD, inspection).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<PathBuf>,
@@ -62,6 +65,7 @@ impl Default for NodeConfig {
             ],
             external: Vec::new(),
             bootstrap: Vec::new(),
+            relays: Vec::new(),
             cache_dir: None,
         }
     }
@@ -91,6 +95,12 @@ pub struct Overrides {
     /// Bootstrap peer multiaddr with /p2p/<peer id>, repeatable [config: node.bootstrap]
     #[arg(long = "bootstrap", value_name = "MULTIADDR")]
     bootstrap: Vec<String>,
+    /// Relay to reserve a slot on (behind NAT), repeatable [config: node.relays]
+    #[arg(long = "relay", value_name = "MULTIADDR")]
+    relays: Vec<String>,
+    /// Address under which others reach this node, repeatable [config: node.external]
+    #[arg(long = "external", value_name = "MULTIADDR")]
+    external: Vec<String>,
     /// Also write verified segments to this directory [config: node.cache_dir]
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -108,6 +118,8 @@ const FLAGS: &[(&str, &str)] = &[
     ("node.listen", "--listen"),
     ("node.bootstrap", "--bootstrap"),
     ("node.cache_dir", "--cache-dir"),
+    ("node.relays", "--relay"),
+    ("node.external", "--external"),
     ("store.max_bytes", "--store-max-bytes"),
     ("store.live_window", "--live-window"),
 ];
@@ -258,6 +270,15 @@ impl Config {
         for addr in &self.node.external {
             parse_addr("node.external", addr)?;
         }
+        for addr in &self.node.relays {
+            let parsed = parse_addr("node.relays", addr)?;
+            if !matches!(parsed.iter().last(), Some(Protocol::P2p(_))) {
+                return Err(invalid(
+                    "node.relays",
+                    format!("address {addr:?} must end with /p2p/<relay peer id>"),
+                ));
+            }
+        }
         for addr in &self.node.bootstrap {
             let parsed = parse_addr("node.bootstrap", addr)?;
             if !matches!(parsed.iter().last(), Some(Protocol::P2p(_))) {
@@ -381,6 +402,7 @@ impl Config {
             listen: addrs(&self.node.listen)?,
             external: addrs(&self.node.external)?,
             bootstrap: addrs(&self.node.bootstrap)?,
+            relays: addrs(&self.node.relays)?,
             store_max_bytes: self.store.max_bytes,
             live_window: self.store.live_window,
             cache_dir: self.node.cache_dir.clone(),

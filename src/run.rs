@@ -43,7 +43,12 @@ async fn start_node(
     let key = identity::load_or_create(&config.node.data_dir)?;
     let mut node_config = config.node_config()?;
     node_config.announce_only = announce_only;
-    let _ = relay; // wired to the node's relay server by the NAT traversal work
+    node_config.relay_server = relay;
+    if relay && node_config.external.is_empty() {
+        tracing::warn!(
+            "a relay needs node.external (--external): without a confirmed public address it accepts no reservations"
+        );
+    }
     let (node, driver): (Node, Driver) = Node::new(node_config, key)?;
     let driver = tokio::spawn(driver.run());
     println!("peer {}", node.peer_id());

@@ -78,8 +78,17 @@ impl Behaviour {
         kad_config.set_query_timeout(Duration::from_secs(20));
         let mut kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
-        // Volunteer nodes are meant to be reachable; NATed ones join through relays.
-        kad.set_mode(Some(kad::Mode::Server));
+        // Volunteer nodes are meant to be reachable, and answer DHT requests.
+        // A node that reserves relay slots expects not to be: requests to it
+        // would cross a circuit, spending the relay's few circuits and bytes
+        // on other peers' lookups. It starts as a client (it still looks up,
+        // stores and provides) and the driver makes it a server once a direct
+        // address of it is confirmed.
+        kad.set_mode(Some(if config.relays.is_empty() {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        }));
 
         let gossip_config = gossipsub::ConfigBuilder::default()
             .validation_mode(gossipsub::ValidationMode::Strict)

@@ -235,3 +235,28 @@ fn bad_configuration_names_the_key_the_reason_and_the_source() {
 }
 
 mod processes;
+
+#[test]
+fn token_issues_a_token_the_stream_key_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("publisher.key");
+    let k = key_path.to_str().unwrap();
+    assert!(meshcast(&["keygen", "--out", k]).status.success());
+    let out = meshcast(&[
+        "token", "--key", k, "--name", "demo", "--ttl", "2h", "--viewer", "alice",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = key_in(&key_path);
+    let stream = meshcast_proto::StreamKey::new(key.public(), "demo");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let grant =
+        meshcast_proto::token::verify(stdout(&out).trim(), &stream, now).expect("valid token");
+    assert_eq!(grant.viewer, "alice");
+    assert!(grant.expires_at_us > now + 7_000_000_000 && grant.expires_at_us < now + 7_300_000_000);
+
+    let bad = meshcast(&["token", "--key", k, "--ttl", "2h"]);
+    assert!(!bad.status.success(), "a token without --name or --stream");
+}

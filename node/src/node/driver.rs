@@ -230,12 +230,14 @@ impl Driver {
             self.dial_bootstrap(addr);
         }
         self.reserve_relays();
+        // Configured external addresses are confirmed without an event.
+        self.update_kad_mode();
         // libp2p-stream hands inbound streams over a channel with room for
         // one and resets a stream that arrives while the previous one is
-        // still queued. Polled from the loop below, among everything else,
-        // that lost most streams of a burst (two renditions' offers at once,
-        // a late joiner's pulls). A task that only moves them into a deeper
-        // queue takes each as soon as it lands.
+        // still queued (rust-libp2p#5651). Polled from the loop below, among
+        // everything else, it lost most streams of a burst (two renditions'
+        // offers at once, a late joiner's pulls). A task that only moves them
+        // into a deeper queue takes each as soon as it lands.
         let (inbound_tx, mut inbound) = mpsc::channel(MAX_INBOUND);
         let forwarder = self.incoming.take().map(|mut incoming| {
             tokio::spawn(async move {
@@ -645,6 +647,14 @@ impl Driver {
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!("listening on {address}"),
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!("reachable at {address}");
+                self.update_kad_mode();
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                tracing::info!("no longer reachable at {address}");
+                self.update_kad_mode();
+            }
             SwarmEvent::ListenerClosed {
                 listener_id,
                 reason,
@@ -683,7 +693,11 @@ impl Driver {
                 "answered an AutoNAT request: {:?}",
                 event.result
             ),
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+            // Only DHT servers belong in the routing table: a NATed node in
+            // client mode would be asked, through a relay, for nothing.
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
+                if info.protocols.contains(&behaviour::KAD_PROTOCOL) =>
+            {
                 for addr in info.listen_addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
@@ -975,6 +989,28 @@ impl Driver {
                 }
             }
             _ => self.neighbour_up(peer),
+        }
+    }
+
+    /// A node with relays answers DHT requests only while a direct (not
+    /// relayed) address of it is confirmed, by AutoNAT or configuration.
+    pub(super) fn update_kad_mode(&mut self) {
+        if self.relays.is_empty() {
+            return;
+        }
+        let direct = self
+            .swarm
+            .external_addresses()
+            .any(|a| !a.iter().any(|p| p == Protocol::P2pCircuit));
+        let mode = if direct {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        };
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        if kad.mode() != mode {
+            tracing::info!("DHT mode: {mode}");
+            kad.set_mode(Some(mode));
         }
     }
 

@@ -71,7 +71,9 @@ pub struct Config {
     /// and re-reserves when a reservation is refused or lost. A peer that
     /// reaches it through a relay is upgraded to a direct connection by hole
     /// punching (DCUtR) where the NATs allow; segments flow only over direct
-    /// connections. Empty: no reservations.
+    /// connections. Such a node answers no DHT requests (Kademlia client
+    /// mode) until a direct address of it is confirmed (`external`, or
+    /// AutoNAT). Empty: no reservations.
     pub relays: Vec<Multiaddr>,
     /// Serve circuit relay v2 (`/libp2p/circuit/relay/0.2.0/hop`) and an
     /// AutoNAT v2 server, so that NATed nodes can reserve a slot here, be

@@ -82,6 +82,27 @@ impl TestNode {
             .map(|h| h.info.id)
             .collect()
     }
+
+    /// Waits until this node holds every segment in `expected`; panics with
+    /// the missing ones after `timeout`.
+    pub async fn assert_gets(
+        &self,
+        stream: &StreamId,
+        expected: &BTreeSet<SegmentId>,
+        timeout: Duration,
+    ) {
+        let all = eventually(timeout, || async {
+            expected.is_subset(&self.held(stream)).then_some(())
+        })
+        .await;
+        let held = self.held(stream);
+        let missing: Vec<_> = expected.difference(&held).collect();
+        assert!(
+            all.is_some(),
+            "node {} misses {missing:?}",
+            self.node.peer_id()
+        );
+    }
 }
 
 /// Polls `probe` every 50 ms until it returns `Some`, or `timeout` passes.

@@ -7,9 +7,7 @@ use std::time::Duration;
 use meshcast_node::publisher::Publisher;
 use meshcast_node::{Event, Source};
 use meshcast_proto::{PublisherKey, SegmentId, SegmentKind, StreamId};
-use meshcast_tests::{
-    TestNode, config, eventually, follow, init_logs, media_dir, publisher_config,
-};
+use meshcast_tests::{TestNode, config, follow, init_logs, media_dir, publisher_config};
 
 const LOCAL: &str = "127.0.0.1:0";
 
@@ -98,17 +96,8 @@ async fn eight_nodes_hold_every_live_segment_byte_identical() {
     );
 
     for node in &nodes {
-        let all = eventually(Duration::from_secs(15), || async {
-            expected.is_subset(&node.held(&stream)).then_some(())
-        })
-        .await;
-        let held = node.held(&stream);
-        let missing: Vec<_> = expected.difference(&held).collect();
-        assert!(
-            all.is_some(),
-            "node {} misses {missing:?}",
-            node.node.peer_id()
-        );
+        node.assert_gets(&stream, &expected, Duration::from_secs(15))
+            .await;
         assert_identical_to_origin(node, &expected, &publisher);
     }
     ingest.abort();
@@ -133,15 +122,8 @@ async fn a_late_joiner_fills_its_live_window_by_pull() {
     late.node.dial(early.addr.clone()).await.expect("dial");
     follow(&late, &publisher, stream).await;
 
-    let filled = eventually(Duration::from_secs(15), || async {
-        expected.is_subset(&late.held(&stream)).then_some(())
-    })
-    .await;
-    assert!(
-        filled.is_some(),
-        "late joiner misses {:?}",
-        expected.difference(&late.held(&stream)).collect::<Vec<_>>()
-    );
+    late.assert_gets(&stream, &expected, Duration::from_secs(15))
+        .await;
     assert_identical_to_origin(&late, &expected, &publisher);
     let mut pulled = 0;
     while let Ok(event) = events.try_recv() {

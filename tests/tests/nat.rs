@@ -15,7 +15,7 @@ use libp2p::multiaddr::Protocol;
 use meshcast_node::publisher::{self, Publisher};
 use meshcast_node::{Config, Event, Source, scheduler};
 use meshcast_proto::{PublisherKey, SegmentId, StreamId};
-use meshcast_tests::{TestNode, config, eventually, init_logs, media_dir};
+use meshcast_tests::{TestNode, config, init_logs, media_dir};
 use tokio::sync::broadcast;
 
 fn local() -> SocketAddr {
@@ -99,17 +99,8 @@ fn assert_identical_to_origin(node: &TestNode, expected: &BTreeSet<SegmentId>) {
 }
 
 async fn wait_for_all(node: &TestNode, stream: &StreamId, expected: &BTreeSet<SegmentId>) {
-    let all = eventually(Duration::from_secs(45), || async {
-        expected.is_subset(&node.held(stream)).then_some(())
-    })
-    .await;
-    let held = node.held(stream);
-    assert!(
-        all.is_some(),
-        "node {} misses {:?}",
-        node.node.peer_id(),
-        expected.difference(&held).collect::<Vec<_>>()
-    );
+    node.assert_gets(stream, expected, Duration::from_secs(45))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,15 +74,8 @@ async fn a_malicious_node_is_banned_and_honest_nodes_still_get_the_true_segments
 
     let expected = publisher_node.held(&stream);
     for (node, events) in &mut honest {
-        let got = eventually(Duration::from_secs(15), || async {
-            expected.is_subset(&node.held(&stream)).then_some(())
-        })
-        .await;
-        assert!(
-            got.is_some(),
-            "honest node misses {:?}",
-            expected.difference(&node.held(&stream)).collect::<Vec<_>>()
-        );
+        node.assert_gets(&stream, &expected, Duration::from_secs(15))
+            .await;
         assert_true_copies(node, &expected);
         let mut banned = false;
         while let Ok(event) = events.try_recv() {
@@ -151,15 +144,8 @@ async fn with_the_publishers_links_cut_nodes_fetch_from_the_origin_before_the_de
     let expected = publisher_node.held(&stream);
     let mut from_origin = 0;
     for (node, events) in &mut nodes {
-        let got = eventually(Duration::from_secs(10), || async {
-            expected.is_subset(&node.held(&stream)).then_some(())
-        })
-        .await;
-        assert!(
-            got.is_some(),
-            "node misses {:?}",
-            expected.difference(&node.held(&stream)).collect::<Vec<_>>()
-        );
+        node.assert_gets(&stream, &expected, Duration::from_secs(10))
+            .await;
         assert_true_copies(node, &expected);
         while let Ok(event) = events.try_recv() {
             if let Event::Stored { id, source, at, .. } = event {

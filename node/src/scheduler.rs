@@ -52,6 +52,9 @@ pub struct Config {
     pub max_uploads: usize,
     /// Bookkeeping of a segment is dropped this long after it was learned.
     pub forget_after: Duration,
+    /// A holder a download failed from is tried again after this long
+    /// (it may have been busy, or the stream reset).
+    pub retry_after: Duration,
 }
 
 impl Default for Config {
@@ -64,6 +67,7 @@ impl Default for Config {
             max_downloads: 16,
             max_uploads: 24,
             forget_after: Duration::from_secs(300),
+            retry_after: Duration::from_secs(1),
         }
     }
 }
@@ -135,7 +139,8 @@ struct Segment<P> {
     learned: Instant,
     held: bool,
     holders: BTreeSet<P>,
-    failed: BTreeSet<P>,
+    /// Peers a download from failed at, and when: retried after `retry_after`.
+    failed: BTreeMap<P, Instant>,
     offered: BTreeSet<P>,
     downloads: BTreeSet<TransferId>,
     offers_in_flight: usize,
@@ -215,7 +220,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             learned: now,
             held: false,
             holders: BTreeSet::new(),
-            failed: BTreeSet::new(),
+            failed: BTreeMap::new(),
             offered: BTreeSet::new(),
             downloads: BTreeSet::new(),
             offers_in_flight: 0,
@@ -287,10 +292,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     }
                     Outcome::Absent => {
                         seg.holders.remove(&peer);
-                        seg.failed.insert(peer);
+                        seg.failed.insert(peer, now);
                     }
                     _ => {
-                        seg.failed.insert(peer);
+                        seg.failed.insert(peer, now);
                     }
                 }
             }
@@ -323,19 +328,37 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         });
     }
 
-    /// The next time [`tick`](Self::tick) has something to do, if any.
-    pub fn next_wakeup(&self) -> Option<Instant> {
+    /// The next time [`tick`](Self::tick) has something to do, if any. Never
+    /// a time in the past unless a tick at `now` would act, so a shell that
+    /// sleeps until then does not spin.
+    pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
         let timeouts = self
             .transfers
             .values()
             .map(|t| t.started + self.config.transfer_timeout);
+        let room = self.active_downloads() < self.config.max_downloads;
         let segments = self.segments.values().filter(|s| !s.held).flat_map(|s| {
-            [
-                (s.downloads.is_empty()).then_some(s.learned + self.config.pull_delay),
-                (!s.origin_tried).then_some(s.learned + self.config.origin_after),
-            ]
-            .into_iter()
-            .flatten()
+            let pull_at = s.learned + self.config.pull_delay;
+            let pull = if !s.downloads.is_empty() {
+                None
+            } else if pull_at > now {
+                Some(pull_at)
+            } else if room {
+                // When the first connected holder may be tried (again).
+                s.holders
+                    .iter()
+                    .filter(|p| self.peers.contains_key(p))
+                    .map(|p| {
+                        s.failed
+                            .get(p)
+                            .map_or(now, |at| *at + self.config.retry_after)
+                    })
+                    .min()
+            } else {
+                None
+            };
+            let origin = (!s.origin_tried).then_some(s.learned + self.config.origin_after);
+            [pull, origin].into_iter().flatten()
         });
         timeouts.chain(segments).min()
     }
@@ -452,7 +475,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         let best = seg
             .holders
             .iter()
-            .filter(|p| !seg.failed.contains(p))
+            .filter(|p| {
+                seg.failed
+                    .get(p)
+                    .is_none_or(|at| now >= *at + self.config.retry_after)
+            })
             .filter_map(|p| {
                 self.peers
                     .get(p)
@@ -485,7 +512,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     Kind::Offer(_) => seg.offers_in_flight = seg.offers_in_flight.saturating_sub(1),
                     Kind::Pull(peer) | Kind::PushIn(peer) => {
                         seg.downloads.remove(&transfer);
-                        seg.failed.insert(peer);
+                        seg.failed.insert(peer, now);
                     }
                     Kind::Origin => {
                         seg.downloads.remove(&transfer);

@@ -263,7 +263,7 @@ impl Sim {
                 Action::Cancel { .. } => {}
             }
         }
-        if let Some(wake) = self.nodes[node as usize].next_wakeup() {
+        if let Some(wake) = self.nodes[node as usize].next_wakeup(now) {
             let after = wake
                 .saturating_duration_since(now)
                 .max(Duration::from_millis(1));
@@ -479,4 +479,28 @@ fn declines_say_why() {
     // Holding it, the node offers it onwards to the neighbour not known to have it... none left:
     // 1 sent it and 2 offered it, so both are holders.
     assert!(std::iter::from_fn(|| s.poll_action()).all(|a| !matches!(a, Action::Offer { .. })));
+}
+
+#[test]
+fn a_segment_with_no_usable_holder_does_not_make_the_shell_spin() {
+    let start = Instant::now();
+    let config = Config::default();
+    let id = SegmentId::media(StreamId::from_bytes(&[2; 32]).unwrap(), 0, 0);
+    let mut s: Scheduler<u32> = Scheduler::new(config.clone(), 0);
+    s.peer_connected(1);
+    s.header_learned(id, 10, Some(1), start);
+    let later = start + config.pull_delay;
+    s.tick(later);
+    let Some(Action::Pull { transfer, .. }) = s.poll_action() else {
+        panic!("no pull")
+    };
+    s.finished(transfer, Outcome::Failed, later);
+    // Nothing to do until the holder may be retried: the wake-up is in the future.
+    let wake = s.next_wakeup(later).expect("a wake-up");
+    assert_eq!(wake, later + config.retry_after);
+    s.tick(wake);
+    assert!(
+        matches!(s.poll_action(), Some(Action::Pull { peer: 1, .. })),
+        "retried after the back-off"
+    );
 }

@@ -253,7 +253,7 @@ impl Driver {
         loop {
             let wake = self
                 .scheduler
-                .next_wakeup()
+                .next_wakeup(Instant::now())
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {

@@ -29,6 +29,8 @@ pub struct Limits {
     pub max_sessions_per_ip: usize,
     /// Requests being served at once, per session.
     pub max_inflight: usize,
+    /// Segment bytes being sent at once, per session.
+    pub max_inflight_bytes: u64,
     /// A session with no request for this long is closed.
     pub idle_timeout: Duration,
     /// Largest control frame a client may send.
@@ -45,6 +47,7 @@ impl Default for Limits {
             max_sessions: 5_000,
             max_sessions_per_ip: 32,
             max_inflight: 16,
+            max_inflight_bytes: 64 << 20,
             idle_timeout: Duration::from_secs(60),
             max_client_frame: 4096,
             hello_timeout: Duration::from_secs(5),

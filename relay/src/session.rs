@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshcast_node::Event;
@@ -231,6 +232,8 @@ async fn serve(
     let mut inflight: HashMap<u64, AbortHandle> = HashMap::new();
     let (errors_tx, mut errors) = mpsc::channel::<pb::ServerMessage>(limits.max_inflight.max(1));
     let mut idle = Box::pin(tokio::time::sleep(limits.idle_timeout));
+    // Segment bytes this session is sending now, against `max_inflight_bytes`.
+    let sending = Arc::new(AtomicU64::new(0));
     loop {
         tokio::select! {
             frame = control.read_frame::<pb::ClientMessage>() => {
@@ -256,7 +259,13 @@ async fn serve(
                             continue;
                         };
                         let wait = Duration::from_millis(u64::from(request.deadline_ms)).min(limits.max_wait);
-                        let task = deliver(shared.clone(), connection.clone(), request.request_id, seg, wait, errors_tx.clone());
+                        let task = deliver(
+                            shared.clone(),
+                            connection.clone(),
+                            Delivery { request_id: request.request_id, id: seg, wait },
+                            sending.clone(),
+                            errors_tx.clone(),
+                        );
                         let handle = deliveries.spawn(task);
                         if let Some(old) = inflight.insert(request.request_id, handle) {
                             old.abort();
@@ -326,14 +335,51 @@ fn refusal_for(e: &ExchangeError) -> Refusal {
     }
 }
 
-/// Sends one segment on its own unidirectional stream, waiting up to `wait`
-/// for it to arrive from the mesh. Returns the request id when done.
+/// Bytes counted against a session's in-flight limit until dropped (also when
+/// a cancelled delivery is aborted mid-send).
+struct Reserved {
+    counter: Arc<AtomicU64>,
+    size: u64,
+    /// The session's total including this reservation.
+    total: u64,
+}
+
+impl Reserved {
+    fn new(counter: Arc<AtomicU64>, size: u64) -> Self {
+        let total = counter.fetch_add(size, Ordering::SeqCst) + size;
+        Self {
+            counter,
+            size,
+            total,
+        }
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.size, Ordering::SeqCst);
+    }
+}
+
+/// One request being answered.
+struct Delivery {
+    request_id: u64,
+    id: SegmentId,
+    /// Longest wait for a segment that has not arrived yet.
+    wait: Duration,
+}
+
+/// Sends one segment on its own unidirectional stream, waiting up to
+/// `wait` for it to arrive from the mesh. Returns the request id when done.
 async fn deliver(
     shared: Arc<Shared>,
     connection: Connection,
-    request_id: u64,
-    id: SegmentId,
-    wait: Duration,
+    Delivery {
+        request_id,
+        id,
+        wait,
+    }: Delivery,
+    sending: Arc<AtomicU64>,
     errors: mpsc::Sender<pb::ServerMessage>,
 ) -> u64 {
     let segment = match shared.node.segment(&id) {
@@ -366,6 +412,19 @@ async fn deliver(
             .await;
         return request_id;
     };
+    let size = segment.body.len() as u64;
+    let limit = shared.config.limits.max_inflight_bytes;
+    let reserved = Reserved::new(sending, size);
+    if reserved.total > limit {
+        drop(reserved);
+        let msg = error_frame(
+            ErrorCode::TooManyRequests,
+            "too many bytes in flight",
+            request_id,
+        );
+        let _ = errors.send(msg).await;
+        return request_id;
+    }
     let sent = async {
         let mut stream = connection
             .open_uni()
@@ -387,6 +446,7 @@ async fn deliver(
         stream.finish().await.map_err(|e| e.to_string())
     }
     .await;
+    drop(reserved);
     if let Err(e) = sent {
         tracing::debug!("delivery of {id} failed: {e}");
     }

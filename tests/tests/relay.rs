@@ -281,6 +281,8 @@ async fn bad_clients_get_error_codes_and_others_keep_being_served() {
     let mut config = gateway_config();
     config.limits.max_sessions_per_ip = 3;
     config.limits.max_inflight = 2;
+    // Init segments (≈1.3 KB) fit, media segments (≥ 30 KB) do not.
+    config.limits.max_inflight_bytes = 4096;
     let mesh = mesh(false, config).await;
     let init = SegmentId {
         stream: mesh.stream,
@@ -330,6 +332,19 @@ async fn bad_clients_get_error_codes_and_others_keep_being_served() {
         Err(ClientError::Refused { code, .. }) => assert_eq!(code, ErrorCode::TooManySessions),
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("a session over the limit opened"),
+    }
+    // A segment larger than the session's in-flight byte budget.
+    let edge = good
+        .live_edge()
+        .first()
+        .map(|h| h.id())
+        .expect("a live edge");
+    match good.fetch(edge, Duration::from_secs(5)).await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, ErrorCode::TooManyRequests),
+        other => panic!(
+            "a segment over the byte budget was served: {:?}",
+            other.map(|_| ())
+        ),
     }
     // Through all of it, the good session is still served.
     let other = SegmentId {

@@ -66,6 +66,7 @@ pub struct Client {
     key: StreamKey,
     descriptor: VerifiedDescriptor,
     live_edge: Vec<VerifiedHeader>,
+    gateways: Vec<pb::Gateway>,
     events: mpsc::Receiver<ClientEvent>,
     next_request: u64,
     reader: JoinHandle<()>,
@@ -175,6 +176,7 @@ impl Client {
             .into_iter()
             .map(|h| verify_header(Some(h), &key).map_err(|e| ClientError::Protocol(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
+        let gateways = welcome.gateways;
         let (tx, events) = mpsc::channel(1024);
         let reader = tokio::spawn(read_session(connection.clone(), control, key, tx));
         Ok(Client {
@@ -183,6 +185,7 @@ impl Client {
             key,
             descriptor,
             live_edge,
+            gateways,
             events,
             next_request: 1,
             reader,
@@ -201,6 +204,11 @@ impl Client {
     /// The newest header of each rendition when the session opened.
     pub fn live_edge(&self) -> &[VerifiedHeader] {
         &self.live_edge
+    }
+
+    /// Other gateways Welcome named, to spread requests over.
+    pub fn gateways(&self) -> &[pb::Gateway] {
+        &self.gateways
     }
 
     /// Asks for a segment; its answer comes as an event with the returned id.

@@ -413,3 +413,79 @@ async fn an_operators_certificate_files_are_reloaded_when_they_change() {
     .await
     .expect("a session with the reloaded certificate");
 }
+
+/// A plain HTTP/1.1 GET, for the well-known document.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://player.example\r\nConnection: close\r\n\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.expect("read");
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn well_known_describes_the_gateway_and_welcome_lists_other_gateways() {
+    init_logs();
+    let mut config = gateway_config();
+    let peer_hash = "ab".repeat(32);
+    config.peers = vec![meshcast_relay::Peer {
+        url: "https://edge.example:4433/".into(),
+        cert_hashes: vec![peer_hash.clone()],
+    }];
+    let mesh = mesh(false, config).await;
+    let response = http_get(mesh.gateway.web_addr(), meshcast_relay::wellknown::PATH).await;
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("access-control-allow-origin: *"),
+        "no CORS: {head}"
+    );
+    let doc: meshcast_relay::wellknown::WellKnown = serde_json::from_str(body).expect("JSON");
+    assert_eq!(doc.webtransport, mesh.gateway.url());
+    let hashes: Vec<String> = mesh
+        .gateway
+        .cert_hashes()
+        .iter()
+        .map(|h| hex::encode(h.as_ref()))
+        .collect();
+    assert_eq!(doc.certificate_hashes, hashes);
+    assert_eq!(doc.peer_id, mesh._relay.node.peer_id().to_string());
+    assert!(!doc.addresses.is_empty());
+
+    // A page that follows the document connects with exactly what it says.
+    let mut pinned = [0u8; 32];
+    hex::decode_to_slice(&doc.certificate_hashes[0], &mut pinned).expect("hex");
+    let client = Client::connect(
+        &doc.webtransport,
+        &[wtransport::tls::Sha256Digest::new(pinned)],
+        mesh.stream,
+        "",
+        Duration::from_secs(15),
+    )
+    .await
+    .expect("session from the well-known document");
+    let gateways = client.gateways();
+    assert_eq!(gateways.len(), 1);
+    assert_eq!(gateways[0].url, "https://edge.example:4433/");
+    assert_eq!(hex::encode(&gateways[0].cert_hashes[0]), peer_hash);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_is_closed_with_a_code() {
+    init_logs();
+    let mut config = gateway_config();
+    config.limits.idle_timeout = Duration::from_secs(1);
+    let mesh = mesh(false, config).await;
+    let mut idle = connect(&mesh, "").await.expect("session");
+    assert_eq!(first_error(&mut idle).await, ErrorCode::Idle);
+    assert_eq!(
+        mesh.gateway.sessions(),
+        0,
+        "the closed session still counts"
+    );
+}

@@ -137,8 +137,9 @@ impl<S: AsyncRead + Unpin> Framed<S> {
         let max = self.decoder.limits().max_segment;
         let mut verifier = header.body_verifier(max)?;
         self.decoder.expect_body(header.info().length)?;
-        // Bounded by max_segment, checked just above; grows as bytes arrive.
-        let mut body = BytesMut::new();
+        // Sized once from the signed length, already checked against
+        // max_segment above: no reallocation (and copy) as the body grows.
+        let mut body = BytesMut::with_capacity(usize::try_from(header.info().length).unwrap_or(0));
         loop {
             match self.next_item().await? {
                 Item::Body { chunk, last } => {

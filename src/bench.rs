@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use meshcast_node::bench::{self, MeshBench, MeshReport};
+use meshcast_node::unix_now_us as now_us;
 
 pub fn mesh(bench: MeshBench, json: bool) -> anyhow::Result<()> {
     crate::run::init_logs("warn");
@@ -184,13 +185,6 @@ fn start_relay(data_dir: &std::path::Path, sessions: usize) -> anyhow::Result<Re
         }),
         _ => anyhow::bail!("the relay did not print its addresses"),
     }
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 /// One viewer: requests every announced segment with a deadline of one

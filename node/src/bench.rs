@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libp2p::identity::Keypair;
@@ -21,6 +21,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use tokio::task::JoinHandle;
 
 use crate::node::{Config, Event, Node, NodeError};
+use crate::unix_now_us as now_us;
 
 #[derive(Debug, Clone)]
 pub struct MeshBench {
@@ -83,13 +84,6 @@ async fn start() -> Result<(Running, libp2p::Multiaddr), NodeError> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Err(NodeError::Setup("node did not start listening".into()))
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Runs the benchmark; `progress` hears about each phase.

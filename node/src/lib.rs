@@ -24,5 +24,15 @@ pub mod store;
 
 pub use node::{Config, Driver, Event, Faults, Info, Node, NodeError, Source, Stats};
 
+/// Microseconds since the Unix epoch: the time base of publish times and
+/// token expiries (signed values carry wall-clock time; the sans-I/O parts
+/// take it as an argument).
+pub fn unix_now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod sim;

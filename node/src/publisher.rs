@@ -11,7 +11,7 @@
 //! next poll may well succeed.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -24,6 +24,7 @@ use tokio::sync::broadcast;
 use crate::ingest::playlist::{self, Item, Playlist, Tracker};
 use crate::ingest::source::{FetchLimits, Source};
 use crate::node::{Node, NodeError};
+use crate::unix_now_us as now_us;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -74,13 +75,6 @@ pub struct Publisher {
     tracks: Vec<Track>,
     config: Config,
     events: broadcast::Sender<PublishEvent>,
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 impl Publisher {

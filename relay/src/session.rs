@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use meshcast_node::Event;
 use meshcast_node::exchange::{ExchangeError, Framed};
@@ -26,6 +26,7 @@ use wtransport::stream::BiStream;
 use wtransport::{Connection, VarInt};
 
 use crate::gateway::{Shared, lock};
+use meshcast_node::unix_now_us as now_us;
 
 type Control = Framed<Compat<BiStream>>;
 
@@ -140,13 +141,6 @@ async fn send_server(control: &mut Control, msg: &pb::ServerMessage) -> Result<(
     let bytes = meshcast_proto::frame::encode(msg, &FrameLimits::default())?;
     futures::AsyncWriteExt::write_all(control.get_mut(), &bytes).await?;
     Ok(())
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 async fn descriptor(shared: &Shared, id: StreamId) -> Result<VerifiedDescriptor, Refusal> {

@@ -2,9 +2,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use meshcast_node::publisher::{PublishEvent, Publisher};
+use meshcast_node::unix_now_us as now_us;
 use meshcast_node::{Event, Faults, Source};
 use meshcast_proto::{PublisherKey, SegmentId};
 use meshcast_tests::{
@@ -98,13 +99,6 @@ async fn a_malicious_node_is_banned_and_honest_nodes_still_get_the_true_segments
         );
     }
     ingest.abort();
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,11 @@ use meshcast_node::{Config, Node};
 use meshcast_proto::{SegmentId, StreamId};
 use tokio::task::JoinHandle;
 
+/// An ephemeral port on 127.0.0.1.
+pub fn local() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
 /// The committed test stream.
 pub fn media_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../media/test-stream")
@@ -81,6 +86,24 @@ impl TestNode {
             .iter()
             .map(|h| h.info.id)
             .collect()
+    }
+
+    /// Checks that this node holds every segment in `expected`, each
+    /// byte-identical to the origin's file (the committed test stream).
+    pub fn assert_identical_to_origin(&self, expected: &BTreeSet<SegmentId>) {
+        for id in expected {
+            let segment = self
+                .node
+                .segment(id)
+                .unwrap_or_else(|| panic!("node {} lacks {id}", self.node.peer_id()));
+            let uri = &segment.header.info().uri;
+            let file = std::fs::read(media_dir().join(uri)).expect("origin file");
+            assert_eq!(
+                segment.body.as_ref(),
+                file.as_slice(),
+                "{id} differs from the origin's {uri}"
+            );
+        }
     }
 
     /// Waits until this node holds every segment in `expected`; panics with

@@ -1,19 +1,12 @@
 //! Publisher and nodes on the live test stream, over QUIC on 127.0.0.1.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use meshcast_node::publisher::Publisher;
 use meshcast_node::{Event, Source};
 use meshcast_proto::{PublisherKey, SegmentId, SegmentKind, StreamId};
-use meshcast_tests::{TestNode, config, follow, init_logs, media_dir, publisher_config};
-
-const LOCAL: &str = "127.0.0.1:0";
-
-fn local() -> SocketAddr {
-    LOCAL.parse().expect("socket address")
-}
+use meshcast_tests::{TestNode, config, follow, init_logs, local, media_dir, publisher_config};
 
 /// Starts a publisher node and its ingest loop on the origin's live stream.
 async fn start_publisher(
@@ -37,24 +30,16 @@ fn published(publisher: &TestNode, stream: &StreamId) -> BTreeSet<SegmentId> {
     publisher.held(stream)
 }
 
-/// Checks that `node` holds every segment in `expected`, byte-identical to the origin's files.
+/// Checks that `node` holds every segment in `expected`, byte-identical to
+/// the origin's files, under the very headers the publisher signed.
 fn assert_identical_to_origin(
     node: &TestNode,
     expected: &BTreeSet<SegmentId>,
     publisher: &TestNode,
 ) {
+    node.assert_identical_to_origin(expected);
     for id in expected {
-        let ours = node
-            .node
-            .segment(id)
-            .unwrap_or_else(|| panic!("node {} lacks {id}", node.node.peer_id()));
-        let uri = &ours.header.info().uri;
-        let file = std::fs::read(media_dir().join(uri)).expect("origin file");
-        assert_eq!(
-            ours.body.as_ref(),
-            file.as_slice(),
-            "{id} differs from the origin's {uri}"
-        );
+        let ours = node.node.segment(id).expect("checked above");
         let theirs = publisher.node.segment(id).expect("publisher holds it");
         assert_eq!(ours.header, theirs.header);
     }

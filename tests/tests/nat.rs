@@ -6,7 +6,6 @@
 //! reserves a slot on a relay and advertises `<relay>/p2p-circuit/p2p/<it>`.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -15,12 +14,8 @@ use libp2p::multiaddr::Protocol;
 use meshcast_node::publisher::{self, Publisher};
 use meshcast_node::{Config, Event, Source, scheduler};
 use meshcast_proto::{PublisherKey, SegmentId, StreamId};
-use meshcast_tests::{TestNode, config, init_logs, media_dir};
+use meshcast_tests::{TestNode, config, init_logs, local, media_dir};
 use tokio::sync::broadcast;
-
-fn local() -> SocketAddr {
-    "127.0.0.1:0".parse().expect("socket address")
-}
 
 /// A UDP port free right now, for a relay that must know its address (its
 /// external address) before it starts.
@@ -79,23 +74,6 @@ fn sources(events: &[Event]) -> Vec<(SegmentId, Source)> {
             _ => None,
         })
         .collect()
-}
-
-/// Checks that `node` holds every segment in `expected`, byte-identical to the origin's files.
-fn assert_identical_to_origin(node: &TestNode, expected: &BTreeSet<SegmentId>) {
-    for id in expected {
-        let segment = node
-            .node
-            .segment(id)
-            .unwrap_or_else(|| panic!("node {} lacks {id}", node.node.peer_id()));
-        let uri = &segment.header.info().uri;
-        let file = std::fs::read(media_dir().join(uri)).expect("origin file");
-        assert_eq!(
-            segment.body.as_ref(),
-            file.as_slice(),
-            "{id} differs from the origin's {uri}"
-        );
-    }
 }
 
 async fn wait_for_all(node: &TestNode, stream: &StreamId, expected: &BTreeSet<SegmentId>) {
@@ -168,7 +146,7 @@ async fn a_node_reachable_only_through_a_relay_receives_and_serves_segments() {
     let published = publisher_node.held(&stream);
     assert!(published.len() >= 4, "publisher holds only {published:?}");
     wait_for_all(&natted, &stream, &published).await;
-    assert_identical_to_origin(&natted, &published);
+    natted.assert_identical_to_origin(&published);
     let publisher_id = publisher_node.node.peer_id();
     for (id, source) in sources(&drain(&mut natted_events)) {
         assert!(
@@ -220,7 +198,7 @@ async fn a_node_reachable_only_through_a_relay_receives_and_serves_segments() {
     // It serves: the viewer gets every segment, all of them from the NATed
     // node, over the direct connection that replaced the relayed one.
     wait_for_all(&viewer, &stream, &expected).await;
-    assert_identical_to_origin(&viewer, &expected);
+    viewer.assert_identical_to_origin(&expected);
     // Usually DCUtR upgrades the viewer's circuit (RelayUpgraded); the NATed
     // node may also have dialled the viewer itself after finding it as a
     // provider in the DHT — also a direct connection it opened from behind

@@ -9,11 +9,7 @@ use meshcast_proto::pb::ErrorCode;
 use meshcast_proto::{PublisherKey, SegmentId, SegmentKind, StreamId, token};
 use meshcast_relay::certs::CertSource;
 use meshcast_relay::{Client, ClientError, ClientEvent, Gateway};
-use meshcast_tests::{TestNode, config, follow, init_logs, media_dir, publisher_config};
-
-fn local() -> SocketAddr {
-    "127.0.0.1:0".parse().expect("socket address")
-}
+use meshcast_tests::{TestNode, config, follow, init_logs, local, media_dir, publisher_config};
 
 /// An origin, a publisher, a plain node and a relay node (with a gateway): a 3-node mesh.
 struct Mesh {

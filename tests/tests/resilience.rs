@@ -1,36 +1,17 @@
 //! Bad peers, a silent publisher, bad origins and unreachable bootstrap peers.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use meshcast_node::publisher::{PublishEvent, Publisher};
 use meshcast_node::unix_now_us as now_us;
 use meshcast_node::{Event, Faults, Source};
-use meshcast_proto::{PublisherKey, SegmentId};
+use meshcast_proto::PublisherKey;
 use meshcast_tests::{
-    TestNode, config, eventually, follow, init_logs, media_dir, publisher_config, serve_files,
+    TestNode, config, eventually, follow, init_logs, local, media_dir, publisher_config,
+    serve_files,
 };
-
-fn local() -> SocketAddr {
-    "127.0.0.1:0".parse().expect("socket address")
-}
-
-fn assert_true_copies(node: &TestNode, expected: &BTreeSet<SegmentId>) {
-    for id in expected {
-        let segment = node
-            .node
-            .segment(id)
-            .unwrap_or_else(|| panic!("{id} missing"));
-        let file =
-            std::fs::read(media_dir().join(&segment.header.info().uri)).expect("origin file");
-        assert_eq!(
-            segment.body.as_ref(),
-            file.as_slice(),
-            "{id} is not the origin's"
-        );
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malicious_node_is_banned_and_honest_nodes_still_get_the_true_segments() {
@@ -77,7 +58,7 @@ async fn a_malicious_node_is_banned_and_honest_nodes_still_get_the_true_segments
     for (node, events) in &mut honest {
         node.assert_gets(&stream, &expected, Duration::from_secs(15))
             .await;
-        assert_true_copies(node, &expected);
+        node.assert_identical_to_origin(&expected);
         let mut banned = false;
         while let Ok(event) = events.try_recv() {
             if let Event::Banned { peer, reason } = event {
@@ -140,7 +121,7 @@ async fn with_the_publishers_links_cut_nodes_fetch_from_the_origin_before_the_de
     for (node, events) in &mut nodes {
         node.assert_gets(&stream, &expected, Duration::from_secs(10))
             .await;
-        assert_true_copies(node, &expected);
+        node.assert_identical_to_origin(&expected);
         while let Ok(event) = events.try_recv() {
             if let Event::Stored { id, source, at, .. } = event {
                 from_origin += usize::from(source == Source::Origin);

@@ -8,7 +8,7 @@ use meshcast_node::bench::MeshBench;
 use meshcast_proto::StreamId;
 
 use crate::config::{self, Overrides};
-use crate::{bench, keygen, run};
+use crate::{bench, demo, keygen, run};
 
 const ABOUT: &str = "meshcast — peer-to-peer delivery of live and on-demand video.
 
@@ -73,9 +73,23 @@ enum Command {
         /// Serve browsers over WebTransport on this UDP address.
         #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:4433")]
         browser_listen: std::net::SocketAddr,
+        /// Stream id to follow from the start (found through the DHT), repeatable;
+        /// other streams are followed when a browser first asks for them.
+        #[arg(long = "follow", value_name = "STREAM_ID")]
+        follow: Vec<StreamId>,
         #[command(flatten)]
         gateway: GatewayArgs,
     },
+    /// Run a complete local deployment for a browser: an origin, a publisher,
+    /// three edge nodes, a relay and a web page, all on 127.0.0.1.
+    ///
+    /// Every role runs as a child process of this program; their logs go to
+    /// files in a temporary folder (named on standard error) unless --verbose.
+    /// When everything is up, standard output gets `pid <role> <pid>` for each
+    /// child (origin, publisher, node1, node2, node3, relay), `stream <id>`,
+    /// `relay <well-known url>` and, last, `demo <page url>`. Ctrl-C (or
+    /// SIGTERM) stops every child and removes the temporary folder.
+    Demo(crate::demo::DemoArgs),
     /// Issue a viewer token for a private stream, signed by the publisher key.
     Token {
         /// Publisher key file (from `meshcast keygen`).
@@ -163,6 +177,9 @@ pub struct GatewayArgs {
     /// Another gateway to list in Welcome, as URL=CERT_HASH_HEX, repeatable.
     #[arg(long = "peer-gateway", value_name = "URL=HASH")]
     pub peer_gateways: Vec<String>,
+    /// Testing only: corrupt one byte in the body of every Nth delivery (0: never).
+    #[arg(long, value_name = "N", default_value_t = 0, hide = true)]
+    pub fault_corrupt_every: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,10 +271,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Relay {
             layers,
             browser_listen,
+            follow,
             gateway,
         } => run::node(
             layers.load()?,
-            Vec::new(),
+            follow,
             Some((browser_listen, gateway)),
             true,
         )?,
@@ -293,6 +311,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             },
         )?,
         Command::Origin { dir, listen } => run::origin(dir, listen)?,
+        Command::Demo(args) => demo::run(args)?,
         Command::Bench(BenchCommand::Mesh {
             nodes,
             segment_bytes,

@@ -7,6 +7,7 @@ use clap::Parser;
 mod bench;
 mod cli;
 mod config;
+mod demo;
 mod keygen;
 mod run;
 

@@ -162,6 +162,9 @@ fn gateway_config(listen: SocketAddr, args: GatewayArgs) -> anyhow::Result<meshc
             ..Default::default()
         },
         peers,
+        faults: meshcast_relay::gateway::Faults {
+            corrupt_every: args.fault_corrupt_every,
+        },
         ..Default::default()
     })
 }

@@ -21,12 +21,14 @@
 //!   and raw segment bodies, refusing any length over its [`frame::Limits`]
 //!   before allocating for it.
 
+pub mod balance;
 mod canonical;
 pub mod descriptor;
 pub mod frame;
 pub mod id;
 pub mod keys;
 pub mod segment;
+pub mod session;
 pub mod token;
 
 /// Messages generated from `proto/meshcast.proto`.

@@ -9,17 +9,16 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use meshcast_node::exchange::{ExchangeError, Framed, verify_header};
-use meshcast_proto::frame::{self, Limits};
-use meshcast_proto::pb::{self, client_message, server_message};
-use meshcast_proto::{
-    SegmentId, SignedDescriptor, StreamId, StreamKey, VerifiedDescriptor, VerifiedHeader,
+use meshcast_proto::pb;
+use meshcast_proto::session::{
+    self, ControlReader, Delivered, DeliveryError, DeliveryReader, GatewayAddr, ServerEvent,
+    SessionError,
 };
+use meshcast_proto::{SegmentId, StreamId, StreamKey, VerifiedDescriptor, VerifiedHeader};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::compat::TokioAsyncReadCompatExt;
 use wtransport::tls::Sha256Digest;
-use wtransport::{ClientConfig, Connection, Endpoint, SendStream};
+use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -66,7 +65,7 @@ pub struct Client {
     key: StreamKey,
     descriptor: VerifiedDescriptor,
     live_edge: Vec<VerifiedHeader>,
-    gateways: Vec<pb::Gateway>,
+    gateways: Vec<GatewayAddr>,
     events: mpsc::Receiver<ClientEvent>,
     next_request: u64,
     reader: JoinHandle<()>,
@@ -81,12 +80,6 @@ impl Drop for Client {
         self.reader.abort();
     }
 }
-
-/// Frames the gateway sends are bounded by the protocol maximum.
-const SERVER_LIMITS: Limits = Limits {
-    max_frame: Limits::DEFAULT_MAX_FRAME,
-    max_segment: Limits::DEFAULT_MAX_SEGMENT,
-};
 
 impl Client {
     /// Connects, says Hello for `stream` and waits for Welcome.
@@ -132,53 +125,33 @@ impl Client {
             .await
             .map_err(|_| ClientError::Timeout(timeout))?
             .map_err(|e| fail(e.to_string()))?;
-        let (mut send, recv) = connection
+        let (mut send, mut recv) = connection
             .open_bi()
             .await
             .map_err(|e| fail(e.to_string()))?
             .await
             .map_err(|e| fail(e.to_string()))?;
-        let hello = pb::ClientMessage {
-            body: Some(client_message::Body::Hello(pb::Hello {
-                stream_id: stream.as_bytes().to_vec().into(),
-                token: token.to_string(),
-                client: format!("meshcast-native/{}", env!("CARGO_PKG_VERSION")),
-            })),
-        };
+        let hello = session::hello(
+            &stream,
+            token,
+            &format!("meshcast-native/{}", env!("CARGO_PKG_VERSION")),
+        );
         write_frame(&mut send, &hello).await?;
-        let mut control = Framed::new(recv.compat(), SERVER_LIMITS, timeout);
-        let welcome = match control.read_frame::<pb::ServerMessage>().await {
-            Ok(Some(pb::ServerMessage {
-                body: Some(server_message::Body::Welcome(w)),
-            })) => w,
-            Ok(Some(pb::ServerMessage {
-                body: Some(server_message::Body::Error(e)),
-            })) => {
-                return Err(refused(&e));
-            }
-            Ok(_) => return Err(ClientError::Protocol("expected Welcome".into())),
-            Err(ExchangeError::Timeout(t)) => return Err(ClientError::Timeout(t)),
-            Err(e) => return Err(ClientError::Protocol(e.to_string())),
-        };
-        let signed = welcome
-            .descriptor
-            .as_ref()
-            .ok_or_else(|| ClientError::Protocol("Welcome without a descriptor".into()))
-            .and_then(|d| {
-                SignedDescriptor::from_pb(d).map_err(|e| ClientError::Protocol(e.to_string()))
-            })?;
-        let descriptor = signed
-            .verify_for(&stream)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let key = descriptor.stream_key();
-        let live_edge = welcome
-            .live_edge
-            .into_iter()
-            .map(|h| verify_header(Some(h), &key).map_err(|e| ClientError::Protocol(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut control = ControlReader::default();
+        let first = tokio::time::timeout(timeout, next_control(&mut recv, &mut control))
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))??
+            .ok_or(ClientError::Closed)?;
+        let welcome = session::welcome(first, &stream).map_err(|e| match e {
+            SessionError::Refused { code, message } => ClientError::Refused { code, message },
+            e => ClientError::Protocol(e.to_string()),
+        })?;
+        let descriptor = welcome.descriptor;
+        let key = welcome.key;
+        let live_edge = welcome.live_edge;
         let gateways = welcome.gateways;
         let (tx, events) = mpsc::channel(1024);
-        let reader = tokio::spawn(read_session(connection.clone(), control, key, tx));
+        let reader = tokio::spawn(read_session(connection.clone(), recv, control, key, tx));
         Ok(Client {
             connection,
             send,
@@ -207,7 +180,7 @@ impl Client {
     }
 
     /// Other gateways Welcome named, to spread requests over.
-    pub fn gateways(&self) -> &[pb::Gateway] {
+    pub fn gateways(&self) -> &[GatewayAddr] {
         &self.gateways
     }
 
@@ -220,25 +193,14 @@ impl Client {
     ) -> Result<u64, ClientError> {
         let request_id = self.next_request;
         self.next_request += 1;
-        let msg = pb::ClientMessage {
-            body: Some(client_message::Body::Request(pb::Request {
-                request_id,
-                id: Some(id.to_pb()),
-                priority,
-                deadline_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
-            })),
-        };
+        let deadline_ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
+        let msg = session::request(request_id, id, priority, deadline_ms);
         write_frame(&mut self.send, &msg).await?;
         Ok(request_id)
     }
 
     pub async fn cancel(&mut self, request_id: u64) -> Result<(), ClientError> {
-        let msg = pb::ClientMessage {
-            body: Some(client_message::Body::Cancel(pb::CancelRequest {
-                request_id,
-            })),
-        };
-        write_frame(&mut self.send, &msg).await
+        write_frame(&mut self.send, &session::cancel(request_id)).await
     }
 
     /// Sends raw bytes on the control stream (tests of bad input).
@@ -298,49 +260,62 @@ impl Client {
     }
 }
 
-fn refused(e: &pb::Error) -> ClientError {
-    ClientError::Refused {
-        code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::Unspecified),
-        message: e.message.clone(),
-    }
-}
-
 async fn write_frame(send: &mut SendStream, msg: &pb::ClientMessage) -> Result<(), ClientError> {
-    let bytes =
-        frame::encode(msg, &SERVER_LIMITS).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let bytes = session::encode(msg).map_err(|e| ClientError::Protocol(e.to_string()))?;
     send.write_all(&bytes)
         .await
         .map_err(|_| ClientError::Closed)
 }
 
-type Control = Framed<tokio_util::compat::Compat<wtransport::RecvStream>>;
+/// Reads the control stream until a whole message is in; `None` at its end.
+async fn next_control(
+    recv: &mut RecvStream,
+    control: &mut ControlReader,
+) -> Result<Option<pb::ServerMessage>, ClientError> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if let Some(msg) = control
+            .next_message()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+        {
+            return Ok(Some(msg));
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => control.feed(&buf[..n]),
+            Ok(None) => {
+                control
+                    .finish()
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                return Ok(None);
+            }
+            Err(_) => return Err(ClientError::Closed),
+        }
+    }
+}
 
 async fn read_session(
     connection: Connection,
-    mut control: Control,
+    mut recv: RecvStream,
+    mut control: ControlReader,
     key: StreamKey,
     events: mpsc::Sender<ClientEvent>,
 ) {
     let mut deliveries = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            frame = control.read_frame::<pb::ServerMessage>() => {
-                let event = match frame {
-                    Ok(Some(pb::ServerMessage { body: Some(server_message::Body::Announce(a)) })) => {
-                        for header in a.headers {
-                            if let Ok(header) = verify_header(Some(header), &key) {
-                                let _ = events.send(ClientEvent::Announced(header)).await;
-                            }
+            msg = next_control(&mut recv, &mut control) => {
+                let event = match msg.map(|m| m.map(|m| session::server_event(m, &key))) {
+                    Ok(Some(Ok(Some(ServerEvent::Announced(headers))))) => {
+                        for header in headers {
+                            let _ = events.send(ClientEvent::Announced(header)).await;
                         }
                         continue;
                     }
-                    Ok(Some(pb::ServerMessage { body: Some(server_message::Body::Error(e)) })) => ClientEvent::Error {
-                        code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::Unspecified),
-                        message: e.message,
-                        request_id: e.request_id,
-                    },
-                    Ok(Some(_)) => continue,
-                    Err(ExchangeError::Timeout(_)) => continue,
+                    Ok(Some(Ok(Some(ServerEvent::Error { code, message, request_id })))) => {
+                        ClientEvent::Error { code, message, request_id }
+                    }
+                    Ok(Some(Ok(None))) => continue,
+                    Ok(Some(Err(e))) => ClientEvent::Rejected { request_id: 0, reason: e.to_string() },
                     Ok(None) | Err(_) => break,
                 };
                 if events.send(event).await.is_err() {
@@ -351,10 +326,17 @@ async fn read_session(
                 let Ok(stream) = stream else { break };
                 let events = events.clone();
                 deliveries.spawn(async move {
-                    let mut framed = Framed::new(stream.compat(), SERVER_LIMITS, Duration::from_secs(30));
-                    let event = match read_delivery(&mut framed, &key).await {
-                        Ok((request_id, header, body)) => ClientEvent::Delivered { request_id, header, body, at: Instant::now() },
-                        Err((request_id, reason)) => ClientEvent::Rejected { request_id, reason },
+                    let event = match read_delivery(stream, key).await {
+                        Ok(d) => ClientEvent::Delivered {
+                            request_id: d.request_id,
+                            header: d.header,
+                            body: d.body,
+                            at: Instant::now(),
+                        },
+                        Err(e) => ClientEvent::Rejected {
+                            request_id: e.request_id.unwrap_or(0),
+                            reason: e.error.to_string(),
+                        },
                     };
                     let _ = events.send(event).await;
                 });
@@ -364,20 +346,22 @@ async fn read_session(
     }
 }
 
-async fn read_delivery(
-    framed: &mut Framed<tokio_util::compat::Compat<wtransport::RecvStream>>,
-    key: &StreamKey,
-) -> Result<(u64, VerifiedHeader, Bytes), (u64, String)> {
-    let delivery = match framed.read_frame::<pb::Delivery>().await {
-        Ok(Some(d)) => d,
-        Ok(None) => return Err((0, "empty delivery stream".into())),
-        Err(e) => return Err((0, e.to_string())),
-    };
-    let request_id = delivery.request_id;
-    let header = verify_header(delivery.header, key).map_err(|e| (request_id, e.to_string()))?;
-    let body = framed
-        .read_body(&header)
-        .await
-        .map_err(|e| (request_id, e.to_string()))?;
-    Ok((request_id, header, body))
+/// How long a delivery stream may stay silent.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn read_delivery(mut stream: RecvStream, key: StreamKey) -> Result<Delivered, DeliveryError> {
+    let mut reader = DeliveryReader::new(key);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let fail = |reader: &DeliveryReader, why: String| DeliveryError {
+            request_id: reader.request_id(),
+            error: SessionError::Protocol(why),
+        };
+        match tokio::time::timeout(READ_TIMEOUT, stream.read(&mut buf)).await {
+            Ok(Ok(Some(n))) => reader.feed(&buf[..n])?,
+            Ok(Ok(None)) => return reader.finish(),
+            Ok(Err(e)) => return Err(fail(&reader, e.to_string())),
+            Err(_) => return Err(fail(&reader, format!("silent for {READ_TIMEOUT:?}"))),
+        }
+    }
 }

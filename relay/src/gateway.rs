@@ -8,8 +8,11 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
 
 use meshcast_node::{Event, Node};
 use meshcast_proto::{SegmentId, StreamId, VerifiedDescriptor};
@@ -77,6 +80,33 @@ pub struct Config {
     pub peers: Vec<Peer>,
     /// How long a Hello for an unknown stream may wait for the DHT.
     pub find_timeout: Duration,
+    /// Deliberate misbehaviour, for tests and the demo only.
+    #[doc(hidden)]
+    pub faults: Faults,
+}
+
+/// Ways a gateway can be made to misbehave, so that tests (and the demo) can
+/// check that clients catch bad data and fetch elsewhere.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Flip one byte in the body of every Nth delivery sent, counted over all
+    /// sessions (0: never). The signed header is left as it is, so only the
+    /// client's BLAKE3 check of the body can notice.
+    pub corrupt_every: u32,
+}
+
+impl Faults {
+    /// The body to send as the `n`th delivery (counted from 1).
+    pub(crate) fn body(&self, n: u64, body: &Bytes) -> Bytes {
+        let every = u64::from(self.corrupt_every);
+        if every == 0 || !n.is_multiple_of(every) || body.is_empty() {
+            return body.clone();
+        }
+        let mut bad = body.to_vec();
+        bad[body.len() / 2] ^= 0x01;
+        bad.into()
+    }
 }
 
 impl Default for Config {
@@ -89,6 +119,7 @@ impl Default for Config {
             limits: Limits::default(),
             peers: Vec::new(),
             find_timeout: Duration::from_secs(10),
+            faults: Faults::default(),
         }
     }
 }
@@ -120,6 +151,8 @@ pub(crate) struct Shared {
     pub streams: Mutex<HashMap<StreamId, VerifiedDescriptor>>,
     /// Requests waiting for a segment to arrive from the mesh.
     pub waiters: Mutex<HashMap<SegmentId, Vec<oneshot::Sender<()>>>>,
+    /// Deliveries sent so far, over all sessions (for [`Faults`]).
+    deliveries: AtomicU64,
 }
 
 #[derive(Default)]
@@ -135,6 +168,17 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     pub fn current_hashes(&self) -> Vec<Sha256Digest> {
         lock(&self.hashes).iter().map(|(h, _)| h.clone()).collect()
+    }
+
+    /// The body to send for the next delivery: `body` itself unless a fault
+    /// is configured.
+    pub fn delivery_body(&self, body: &Bytes) -> Bytes {
+        let faults = self.config.faults;
+        if faults.corrupt_every == 0 {
+            return body.clone();
+        }
+        let n = self.deliveries.fetch_add(1, Ordering::Relaxed) + 1;
+        faults.body(n, body)
     }
 }
 
@@ -195,6 +239,7 @@ impl Gateway {
             sessions: Mutex::new(Sessions::default()),
             streams: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
+            deliveries: AtomicU64::new(0),
             config,
         });
         let gateway = Gateway {

@@ -434,7 +434,7 @@ async fn deliver(
             .map_err(|e| e.to_string())?;
         stream.write_all(&frame).await.map_err(|e| e.to_string())?;
         stream
-            .write_all(&segment.body)
+            .write_all(&shared.delivery_body(&segment.body))
             .await
             .map_err(|e| e.to_string())?;
         stream.finish().await.map_err(|e| e.to_string())

@@ -234,6 +234,7 @@ fn bad_configuration_names_the_key_the_reason_and_the_source() {
     assert!(ok.status.success(), "{}", stderr(&ok));
 }
 
+mod demo;
 mod processes;
 
 #[test]

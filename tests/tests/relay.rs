@@ -456,7 +456,7 @@ async fn well_known_describes_the_gateway_and_welcome_lists_other_gateways() {
     let gateways = client.gateways();
     assert_eq!(gateways.len(), 1);
     assert_eq!(gateways[0].url, "https://edge.example:4433/");
-    assert_eq!(hex::encode(&gateways[0].cert_hashes[0]), peer_hash);
+    assert_eq!(hex::encode(gateways[0].cert_hashes[0]), peer_hash);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

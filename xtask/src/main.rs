@@ -12,24 +12,47 @@ use std::time::Instant;
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// Crates that also build for the browser.
-const WASM_CRATES: &[&str] = &["meshcast-proto"];
+const WASM_CRATES: &[&str] = &["meshcast-proto", "meshcast-client"];
+/// Must equal the wasm-bindgen version in Cargo.lock (pinned in Cargo.toml).
+const WASM_BINDGEN_VERSION: &str = "0.2.108";
+/// Where the assembled web page (demo page, loader, wasm, hls.js) goes.
+const WEB_OUT: &str = "target/web";
+const CHROMIUM: &str = "/usr/bin/chromium";
 const FUZZ_TARGETS: &[&str] = &["frame_decoder", "header_verify"];
 
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  setup                 install what the checks need (rustup components and targets, cargo-fuzz)
+  demo [ARGS...]        build the browser client and the page, then run `meshcast demo ARGS`:
+                        a local origin, publisher, 3 nodes, a relay and the player page
+  setup                 install what the checks need (rustup components and targets,
+                        cargo-fuzz, wasm-bindgen-cli, Debian chromium, the page's npm packages)
   test [--no-setup]     setup, then every check: fmt, clippy (host and wasm32), the wasm32
-                        build, the fuzz targets (built and run briefly), and all tests
+                        build, the fuzz targets (built and run briefly), all cargo tests, and
+                        the end-to-end tests in headless Chromium
+  web                   build the browser client (release wasm) and assemble target/web
+  bench-browser [ARGS]  time to first frame and segment latency in Chromium: mesh loader
+                        against plain hls.js HTTP, on one demo deployment
   fuzz TARGET [SECONDS] run one fuzz target (frame_decoder, header_verify); default 60 s";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Paths below are relative to the workspace root, wherever cargo was run.
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    if let Err(e) = std::env::set_current_dir(root) {
+        eprintln!("xtask: cannot enter the workspace root {root}: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match args.as_slice() {
         ["setup"] => setup(),
         ["test"] => setup().and_then(|()| test()),
         ["test", "--no-setup"] => test(),
+        ["web"] => web_setup().and_then(|()| web()),
+        ["demo", rest @ ..] => web_setup().and_then(|()| demo(rest)),
+        ["bench-browser", rest @ ..] => web_setup()
+            .and_then(|()| chromium_setup())
+            .and_then(|()| bench_browser(rest)),
         ["fuzz", target] => fuzz(target, "60"),
         ["fuzz", target, seconds] => fuzz(target, seconds),
         _ => {
@@ -77,17 +100,10 @@ fn output(program: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Everything `test` needs.
 fn setup() -> Result {
-    let components = output("rustup", &["component", "list", "--installed"])?;
-    for component in ["rustfmt", "clippy"] {
-        if !components.lines().any(|l| l.starts_with(component)) {
-            run("rustup", &["component", "add", component], None)?;
-        }
-    }
-    let targets = output("rustup", &["target", "list", "--installed"])?;
-    if !targets.lines().any(|l| l.trim() == WASM_TARGET) {
-        run("rustup", &["target", "add", WASM_TARGET], None)?;
-    }
+    web_setup()?;
+    chromium_setup()?;
     let fuzz = output("cargo", &["fuzz", "--version"]).unwrap_or_default();
     if !fuzz.contains(CARGO_FUZZ_VERSION) {
         let version = format!("={CARGO_FUZZ_VERSION}");
@@ -98,6 +114,184 @@ fn setup() -> Result {
         )?;
     }
     Ok(())
+}
+
+/// What building the page needs: rustup bits, wasm-bindgen-cli, npm packages.
+fn web_setup() -> Result {
+    let components = output("rustup", &["component", "list", "--installed"])?;
+    for component in ["rustfmt", "clippy"] {
+        if !components.lines().any(|l| l.starts_with(component)) {
+            run("rustup", &["component", "add", component], None)?;
+        }
+    }
+    let targets = output("rustup", &["target", "list", "--installed"])?;
+    if !targets.lines().any(|l| l.trim() == WASM_TARGET) {
+        run("rustup", &["target", "add", WASM_TARGET], None)?;
+    }
+    let bindgen = output("wasm-bindgen", &["--version"]).unwrap_or_default();
+    if !bindgen.contains(WASM_BINDGEN_VERSION) {
+        let version = format!("={WASM_BINDGEN_VERSION}");
+        run(
+            "cargo",
+            &[
+                "install",
+                "wasm-bindgen-cli",
+                "--version",
+                &version,
+                "--locked",
+            ],
+            None,
+        )?;
+    }
+    // `npm ci` installs exactly package-lock.json; skip it when that is done.
+    let lock = std::fs::metadata("web/package-lock.json").and_then(|m| m.modified());
+    let installed =
+        std::fs::metadata("web/node_modules/.package-lock.json").and_then(|m| m.modified());
+    let fresh = matches!((lock, installed), (Ok(l), Ok(i)) if i >= l);
+    if !fresh {
+        if output("npm", &["--version"]).unwrap_or_default().is_empty() {
+            return Err(
+                "npm is missing: install Node.js 20 or newer (Debian: apt-get install nodejs npm)"
+                    .into(),
+            );
+        }
+        run("npm", &["ci", "--no-audit", "--no-fund"], Some("web"))?;
+    }
+    Ok(())
+}
+
+/// Debian's chromium for the end-to-end tests (never a browser download:
+/// those fail on machines without general internet access).
+fn chromium_setup() -> Result {
+    if std::path::Path::new(CHROMIUM).exists() {
+        return Ok(());
+    }
+    let root = output("id", &["-u"]).unwrap_or_default().trim() == "0";
+    let (program, prefix): (&str, &[&str]) = if root {
+        ("apt-get", &[])
+    } else {
+        ("sudo", &["-n", "apt-get"])
+    };
+    let apt = |args: &[&str]| {
+        let all: Vec<&str> = prefix.iter().chain(args).copied().collect();
+        run(program, &all, None)
+    };
+    apt(&["update"])
+        .and_then(|()| apt(&["install", "-y", "--no-install-recommends", "chromium"]))
+        .map_err(|e| format!("{e}\ninstalling Debian chromium needs root or passwordless sudo; or install it yourself (apt-get install chromium)"))
+}
+
+/// Builds the browser client (release: small and fast) and assembles the page
+/// into target/web: demo page, loader, wasm and glue, hls.js.
+fn web() -> Result {
+    run(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "meshcast-client",
+            "--target",
+            WASM_TARGET,
+        ],
+        None,
+    )?;
+    let wasm = format!("target/{WASM_TARGET}/release/meshcast_client.wasm");
+    let pkg = format!("{WEB_OUT}/pkg");
+    run(
+        "wasm-bindgen",
+        &[
+            "--target",
+            "web",
+            "--no-typescript",
+            "--out-dir",
+            &pkg,
+            "--out-name",
+            "meshcast_client",
+            &wasm,
+        ],
+        None,
+    )?;
+    let copy = |from: &str, to: &str| {
+        std::fs::copy(from, format!("{WEB_OUT}/{to}"))
+            .map(|_| ())
+            .map_err(|e| format!("copying {from}: {e}"))
+    };
+    for entry in std::fs::read_dir("web/demo").map_err(|e| format!("web/demo: {e}"))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.is_file() {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            copy(&path.to_string_lossy(), name)?;
+        }
+    }
+    copy("web/src/meshcast.js", "meshcast.js")?;
+    copy("web/node_modules/hls.js/dist/hls.mjs", "hls.mjs")?;
+    eprintln!("assembled the page in {WEB_OUT}/");
+    Ok(())
+}
+
+fn demo(args: &[&str]) -> Result {
+    web()?;
+    let mut all = vec![
+        "run", "--quiet", "-p", "meshcast", "--", "demo", "--web", WEB_OUT,
+    ];
+    all.extend_from_slice(args);
+    run("cargo", &all, None)
+}
+
+fn bench_browser(args: &[&str]) -> Result {
+    web()?;
+    run("cargo", &["build", "--release", "-p", "meshcast"], None)?;
+    let mut all = vec![
+        "web/e2e/bench.mjs",
+        "--meshcast",
+        "target/release/meshcast",
+        "--web",
+        WEB_OUT,
+        "--out",
+        "target/e2e",
+    ];
+    all.extend_from_slice(args);
+    run("node", &all, None)
+}
+
+/// The end-to-end tests in headless Chromium; returns (passed, failed).
+fn browser_tests() -> Result<(u64, u64)> {
+    web()?;
+    run("cargo", &["build", "-p", "meshcast"], None)?;
+    let args = [
+        "web/e2e/e2e.mjs",
+        "--meshcast",
+        "target/debug/meshcast",
+        "--web",
+        WEB_OUT,
+        "--out",
+        "target/e2e",
+    ];
+    eprintln!("\n==> node {}", args.join(" "));
+    let out = Command::new("node")
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not start node: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}");
+    let summary = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("e2e: "))
+        .ok_or("the end-to-end tests printed no `e2e:` summary")?;
+    let count = |what: &str| {
+        summary
+            .split(',')
+            .find_map(|part| part.trim().strip_suffix(what))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((count("passed"), count("failed")))
 }
 
 fn test() -> Result {
@@ -146,8 +340,16 @@ fn test() -> Result {
             Some("fuzz"),
         )?;
     }
-    // Last, so the test summary closes the output.
-    let totals = run_tests(&["test", "--workspace", "--no-fail-fast"])?;
+    let mut totals = run_tests(&["test", "--workspace", "--no-fail-fast"])?;
+    let (passed, failed) = browser_tests()?;
+    totals.passed += passed;
+    totals.failed += failed;
+    if failed > 0 {
+        println!("tests: {totals}");
+        return Err(format!(
+            "{failed} end-to-end browser test(s) failed; see target/e2e/"
+        ));
+    }
     eprintln!(
         "\nall checks passed in {:.0} s",
         start.elapsed().as_secs_f64()

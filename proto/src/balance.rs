@@ -1,0 +1,289 @@
+//! Which gateway a viewer asks next, and when it reconnects: sans-I/O.
+//!
+//! A viewer holds sessions to a few gateways (the one it was pointed at and
+//! those its Welcome listed). For every request it picks the connected gateway
+//! expected to finish it first: `(requests in flight + 1) / throughput`, where
+//! throughput is an exponentially weighted average of completed deliveries.
+//! A gateway not yet measured is assumed as fast as the best measured one and
+//! wins ties, so new gateways get tried. A gateway whose session closes is retried after an
+//! exponential backoff (1 s, 2 s, 4 s, … capped at 30 s, reset by a success);
+//! one caught sending forged data is banned for [`BAN_MS`] before it is retried.
+//!
+//! Time is passed in as milliseconds on any monotonic clock.
+
+/// Backoff after the first failure.
+pub const BACKOFF_MIN_MS: u64 = 1_000;
+/// Longest backoff.
+pub const BACKOFF_MAX_MS: u64 = 30_000;
+/// How long a gateway that sent forged data is shunned.
+pub const BAN_MS: u64 = 120_000;
+/// Weight of a new throughput sample.
+const EWMA_ALPHA: f64 = 0.3;
+/// Deliveries smaller than this say more about latency than throughput.
+const MIN_SAMPLE_BYTES: u64 = 16 * 1024;
+/// Throughput assumed before anything is measured: 8 Mbit/s.
+const DEFAULT_THROUGHPUT: f64 = 1_000_000.0;
+
+/// A gateway's connection state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Connecting,
+    Connected,
+    /// Closed; retried at `retry_at_ms`.
+    Down {
+        retry_at_ms: u64,
+    },
+}
+
+/// One gateway as the pool sees it.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub url: String,
+    pub state: State,
+    /// Bytes per second, averaged over recent deliveries.
+    pub throughput: Option<f64>,
+    pub inflight: u32,
+    /// Consecutive failures to connect or stay connected.
+    pub failures: u32,
+    pub banned: bool,
+}
+
+/// The gateways of one viewer. Indices are stable: gateways are never removed.
+#[derive(Debug, Default, Clone)]
+pub struct Pool {
+    gateways: Vec<Gateway>,
+}
+
+impl Pool {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn gateways(&self) -> &[Gateway] {
+        &self.gateways
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Gateway> {
+        self.gateways.get(index)
+    }
+
+    /// Adds a gateway in state `Connecting` and returns its index; `None` when
+    /// the URL is already known (call sites then need not connect again).
+    pub fn add(&mut self, url: &str) -> Option<usize> {
+        if self.gateways.iter().any(|g| g.url == url) {
+            return None;
+        }
+        self.gateways.push(Gateway {
+            url: url.to_string(),
+            state: State::Connecting,
+            throughput: None,
+            inflight: 0,
+            failures: 0,
+            banned: false,
+        });
+        Some(self.gateways.len() - 1)
+    }
+
+    /// The session is open: the gateway can take requests.
+    pub fn connected(&mut self, index: usize) {
+        if let Some(g) = self.gateways.get_mut(index) {
+            g.state = State::Connected;
+            g.banned = false;
+        }
+    }
+
+    /// The session closed or could not open: retry after a backoff.
+    pub fn closed(&mut self, index: usize, now_ms: u64) {
+        if let Some(g) = self.gateways.get_mut(index) {
+            if g.banned {
+                return;
+            }
+            g.failures = g.failures.saturating_add(1);
+            let backoff = BACKOFF_MIN_MS
+                .saturating_mul(1 << g.failures.saturating_sub(1).min(16))
+                .min(BACKOFF_MAX_MS);
+            g.state = State::Down {
+                retry_at_ms: now_ms.saturating_add(backoff),
+            };
+            g.inflight = 0;
+        }
+    }
+
+    /// The gateway sent data that failed verification: stop using it for
+    /// [`BAN_MS`]. The caller closes its session.
+    pub fn ban(&mut self, index: usize, now_ms: u64) {
+        if let Some(g) = self.gateways.get_mut(index) {
+            g.banned = true;
+            g.state = State::Down {
+                retry_at_ms: now_ms.saturating_add(BAN_MS),
+            };
+            g.inflight = 0;
+            g.throughput = None;
+        }
+    }
+
+    /// Gateways whose retry time has come; they move to `Connecting` and the
+    /// caller reconnects them.
+    pub fn due(&mut self, now_ms: u64) -> Vec<usize> {
+        let mut due = Vec::new();
+        for (i, g) in self.gateways.iter_mut().enumerate() {
+            if let State::Down { retry_at_ms } = g.state
+                && retry_at_ms <= now_ms
+            {
+                g.state = State::Connecting;
+                g.banned = false;
+                due.push(i);
+            }
+        }
+        due
+    }
+
+    /// When [`due`](Self::due) next has something to return.
+    pub fn next_retry_ms(&self) -> Option<u64> {
+        self.gateways
+            .iter()
+            .filter_map(|g| match g.state {
+                State::Down { retry_at_ms } => Some(retry_at_ms),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// True while some gateway's session is being opened: a request with time
+    /// to spare may wait for it rather than give up.
+    pub fn any_connecting(&self) -> bool {
+        self.gateways.iter().any(|g| g.state == State::Connecting)
+    }
+
+    /// The connected gateway expected to deliver soonest, skipping `exclude`
+    /// (gateways already tried for this request).
+    pub fn pick(&self, exclude: &[usize]) -> Option<usize> {
+        let best_measured = self
+            .gateways
+            .iter()
+            .filter_map(|g| g.throughput)
+            .fold(None, |best: Option<f64>, t| {
+                Some(best.map_or(t, |b| b.max(t)))
+            });
+        let assumed = best_measured.unwrap_or(DEFAULT_THROUGHPUT);
+        self.gateways
+            .iter()
+            .enumerate()
+            .filter(|(i, g)| g.state == State::Connected && !exclude.contains(i))
+            .map(|(i, g)| {
+                let throughput = g.throughput.unwrap_or(assumed).max(1.0);
+                (
+                    i,
+                    f64::from(g.inflight + 1) / throughput,
+                    g.throughput.is_some(),
+                )
+            })
+            // On a tie the unmeasured gateway goes first: that is how it gets
+            // measured when requests come one at a time, as from hls.js.
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)))
+            .map(|(i, _, _)| i)
+    }
+
+    /// A request was sent to `index`.
+    pub fn started(&mut self, index: usize) {
+        if let Some(g) = self.gateways.get_mut(index) {
+            g.inflight = g.inflight.saturating_add(1);
+        }
+    }
+
+    /// A request to `index` completed: `bytes` in `ms` from request to last byte.
+    pub fn finished(&mut self, index: usize, bytes: u64, ms: f64) {
+        if let Some(g) = self.gateways.get_mut(index) {
+            g.inflight = g.inflight.saturating_sub(1);
+            g.failures = 0;
+            if bytes >= MIN_SAMPLE_BYTES && ms > 0.0 {
+                let sample = bytes as f64 * 1000.0 / ms;
+                g.throughput = Some(match g.throughput {
+                    Some(t) => t + EWMA_ALPHA * (sample - t),
+                    None => sample,
+                });
+            }
+        }
+    }
+
+    /// A request to `index` ended without data (error, deadline, cancel).
+    pub fn abandoned(&mut self, index: usize) {
+        if let Some(g) = self.gateways.get_mut(index) {
+            g.inflight = g.inflight.saturating_sub(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize) -> Pool {
+        let mut pool = Pool::new();
+        for i in 0..n {
+            let index = pool.add(&format!("https://g{i}/")).expect("new url");
+            pool.connected(index);
+        }
+        pool
+    }
+
+    #[test]
+    fn the_faster_gateway_gets_more_requests() {
+        let mut pool = pool(2);
+        pool.finished(0, 1_000_000, 100.0); // 10 MB/s
+        pool.finished(1, 1_000_000, 1000.0); // 1 MB/s
+        let mut counts = [0; 2];
+        for _ in 0..22 {
+            let i = pool.pick(&[]).expect("a gateway");
+            counts[i] += 1;
+            pool.started(i);
+        }
+        // Expected completion balances: in-flight ratio follows throughput ratio.
+        assert_eq!(counts, [20, 2]);
+    }
+
+    #[test]
+    fn an_unmeasured_gateway_is_tried() {
+        let mut pool = pool(1);
+        pool.finished(0, 1_000_000, 100.0);
+        let late = pool.add("https://late/").expect("new");
+        pool.connected(late);
+        assert_eq!(pool.pick(&[]), Some(late), "a tie goes to the unmeasured");
+        assert_eq!(pool.pick(&[late]), Some(0), "exclusions are honoured");
+        pool.started(late);
+        pool.finished(late, 1_000_000, 200.0);
+        assert_eq!(pool.pick(&[]), Some(0), "then the faster one");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets_on_success() {
+        let mut pool = pool(1);
+        let mut now = 0;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            pool.closed(0, now);
+            assert_eq!(pool.pick(&[]), None);
+            let retry = pool.next_retry_ms().expect("scheduled");
+            waits.push(retry - now);
+            assert!(pool.due(retry - 1).is_empty());
+            assert_eq!(pool.due(retry), vec![0]);
+            now = retry;
+        }
+        assert_eq!(waits, [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+        pool.connected(0);
+        pool.finished(0, 100, 1.0);
+        pool.closed(0, now);
+        assert_eq!(pool.next_retry_ms(), Some(now + BACKOFF_MIN_MS));
+    }
+
+    #[test]
+    fn a_banned_gateway_stays_out_until_the_ban_ends() {
+        let mut pool = pool(2);
+        pool.ban(1, 10);
+        pool.closed(1, 20); // the session closing afterwards must not shorten the ban
+        assert_eq!(pool.pick(&[]), Some(0));
+        assert!(pool.due(10 + BAN_MS - 1).is_empty());
+        assert_eq!(pool.due(10 + BAN_MS), vec![1]);
+        assert!(pool.add("https://g1/").is_none());
+    }
+}

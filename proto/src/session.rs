@@ -1,0 +1,445 @@
+//! The viewer side of the browser-session protocol, sans-I/O.
+//!
+//! A viewer opens a WebTransport session to a gateway, opens one
+//! bidirectional *control* stream and sends `Hello`; the gateway answers
+//! `Welcome` (the signed descriptor, other gateways, the live edge), then
+//! `Announce` and `Error` frames. Every `Request` is answered on a fresh
+//! unidirectional *delivery* stream: a `Delivery` frame, then the raw body.
+//!
+//! The browser client (`client-wasm`) and the native client (`meshcast-relay`)
+//! are shells around this module: they move bytes between sockets and
+//! [`ControlReader`] / [`DeliveryReader`], and build outgoing frames with
+//! [`hello`], [`request`] and [`cancel`]. Every check a viewer makes — the
+//! descriptor's signature and stream id, each header's signature, each body's
+//! length and BLAKE3 hash — happens here, before a byte is handed out.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::frame::{self, Decoder, FrameError, Item, Limits};
+use crate::pb::{self, client_message, server_message};
+use crate::{
+    BodyError, BodyVerifier, SegmentId, SignedDescriptor, SignedHeader, StreamId, StreamKey,
+    VerifiedDescriptor, VerifiedHeader, VerifyError,
+};
+
+/// What a viewer accepts from a gateway: the protocol maxima.
+pub const LIMITS: Limits = Limits {
+    max_frame: Limits::DEFAULT_MAX_FRAME,
+    max_segment: Limits::DEFAULT_MAX_SEGMENT,
+};
+
+/// Most gateways a Welcome may list that a viewer will use.
+pub const MAX_GATEWAYS: usize = 8;
+
+/// Why a session or a delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("the gateway refused: {code:?}: {message}")]
+    Refused {
+        code: pb::ErrorCode,
+        message: String,
+    },
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The gateway sent something its publisher did not sign: a lie, not an
+    /// accident. Stop trusting that gateway.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    /// The body does not match its signed header: also a lie.
+    #[error(transparent)]
+    Body(#[from] BodyError),
+}
+
+impl SessionError {
+    /// True when the gateway sent data that fails verification: the viewer
+    /// should drop the gateway, not just retry the request.
+    pub fn is_forgery(&self) -> bool {
+        matches!(self, SessionError::Verify(_) | SessionError::Body(_))
+    }
+}
+
+/// The first frame on the control stream.
+pub fn hello(stream: &StreamId, token: &str, client: &str) -> pb::ClientMessage {
+    pb::ClientMessage {
+        body: Some(client_message::Body::Hello(pb::Hello {
+            stream_id: stream.as_bytes().to_vec().into(),
+            token: token.to_string(),
+            client: client.to_string(),
+        })),
+    }
+}
+
+/// Asks for segment `id`. `deadline_ms` is relative: the gateway answers
+/// `DEADLINE` rather than deliver later than that after receipt.
+pub fn request(
+    request_id: u64,
+    id: SegmentId,
+    priority: u32,
+    deadline_ms: u32,
+) -> pb::ClientMessage {
+    pb::ClientMessage {
+        body: Some(client_message::Body::Request(pb::Request {
+            request_id,
+            id: Some(id.to_pb()),
+            priority,
+            deadline_ms,
+        })),
+    }
+}
+
+pub fn cancel(request_id: u64) -> pb::ClientMessage {
+    pb::ClientMessage {
+        body: Some(client_message::Body::Cancel(pb::CancelRequest {
+            request_id,
+        })),
+    }
+}
+
+/// Encodes a client frame (length prefix + message).
+pub fn encode(msg: &pb::ClientMessage) -> Result<Bytes, FrameError> {
+    frame::encode(msg, &LIMITS)
+}
+
+/// Another gateway a Welcome named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayAddr {
+    /// `https://host:port/` WebTransport URL.
+    pub url: String,
+    /// SHA-256 digests of self-signed certificates to accept.
+    pub cert_hashes: Vec<[u8; 32]>,
+}
+
+/// A verified Welcome.
+#[derive(Debug, Clone)]
+pub struct Welcomed {
+    pub descriptor: VerifiedDescriptor,
+    pub key: StreamKey,
+    pub gateways: Vec<GatewayAddr>,
+    pub live_edge: Vec<VerifiedHeader>,
+}
+
+/// Checks the gateway's first frame: a Welcome whose descriptor is signed by
+/// the publisher of `stream` and whose live-edge headers verify.
+pub fn welcome(msg: pb::ServerMessage, stream: &StreamId) -> Result<Welcomed, SessionError> {
+    let welcome = match msg.body {
+        Some(server_message::Body::Welcome(w)) => w,
+        Some(server_message::Body::Error(e)) => return Err(refused(&e)),
+        _ => return Err(SessionError::Protocol("expected Welcome".into())),
+    };
+    let signed = welcome
+        .descriptor
+        .as_ref()
+        .ok_or_else(|| SessionError::Protocol("Welcome without a descriptor".into()))?;
+    let descriptor = SignedDescriptor::from_pb(signed)
+        .map_err(VerifyError::from)?
+        .verify_for(stream)?;
+    let key = descriptor.stream_key();
+    let live_edge = welcome
+        .live_edge
+        .iter()
+        .map(|h| verify_header(h, &key))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Malformed entries are skipped, not fatal: they only cost the viewer an
+    // extra gateway, and the entry gateway itself is fine.
+    let gateways = welcome
+        .gateways
+        .iter()
+        .filter_map(|g| {
+            let cert_hashes = g
+                .cert_hashes
+                .iter()
+                .map(|h| <[u8; 32]>::try_from(h.as_ref()).ok())
+                .collect::<Option<Vec<_>>>()?;
+            (g.url.starts_with("https://") && g.url.len() <= 2048).then(|| GatewayAddr {
+                url: g.url.clone(),
+                cert_hashes,
+            })
+        })
+        .take(MAX_GATEWAYS)
+        .collect();
+    Ok(Welcomed {
+        descriptor,
+        key,
+        gateways,
+        live_edge,
+    })
+}
+
+fn verify_header(
+    header: &pb::SegmentHeader,
+    key: &StreamKey,
+) -> Result<VerifiedHeader, VerifyError> {
+    SignedHeader::from_pb(header)?.verify(key)
+}
+
+fn refused(e: &pb::Error) -> SessionError {
+    SessionError::Refused {
+        code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::Unspecified),
+        message: e.message.clone(),
+    }
+}
+
+/// What the control stream says after Welcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// New segments at the live edge, headers verified.
+    Announced(Vec<VerifiedHeader>),
+    /// A request (or, with `request_id` 0, the session) failed.
+    Error {
+        code: pb::ErrorCode,
+        message: String,
+        request_id: u64,
+    },
+}
+
+/// Interprets a control frame after Welcome. An announced header that fails
+/// verification is an error: the gateway forwards only what it verified.
+pub fn server_event(
+    msg: pb::ServerMessage,
+    key: &StreamKey,
+) -> Result<Option<ServerEvent>, SessionError> {
+    Ok(match msg.body {
+        Some(server_message::Body::Announce(a)) => Some(ServerEvent::Announced(
+            a.headers
+                .iter()
+                .map(|h| verify_header(h, key))
+                .collect::<Result<_, _>>()?,
+        )),
+        Some(server_message::Body::Error(e)) => Some(ServerEvent::Error {
+            code: pb::ErrorCode::try_from(e.code).unwrap_or(pb::ErrorCode::Unspecified),
+            message: e.message,
+            request_id: e.request_id,
+        }),
+        Some(server_message::Body::Welcome(_)) => {
+            return Err(SessionError::Protocol("a second Welcome".into()));
+        }
+        None => None,
+    })
+}
+
+/// Cuts the control stream into server messages.
+#[derive(Debug)]
+pub struct ControlReader {
+    decoder: Decoder,
+}
+
+impl Default for ControlReader {
+    fn default() -> Self {
+        Self {
+            decoder: Decoder::new(LIMITS),
+        }
+    }
+}
+
+impl ControlReader {
+    /// Feeds bytes read from the control stream; drain [`next_message`](Self::next_message)
+    /// after each call.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.decoder.feed(data);
+    }
+
+    /// The next complete message, `None` when more bytes are needed.
+    pub fn next_message(&mut self) -> Result<Option<pb::ServerMessage>, SessionError> {
+        match self.decoder.next_item()? {
+            Some(Item::Frame(bytes)) => Ok(Some(frame::decode(bytes)?)),
+            Some(Item::Body { .. }) => Err(SessionError::Protocol(
+                "a body on the control stream".into(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Call when the stream ended: fails if it ended inside a frame.
+    pub fn finish(&self) -> Result<(), SessionError> {
+        Ok(self.decoder.finish()?)
+    }
+}
+
+/// A delivery that arrived complete and verified.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub request_id: u64,
+    pub header: VerifiedHeader,
+    pub body: Bytes,
+}
+
+/// Why a delivery stream failed, and for which request when that is known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("delivery of request {request_id:?}: {error}")]
+pub struct DeliveryError {
+    pub request_id: Option<u64>,
+    pub error: SessionError,
+}
+
+#[derive(Debug)]
+enum DeliveryState {
+    Header,
+    Body {
+        request_id: u64,
+        header: VerifiedHeader,
+        verifier: Box<BodyVerifier>,
+        body: BytesMut,
+    },
+    Done(Delivered),
+    /// Spent; the request id is kept to blame the failure on it.
+    Failed(Option<u64>),
+}
+
+/// Reads one delivery stream: a `Delivery` frame, then exactly the body its
+/// signed header declares, hashed as it arrives.
+///
+/// Feed it every chunk the stream yields, then call [`finish`](Self::finish)
+/// at the end of the stream. Memory is bounded by the verified header's
+/// length, itself bounded by [`LIMITS`].
+#[derive(Debug)]
+pub struct DeliveryReader {
+    key: StreamKey,
+    decoder: Decoder,
+    state: DeliveryState,
+}
+
+impl DeliveryReader {
+    pub fn new(key: StreamKey) -> Self {
+        Self {
+            key,
+            decoder: Decoder::new(LIMITS),
+            state: DeliveryState::Header,
+        }
+    }
+
+    /// The request this stream answers, once its first frame has arrived.
+    pub fn request_id(&self) -> Option<u64> {
+        match &self.state {
+            DeliveryState::Body { request_id, .. } => Some(*request_id),
+            DeliveryState::Done(d) => Some(d.request_id),
+            DeliveryState::Failed(id) => *id,
+            DeliveryState::Header => None,
+        }
+    }
+
+    /// Body bytes received so far (for progress and throughput).
+    pub fn received(&self) -> usize {
+        match &self.state {
+            DeliveryState::Body { body, .. } => body.len(),
+            DeliveryState::Done(d) => d.body.len(),
+            _ => 0,
+        }
+    }
+
+    /// True once the whole body has arrived and verified.
+    pub fn is_complete(&self) -> bool {
+        matches!(self.state, DeliveryState::Done(_))
+    }
+
+    /// Consumes bytes from the stream. After an error the reader is spent:
+    /// stop reading the stream.
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), DeliveryError> {
+        if let DeliveryState::Failed(request_id) = self.state {
+            return Err(DeliveryError {
+                request_id,
+                error: SessionError::Protocol("delivery stream read after an error".into()),
+            });
+        }
+        self.decoder.feed(data);
+        self.drain().map_err(|error| {
+            let request_id = self.request_id();
+            self.state = DeliveryState::Failed(request_id);
+            DeliveryError { request_id, error }
+        })
+    }
+
+    fn drain(&mut self) -> Result<(), SessionError> {
+        while let Some(item) = self.decoder.next_item()? {
+            // Failed until proven otherwise, keeping the request id to blame.
+            let state = std::mem::replace(&mut self.state, DeliveryState::Failed(None));
+            self.state = match (state, item) {
+                (DeliveryState::Header, Item::Frame(bytes)) => {
+                    let delivery: pb::Delivery = frame::decode(bytes)?;
+                    let request_id = delivery.request_id;
+                    self.state = DeliveryState::Failed(Some(request_id));
+                    let header = delivery.header.as_ref().ok_or_else(|| {
+                        SessionError::Protocol("Delivery without a header".into())
+                    })?;
+                    let header = verify_header(header, &self.key)?;
+                    let verifier = Box::new(header.body_verifier(LIMITS.max_segment)?);
+                    let length = header.info().length;
+                    if length == 0 {
+                        verifier.finish()?;
+                        DeliveryState::Done(Delivered {
+                            request_id,
+                            header,
+                            body: Bytes::new(),
+                        })
+                    } else {
+                        self.decoder.expect_body(length)?;
+                        DeliveryState::Body {
+                            request_id,
+                            header,
+                            verifier,
+                            // Bounded by LIMITS.max_segment, checked by body_verifier.
+                            body: BytesMut::with_capacity(length as usize),
+                        }
+                    }
+                }
+                (
+                    DeliveryState::Body {
+                        request_id,
+                        header,
+                        mut verifier,
+                        mut body,
+                    },
+                    Item::Body { chunk, last },
+                ) => {
+                    self.state = DeliveryState::Failed(Some(request_id));
+                    verifier.update(&chunk)?;
+                    body.extend_from_slice(&chunk);
+                    if last {
+                        verifier.finish()?;
+                        DeliveryState::Done(Delivered {
+                            request_id,
+                            header,
+                            body: body.freeze(),
+                        })
+                    } else {
+                        DeliveryState::Body {
+                            request_id,
+                            header,
+                            verifier,
+                            body,
+                        }
+                    }
+                }
+                (DeliveryState::Done(d), _) => {
+                    self.state = DeliveryState::Failed(Some(d.request_id));
+                    return Err(SessionError::Protocol(
+                        "bytes after the end of the delivery".into(),
+                    ));
+                }
+                (state, _) => {
+                    self.state = state;
+                    return Err(SessionError::Protocol(
+                        "unexpected item on a delivery stream".into(),
+                    ));
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Call when the stream has ended: the verified segment, or why not.
+    pub fn finish(self) -> Result<Delivered, DeliveryError> {
+        let request_id = self.request_id();
+        match self.state {
+            DeliveryState::Done(d) => Ok(d),
+            _ => Err(DeliveryError {
+                request_id,
+                error: match self.decoder.finish() {
+                    Err(e) => e.into(),
+                    Ok(()) => SessionError::Protocol("empty delivery stream".into()),
+                },
+            }),
+        }
+    }
+}

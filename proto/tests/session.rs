@@ -1,0 +1,239 @@
+//! The viewer side of the browser-session protocol: what a gateway may send,
+//! cut anywhere, and every lie it could tell.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::*;
+use meshcast_proto::frame;
+use meshcast_proto::pb::{self, server_message};
+use meshcast_proto::session::{
+    self, ControlReader, DeliveryReader, LIMITS, ServerEvent, SessionError,
+};
+use meshcast_proto::{BodyError, SignedHeader, StreamKey, VerifyError};
+use proptest::prelude::*;
+
+fn delivery_bytes(request_id: u64, header: &SignedHeader, body: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    let frame = frame::encode(
+        &pb::Delivery {
+            request_id,
+            header: Some(header.to_pb()),
+        },
+        &LIMITS,
+    )
+    .expect("encode");
+    out.extend_from_slice(&frame);
+    out.extend_from_slice(body);
+    out.to_vec()
+}
+
+fn read_all(
+    key: StreamKey,
+    bytes: &[u8],
+    cut: usize,
+) -> Result<session::Delivered, session::DeliveryError> {
+    let mut reader = DeliveryReader::new(key);
+    let (a, b) = bytes.split_at(cut.min(bytes.len()));
+    reader.feed(a)?;
+    reader.feed(b)?;
+    reader.finish()
+}
+
+proptest! {
+    #[test]
+    fn a_genuine_delivery_cut_anywhere_verifies(cut in 0usize..70_000) {
+        let k = key(1);
+        let s = stream(&k, "live");
+        let b = body(60_000, 3);
+        let bytes = delivery_bytes(9, &header(&k, &s, 4, &b), &b);
+        let got = read_all(s, &bytes, cut).expect("genuine");
+        prop_assert_eq!(got.request_id, 9);
+        prop_assert_eq!(got.header.id().sequence, 4);
+        prop_assert_eq!(&got.body[..], &b[..]);
+    }
+
+    #[test]
+    fn a_flipped_body_bit_is_a_forgery_blamed_on_its_request(at in 0usize..5000, bit in 0u8..8) {
+        let k = key(1);
+        let s = stream(&k, "live");
+        let b = body(5000, 3);
+        let mut bytes = delivery_bytes(7, &header(&k, &s, 1, &b), &b);
+        let len = bytes.len();
+        bytes[len - 5000 + at] ^= 1 << bit;
+        let err = read_all(s, &bytes, at).unwrap_err();
+        prop_assert_eq!(err.request_id, Some(7));
+        prop_assert!(err.error.is_forgery(), "{}", err);
+    }
+}
+
+#[test]
+fn a_header_signed_by_another_key_is_a_forgery() {
+    let k = key(1);
+    let s = stream(&k, "live");
+    let b = body(100, 0);
+    let bytes = delivery_bytes(3, &header(&key(2), &s, 1, &b), &b);
+    let err = read_all(s, &bytes, 0).unwrap_err();
+    assert_eq!(err.request_id, Some(3));
+    assert_eq!(
+        err.error,
+        SessionError::Verify(VerifyError::BadSignature {
+            what: "segment header"
+        })
+    );
+}
+
+#[test]
+fn short_and_long_bodies_are_rejected() {
+    let k = key(1);
+    let s = stream(&k, "live");
+    let b = body(1000, 0);
+    let h = header(&k, &s, 1, &b);
+    let short = delivery_bytes(1, &h, &b[..999]);
+    let err = read_all(s, &short, 10).unwrap_err();
+    assert_eq!(err.request_id, Some(1));
+    assert!(
+        matches!(
+            err.error,
+            SessionError::Frame(frame::FrameError::Truncated { .. })
+        ),
+        "{err}"
+    );
+
+    let mut long = delivery_bytes(1, &h, &b);
+    long.push(0);
+    let err = read_all(s, &long, 10).unwrap_err();
+    assert!(
+        matches!(
+            err.error,
+            SessionError::Protocol(_) | SessionError::Frame(_)
+        ),
+        "{err}"
+    );
+
+    let err = read_all(s, &[], 0).unwrap_err();
+    assert_eq!(err.request_id, None);
+}
+
+#[test]
+fn a_delivery_over_the_size_limit_is_refused_before_its_body() {
+    let k = key(1);
+    let s = stream(&k, "live");
+    let mut h = header(&k, &s, 1, &[]);
+    h.info.length = LIMITS.max_segment + 1;
+    let h = h.info.sign(&k);
+    let mut reader = DeliveryReader::new(s);
+    let frame = &delivery_bytes(5, &h, &[]);
+    let err = reader.feed(frame).unwrap_err();
+    assert_eq!(err.request_id, Some(5));
+    assert!(
+        matches!(err.error, SessionError::Body(BodyError::TooLarge { .. })),
+        "{err}"
+    );
+}
+
+fn welcome(
+    descriptor: pb::StreamDescriptor,
+    live_edge: Vec<pb::SegmentHeader>,
+) -> pb::ServerMessage {
+    pb::ServerMessage {
+        body: Some(server_message::Body::Welcome(pb::Welcome {
+            descriptor: Some(descriptor),
+            gateways: vec![
+                pb::Gateway {
+                    url: "https://other.example:4433/".into(),
+                    cert_hashes: vec![Bytes::from(vec![7u8; 32])],
+                },
+                pb::Gateway {
+                    url: "https://bad-hash.example/".into(),
+                    cert_hashes: vec![Bytes::from(vec![7u8; 31])],
+                },
+                pb::Gateway {
+                    url: "http://not-webtransport.example/".into(),
+                    cert_hashes: vec![],
+                },
+            ],
+            live_edge,
+        })),
+    }
+}
+
+#[test]
+fn welcome_is_verified_and_keeps_only_usable_gateways() {
+    let k = key(1);
+    let d = descriptor(&k, "live").sign(&k).expect("sign");
+    let s = d.stream_key();
+    let b = body(10, 0);
+    let edge = header(&k, &s, 12, &b).to_pb();
+    let got = session::welcome(welcome(d.signed().to_pb(), vec![edge.clone()]), &s.id)
+        .expect("genuine welcome");
+    assert_eq!(got.key, s);
+    assert_eq!(got.live_edge[0].id().sequence, 12);
+    assert_eq!(got.gateways.len(), 1);
+    assert_eq!(got.gateways[0].cert_hashes, vec![[7u8; 32]]);
+
+    // The descriptor of another stream, even genuinely signed, is refused.
+    let other = descriptor(&k, "other").sign(&k).expect("sign");
+    let err = session::welcome(welcome(other.signed().to_pb(), vec![]), &s.id).unwrap_err();
+    assert!(err.is_forgery(), "{err}");
+
+    // A live-edge header with a bad signature is refused.
+    let mut forged = edge;
+    forged.sequence += 1;
+    let err = session::welcome(welcome(d.signed().to_pb(), vec![forged]), &s.id).unwrap_err();
+    assert!(err.is_forgery(), "{err}");
+
+    // An Error instead of Welcome is a refusal with its code.
+    let refusal = pb::ServerMessage {
+        body: Some(server_message::Body::Error(pb::Error {
+            code: pb::ErrorCode::TokenRequired as i32,
+            message: "token".into(),
+            request_id: 0,
+        })),
+    };
+    assert!(matches!(
+        session::welcome(refusal, &s.id),
+        Err(SessionError::Refused {
+            code: pb::ErrorCode::TokenRequired,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn control_frames_are_cut_and_announcements_verified() {
+    let k = key(1);
+    let s = stream(&k, "live");
+    let b = body(10, 0);
+    let announce = pb::ServerMessage {
+        body: Some(server_message::Body::Announce(pb::Announce {
+            headers: vec![header(&k, &s, 3, &b).to_pb()],
+        })),
+    };
+    let bytes = frame::encode(&announce, &LIMITS).expect("encode");
+    let mut reader = ControlReader::default();
+    for byte in bytes.iter() {
+        reader.feed(&[*byte]);
+        if let Some(msg) = reader.next_message().expect("valid") {
+            match session::server_event(msg, &s).expect("genuine") {
+                Some(ServerEvent::Announced(h)) => assert_eq!(h[0].id().sequence, 3),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    reader.finish().expect("ended on a frame boundary");
+
+    let forged = pb::ServerMessage {
+        body: Some(server_message::Body::Announce(pb::Announce {
+            headers: vec![header(&key(2), &s, 3, &b).to_pb()],
+        })),
+    };
+    assert!(session::server_event(forged, &s).unwrap_err().is_forgery());
+
+    let mut reader = ControlReader::default();
+    reader.feed(&[0xff; 11]);
+    assert!(
+        reader.next_message().is_err(),
+        "a bad length prefix is refused"
+    );
+}

@@ -1,0 +1,462 @@
+//! `meshcast demo`: a complete local deployment for a browser, in one command.
+//!
+//! Every role runs as a real child process of this very program, on
+//! 127.0.0.1: `meshcast origin` (the committed test stream, looped live), a
+//! publisher, three edge nodes, and the relay the page enters through. With
+//! `--gateways 2` the first node also serves browsers and the relay's Welcome
+//! names it. An HTTP server in this process serves the page (`--web`) and
+//! `/config.json`, which tells the page where everything is.
+//!
+//! Standard output gets machine-readable lines once the relay holds the
+//! stream: `pid <role> <pid>` per child, `stream <id>`, `relay <well-known
+//! url>`, and last `demo <page url>`. Progress and the children's fate go to
+//! standard error; the children's logs go to files in the demo's temporary
+//! folder (or to the terminal with `--verbose`).
+//!
+//! Children are put in their own process group, so a Ctrl-C in the terminal
+//! reaches only the demo, which then stops them in order; and they get
+//! `PR_SET_PDEATHSIG(SIGKILL)`, so they never outlive a demo that was killed.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use meshcast_proto::StreamId;
+use meshcast_relay::Client;
+use meshcast_relay::wellknown::WellKnown;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use wtransport::tls::Sha256Digest;
+
+mod children;
+mod site;
+
+use children::Children;
+use site::{Site, serve};
+
+/// Flags of `meshcast demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Address of the web page (HTTP); port 0 picks a free one.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Folder with the built web page (index.html and what it loads), made by
+    /// `cargo xtask demo`.
+    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/web"))]
+    web: PathBuf,
+    /// HLS folder the origin loops as a live stream.
+    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/media/test-stream"))]
+    media: PathBuf,
+    /// Gateways browsers can use: 1 (the relay) or 2 (the relay, and the
+    /// first edge node, which the relay's Welcome names).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+    gateways: u8,
+    /// The entry relay corrupts every Nth segment body it serves, to watch
+    /// browsers catch it and fetch elsewhere (0: never).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    tamper_every: u32,
+    /// Show the children's logs and output on this terminal instead of log files.
+    #[arg(long)]
+    verbose: bool,
+}
+
+/// How long the whole deployment may take to come up.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a child may take to stop after SIGINT before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+/// Loopback QUIC on a free port, for the mesh.
+const QUIC_ANY: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
+/// The role whose end the demo survives: tests stop it on purpose.
+const RELAY: &str = "relay";
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let index = args.web.join("index.html");
+    if !index.is_file() {
+        bail!(
+            "the web page is not built: run `cargo xtask demo` (no {})",
+            index.display()
+        );
+    }
+    if !args.media.join("master.m3u8").is_file() {
+        bail!(
+            "{} is not an HLS folder: it has no master.m3u8",
+            args.media.display()
+        );
+    }
+    let web = args
+        .web
+        .canonicalize()
+        .with_context(|| format!("--web {}", args.web.display()))?;
+    let media = args
+        .media
+        .canonicalize()
+        .with_context(|| format!("--media {}", args.media.display()))?;
+    // Bound first: a busy port fails at once, before any child starts.
+    let listener = std::net::TcpListener::bind(args.listen).with_context(|| {
+        format!(
+            "cannot listen on {} for the web page (pass --listen 127.0.0.1:0 for any free port)",
+            args.listen
+        )
+    })?;
+    listener
+        .set_nonblocking(true)
+        .context("setting up the web page's socket")?;
+    let temp = tempfile::Builder::new()
+        .prefix("meshcast-demo-")
+        .tempdir()
+        .context("creating the demo's temporary folder")?;
+    let logs = temp.path().join("logs");
+    std::fs::create_dir(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    if !args.verbose {
+        eprintln!(
+            "demo: logs in {} (--verbose shows them here)",
+            logs.display()
+        );
+    }
+    let mut children = Children {
+        exe: std::env::current_exe().context("finding the meshcast binary")?,
+        logs,
+        verbose: args.verbose,
+        list: Vec::new(),
+        relay_gone: false,
+        step: "starting",
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    // Children are spawned from this (the main) thread, inside `block_on`:
+    // PR_SET_PDEATHSIG fires when the thread that forked a child ends, and this
+    // one lives as long as the demo.
+    let result = runtime.block_on(demo(
+        &args,
+        &web,
+        &media,
+        temp.path(),
+        listener,
+        &mut children,
+    ));
+    children.stop_all();
+    drop(runtime);
+    let removed = temp.close();
+    match (result, removed) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(e).context("removing the demo's temporary folder"),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
+/// What the start-up found out.
+struct Ready {
+    stream: StreamId,
+    origin: String,
+    well_known: String,
+}
+
+async fn demo(
+    args: &DemoArgs,
+    web: &Path,
+    media: &Path,
+    dir: &Path,
+    listener: std::net::TcpListener,
+    children: &mut Children,
+) -> anyhow::Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("catching SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("catching SIGTERM")?;
+    let listener =
+        tokio::net::TcpListener::from_std(listener).context("setting up the web page's socket")?;
+    let page_addr = listener.local_addr().context("the web page's address")?;
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    let started = tokio::select! {
+        started = tokio::time::timeout_at(deadline, start(args, media, dir, deadline, children)) => Some(started),
+        _ = interrupt.recv() => None,
+        _ = terminate.recv() => None,
+    };
+    let ready = match started {
+        Some(Ok(ready)) => ready?,
+        Some(Err(_)) => bail!(
+            "the demo did not come up within {}s (it was {})",
+            START_TIMEOUT.as_secs(),
+            children.step,
+        ),
+        None => {
+            eprintln!("demo: stopping");
+            return Ok(());
+        }
+    };
+
+    let config = serde_json::json!({
+        "wellKnown": ready.well_known,
+        "stream": ready.stream.to_string(),
+        "playlist": format!("{}/live/master.m3u8", ready.origin),
+        "token": "",
+        "gateways": args.gateways,
+        "tamperEvery": args.tamper_every,
+    });
+    let site = Arc::new(Site {
+        root: web.to_path_buf(),
+        config: serde_json::to_vec_pretty(&config).context("encoding config.json")?,
+    });
+    let app = axum::Router::new().fallback(serve).with_state(site);
+    let mut server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let page = format!("http://{}/", reachable(page_addr));
+    for child in &children.list {
+        println!("pid {} {}", child.role, child.process.id());
+    }
+    println!("stream {}", ready.stream);
+    println!("relay {}", ready.well_known);
+    println!("demo {page}");
+    eprintln!("demo: ready");
+    eprintln!("open {page} in Chromium or Chrome; Ctrl-C stops everything");
+
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            served = &mut server => {
+                let why = match served {
+                    Ok(Ok(())) => "it ended".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                bail!("the web page's HTTP server stopped: {why}");
+            }
+            _ = tick.tick() => children.check(true)?,
+        }
+    }
+    eprintln!("demo: stopping");
+    server.abort();
+    Ok(())
+}
+
+/// Starts every child in order and waits until the relay holds the stream.
+async fn start(
+    args: &DemoArgs,
+    media: &Path,
+    dir: &Path,
+    deadline: tokio::time::Instant,
+    children: &mut Children,
+) -> anyhow::Result<Ready> {
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+
+    children.step("starting the origin");
+    let origin = children.spawn(
+        "origin",
+        &[
+            "origin",
+            "--dir",
+            &media.to_string_lossy(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    )?;
+    let origin_url = children.line(origin, "origin").await?;
+    let playlist = format!("{origin_url}/live/master.m3u8");
+
+    children.step("starting the publisher");
+    let key = dir.join("publisher.key");
+    crate::keygen::write_new_key(&key, false)?;
+    let publisher = children.spawn(
+        "publisher",
+        &[
+            "publish",
+            "--origin",
+            &playlist,
+            "--key",
+            &key.to_string_lossy(),
+            "--name",
+            "demo",
+            "--data-dir",
+            &path("publisher"),
+            "--listen",
+            QUIC_ANY,
+        ],
+    )?;
+    let publisher_addr = children.line(publisher, "listening").await?;
+    let stream_text = children.line(publisher, "stream").await?;
+    let stream: StreamId = stream_text.parse().map_err(|e| {
+        anyhow::anyhow!("the publisher printed a bad stream id {stream_text:?}: {e}")
+    })?;
+
+    children.step("starting 3 nodes");
+    let mut nodes = Vec::new();
+    for n in 1..=3 {
+        let data = path(&format!("node{n}"));
+        let mut node_args = vec![
+            "node",
+            "--data-dir",
+            &data,
+            "--listen",
+            QUIC_ANY,
+            "--bootstrap",
+            &publisher_addr,
+            "--follow",
+            &stream_text,
+        ];
+        if n == 1 && args.gateways == 2 {
+            node_args.extend([
+                "--browser-listen",
+                "127.0.0.1:0",
+                "--web-listen",
+                "127.0.0.1:0",
+            ]);
+        }
+        nodes.push(children.spawn(&format!("node{n}"), &node_args)?);
+    }
+    let mut node_addrs = Vec::new();
+    for &node in &nodes {
+        node_addrs.push(children.line(node, "listening").await?);
+    }
+    let peer_gateway = if args.gateways == 2 {
+        let url = children.line(nodes[0], "gateway").await?;
+        let hash = children.line(nodes[0], "cert-hash").await?;
+        Some(format!("{url}={hash}"))
+    } else {
+        None
+    };
+
+    children.step("starting the relay");
+    // The relay's QUIC port is chosen here, so that it can be given as its
+    // confirmed external address too (a relay server needs one).
+    let port = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|socket| socket.local_addr())
+        .context("finding a free UDP port for the relay")?
+        .port();
+    let relay_quic = format!("/ip4/127.0.0.1/udp/{port}/quic-v1");
+    let relay_data = path("relay");
+    let tamper = args.tamper_every.to_string();
+    let mut relay_args = vec![
+        "relay",
+        "--data-dir",
+        &relay_data,
+        "--listen",
+        &relay_quic,
+        "--external",
+        &relay_quic,
+        "--browser-listen",
+        "127.0.0.1:0",
+        "--web-listen",
+        "127.0.0.1:0",
+        "--follow",
+        &stream_text,
+        "--bootstrap",
+        &publisher_addr,
+    ];
+    for addr in &node_addrs {
+        relay_args.extend(["--bootstrap", addr.as_str()]);
+    }
+    if let Some(peer) = &peer_gateway {
+        relay_args.extend(["--peer-gateway", peer.as_str()]);
+    }
+    if args.tamper_every > 0 {
+        relay_args.extend(["--fault-corrupt-every", &tamper]);
+    }
+    let relay = children.spawn(RELAY, &relay_args)?;
+    let well_known = children.line(relay, "well-known").await?;
+
+    children.step("waiting for the relay to hold the stream");
+    wait_until_serving(&well_known, stream, deadline, children).await?;
+    Ok(Ready {
+        stream,
+        origin: origin_url,
+        well_known,
+    })
+}
+
+/// Polls until the relay's well-known answers and a session for `stream`
+/// opens with a non-empty live edge: then a browser arriving gets video at once.
+async fn wait_until_serving(
+    well_known: &str,
+    stream: StreamId,
+    deadline: tokio::time::Instant,
+    children: &mut Children,
+) -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("building an HTTP client")?;
+    let mut last = String::from("no attempt yet");
+    // Leaves time to say why before the overall start-up timeout.
+    let give_up = deadline - Duration::from_secs(1);
+    loop {
+        children.check(false)?;
+        let attempt = tokio::time::timeout_at(give_up, probe(&http, well_known, stream)).await;
+        match attempt {
+            Ok(Ok(true)) => return Ok(()),
+            Ok(Ok(false)) => last = "Welcome named no live edge yet".into(),
+            Ok(Err(e)) => last = format!("{e:#}"),
+            Err(_) => {}
+        }
+        if tokio::time::Instant::now() + Duration::from_millis(500) >= give_up {
+            bail!(
+                "the relay did not serve the stream in time (last attempt: {last}){}",
+                children.tail_of(RELAY)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One readiness check; `Ok(false)` while the relay holds nothing of the stream.
+async fn probe(http: &reqwest::Client, well_known: &str, stream: StreamId) -> anyhow::Result<bool> {
+    let response = http
+        .get(well_known)
+        .send()
+        .await
+        .with_context(|| format!("GET {well_known}"))?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "GET {well_known}: {}",
+        response.status()
+    );
+    let body = response
+        .bytes()
+        .await
+        .with_context(|| format!("GET {well_known}"))?;
+    let info: WellKnown =
+        serde_json::from_slice(&body).with_context(|| format!("the JSON of {well_known}"))?;
+    let hashes = info
+        .certificate_hashes
+        .iter()
+        .map(|h| parse_hash(h))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let client = Client::connect(
+        &info.webtransport,
+        &hashes,
+        stream,
+        "",
+        Duration::from_secs(10),
+    )
+    .await?;
+    let held = !client.live_edge().is_empty();
+    client.close();
+    Ok(held)
+}
+
+fn parse_hash(hex_text: &str) -> anyhow::Result<Sha256Digest> {
+    let bytes: [u8; 32] = hex::decode(hex_text)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| format!("{hex_text:?} is not a SHA-256 hash in hex"))?;
+    Ok(Sha256Digest::new(bytes))
+}
+
+/// The address to print for a listener: loopback when it listens on all interfaces.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}

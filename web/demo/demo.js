@@ -1,0 +1,550 @@
+// meshcast demo page: plays the demo's live stream with hls.js, its fragments
+// fetched over the mesh by the meshcast loader (or plain HTTP with
+// ?loader=http), and shows where the bytes came from.
+//
+// For the browser tests everything measured is on `window.demo`:
+//   state      'loading' | 'playing' | 'stalled' | 'error'
+//   mode       'mesh' | 'http'
+//   config     /config.json (plus query overrides: playlist, wellKnown, stream)
+//   hls, mesh  the player and the mesh (mesh is null with ?loader=http)
+//   totals()   { meshBytes, httpBytes, meshSegments, httpSegments, offload }
+//   segments   one entry per fragment delivered (the loader's `segment`
+//              events; with ?loader=http, hls.js FRAG_LOADED)
+//   fragLoads  hls.js FRAG_LOADED of media fragments, in both modes:
+//              { url, sn, level, bytes, ms (loading.end - loading.start), at }
+//   events     everything else, each { type, at, ...detail }: 'gateway'
+//              (change: 'connected'|'closed', url, reason), 'verify-failed'
+//              (url, reason, inflight), 'mesh-state', 'segment-failed',
+//              'first-frame', 'hls-error'
+//   stalls     { at, ms }: playback not advancing for over 250 ms after the
+//              first frame while not paused
+//   startedAt  performance.now() when the player setup (mesh + playlist) began
+//   ttffMs     first video frame (requestVideoFrameCallback) − startedAt
+
+import Hls from './hls.mjs';
+import { createMesh } from './meshcast.js';
+
+const params = new URLSearchParams(location.search);
+const mode = params.get('loader') === 'http' ? 'http' : 'mesh';
+
+const demo = {
+  state: 'loading',
+  mode,
+  config: null,
+  hls: null,
+  mesh: null,
+  segments: [],
+  fragLoads: [],
+  events: [],
+  stalls: [],
+  startedAt: null,
+  firstFrameAt: null,
+  ttffMs: null,
+  error: null,
+  totals,
+};
+window.demo = demo;
+
+const $ = (id) => document.getElementById(id);
+const video = $('video');
+
+// ---------------------------------------------------------------- formatting
+
+function fmtBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 / 1024).toFixed(2)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+/** Short byte counts for chart axes: 0, 512, 48K, 1.2M. */
+function fmtAxisBytes(n) {
+  if (n < 1024) return `${Math.round(n)}`;
+  if (n < 1024 * 1024) return `${Math.round(n / 1024)}K`;
+  return `${(n / 1024 / 1024).toFixed(1)}M`;
+}
+
+function fmtBps(bps) {
+  if (!Number.isFinite(bps) || bps <= 0) return '–';
+  if (bps < 1e6) return `${(bps / 1e3).toFixed(0)} kbit/s`;
+  return `${(bps / 1e6).toFixed(1)} Mbit/s`;
+}
+
+function fmtMs(ms) {
+  if (ms == null || !Number.isFinite(ms)) return '–';
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
+const median = (xs) => {
+  if (!xs.length) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+const shortUrl = (url) => {
+  try {
+    const u = new URL(url);
+    return `${u.host}${u.pathname === '/' ? '' : u.pathname}`;
+  } catch {
+    return String(url);
+  }
+};
+
+const since = () => (demo.startedAt == null ? 0 : (performance.now() - demo.startedAt) / 1000);
+
+// ---------------------------------------------------------------- state
+
+function setState(state) {
+  if (demo.state === state) return;
+  demo.state = state;
+  const pill = $('state');
+  pill.textContent = state;
+  pill.className = `pill state-${state}`;
+}
+
+function totals() {
+  const t = { meshBytes: 0, httpBytes: 0, meshSegments: 0, httpSegments: 0 };
+  for (const s of demo.segments) {
+    if (s.source === 'mesh') {
+      t.meshBytes += s.bytes;
+      t.meshSegments += 1;
+    } else {
+      t.httpBytes += s.bytes;
+      t.httpSegments += 1;
+    }
+  }
+  const all = t.meshBytes + t.httpBytes;
+  return { ...t, offload: all ? t.meshBytes / all : 0 };
+}
+
+// ---------------------------------------------------------------- log
+
+const LOG_MAX = 300;
+
+function log(kind, text, cls = '') {
+  const li = document.createElement('li');
+  li.className = cls;
+  li.innerHTML = '<span class="t"></span><span class="k"></span><span class="x"></span>';
+  li.children[0].textContent = `${since().toFixed(1)} s`;
+  li.children[1].textContent = kind;
+  li.children[2].textContent = text;
+  const ol = $('log');
+  ol.prepend(li);
+  while (ol.children.length > LOG_MAX) ol.lastChild.remove();
+}
+
+function event(type, detail = {}) {
+  const e = { ...detail, type, at: performance.now() };
+  demo.events.push(e);
+  return e;
+}
+
+// ---------------------------------------------------------------- segments
+
+// Bytes per source per 2 s bucket, for the chart.
+const BUCKET_MS = 2000;
+const buckets = []; // [{ mesh, http }]
+
+function book(seg) {
+  demo.segments.push(seg);
+  const i = Math.max(0, Math.floor((seg.at - demo.startedAt) / BUCKET_MS));
+  while (buckets.length <= i) buckets.push({ mesh: 0, http: 0 });
+  buckets[i][seg.source === 'mesh' ? 'mesh' : 'http'] += seg.bytes;
+  const what = seg.init ? 'init' : `#${seg.sequence ?? seg.sn ?? '?'}`;
+  const name = seg.url ? seg.url.split('/').pop() : '';
+  if (seg.source === 'mesh') {
+    const via = seg.gateway ? ` via ${shortUrl(seg.gateway)}` : '';
+    const retried = seg.attempts > 1 ? `, ${seg.attempts} attempts` : '';
+    log('mesh', `${what} ${name} ${fmtBytes(seg.bytes)} in ${fmtMs(seg.ms)}${via}${retried}`, 'mesh');
+  } else {
+    const detail = seg.why && seg.reason !== 'mesh unavailable' ? `: ${seg.why}` : '';
+    const why = seg.reason ? ` (${seg.reason}${detail})` : '';
+    log('http', `${what} ${name} ${fmtBytes(seg.bytes)} in ${fmtMs(seg.ms)}${why}`, 'http');
+  }
+  renderCounters();
+}
+
+// ---------------------------------------------------------------- rendering
+
+function renderCounters() {
+  const t = totals();
+  $('mesh-bytes').textContent = fmtBytes(t.meshBytes);
+  $('http-bytes').textContent = fmtBytes(t.httpBytes);
+  $('mesh-segs').textContent = `${t.meshSegments} segment${t.meshSegments === 1 ? '' : 's'}`;
+  $('http-segs').textContent = `${t.httpSegments} segment${t.httpSegments === 1 ? '' : 's'}`;
+  const any = t.meshBytes + t.httpBytes > 0;
+  $('offload').textContent = any ? `${(t.offload * 100).toFixed(1)} %` : '–';
+  $('offload-bar').style.width = `${(t.offload * 100).toFixed(1)}%`;
+  $('ttff').textContent = fmtMs(demo.ttffMs);
+  const worst = demo.stalls.reduce((m, s) => Math.max(m, s.ms), 0);
+  $('stalls').textContent = demo.stalls.length
+    ? `${demo.stalls.length} stall${demo.stalls.length === 1 ? '' : 's'}, longest ${fmtMs(worst)}`
+    : 'no stall';
+}
+
+/** Sizes a canvas' backing store to its CSS box; returns its 2D context. */
+function fitCanvas(canvas) {
+  const dpr = window.devicePixelRatio || 1;
+  const w = Math.max(1, Math.round(canvas.clientWidth * dpr));
+  const h = Math.max(1, Math.round(canvas.clientHeight * dpr));
+  if (canvas.width !== w || canvas.height !== h) {
+    canvas.width = w;
+    canvas.height = h;
+  }
+  const ctx = canvas.getContext('2d');
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, canvas.clientWidth, canvas.clientHeight);
+  return ctx;
+}
+
+const css = getComputedStyle(document.documentElement);
+const color = (name) => css.getPropertyValue(name).trim();
+
+/** Stacked bars of bytes per 2 s bucket (mesh below, HTTP above) and the
+ * cumulative offload as a line on a 0–100 % scale. */
+function drawChart() {
+  const canvas = $('chart');
+  const ctx = fitCanvas(canvas);
+  const W = canvas.clientWidth;
+  const H = canvas.clientHeight;
+  const padL = 40;
+  const padR = 36;
+  const padT = 8;
+  const padB = 18;
+  const plotW = W - padL - padR;
+  const plotH = H - padT - padB;
+  const n = Math.max(30, Math.min(90, buckets.length));
+  const first = Math.max(0, buckets.length - n);
+  const shown = buckets.slice(first);
+  const max = Math.max(1, ...shown.map((b) => b.mesh + b.http));
+
+  ctx.font = '11px ui-monospace, monospace';
+  ctx.fillStyle = color('--muted');
+  ctx.strokeStyle = '#232a34';
+  ctx.lineWidth = 1;
+  // Grid: 4 horizontal lines with byte labels on the left, % on the right.
+  for (let i = 0; i <= 4; i++) {
+    const y = padT + plotH - (plotH * i) / 4 + 0.5;
+    ctx.beginPath();
+    ctx.moveTo(padL, y);
+    ctx.lineTo(W - padR, y);
+    ctx.stroke();
+    ctx.textAlign = 'right';
+    ctx.fillText(fmtAxisBytes((max * i) / 4), padL - 6, y + 4);
+    ctx.textAlign = 'left';
+    ctx.fillText(`${25 * i}%`, W - padR + 6, y + 4);
+  }
+
+  const slot = plotW / n;
+  const barW = Math.max(1, slot - 2);
+  shown.forEach((b, i) => {
+    const x = padL + i * slot + 1;
+    const hm = (b.mesh / max) * plotH;
+    const hh = (b.http / max) * plotH;
+    ctx.fillStyle = color('--mesh');
+    ctx.fillRect(x, padT + plotH - hm, barW, hm);
+    ctx.fillStyle = color('--http');
+    ctx.fillRect(x, padT + plotH - hm - hh, barW, hh);
+  });
+
+  // Cumulative offload over all buckets up to each shown one.
+  let mesh = 0;
+  let all = 0;
+  for (let i = 0; i < first; i++) {
+    mesh += buckets[i].mesh;
+    all += buckets[i].mesh + buckets[i].http;
+  }
+  ctx.strokeStyle = color('--good');
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  let started = false;
+  shown.forEach((b, i) => {
+    mesh += b.mesh;
+    all += b.mesh + b.http;
+    if (!all) return;
+    const x = padL + i * slot + slot / 2;
+    const y = padT + plotH - (mesh / all) * plotH;
+    if (started) ctx.lineTo(x, y);
+    else ctx.moveTo(x, y);
+    started = true;
+  });
+  ctx.stroke();
+
+  // Time axis: seconds since start at a few ticks.
+  ctx.fillStyle = color('--muted');
+  ctx.textAlign = 'center';
+  for (let i = 0; i < n; i += Math.ceil(n / 6)) {
+    const x = padL + i * slot + slot / 2;
+    ctx.fillText(`${((first + i) * BUCKET_MS) / 1000}s`, x, H - 4);
+  }
+  if (!buckets.length) {
+    ctx.textAlign = 'center';
+    ctx.fillText('waiting for the first segment…', padL + plotW / 2, padT + plotH / 2);
+  }
+}
+
+/** Bars of the last 40 media segments' latency, coloured by source. */
+function drawLatency() {
+  const canvas = $('latency');
+  const ctx = fitCanvas(canvas);
+  const W = canvas.clientWidth;
+  const H = canvas.clientHeight;
+  const segs = demo.segments.filter((s) => !s.init).slice(-40);
+  const padL = 48;
+  const padB = 4;
+  const padT = 6;
+  const plotH = H - padT - padB;
+  const max = Math.max(50, ...segs.map((s) => s.ms));
+  ctx.font = '11px ui-monospace, monospace';
+  ctx.fillStyle = color('--muted');
+  ctx.textAlign = 'right';
+  ctx.fillText(fmtMs(max).replace(' ', ''), padL - 6, padT + 9);
+  ctx.fillText('0', padL - 6, H - padB);
+  const slot = (W - padL) / 40;
+  segs.forEach((s, i) => {
+    const h = Math.max(1, (s.ms / max) * plotH);
+    ctx.fillStyle = color(s.source === 'mesh' ? '--mesh' : '--http');
+    ctx.fillRect(padL + i * slot + 1, padT + plotH - h, Math.max(1, slot - 2), h);
+  });
+
+  const ms = (src) => segs.filter((s) => s.source === src).map((s) => s.ms);
+  const parts = [];
+  const mm = median(ms('mesh'));
+  const mh = median(ms('http'));
+  if (mm != null) parts.push(`median mesh ${fmtMs(mm)}`);
+  if (mh != null) parts.push(`median HTTP ${fmtMs(mh)}`);
+  if (segs.length) parts.push(`last ${fmtMs(segs[segs.length - 1].ms)}`);
+  $('latency-summary').textContent = parts.join(' · ');
+}
+
+function renderGateways() {
+  const body = $('gateways');
+  const rows = demo.mesh ? demo.mesh.gateways() : [];
+  body.replaceChildren();
+  if (!rows.length) {
+    const tr = body.insertRow();
+    const td = tr.insertCell();
+    td.colSpan = 5;
+    td.className = 'muted';
+    td.textContent = mode === 'http' ? 'mesh off (?loader=http)' : 'no gateway connected';
+  }
+  for (const g of rows) {
+    const tr = body.insertRow();
+    const cells = [
+      shortUrl(g.url),
+      g.banned ? 'banned' : g.connected ? 'connected' : 'down',
+      fmtBps(g.throughputBps),
+      String(g.inflight ?? 0),
+      String(g.failures ?? 0),
+    ];
+    cells.forEach((text, i) => {
+      const td = tr.insertCell();
+      td.textContent = text;
+      if (i === 0) td.title = g.url;
+      if (i === 1) td.className = g.banned ? 'banned' : g.connected ? 'up' : 'down';
+    });
+  }
+  const m = demo.mesh;
+  $('mesh-state').textContent = m
+    ? `mesh ${m.state}${m.reason ? `: ${m.reason}` : ''}`
+    : '';
+}
+
+function render() {
+  renderCounters();
+  renderGateways();
+  drawChart();
+  drawLatency();
+}
+
+// ---------------------------------------------------------------- playback watch
+
+// Samples the playhead every 100 ms: records stalls and the state pill.
+let lastTime = null;
+let stuckSince = null;
+function watchPlayback() {
+  const now = performance.now();
+  const t = video.currentTime;
+  if (demo.firstFrameAt == null) return;
+  const moving = lastTime == null || t > lastTime + 0.001;
+  if (moving || video.paused || video.ended) {
+    if (stuckSince != null) {
+      const ms = now - stuckSince;
+      if (ms > 250) {
+        demo.stalls.push({ at: stuckSince, ms: Math.round(ms), currentTime: t });
+        log('stall', `playback stalled for ${fmtMs(ms)}`, 'http');
+      }
+      stuckSince = null;
+    }
+    if (demo.state === 'stalled') setState('playing');
+  } else if (stuckSince == null) {
+    stuckSince = now;
+  } else if (now - stuckSince > 500 && demo.state === 'playing') {
+    setState('stalled');
+  }
+  lastTime = t;
+}
+
+function watchFirstFrame() {
+  const done = (at) => {
+    if (demo.firstFrameAt != null) return;
+    demo.firstFrameAt = at;
+    demo.ttffMs = Math.round(at - demo.startedAt);
+    event('first-frame', { ttffMs: demo.ttffMs });
+    log('play', `first frame after ${fmtMs(demo.ttffMs)}`, 'gw');
+    setState('playing');
+    renderCounters();
+  };
+  if ('requestVideoFrameCallback' in HTMLVideoElement.prototype) {
+    video.requestVideoFrameCallback((now, meta) => {
+      const at = Number.isFinite(meta?.presentationTime) && meta.presentationTime > 0
+        ? Math.min(now, meta.presentationTime)
+        : now;
+      done(at);
+    });
+  } else {
+    video.addEventListener('playing', () => done(performance.now()), { once: true });
+  }
+}
+
+// ---------------------------------------------------------------- setup
+
+async function loadConfig() {
+  const res = await fetch('config.json', { cache: 'no-store' });
+  if (!res.ok) throw new Error(`config.json: HTTP ${res.status}`);
+  const config = await res.json();
+  for (const key of ['playlist', 'wellKnown', 'stream', 'token']) {
+    if (params.has(key)) config[key] = params.get(key);
+  }
+  return config;
+}
+
+function wireMesh(mesh) {
+  mesh.addEventListener('segment', (e) => book({ ...e.detail }));
+  mesh.addEventListener('segment-failed', (e) => {
+    event('segment-failed', e.detail);
+    log('failed', `${e.detail.url} ${e.detail.reason}`, 'bad');
+  });
+  mesh.addEventListener('gateway', (e) => {
+    event('gateway', { ...e.detail, change: e.detail.type });
+    log(`gateway ${e.detail.type}`, `${e.detail.url}${e.detail.reason ? ` (${e.detail.reason})` : ''}`, 'gw');
+    renderGateways();
+  });
+  mesh.addEventListener('verify-failed', (e) => {
+    event('verify-failed', e.detail);
+    log('VERIFY FAILED', `${e.detail.url}: ${e.detail.reason ?? 'bad signature or hash'}`, 'bad');
+  });
+  mesh.addEventListener('state', (e) => {
+    event('mesh-state', e.detail);
+    log('mesh', `${e.detail.state}${e.detail.reason ? `: ${e.detail.reason}` : ''}`, 'gw');
+    renderGateways();
+  });
+}
+
+function wireHls(hls) {
+  hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => {
+    log('hls', `manifest: ${data.levels.map((l) => `${l.height}p`).join(', ')}`, 'gw');
+    video.play().catch((e) => log('hls', `autoplay refused: ${e.message}`, 'bad'));
+  });
+  hls.on(Hls.Events.LEVEL_SWITCHED, (_, data) => {
+    const level = hls.levels[data.level];
+    if (level) $('rendition').textContent = `${level.height}p · ${fmtBps(level.bitrate)}`;
+  });
+  hls.on(Hls.Events.FRAG_LOADED, (_, data) => {
+    const { frag } = data;
+    const stats = frag.stats;
+    const entry = {
+      url: frag.url,
+      sn: frag.sn,
+      level: frag.level,
+      bytes: stats.total || stats.loaded || data.payload?.byteLength || 0,
+      ms: Math.round(stats.loading.end - stats.loading.start),
+      firstByteMs: Math.round(stats.loading.first - stats.loading.start),
+      at: performance.now(),
+    };
+    demo.fragLoads.push(entry);
+    if (mode === 'http') {
+      book({ ...entry, source: 'http', sequence: frag.sn, init: false, reason: 'loader=http', gateway: null });
+    }
+  });
+  hls.on(Hls.Events.ERROR, (_, data) => {
+    event('hls-error', { details: data.details, fatal: data.fatal, type: data.type });
+    if (!data.fatal) {
+      if (data.details !== 'bufferStalledError') log('hls', `${data.details}`, '');
+      return;
+    }
+    log('hls', `fatal ${data.type}: ${data.details}`, 'bad');
+    if (data.type === Hls.ErrorTypes.NETWORK_ERROR) hls.startLoad();
+    else if (data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+    else {
+      demo.error = data.details;
+      setState('error');
+    }
+  });
+}
+
+async function main() {
+  $('mode').textContent = `loader: ${mode}`;
+  let config;
+  try {
+    config = demo.config = await loadConfig();
+  } catch (e) {
+    demo.error = e.message;
+    setState('error');
+    log('error', e.message, 'bad');
+    return;
+  }
+  $('stream').textContent = config.stream ? `${config.stream.slice(0, 12)}…` : '–';
+  $('stream').title = config.stream ?? '';
+  const setup = [];
+  if (config.gateways) setup.push(`${config.gateways} gateway${config.gateways === 1 ? '' : 's'}`);
+  if (config.tamperEvery) setup.push(`one tampers with 1 segment in ${config.tamperEvery}`);
+  $('demo-setup').textContent = setup.join(', ');
+
+  if (!Hls.isSupported()) {
+    demo.error = 'this browser has no Media Source Extensions';
+    setState('error');
+    log('error', demo.error, 'bad');
+    return;
+  }
+
+  watchFirstFrame();
+  // The clock for time to first frame starts here, in both modes: the mesh
+  // connects in the background while hls.js loads the playlists.
+  demo.startedAt = performance.now();
+  const hlsConfig = { lowLatencyMode: false, backBufferLength: 30 };
+  if (mode === 'mesh') {
+    const mesh = await createMesh({
+      Hls,
+      wellKnown: config.wellKnown,
+      stream: config.stream,
+      token: config.token ?? '',
+      media: video,
+    });
+    demo.mesh = mesh;
+    wireMesh(mesh);
+    if (mesh.state !== 'connecting') {
+      event('mesh-state', { state: mesh.state, reason: mesh.reason });
+      log('mesh', `${mesh.state}${mesh.reason ? `: ${mesh.reason}` : ''}`, 'gw');
+    }
+    hlsConfig.fLoader = mesh.fragmentLoader;
+  }
+  const hls = new Hls(hlsConfig);
+  demo.hls = hls;
+  wireHls(hls);
+  hls.loadSource(config.playlist);
+  hls.attachMedia(video);
+  log('hls', `loading ${config.playlist}`, 'gw');
+
+  setInterval(watchPlayback, 100);
+  setInterval(render, 1000);
+  render();
+}
+
+main().catch((e) => {
+  console.error(e);
+  demo.error = e.message;
+  setState('error');
+  log('error', e.message, 'bad');
+});

@@ -1,0 +1,180 @@
+#!/usr/bin/env node
+// Browser benchmark: the meshcast loader against plain hls.js HTTP loading,
+// on one `meshcast demo` run, in headless Chromium.
+//
+//   node web/e2e/bench.mjs --meshcast target/release/meshcast --web target/web --out target/bench
+//       [--rounds 5] [--play 10]
+//
+// One warm-up page per loader (discarded), then --rounds rounds, each opening
+// a fresh browser on ?loader=mesh and on ?loader=http, in alternating order.
+// Per page: time to first frame (window.demo.ttffMs: requestVideoFrameCallback
+// of the first frame − the start of the player setup) and, over --play seconds
+// of playback, the fetch latency of each media segment (request to data handed
+// to hls.js): with the mesh loader from its `segment` events (whichever source
+// delivered), with plain hls.js from FRAG_LOADED stats (loading.end −
+// loading.start).
+//
+// Prints a table of medians and p95 (nearest rank) with the mesh/http ratios,
+// then one line `bench-browser {json}`. The goal: TTFF mesh ≤ 1.1 × http.
+// <out> gets each page's console (bench-<loader>-<round>.log), what it
+// measured (.json) and the demo's output (bench.meshcast.log).
+// Exits 1 when a loader got no successful page at all.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  cli,
+  cleanupAll,
+  launchBrowser,
+  median,
+  openPage,
+  percentile,
+  sleep,
+  startDemo,
+  waitPlaying,
+} from './lib.mjs';
+
+const USAGE = 'usage: node bench.mjs --meshcast BIN --web DIR --out DIR [--rounds N] [--play SECONDS]';
+const opts = cli(USAGE, { rounds: { type: 'string', default: '5' }, play: { type: 'string', default: '10' } });
+const ROUNDS = Math.max(1, Number(opts.rounds) || 5);
+const PLAY_MS = Math.max(2, Number(opts.play) || 10) * 1000;
+const TTFF_GOAL = 1.1;
+
+/** One page with `loader`; returns { ttffMs, latencies, sources } or { error }. */
+async function run(demoUrl, loader, label) {
+  const browser = await launchBrowser();
+  try {
+    const url = new URL(demoUrl);
+    url.searchParams.set('loader', loader);
+    const page = await openPage(browser.context, url.href, path.join(opts.out, `bench-${label}.log`));
+    await waitPlaying(page, 30_000);
+    await sleep(PLAY_MS);
+    const result = await page.evaluate((mode) => {
+      const d = window.demo;
+      const media = mode === 'mesh' ? d.segments.filter((s) => !s.init) : d.fragLoads;
+      return {
+        ttffMs: d.ttffMs,
+        latencies: media.map((s) => s.ms),
+        sources: mode === 'mesh' ? media.map((s) => s.source) : media.map(() => 'http'),
+        totals: d.totals(),
+        stalls: d.stalls.length,
+        segments: d.segments,
+        fragLoads: d.fragLoads,
+        events: d.events,
+      };
+    }, loader);
+    // Everything the page saw, for a closer look; the summary needs less.
+    fs.writeFileSync(path.join(opts.out, `bench-${label}.json`), JSON.stringify(result, null, 1));
+    delete result.segments;
+    delete result.fragLoads;
+    delete result.events;
+    return result;
+  } catch (e) {
+    return { error: e.message };
+  } finally {
+    await browser.close();
+  }
+}
+
+const ms = (x) => (x == null ? '–' : `${Math.round(x)} ms`);
+const ratio = (a, b) => (a == null || b == null || !b ? null : a / b);
+const fmtRatio = (r) => (r == null ? '–' : r.toFixed(2));
+const stats = (xs) => ({ median: median(xs), p95: percentile(xs, 95), n: xs.length });
+
+let exitCode = 0;
+try {
+  const demo = await startDemo({
+    meshcast: opts.meshcast,
+    web: opts.web,
+    logFile: path.join(opts.out, 'bench.meshcast.log'),
+    timeoutMs: 90_000,
+  });
+
+  const results = { mesh: [], http: [] };
+  const errors = [];
+  for (const loader of ['mesh', 'http']) {
+    const r = await run(demo.url, loader, `warmup-${loader}`);
+    if (r.error) errors.push(`warm-up ${loader}: ${r.error}`);
+  }
+  for (let i = 0; i < ROUNDS; i++) {
+    const order = i % 2 === 0 ? ['mesh', 'http'] : ['http', 'mesh'];
+    for (const loader of order) {
+      const r = await run(demo.url, loader, `${loader}-${i + 1}`);
+      if (r.error) errors.push(`round ${i + 1} ${loader}: ${r.error}`);
+      else results[loader].push(r);
+      console.error(
+        `round ${i + 1} ${loader.padEnd(4)} ` +
+          (r.error ? `error: ${r.error}` : `ttff ${ms(r.ttffMs)}, ${r.latencies.length} segments, median ${ms(median(r.latencies))}`),
+      );
+    }
+  }
+  await demo.stop();
+
+  const summary = {};
+  for (const loader of ['mesh', 'http']) {
+    const rs = results[loader];
+    summary[loader] = {
+      runs: rs.length,
+      ttff: stats(rs.map((r) => r.ttffMs).filter((x) => x != null)),
+      segment: stats(rs.flatMap((r) => r.latencies)),
+      stalls: rs.reduce((n, r) => n + r.stalls, 0),
+    };
+  }
+  const meshSources = results.mesh.flatMap((r) => r.sources);
+  const meshTotals = results.mesh.reduce(
+    (t, r) => ({ meshBytes: t.meshBytes + r.totals.meshBytes, httpBytes: t.httpBytes + r.totals.httpBytes }),
+    { meshBytes: 0, httpBytes: 0 },
+  );
+  const all = meshTotals.meshBytes + meshTotals.httpBytes;
+  const m = summary.mesh;
+  const h = summary.http;
+  const json = {
+    rounds: ROUNDS,
+    playSeconds: PLAY_MS / 1000,
+    ttff: {
+      mesh: { median: m.ttff.median, p95: m.ttff.p95 },
+      http: { median: h.ttff.median, p95: h.ttff.p95 },
+      ratioMedian: ratio(m.ttff.median, h.ttff.median),
+      ratioP95: ratio(m.ttff.p95, h.ttff.p95),
+    },
+    segment: {
+      mesh: { median: m.segment.median, p95: m.segment.p95, n: m.segment.n },
+      http: { median: h.segment.median, p95: h.segment.p95, n: h.segment.n },
+      ratioMedian: ratio(m.segment.median, h.segment.median),
+      ratioP95: ratio(m.segment.p95, h.segment.p95),
+    },
+    meshLoader: {
+      segmentsFromMesh: meshSources.filter((s) => s === 'mesh').length,
+      segmentsOverHttp: meshSources.filter((s) => s !== 'mesh').length,
+      offload: all ? meshTotals.meshBytes / all : null,
+    },
+    stalls: { mesh: m.stalls, http: h.stalls },
+    errors,
+  };
+  json.ttffGoalMet = json.ttff.ratioMedian != null && json.ttff.ratioMedian <= TTFF_GOAL;
+
+  const row = (name, a, b, r) => `${name.padEnd(16)}${a.padStart(10)}${b.padStart(10)}${r.padStart(12)}`;
+  console.log(`browser bench: ${ROUNDS} rounds (one warm-up page per loader discarded), ${PLAY_MS / 1000} s of play per page`);
+  console.log(row('', 'mesh', 'http', 'mesh/http'));
+  console.log(row('ttff median', ms(m.ttff.median), ms(h.ttff.median), fmtRatio(json.ttff.ratioMedian)));
+  console.log(row('ttff p95', ms(m.ttff.p95), ms(h.ttff.p95), fmtRatio(json.ttff.ratioP95)));
+  console.log(row('segment median', ms(m.segment.median), ms(h.segment.median), fmtRatio(json.segment.ratioMedian)));
+  console.log(row('segment p95', ms(m.segment.p95), ms(h.segment.p95), fmtRatio(json.segment.ratioP95)));
+  console.log(
+    `mesh loader: ${json.meshLoader.segmentsFromMesh} segments from the mesh, ${json.meshLoader.segmentsOverHttp} over HTTP, ` +
+      `offload ${json.meshLoader.offload == null ? '–' : `${(json.meshLoader.offload * 100).toFixed(1)} %`}; ` +
+      `stalls: mesh ${m.stalls}, http ${h.stalls}`,
+  );
+  for (const e of errors) console.log(`error: ${e}`);
+  console.log(
+    `goal ttff mesh ≤ ${TTFF_GOAL} × http: ${json.ttffGoalMet ? 'met' : 'missed'} (${fmtRatio(json.ttff.ratioMedian)})`,
+  );
+  console.log(`bench-browser ${JSON.stringify(json)}`);
+  if (!m.runs || !h.runs) exitCode = 1;
+} catch (e) {
+  console.error(`bench failed: ${e.message}`);
+  exitCode = 1;
+} finally {
+  await cleanupAll();
+}
+process.exit(exitCode);

@@ -1,0 +1,822 @@
+/**
+ * meshcast.js: an hls.js fragment loader that fetches segments from the
+ * meshcast mesh over WebTransport, verifies them in the browser (the wasm
+ * client checks the publisher's Ed25519 signature and the BLAKE3 hash of every
+ * segment), and falls back to plain HTTP from the origin whenever the mesh
+ * cannot deliver in time. An ES module, no bundler needed.
+ *
+ * Usage:
+ *
+ *   import Hls from './hls.mjs';
+ *   import { createMesh } from './meshcast.js';
+ *
+ *   const video = document.querySelector('video');
+ *   const mesh = await createMesh({
+ *     Hls,                                   // the hls.js class
+ *     wellKnown: 'https://relay.example.org/.well-known/meshcast',
+ *     stream: '<64 hex digits: the stream id>',
+ *     token: '',                             // viewer token, for private streams
+ *     media: video,                          // the deadline is read from its buffer
+ *   });
+ *   mesh.addEventListener('segment', (e) => console.log(e.detail));
+ *   const hls = new Hls({ fLoader: mesh.fragmentLoader, lowLatencyMode: false });
+ *   hls.loadSource('https://origin.example.org/live/master.m3u8');
+ *   hls.attachMedia(video);
+ *   // later: hls.destroy(); mesh.close();
+ *
+ * createMesh(options) resolves at once (it does not wait for the network):
+ * the wasm client (`./pkg/meshcast_client.js` next to this file) is loaded and
+ * connected in the background, by default once the video has started, and
+ * fragments asked for before the connection is up go over HTTP (or wait for
+ * it, when the buffer leaves time). `await mesh.ready` to wait for the
+ * outcome (true when connected), or pass `awaitConnect: true`.
+ *
+ * Options (all but Hls optional; without wellKnown/stream everything is HTTP):
+ *   Hls             the hls.js class; its DefaultConfig.loader is the fallback
+ *   wellKnown       URL of a relay's /.well-known/meshcast
+ *   stream          stream id, 64 hex digits
+ *   token           viewer token ('' for public streams)
+ *   media           the HTMLMediaElement hls.js plays into (for the deadline)
+ *   minDeadlineMs   least time given to the mesh for one segment (1000)
+ *   maxDeadlineMs   most time given to the mesh for one segment (8000)
+ *   safetyMarginMs  kept in the buffer on top of the HTTP estimate (500)
+ *   connectTimeoutMs  for MeshClient.connect (5000)
+ *   awaitConnect    resolve createMesh only once connected or failed (false)
+ *   deferConnect    start the client once `media` plays or deferConnectMs
+ *                   (1000) have passed, whichever is first (true): the
+ *                   fragments before the first frame go over HTTP anyway
+ *                   while connecting, so the client's start-up work (wasm
+ *                   compile, handshakes) is kept off their path
+ *   HttpLoader      fallback loader class (Hls.DefaultConfig.loader)
+ *   clientModule    URL of the wasm-bindgen module (./pkg/meshcast_client.js)
+ *   MeshClient      a MeshClient class to use instead of loading the module
+ *
+ * The mesh object (an EventTarget):
+ *   mesh.fragmentLoader  class for `new Hls({ fLoader: mesh.fragmentLoader })`
+ *   mesh.client          the wasm MeshClient, null until connected
+ *   mesh.state           'connecting' | 'connected' | 'unavailable' | 'closed'
+ *   mesh.reason          why the state is not 'connected' (e.g. 'no WebTransport')
+ *   mesh.ready           Promise<boolean>, settles after the first connect attempt
+ *   mesh.descriptor      the signed stream descriptor, once connected
+ *   mesh.gateways()      as the client reports them: [{ url, connected,
+ *                        throughputBps, inflight, failures, … }], [] if none
+ *   mesh.totals()        { meshBytes, httpBytes, meshSegments, httpSegments, offload }
+ *   mesh.deadline(frag)  the deadline the loader would use now (see below)
+ *   mesh.close()         closes the client; later fragments go over HTTP
+ *
+ * Also exported: meshSupported() (WebTransport and WebAssembly present) and
+ * bufferAheadMs(media) (the aheadMs below).
+ *
+ * Events (CustomEvent, data in `event.detail`):
+ *   segment        { url, source: 'mesh'|'http', bytes, ms, gateway, reason,
+ *                    why, rendition, sequence, init, level, firstByteMs,
+ *                    attempts, deadlineMs, aheadMs, verifyFailed, at }
+ *                  ms: from hls.js' request to data handed over (loading.end
+ *                  − loading.start); reason: why HTTP was used, null for mesh:
+ *                  'connecting', 'mesh unavailable', 'mesh closed',
+ *                  'rendition not in descriptor', 'no gateway connected',
+ *                  'mesh failing' (cooling down after failures in a row),
+ *                  'deadline', or the client's error code ('verify',
+ *                  'mismatch', 'not-found', 'closed', 'no-gateway',
+ *                  'deadline'); why: the details; verifyFailed: verification
+ *                  failures reported while this segment was in flight; at:
+ *                  performance.now() at delivery
+ *   segment-failed { url, reason }       the HTTP fallback failed too
+ *   gateway        { type: 'connected'|'closed', url, reason }
+ *   verify-failed  { url, reason, inflight: [fragment urls] }
+ *   state          { state, reason }
+ *   totals         same as mesh.totals()
+ *
+ * Which segments go over the mesh: every media fragment and init segment of a
+ * rendition named in the stream descriptor (matched by playlist path), while
+ * the client is connected and has a connected gateway. HTTP is used instead
+ * when WebTransport is missing, the wasm client failed to load or connect, the
+ * fragment's playlist is not a descriptor rendition, the client rejects (for
+ * any reason but our own abort: verification failed on every gateway,
+ * mismatch, not-found, closed, no-gateway, deadline), or the deadline passes.
+ * After two mesh failures in a row the mesh is set aside for a cool-down (4 s,
+ * doubling while failures go on, at most 30 s; a gateway connecting ends it),
+ * so a gateway gone silent does not cost every fragment its deadline.
+ *
+ * The deadline. The mesh gets as long as HTTP can still be afforded after it:
+ *
+ *   aheadMs   = media buffered contiguously ahead of media.currentTime
+ *   bytes     = rendition bandwidth (bit/s) × frag.duration / 8   (init: 4 KiB)
+ *   httpMs    = httpTtfbMs + bytes × 8000 / httpBps    (HTTP estimate; both are
+ *               moving averages of this page's HTTP fallbacks, defaults 300 ms
+ *               and 4 Mbit/s)
+ *   deadline  = clamp(aheadMs − safetyMarginMs − httpMs, minDeadlineMs, maxDeadlineMs)
+ *
+ * The fragment being loaded is appended where the buffer ends, so the player
+ * stalls `aheadMs` from now unless it has arrived. If the mesh gives up at the
+ * deadline, HTTP (httpMs, which grows with the fragment's duration through its
+ * size) still lands `safetyMarginMs` before the buffer runs dry. With an empty
+ * buffer (start-up, seek, after a stall) nothing can be spared and the mesh
+ * gets minDeadlineMs only. Such an urgent fragment (slack at or under the
+ * minimum) goes straight to HTTP while the client is still connecting, so the
+ * mesh never delays start-up; a fragment with slack waits for the connection
+ * within its deadline (the wait counts against it). The cap keeps a stuck
+ * request from holding up hls.js, which loads one fragment at a time.
+ *
+ * Stats: the loader fills hls.js' LoaderStats as its own loaders do:
+ * loading.start when hls.js asked (so time spent on a failed mesh attempt
+ * counts against the fallback, as the player saw it), loading.first at the
+ * first byte of the delivery that succeeded, loading.end when the verified
+ * data is handed over, loaded/total in bytes, bwEstimate, retry and aborted.
+ * chunkCount is left alone: hls.js' stream controller counts chunks in it.
+ */
+
+const DEFAULTS = {
+  minDeadlineMs: 1000,
+  maxDeadlineMs: 8000,
+  safetyMarginMs: 500,
+  connectTimeoutMs: 5000,
+  awaitConnect: false,
+  deferConnect: true,
+  deferConnectMs: 1000,
+};
+
+// Until this page has done an HTTP fallback, assume a modest connection.
+const DEFAULT_HTTP_TTFB_MS = 300;
+const DEFAULT_HTTP_BPS = 4e6;
+// Weight of the newest sample in the HTTP moving averages.
+const EWMA_ALPHA = 0.3;
+// Assumed bit rate of a rendition whose bandwidth is unknown, and init size.
+const DEFAULT_RENDITION_BPS = 2e6;
+const INIT_SEGMENT_BYTES = 4096;
+// The client enforces the deadline; this timer is a backstop for a client
+// that does not answer at all.
+const DEADLINE_GRACE_MS = 250;
+// Least time left for the fetch itself after waiting for the connection.
+const MIN_FETCH_MS = 200;
+// Gaps in media.buffered smaller than this are played through (as hls.js'
+// maxBufferHole).
+const MAX_BUFFER_HOLE_S = 0.5;
+// After this many mesh failures in a row, HTTP only for a while (doubling up
+// to the max while failures go on); a new gateway connection ends it.
+const FAIL_STREAK = 2;
+const COOL_DOWN_MIN_MS = 4000;
+const COOL_DOWN_MAX_MS = 30000;
+// Reconnection after a failed first connect (the client reconnects by itself
+// once it has connected).
+const RETRY_MIN_MS = 2000;
+const RETRY_MAX_MS = 30000;
+
+/**
+ * Creates the mesh and starts connecting (in the background unless
+ * `awaitConnect`). See the top of this file.
+ */
+export async function createMesh(options) {
+  const mesh = new Mesh(options);
+  const start = () => mesh._start().catch((e) => mesh._unavailable(`mesh failed: ${errorText(e)}`));
+  const media = mesh.media;
+  const o = mesh.options;
+  if (!mesh._canStart()) {
+    // No relay or no WebTransport: HTTP only, known at once.
+  } else if (o.deferConnect && !o.awaitConnect && media && media.paused !== false && typeof media.addEventListener === 'function') {
+    // Keep the client's start-up work (wasm compile, handshakes) off the
+    // path to the first frame: the fragments needed for it go over HTTP
+    // anyway while connecting.
+    let timer = null;
+    const go = () => {
+      clearTimeout(timer);
+      media.removeEventListener('playing', go);
+      if (!mesh._closed) start();
+    };
+    media.addEventListener('playing', go);
+    timer = setTimeout(go, o.deferConnectMs);
+  } else {
+    start();
+  }
+  if (o.awaitConnect) await mesh.ready;
+  return mesh;
+}
+
+/** True when this browser can use the mesh at all. */
+export function meshSupported() {
+  return typeof WebTransport !== 'undefined' && typeof WebAssembly !== 'undefined';
+}
+
+class Mesh extends EventTarget {
+  constructor(options = {}) {
+    super();
+    if (!options.Hls && !options.HttpLoader) {
+      throw new TypeError('createMesh: pass the hls.js class as { Hls }');
+    }
+    this.options = { ...DEFAULTS, ...options };
+    this.HttpLoader = options.HttpLoader ?? options.Hls.DefaultConfig.loader;
+    this.media = options.media ?? null;
+    this.client = null;
+    this.descriptor = null;
+    this.state = 'connecting';
+    this.reason = null;
+    // pathname of a rendition's playlist → rendition id
+    this._renditions = new Map();
+    this._bandwidth = new Map(); // rendition id → bit/s
+    this._inflight = new Set(); // loaders with a mesh request out
+    this._totals = { meshBytes: 0, httpBytes: 0, meshSegments: 0, httpSegments: 0 };
+    this._http = { ttfbMs: DEFAULT_HTTP_TTFB_MS, bps: DEFAULT_HTTP_BPS, ttfbSamples: 0, bpsSamples: 0 };
+    this._retryTimer = null;
+    this._retryMs = RETRY_MIN_MS;
+    this._failStreak = 0; // mesh failures in a row
+    this._coolUntil = 0; // performance.now() until which the mesh is skipped
+    this._coolMs = COOL_DOWN_MIN_MS;
+    this._closed = false;
+    this.ready = new Promise((resolve) => (this._resolveReady = resolve));
+    this.fragmentLoader = makeLoaderClass(this);
+  }
+
+  /** { meshBytes, httpBytes, meshSegments, httpSegments, offload (0..1) } */
+  totals() {
+    const t = this._totals;
+    const all = t.meshBytes + t.httpBytes;
+    return { ...t, offload: all ? t.meshBytes / all : 0 };
+  }
+
+  /** The client's gateways, [] when not connected. */
+  gateways() {
+    try {
+      return this.client ? Array.from(this.client.gateways() ?? []) : [];
+    } catch {
+      return [];
+    }
+  }
+
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    clearTimeout(this._retryTimer);
+    const client = this.client;
+    this.client = null;
+    try {
+      client?.close();
+    } catch {
+      /* already closed */
+    }
+    this._setState('closed', 'closed by the page');
+    this._resolveReady(false);
+  }
+
+  /**
+   * The deadline for fragment `frag` now:
+   * { deadlineMs, aheadMs, httpMs, urgent, priority } (see the top comment).
+   */
+  deadline(frag, renditionId) {
+    const o = this.options;
+    const aheadMs = bufferAheadMs(this.media);
+    const init = frag?.sn === 'initSegment';
+    const bps = this._bandwidth.get(renditionId) || frag?.bitrate || DEFAULT_RENDITION_BPS;
+    const duration = Number.isFinite(frag?.duration) ? frag.duration : 0;
+    const bytes = init ? INIT_SEGMENT_BYTES : (bps * duration) / 8;
+    const httpMs = this._http.ttfbMs + (bytes * 8000) / this._http.bps;
+    const slack = aheadMs - o.safetyMarginMs - httpMs;
+    const deadlineMs = Math.round(Math.min(o.maxDeadlineMs, Math.max(o.minDeadlineMs, slack)));
+    const urgent = slack <= o.minDeadlineMs;
+    // 0 = most urgent for the gateway; then by seconds of buffer left.
+    const priority = urgent ? 0 : Math.min(1000, 1 + Math.floor(aheadMs / 1000));
+    return { deadlineMs, aheadMs: Math.round(aheadMs), httpMs: Math.round(httpMs), urgent, priority };
+  }
+
+  /** Rendition id of the playlist at `playlistUrl`, or undefined. */
+  renditionFor(playlistUrl) {
+    const path = pathnameOf(playlistUrl);
+    return path === null ? undefined : this._renditions.get(path);
+  }
+
+  /** A mesh request succeeded. */
+  _meshOk() {
+    this._failStreak = 0;
+    this._coolMs = COOL_DOWN_MIN_MS;
+  }
+
+  /**
+   * A mesh request failed (not by our abort). A few in a row (a gateway gone
+   * silent, say) put the mesh aside for a cool-down, so the following
+   * fragments do not each wait for their deadline; then one fragment tries
+   * the mesh again.
+   */
+  _meshFailed() {
+    this._failStreak += 1;
+    if (this._failStreak >= FAIL_STREAK) {
+      this._coolUntil = performance.now() + this._coolMs;
+      this._coolMs = Math.min(COOL_DOWN_MAX_MS, this._coolMs * 2);
+      this._failStreak = FAIL_STREAK - 1; // the probe after the cool-down decides
+    }
+  }
+
+  _coolingDown() {
+    return performance.now() < this._coolUntil;
+  }
+
+  /** True when a mesh request can be sent right now. */
+  usable() {
+    if (this.state !== 'connected' || !this.client) return false;
+    const gateways = this.gateways();
+    // An empty list means the client does not report them: let it decide.
+    return gateways.length === 0 || gateways.some((g) => g.connected);
+  }
+
+  /**
+   * While the first connection is under way: resolves true once connected,
+   * false if it fails or after `ms`.
+   */
+  _whenConnected(ms) {
+    if (this.state !== 'connecting') return Promise.resolve(this.state === 'connected');
+    return new Promise((resolve) => {
+      const done = (ok) => {
+        clearTimeout(timer);
+        this.removeEventListener('state', onState);
+        resolve(ok);
+      };
+      const onState = () => {
+        if (this.state !== 'connecting') done(this.state === 'connected');
+      };
+      const timer = setTimeout(() => done(false), Math.max(0, ms));
+      this.addEventListener('state', onState);
+    });
+  }
+
+  /** False (and unavailable) when the mesh cannot be used at all here. */
+  _canStart() {
+    const o = this.options;
+    if (!o.wellKnown || !o.stream) this._unavailable('no relay configured');
+    else if (typeof WebTransport === 'undefined' && !o.MeshClient) this._unavailable('no WebTransport in this browser');
+    else return true;
+    return false;
+  }
+
+  async _start() {
+    const o = this.options;
+    let MeshClient = o.MeshClient;
+    if (!MeshClient) {
+      try {
+        const url = o.clientModule ?? new URL('./pkg/meshcast_client.js', import.meta.url).href;
+        const mod = await import(url);
+        await mod.default();
+        MeshClient = mod.MeshClient;
+      } catch (e) {
+        return this._unavailable(`wasm client failed to load: ${errorText(e)}`);
+      }
+    }
+    this._MeshClient = MeshClient;
+    await this._connect();
+  }
+
+  async _connect() {
+    const o = this.options;
+    let client;
+    try {
+      client = await this._MeshClient.connect({
+        wellKnown: o.wellKnown,
+        stream: o.stream,
+        token: o.token ?? '',
+        timeoutMs: o.connectTimeoutMs,
+      });
+    } catch (e) {
+      if (this._closed) return;
+      this._unavailable(`connect failed: ${errorText(e)}`);
+      // No relay answered: try again later, backing off.
+      this._retryTimer = setTimeout(() => this._connect(), this._retryMs);
+      this._retryMs = Math.min(RETRY_MAX_MS, this._retryMs * 2);
+      return;
+    }
+    if (this._closed) {
+      client.close();
+      return;
+    }
+    this.client = client;
+    this._retryMs = RETRY_MIN_MS;
+    try {
+      this._learnDescriptor(client.descriptor());
+    } catch (e) {
+      console.warn('meshcast: unreadable descriptor', e);
+    }
+    client.onEvent((ev) => this._onClientEvent(ev));
+    this._setState('connected', null);
+    this._resolveReady(true);
+  }
+
+  _learnDescriptor(descriptor) {
+    this.descriptor = descriptor;
+    this._renditions.clear();
+    this._bandwidth.clear();
+    for (const r of descriptor?.renditions ?? []) {
+      const url = r.playlistUrl ?? resolveUrl(r.uri, descriptor.originUrl);
+      const path = pathnameOf(url);
+      if (path !== null) this._renditions.set(path, r.id);
+      if (r.bandwidth) this._bandwidth.set(r.id, Number(r.bandwidth));
+    }
+  }
+
+  _onClientEvent(ev) {
+    if (!ev || this._closed) return;
+    if (ev.type === 'verify-failed') {
+      const inflight = [];
+      for (const loader of this._inflight) {
+        loader._verifyFailed++;
+        inflight.push(loader.context?.url);
+      }
+      this._emit('verify-failed', { url: ev.url, reason: ev.reason ?? null, inflight });
+    } else if (ev.type === 'gateway-connected' || ev.type === 'gateway-closed') {
+      const type = ev.type === 'gateway-connected' ? 'connected' : 'closed';
+      if (type === 'connected') {
+        // A fresh gateway: give the mesh its chance again.
+        this._coolUntil = 0;
+        this._meshOk();
+      }
+      this._emit('gateway', { type, url: ev.url, reason: ev.reason ?? null });
+    }
+  }
+
+  _unavailable(reason) {
+    this._setState('unavailable', reason);
+    this._resolveReady(false);
+  }
+
+  _setState(state, reason) {
+    this.state = state;
+    this.reason = reason;
+    this._emit('state', { state, reason });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  /** Books a delivered segment and reports it. */
+  _delivered(detail) {
+    const t = this._totals;
+    if (detail.source === 'mesh') {
+      t.meshBytes += detail.bytes;
+      t.meshSegments += 1;
+    } else {
+      t.httpBytes += detail.bytes;
+      t.httpSegments += 1;
+    }
+    this._emit('segment', detail);
+    this._emit('totals', this.totals());
+  }
+
+  /** Feeds the HTTP estimate with one successful HTTP load. */
+  _sampleHttp(stats) {
+    const { start, first, end } = stats.loading;
+    if (!(first >= start && end >= first) || !stats.loaded) return;
+    const h = this._http;
+    const ttfb = first - start;
+    // The first sample replaces the default, later ones are averaged in.
+    h.ttfbMs = h.ttfbSamples ? EWMA_ALPHA * ttfb + (1 - EWMA_ALPHA) * h.ttfbMs : ttfb;
+    h.ttfbSamples += 1;
+    // Only transfers of some size say something about throughput; a transfer
+    // too short to time is bounded.
+    if (stats.loaded < 16384) return;
+    const bps = Math.min(1e9, (stats.loaded * 8000) / Math.max(end - first, 1));
+    h.bps = h.bpsSamples ? EWMA_ALPHA * bps + (1 - EWMA_ALPHA) * h.bps : bps;
+    h.bpsSamples += 1;
+  }
+}
+
+/**
+ * The fragment loader class bound to `mesh`: one instance per fragment load,
+ * used once, as hls.js' own loaders.
+ */
+function makeLoaderClass(mesh) {
+  return class MeshFragmentLoader {
+    constructor(hlsConfig) {
+      this.hlsConfig = hlsConfig;
+      this.context = null;
+      this.config = null;
+      this.callbacks = null;
+      this.stats = newStats();
+      this._phase = 'idle'; // idle → mesh → (http) → done
+      this._http = null; // the fallback loader
+      this._abort = null; // AbortController of the mesh request
+      this._timer = null;
+      this._verifyFailed = 0;
+      this._plan = null;
+    }
+
+    load(context, config, callbacks) {
+      if (this.stats.loading.start) throw new Error('Loader can only be used once.');
+      this.stats.loading.start = performance.now();
+      this.context = context;
+      this.config = config;
+      this.callbacks = callbacks;
+      this._run().catch((e) => {
+        // A bug here must not leave hls.js waiting: fall back.
+        console.error('meshcast loader', e);
+        if (this._phase !== 'done' && this._phase !== 'http') this._startHttp('error', errorText(e));
+      });
+    }
+
+    abort() {
+      const wasLoading = this._phase !== 'done' && this._phase !== 'idle';
+      this._stop();
+      if (wasLoading) this.stats.aborted = true;
+      this.callbacks?.onAbort?.(this.stats, this.context, this._http ? this._networkDetails() : null);
+    }
+
+    destroy() {
+      this.callbacks = null;
+      this._stop();
+      this.context = this.config = null;
+    }
+
+    getCacheAge() {
+      return this._http?.getCacheAge?.() ?? null;
+    }
+
+    getResponseHeader(name) {
+      return this._http?.getResponseHeader?.(name) ?? null;
+    }
+
+    _networkDetails() {
+      return this._http?.loader ?? null;
+    }
+
+    /** Cancels whatever is in flight, without callbacks. */
+    _stop() {
+      this._phase = 'done';
+      clearTimeout(this._timer);
+      mesh._inflight.delete(this);
+      this._abort?.abort();
+      this._abort = null;
+      this._http?.destroy();
+    }
+
+    async _run() {
+      const { context } = this;
+      const frag = context.frag;
+      if (!frag) return this._startHttp('not a fragment');
+      if (context.part) return this._startHttp('partial segment');
+      if (context.rangeEnd) return this._startHttp('byte range');
+      if (mesh.state === 'closed') return this._startHttp('mesh closed');
+
+      this._plan = mesh.deadline(frag, mesh.renditionFor(frag.baseurl));
+      let budgetMs = Infinity; // what is left of the deadline after waiting
+      if (mesh.state === 'unavailable') return this._startHttp('mesh unavailable');
+      if (mesh.state === 'connecting') {
+        // First connection under way: an urgent fragment goes over HTTP at
+        // once, so the mesh never delays start-up; one with slack waits for
+        // the connection within its deadline, keeping a little for the fetch.
+        if (this._plan.urgent) return this._startHttp('connecting');
+        this._phase = 'mesh';
+        const waitStart = performance.now();
+        const ok = await mesh._whenConnected(this._plan.deadlineMs - MIN_FETCH_MS);
+        if (this._phase !== 'mesh') return; // aborted meanwhile
+        if (!ok) return this._startHttp(mesh.state === 'connecting' ? 'connecting' : 'mesh unavailable');
+        budgetMs = Math.max(MIN_FETCH_MS, this._plan.deadlineMs - (performance.now() - waitStart));
+      }
+      const rendition = mesh.renditionFor(frag.baseurl);
+      if (rendition === undefined) return this._startHttp('rendition not in descriptor');
+      if (!mesh.usable()) return this._startHttp('no gateway connected');
+      if (mesh._coolingDown()) return this._startHttp('mesh failing');
+      // Again, with the rendition's bandwidth, and the buffer as it is now.
+      const plan = mesh.deadline(frag, rendition);
+      if (plan.deadlineMs > budgetMs) plan.deadlineMs = Math.round(budgetMs);
+      this._plan = plan;
+      await this._fetchMesh(rendition, plan);
+    }
+
+    async _fetchMesh(rendition, plan) {
+      const { context } = this;
+      const frag = context.frag;
+      const init = frag.sn === 'initSegment';
+      const ac = new AbortController();
+      this._abort = ac;
+      this._phase = 'mesh';
+      mesh._inflight.add(this);
+      const fetchStart = performance.now();
+      // Backstop: should the client not answer by its deadline, move on.
+      this._timer = setTimeout(() => {
+        if (this._abort !== ac || this._phase !== 'mesh') return;
+        mesh._inflight.delete(this);
+        this._abort = null;
+        ac.abort();
+        mesh._meshFailed();
+        this._startHttp('deadline', 'the client did not answer by the deadline');
+      }, plan.deadlineMs + DEADLINE_GRACE_MS);
+
+      let result;
+      let failure = null;
+      try {
+        result = await mesh.client.fetch({
+          rendition,
+          sequence: init ? 0 : frag.sn,
+          init,
+          url: context.url,
+          priority: plan.priority,
+          deadlineMs: plan.deadlineMs,
+          signal: ac.signal,
+        });
+      } catch (e) {
+        failure = e;
+      }
+      clearTimeout(this._timer);
+      mesh._inflight.delete(this);
+      if (this._abort !== ac || this._phase !== 'mesh') return; // aborted, or timed out
+      this._abort = null;
+
+      const data = failure ? null : toArrayBuffer(result?.data);
+      if (!data) {
+        mesh._meshFailed();
+        // 'verify', 'mismatch', 'not-found', 'closed', 'no-gateway', 'deadline'…
+        const code = failure?.code ?? (failure ? 'error' : 'no data');
+        return this._startHttp(code, failure ? errorText(failure) : 'the client resolved without data');
+      }
+
+      this._phase = 'done';
+      mesh._meshOk();
+      const stats = this.stats;
+      const end = performance.now();
+      const firstByteMs = Number(result.firstByteMs);
+      const first = Number.isFinite(firstByteMs) ? fetchStart + firstByteMs : end;
+      stats.loading.first = Math.min(end, Math.max(stats.loading.start, first));
+      stats.loading.end = end;
+      stats.loaded = stats.total = data.byteLength;
+      stats.bwEstimate = (stats.total * 8000) / Math.max(end - stats.loading.first, 1);
+      const callbacks = this.callbacks;
+      callbacks?.onProgress?.(stats, context, data, null);
+      callbacks?.onSuccess({ url: context.url, data, code: 200 }, stats, context, null);
+      mesh._delivered({
+        url: context.url,
+        source: 'mesh',
+        bytes: data.byteLength,
+        ms: Math.round(end - stats.loading.start),
+        firstByteMs: Math.round(stats.loading.first - stats.loading.start),
+        gateway: result.gateway ?? null,
+        attempts: result.attempts ?? 1,
+        reason: null,
+        rendition,
+        sequence: init ? 0 : frag.sn,
+        init,
+        level: frag.level,
+        deadlineMs: plan.deadlineMs,
+        aheadMs: plan.aheadMs,
+        verifyFailed: this._verifyFailed,
+        at: end,
+      });
+    }
+
+    /** Loads the fragment with the stock loader, forwarding its callbacks. */
+    _startHttp(reason, why = null) {
+      const { context, config } = this;
+      if (!context || this._phase === 'http' || this._phase === 'done') return;
+      this._phase = 'http';
+      const retryBefore = this.stats.retry;
+      const http = (this._http = new mesh.HttpLoader(this.hlsConfig));
+      const mine = () => this._http === http && this._phase === 'http';
+      const copy = (s) => {
+        const t = this.stats;
+        t.loading.first = s.loading.first;
+        t.loading.end = s.loading.end;
+        t.loaded = s.loaded;
+        t.total = s.total;
+        t.bwEstimate = s.bwEstimate;
+        t.retry = retryBefore + s.retry;
+        t.aborted = s.aborted;
+      };
+      const frag = context.frag;
+      const init = frag?.sn === 'initSegment';
+      const callbacks = {
+        onSuccess: (response, s, ctx, details) => {
+          if (!mine()) return;
+          this._phase = 'done';
+          copy(s);
+          mesh._sampleHttp(s);
+          this.callbacks?.onSuccess(response, this.stats, ctx, details);
+          const end = this.stats.loading.end || performance.now();
+          mesh._delivered({
+            url: context.url,
+            source: 'http',
+            bytes: byteLength(response.data),
+            ms: Math.round(end - this.stats.loading.start),
+            firstByteMs: this.stats.loading.first
+              ? Math.round(this.stats.loading.first - this.stats.loading.start)
+              : null,
+            gateway: null,
+            attempts: 1 + s.retry,
+            reason,
+            why: why ?? (reason === 'mesh unavailable' ? mesh.reason : null),
+            rendition: frag ? mesh.renditionFor(frag.baseurl) ?? null : null,
+            sequence: init ? 0 : frag?.sn,
+            init,
+            level: frag?.level,
+            deadlineMs: this._plan?.deadlineMs ?? null,
+            aheadMs: this._plan?.aheadMs ?? Math.round(bufferAheadMs(mesh.media)),
+            verifyFailed: this._verifyFailed,
+            at: end,
+          });
+        },
+        onError: (error, ctx, details, s) => {
+          if (!mine()) return;
+          this._phase = 'done';
+          copy(s);
+          mesh._emit('segment-failed', { url: context.url, reason: `http ${error.code} ${error.text ?? ''}`.trim() });
+          this.callbacks?.onError(error, ctx, details, this.stats);
+        },
+        onTimeout: (s, ctx, details) => {
+          if (!mine()) return;
+          this._phase = 'done';
+          copy(s);
+          mesh._emit('segment-failed', { url: context.url, reason: 'http timeout' });
+          this.callbacks?.onTimeout(this.stats, ctx, details);
+        },
+        onAbort: (s, ctx, details) => {
+          // Aborts we start come through abort()/destroy(); forward others.
+          if (!mine()) return;
+          this._phase = 'done';
+          copy(s);
+          this.callbacks?.onAbort?.(this.stats, ctx, details);
+        },
+      };
+      if (this.callbacks?.onProgress) {
+        callbacks.onProgress = (s, ctx, data, details) => {
+          if (!mine()) return;
+          copy(s);
+          this.callbacks?.onProgress?.(this.stats, ctx, data, details);
+        };
+      }
+      http.load(context, config, callbacks);
+    }
+  };
+}
+
+/** A fresh hls.js LoaderStats. */
+function newStats() {
+  return {
+    aborted: false,
+    loaded: 0,
+    retry: 0,
+    total: 0,
+    chunkCount: 0,
+    bwEstimate: 0,
+    loading: { start: 0, first: 0, end: 0 },
+    parsing: { start: 0, end: 0 },
+    buffering: { start: 0, first: 0, end: 0 },
+  };
+}
+
+/**
+ * Milliseconds of media buffered contiguously ahead of the playhead (holes
+ * under MAX_BUFFER_HOLE_S are bridged), 0 without a media element.
+ */
+export function bufferAheadMs(media) {
+  if (!media?.buffered) return 0;
+  const t = media.currentTime;
+  const b = media.buffered;
+  let end = null;
+  for (let i = 0; i < b.length; i++) {
+    const s = b.start(i);
+    const e = b.end(i);
+    if (end === null) {
+      if (s <= t + MAX_BUFFER_HOLE_S && e > t) end = e;
+    } else if (s <= end + MAX_BUFFER_HOLE_S) {
+      end = Math.max(end, e);
+    } else {
+      break;
+    }
+  }
+  return end === null ? 0 : Math.max(0, (end - t) * 1000);
+}
+
+/** The data as an ArrayBuffer of exactly its bytes (copied if it is a view). */
+function toArrayBuffer(data) {
+  if (!data) return null;
+  if (data instanceof ArrayBuffer) return data;
+  if (ArrayBuffer.isView(data)) {
+    const { buffer, byteOffset, byteLength } = data;
+    if (buffer instanceof ArrayBuffer && byteOffset === 0 && byteLength === buffer.byteLength) {
+      return buffer;
+    }
+    return new Uint8Array(buffer, byteOffset, byteLength).slice().buffer;
+  }
+  return null;
+}
+
+function byteLength(data) {
+  if (!data) return 0;
+  if (typeof data === 'string') return data.length;
+  return data.byteLength ?? 0;
+}
+
+function pathnameOf(url) {
+  try {
+    return new URL(url, globalThis.location?.href).pathname;
+  } catch {
+    return null;
+  }
+}
+
+function resolveUrl(uri, base) {
+  try {
+    return new URL(uri, base).href;
+  } catch {
+    return uri;
+  }
+}
+
+function errorText(e) {
+  if (e == null) return 'unknown error';
+  if (e.code && e.message) return `${e.code}: ${e.message}`;
+  return e.message ?? String(e);
+}

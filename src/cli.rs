@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use meshcast_node::bench::MeshBench;
 use meshcast_proto::StreamId;
 
-use crate::config::{self, Overrides};
+use crate::config::{self, Overrides, ServeOverrides};
 use crate::{bench, demo, keygen, run};
 
 const ABOUT: &str = "meshcast — peer-to-peer delivery of live and on-demand video.
@@ -50,18 +50,15 @@ enum Command {
     },
     /// Run an edge node: join the mesh, keep and pass on the streams it follows.
     ///
-    /// With --browser-listen it also serves browsers over WebTransport (a gateway).
+    /// With --browser-listen (or gateway.browser_listen) it also serves browsers
+    /// over WebTransport (a gateway).
     Node {
         #[command(flatten)]
         layers: ConfigArgs,
-        /// Stream id to follow (found through the DHT), repeatable.
-        #[arg(long = "follow", value_name = "STREAM_ID")]
-        follow: Vec<StreamId>,
-        /// Serve browsers over WebTransport on this UDP address.
-        #[arg(long, value_name = "ADDR")]
-        browser_listen: Option<std::net::SocketAddr>,
         #[command(flatten)]
-        gateway: GatewayArgs,
+        serve: ServeOverrides,
+        #[command(flatten)]
+        faults: GatewayFaults,
     },
     /// Run a relay: a node that serves browsers over WebTransport and helps
     /// NATed nodes join (circuit relay v2, hole punching).
@@ -70,15 +67,10 @@ enum Command {
     Relay {
         #[command(flatten)]
         layers: ConfigArgs,
-        /// Serve browsers over WebTransport on this UDP address.
-        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:4433")]
-        browser_listen: std::net::SocketAddr,
-        /// Stream id to follow from the start (found through the DHT), repeatable;
-        /// other streams are followed when a browser first asks for them.
-        #[arg(long = "follow", value_name = "STREAM_ID")]
-        follow: Vec<StreamId>,
         #[command(flatten)]
-        gateway: GatewayArgs,
+        serve: ServeOverrides,
+        #[command(flatten)]
+        faults: GatewayFaults,
     },
     /// Run a complete local deployment for a browser: an origin, a publisher,
     /// three edge nodes, a relay and a web page, all on 127.0.0.1.
@@ -144,39 +136,25 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// Log format on standard error (what log.format is to the other roles).
+        #[arg(
+            long,
+            value_name = "FORMAT",
+            env = "MESHCAST_LOG__FORMAT",
+            default_value = "text"
+        )]
+        log_format: config::LogFormat,
     },
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
 }
 
-/// The browser gateway's settings, shared by `node` and `relay`.
+/// Deliberate gateway misbehaviour, shared by `node` and `relay`; hidden, for
+/// tests and `meshcast demo --tamper-every`. The gateway's real settings are
+/// configuration ([`ServeOverrides`], `[gateway]`).
 #[derive(Debug, clap::Args)]
-pub struct GatewayArgs {
-    /// HTTP address for /.well-known/meshcast (TCP).
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
-    pub web_listen: std::net::SocketAddr,
-    /// Host name or IP browsers use to reach this gateway (default: the listen IP).
-    #[arg(long, value_name = "HOST")]
-    pub public_host: Option<String>,
-    /// Operator certificate chain (PEM), re-read when it changes; default: self-signed, rotated.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// Private key of --tls-cert (PEM).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Lifetime of self-signed certificates (at most 14 days; renewed a day before the end).
-    #[arg(long, value_parser = crate::bench::parse_interval, default_value = "14d")]
-    pub cert_lifetime: std::time::Duration,
-    /// Sessions served at once.
-    #[arg(long, default_value_t = 5000)]
-    pub max_sessions: usize,
-    /// Sessions from one IP address at once.
-    #[arg(long, default_value_t = 32)]
-    pub max_sessions_per_ip: usize,
-    /// Another gateway to list in Welcome, as URL=CERT_HASH_HEX, repeatable.
-    #[arg(long = "peer-gateway", value_name = "URL=HASH")]
-    pub peer_gateways: Vec<String>,
+pub struct GatewayFaults {
     /// Testing only: corrupt one byte in the body of every Nth delivery (0: never).
     #[arg(long, value_name = "N", default_value_t = 0, hide = true)]
     pub fault_corrupt_every: u32,
@@ -221,14 +199,35 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The whole suite: mesh propagation, origin offload, relay fan-out,
+    /// segment-protocol throughput against raw QUIC, node memory and (as root)
+    /// the mesh under network conditions. Writes `<out>/<date>.json`,
+    /// `<out>/<date>.md` and `<out>/<date>.svg`.
+    All(crate::bench::all::AllArgs),
+    /// The far end of the throughput bench (started by `bench all`).
+    #[command(hide = true)]
+    Peer(crate::bench::throughput::PeerArgs),
+    /// One mesh node of the network-conditions bench (started by `bench all`).
+    #[command(hide = true)]
+    Node(crate::bench::NodeArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum ConfigAction {
     /// Print the merged configuration as TOML.
-    Show(ConfigArgs),
+    Show {
+        #[command(flatten)]
+        layers: ConfigArgs,
+        #[command(flatten)]
+        serve: ServeOverrides,
+    },
     /// Validate the merged configuration; exit non-zero with the bad key and why.
-    Check(ConfigArgs),
+    Check {
+        #[command(flatten)]
+        layers: ConfigArgs,
+        #[command(flatten)]
+        serve: ServeOverrides,
+    },
 }
 
 /// Where configuration comes from, and the flags that override it.
@@ -243,7 +242,12 @@ pub struct ConfigArgs {
 
 impl ConfigArgs {
     pub fn load(&self) -> anyhow::Result<config::Config> {
-        config::load(self.config.as_deref(), &self.overrides)
+        self.load_serving(&ServeOverrides::default())
+    }
+
+    /// With the flags of the commands that serve (`node`, `relay`).
+    pub fn load_serving(&self, serve: &ServeOverrides) -> anyhow::Result<config::Config> {
+        config::load(self.config.as_deref(), &self.overrides, serve)
     }
 }
 
@@ -259,26 +263,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Node {
             layers,
-            follow,
-            browser_listen,
-            gateway,
-        } => run::node(
-            layers.load()?,
-            follow,
-            browser_listen.map(|addr| (addr, gateway)),
-            false,
-        )?,
+            serve,
+            faults,
+        } => run::node(layers.load_serving(&serve)?, false, faults)?,
         Command::Relay {
             layers,
-            browser_listen,
-            follow,
-            gateway,
-        } => run::node(
-            layers.load()?,
-            follow,
-            Some((browser_listen, gateway)),
-            true,
-        )?,
+            serve,
+            faults,
+        } => run::node(layers.load_serving(&serve)?, true, faults)?,
         Command::Token {
             key,
             name,
@@ -310,7 +302,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 private,
             },
         )?,
-        Command::Origin { dir, listen } => run::origin(dir, listen)?,
+        Command::Origin {
+            dir,
+            listen,
+            log_format,
+        } => run::origin(dir, listen, log_format)?,
         Command::Demo(args) => demo::run(args)?,
         Command::Bench(BenchCommand::Mesh {
             nodes,
@@ -342,10 +338,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             },
             json,
         )?,
+        Command::Bench(BenchCommand::All(args)) => bench::all::run(args)?,
+        Command::Bench(BenchCommand::Peer(args)) => bench::throughput::peer(args)?,
+        Command::Bench(BenchCommand::Node(args)) => bench::netns::node(args)?,
         Command::Config { action } => match action {
-            ConfigAction::Show(layers) => print!("{}", layers.load()?.to_toml()?),
-            ConfigAction::Check(layers) => {
-                layers.load()?;
+            ConfigAction::Show { layers, serve } => {
+                print!("{}", layers.load_serving(&serve)?.to_toml()?)
+            }
+            ConfigAction::Check { layers, serve } => {
+                layers.load_serving(&serve)?;
                 eprintln!("configuration is valid");
             }
         },

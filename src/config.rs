@@ -5,6 +5,7 @@
 //! environment variable"). After merging, [`Config::validate`] checks the values
 //! against each other and the protocol limits, again naming the key.
 
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,6 +24,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Config {
     pub node: NodeConfig,
     pub store: StoreConfig,
+    pub gateway: GatewayConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +43,9 @@ pub struct NodeConfig {
     /// Relays to reserve a slot on when this node cannot be dialled (behind
     /// NAT): multiaddrs ending in /p2p/<relay peer id>.
     pub relays: Vec<String>,
+    /// Streams to follow from the start (`node` and `relay`), 64 hex digits
+    /// each; a gateway also follows the streams browsers ask for.
+    pub follow: Vec<String>,
     /// Also write verified segments here (VOD, inspection).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<PathBuf>,
@@ -66,6 +73,7 @@ impl Default for NodeConfig {
             external: Vec::new(),
             bootstrap: Vec::new(),
             relays: Vec::new(),
+            follow: Vec::new(),
             cache_dir: None,
         }
     }
@@ -78,6 +86,87 @@ impl Default for StoreConfig {
             live_window: Duration::from_secs(30),
         }
     }
+}
+
+/// The browser gateway: WebTransport for browsers, HTTP for the well-known
+/// document. `meshcast relay` always runs one; `meshcast node` only when
+/// `browser_listen` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// UDP address of the WebTransport endpoint; unset, a relay uses
+    /// [`RELAY_BROWSER_LISTEN`] and a node runs no gateway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub browser_listen: Option<SocketAddr>,
+    /// TCP address of the HTTP server for /.well-known/meshcast.
+    pub web_listen: SocketAddr,
+    /// Host name or IP browsers use to reach this gateway (default: the IP of
+    /// `browser_listen`, 127.0.0.1 if that is unspecified).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_host: Option<String>,
+    /// Operator certificate chain (PEM), re-read when it changes; unset: self-signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of `tls_cert` (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Lifetime of self-signed certificates, at most 14 days.
+    #[serde(serialize_with = "ser_duration", deserialize_with = "de_duration")]
+    pub cert_lifetime: Duration,
+    /// Browser sessions served at once.
+    pub max_sessions: usize,
+    /// Browser sessions from one IP address at once.
+    pub max_sessions_per_ip: usize,
+    /// Other gateways to list in Welcome, each "URL=CERT_HASH_HEX".
+    pub peer_gateways: Vec<String>,
+}
+
+/// Where `meshcast relay` serves browsers when `gateway.browser_listen` is unset.
+pub const RELAY_BROWSER_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 4433));
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            browser_listen: None,
+            web_listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8443)),
+            public_host: None,
+            tls_cert: None,
+            tls_key: None,
+            cert_lifetime: meshcast_relay::certs::MAX_SELF_SIGNED,
+            max_sessions: 5000,
+            max_sessions_per_ip: 32,
+            peer_gateways: Vec::new(),
+        }
+    }
+}
+
+/// Prometheus metrics (`node`, `relay`, `publish`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` over HTTP on this TCP address, e.g. "127.0.0.1:9090"
+    /// (port 0: any free port, printed); unset: no metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Logs on standard error (the filter is `RUST_LOG`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: one line per event, spans and fields inline.
+    #[default]
+    Text,
+    /// For log pipelines: one JSON object per line, with the spans' fields.
+    Json,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -110,6 +199,13 @@ pub struct Overrides {
     /// Live window, e.g. 30s [config: store.live_window]
     #[arg(long, value_name = "DURATION")]
     live_window: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (port 0: any free port)
+    /// [config: metrics.listen]
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Log format on standard error [config: log.format]
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
 }
 
 /// Flag names by configuration key, for messages that say where a value came from.
@@ -122,6 +218,18 @@ const FLAGS: &[(&str, &str)] = &[
     ("node.external", "--external"),
     ("store.max_bytes", "--store-max-bytes"),
     ("store.live_window", "--live-window"),
+    ("metrics.listen", "--metrics-listen"),
+    ("log.format", "--log-format"),
+    ("node.follow", "--follow"),
+    ("gateway.browser_listen", "--browser-listen"),
+    ("gateway.web_listen", "--web-listen"),
+    ("gateway.public_host", "--public-host"),
+    ("gateway.tls_cert", "--tls-cert"),
+    ("gateway.tls_key", "--tls-key"),
+    ("gateway.cert_lifetime", "--cert-lifetime"),
+    ("gateway.max_sessions", "--max-sessions"),
+    ("gateway.max_sessions_per_ip", "--max-sessions-per-ip"),
+    ("gateway.peer_gateways", "--peer-gateway"),
 ];
 
 const FLAGS_LAYER: &str = "command-line flags";
@@ -144,6 +252,12 @@ impl Provider for Overrides {
         if !self.bootstrap.is_empty() {
             node.insert("bootstrap".into(), self.bootstrap.clone().into());
         }
+        if !self.relays.is_empty() {
+            node.insert("relays".into(), self.relays.clone().into());
+        }
+        if !self.external.is_empty() {
+            node.insert("external".into(), self.external.clone().into());
+        }
         if let Some(dir) = &self.cache_dir {
             node.insert(
                 "cache_dir".into(),
@@ -156,8 +270,119 @@ impl Provider for Overrides {
         if let Some(window) = &self.live_window {
             store.insert("live_window".into(), window.clone().into());
         }
+        let mut metrics = Dict::new();
+        if let Some(addr) = &self.metrics_listen {
+            metrics.insert("listen".into(), addr.clone().into());
+        }
+        let mut log = Dict::new();
+        if let Some(format) = self.log_format {
+            let name = match format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            };
+            log.insert("format".into(), name.into());
+        }
         let mut tree = Dict::new();
-        for (section, values) in [("node", node), ("store", store)] {
+        for (section, values) in [
+            ("node", node),
+            ("store", store),
+            ("metrics", metrics),
+            ("log", log),
+        ] {
+            if !values.is_empty() {
+                tree.insert(section.into(), values.into());
+            }
+        }
+        Ok(Profile::Default.collect(tree))
+    }
+}
+
+/// Flags of the commands that serve (`node`, `relay`, and `config show/check`
+/// to preview them): streams to follow and the browser gateway. Like
+/// [`Overrides`], they beat the file and the environment.
+#[derive(Debug, Default, Args)]
+pub struct ServeOverrides {
+    /// Stream id to follow from the start (found through the DHT), repeatable;
+    /// a gateway also follows the streams browsers ask for [config: node.follow]
+    #[arg(long = "follow", value_name = "STREAM_ID")]
+    follow: Vec<meshcast_proto::StreamId>,
+    /// Serve browsers over WebTransport on this UDP address; a relay's default
+    /// is 0.0.0.0:4433, a node serves browsers only when it is set
+    /// [config: gateway.browser_listen]
+    #[arg(long, value_name = "ADDR")]
+    browser_listen: Option<SocketAddr>,
+    /// HTTP address for /.well-known/meshcast (TCP), default 0.0.0.0:8443
+    /// [config: gateway.web_listen]
+    #[arg(long, value_name = "ADDR")]
+    web_listen: Option<SocketAddr>,
+    /// Host name or IP browsers use to reach this gateway; default: the IP of
+    /// --browser-listen, 127.0.0.1 if that is 0.0.0.0 [config: gateway.public_host]
+    #[arg(long, value_name = "HOST")]
+    public_host: Option<String>,
+    /// Operator certificate chain (PEM), re-read when it changes; default:
+    /// self-signed, rotated [config: gateway.tls_cert]
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM) [config: gateway.tls_key]
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Lifetime of self-signed certificates, at most 14 days (the default);
+    /// renewed a day before the end [config: gateway.cert_lifetime]
+    #[arg(long, value_name = "DURATION")]
+    cert_lifetime: Option<String>,
+    /// Browser sessions served at once, default 5000 [config: gateway.max_sessions]
+    #[arg(long, value_name = "N")]
+    max_sessions: Option<usize>,
+    /// Browser sessions from one IP address at once, default 32
+    /// [config: gateway.max_sessions_per_ip]
+    #[arg(long, value_name = "N")]
+    max_sessions_per_ip: Option<usize>,
+    /// Another gateway to list in Welcome, as URL=CERT_HASH_HEX, repeatable
+    /// [config: gateway.peer_gateways]
+    #[arg(long = "peer-gateway", value_name = "URL=HASH")]
+    peer_gateways: Vec<String>,
+}
+
+impl Provider for ServeOverrides {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(FLAGS_LAYER)
+    }
+
+    /// The flags that were given, keyed like the TOML file.
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut node = Dict::new();
+        if !self.follow.is_empty() {
+            let ids: Vec<String> = self.follow.iter().map(ToString::to_string).collect();
+            node.insert("follow".into(), ids.into());
+        }
+        let text = |v: &dyn ToString| figment::value::Value::from(v.to_string());
+        let path = |p: &PathBuf| text(&p.to_string_lossy());
+        let given = [
+            ("browser_listen", self.browser_listen.map(|a| text(&a))),
+            ("web_listen", self.web_listen.map(|a| text(&a))),
+            ("public_host", self.public_host.as_ref().map(|h| text(h))),
+            ("tls_cert", self.tls_cert.as_ref().map(path)),
+            ("tls_key", self.tls_key.as_ref().map(path)),
+            (
+                "cert_lifetime",
+                self.cert_lifetime.as_ref().map(|d| text(d)),
+            ),
+            ("max_sessions", self.max_sessions.map(Into::into)),
+            (
+                "max_sessions_per_ip",
+                self.max_sessions_per_ip.map(Into::into),
+            ),
+            (
+                "peer_gateways",
+                (!self.peer_gateways.is_empty()).then(|| self.peer_gateways.clone().into()),
+            ),
+        ];
+        let gateway: Dict = given
+            .into_iter()
+            .filter_map(|(key, value)| Some((key.to_string(), value?)))
+            .collect();
+        let mut tree = Dict::new();
+        for (section, values) in [("node", node), ("gateway", gateway)] {
             if !values.is_empty() {
                 tree.insert(section.into(), values.into());
             }
@@ -168,6 +393,13 @@ impl Provider for Overrides {
 
 /// Where the value of `key` came from, in the words an operator would use.
 fn source_of(md: &Metadata, key: &str) -> String {
+    // `node.listen.0`, an entry of a list, came from where the list came from.
+    let key = key
+        .split('.')
+        .filter(|part| part.parse::<usize>().is_err())
+        .collect::<Vec<_>>()
+        .join(".");
+    let key = key.as_str();
     if let Some(Source::File(path)) = &md.source {
         return format!("in {}", path.display());
     }
@@ -203,7 +435,11 @@ fn invalid(key: &'static str, why: impl Into<String>) -> InvalidValue {
 }
 
 /// Merges the layers and validates the result.
-pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+pub fn load(
+    file: Option<&Path>,
+    overrides: &Overrides,
+    serve: &ServeOverrides,
+) -> anyhow::Result<Config> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
     if let Some(file) = file {
         if !file.is_file() {
@@ -220,7 +456,8 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config
                 .ignore(&["config"])
                 .map(|key| key.as_str().to_ascii_lowercase().replace("__", ".").into()),
         )
-        .merge(overrides);
+        .merge(overrides)
+        .merge(serve);
     let config: Config = figment
         .extract()
         .map_err(|e| anyhow::anyhow!(describe(e)))?;
@@ -311,12 +548,104 @@ impl Config {
                 ),
             ));
         }
-        Ok(())
+        self.follow()?;
+        self.gateway.validate()
+    }
+
+    /// The streams in `node.follow`.
+    pub fn follow(&self) -> Result<Vec<meshcast_proto::StreamId>, InvalidValue> {
+        self.node
+            .follow
+            .iter()
+            .map(|id| {
+                id.parse().map_err(|_| {
+                    invalid(
+                        "node.follow",
+                        format!("{id:?} is not a stream id (64 hex digits)"),
+                    )
+                })
+            })
+            .collect()
     }
 
     pub fn to_toml(&self) -> anyhow::Result<String> {
         toml::to_string_pretty(self).context("printing the configuration")
     }
+}
+
+impl GatewayConfig {
+    pub fn validate(&self) -> Result<(), InvalidValue> {
+        if let Some(host) = &self.public_host {
+            let plain = host.parse::<std::net::IpAddr>().is_ok()
+                || (!host.contains(':') && url::Host::parse(host).is_ok());
+            if !plain {
+                return Err(invalid(
+                    "gateway.public_host",
+                    format!(
+                        "{host:?} must be a bare host name or IP address (no scheme, port or path)"
+                    ),
+                ));
+            }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "gateway.tls_cert",
+                    "is set but gateway.tls_key is not: give both (PEM files) or neither (self-signed)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "gateway.tls_key",
+                    "is set but gateway.tls_cert is not: give both (PEM files) or neither (self-signed)",
+                ));
+            }
+            _ => {}
+        }
+        let lifetime = self.cert_lifetime;
+        if lifetime < Duration::from_secs(2) || lifetime > meshcast_relay::certs::MAX_SELF_SIGNED {
+            return Err(invalid(
+                "gateway.cert_lifetime",
+                format!(
+                    "is {}; it must be between 2s and 14 days (browsers refuse certificate hashes of longer-lived certificates)",
+                    humantime::format_duration(lifetime)
+                ),
+            ));
+        }
+        if self.max_sessions == 0 {
+            return Err(invalid("gateway.max_sessions", "must be at least 1"));
+        }
+        if self.max_sessions_per_ip == 0 {
+            return Err(invalid("gateway.max_sessions_per_ip", "must be at least 1"));
+        }
+        for entry in &self.peer_gateways {
+            parse_peer_gateway(entry).map_err(|why| invalid("gateway.peer_gateways", why))?;
+        }
+        Ok(())
+    }
+}
+
+/// Splits a `gateway.peer_gateways` entry, "https://host:port/=<64 hex
+/// digits>", into the URL and the lower-case certificate hash.
+pub fn parse_peer_gateway(entry: &str) -> Result<(String, String), String> {
+    const EXAMPLE: &str = "e.g. https://gw.example.org:4433/=<64 hex digits>";
+    let (url, hash) = entry
+        .rsplit_once('=')
+        .ok_or_else(|| format!("entry {entry:?} is not URL=CERT_HASH_HEX ({EXAMPLE})"))?;
+    match url::Url::parse(url) {
+        Ok(parsed) if parsed.scheme() == "https" && parsed.host().is_some() => {}
+        _ => {
+            return Err(format!(
+                "entry {entry:?}: {url:?} is not an https:// URL ({EXAMPLE})"
+            ));
+        }
+    }
+    if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "entry {entry:?}: the certificate hash must be 64 hex digits, a SHA-256 ({EXAMPLE})"
+        ));
+    }
+    Ok((url.to_string(), hash.to_ascii_lowercase()))
 }
 
 fn parse_addr(key: &'static str, addr: &str) -> Result<Multiaddr, InvalidValue> {
@@ -436,5 +765,47 @@ mod tests {
         let text = config.to_toml().unwrap();
         let back: Config = Figment::from(Toml::string(&text)).extract().unwrap();
         assert_eq!(back, config);
+    }
+
+    #[test]
+    fn a_full_gateway_section_prints_as_toml_that_reads_back() {
+        let hash = "ab".repeat(32);
+        let mut config = Config::default();
+        config.node.follow = vec!["cd".repeat(32)];
+        config.gateway = GatewayConfig {
+            browser_listen: Some("[::]:4433".parse().unwrap()),
+            web_listen: "127.0.0.1:8080".parse().unwrap(),
+            public_host: Some("relay.example.org".into()),
+            tls_cert: Some("/etc/meshcast/tls/fullchain.pem".into()),
+            tls_key: Some("/etc/meshcast/tls/privkey.pem".into()),
+            cert_lifetime: Duration::from_secs(7 * 24 * 3600),
+            max_sessions: 100,
+            max_sessions_per_ip: 4,
+            peer_gateways: vec![format!("https://gw.example.org:4433/={hash}")],
+        };
+        config.validate().unwrap();
+        let text = config.to_toml().unwrap();
+        let back: Config = Figment::from(Toml::string(&text)).extract().unwrap();
+        assert_eq!(back, config, "{text}");
+    }
+
+    #[test]
+    fn peer_gateways_need_an_https_url_and_a_sha256() {
+        let hash = "AB".repeat(32);
+        let url = "https://gw.example.org:4433/";
+        assert_eq!(
+            parse_peer_gateway(&format!("{url}={hash}")),
+            Ok((url.to_string(), "ab".repeat(32)))
+        );
+        for (entry, why) in [
+            (url.to_string(), "is not URL=CERT_HASH_HEX"),
+            (format!("http://gw.example.org/={hash}"), "https:// URL"),
+            (format!("gw.example.org={hash}"), "https:// URL"),
+            (format!("{url}={}", &hash[2..]), "64 hex digits"),
+            (format!("{url}={}zz", &hash[2..]), "64 hex digits"),
+        ] {
+            let err = parse_peer_gateway(&entry).unwrap_err();
+            assert!(err.contains(why), "{entry}: {err}");
+        }
     }
 }

@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod demo;
 mod keygen;
+mod metrics;
 mod run;
 
 fn main() -> ExitCode {

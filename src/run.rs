@@ -16,17 +16,38 @@ use meshcast_proto::{PublisherKey, StreamId};
 use meshcast_relay::certs::CertSource;
 use meshcast_relay::{Gateway, Peer, wellknown};
 
-use crate::cli::GatewayArgs;
-use crate::config::Config;
+use crate::cli::GatewayFaults;
+use crate::config::{Config, GatewayConfig, LogFormat, RELAY_BROWSER_LISTEN, parse_peer_gateway};
 
 /// Logs to standard error, filtered by `RUST_LOG` (else `default`).
 pub fn init_logs(default: &str) {
+    init_logs_as(default, LogFormat::Text);
+}
+
+/// Logs to standard error in `format`, filtered by `RUST_LOG` (else `default`).
+/// JSON: one object per line, with the fields of the current span (`span`)
+/// and of every span it is in (`spans`: a peer, a browser session).
+pub fn init_logs_as(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => logs.try_init(),
+        LogFormat::Json => logs.json().try_init(),
+    };
+}
+
+/// Serves `/metrics` when `metrics.listen` is set, and prints
+/// `metrics http://ADDR/metrics`. Before the node starts, so that nothing it
+/// records is lost.
+async fn start_metrics(config: &Config) -> anyhow::Result<()> {
+    if let Some(listen) = config.metrics.listen {
+        let addr = crate::metrics::serve(listen).await?;
+        println!("metrics http://{addr}{}", crate::metrics::PATH);
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -66,26 +87,62 @@ async fn start_node(
     Ok((node, driver))
 }
 
-async fn until_ctrl_c(driver: tokio::task::JoinHandle<()>) -> anyhow::Result<()> {
+/// Ctrl-C (SIGINT) and SIGTERM (what systemd and `kill` send), caught from
+/// [`StopSignals::catch`] on, so one that arrives while a node starts is not
+/// lost. Call inside the runtime.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn catch() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("catching SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("catching SIGTERM")?,
+        })
+    }
+
+    /// Waits for the next one and names it.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// Runs until Ctrl-C or SIGTERM (a clean stop, exit status 0), or until the
+/// node's driver ends (an error).
+async fn until_ctrl_c(
+    mut stop: StopSignals,
+    driver: tokio::task::JoinHandle<()>,
+) -> anyhow::Result<()> {
     tokio::select! {
-        signal = tokio::signal::ctrl_c() => signal.context("waiting for Ctrl-C")?,
+        signal = stop.recv() => eprintln!("stopping ({signal})"),
         _ = driver => anyhow::bail!("the node stopped unexpectedly"),
     }
-    eprintln!("stopping");
     Ok(())
 }
 
-pub fn node(
-    config: Config,
-    follow: Vec<StreamId>,
-    gateway: Option<(SocketAddr, GatewayArgs)>,
-    relay: bool,
-) -> anyhow::Result<()> {
-    init_logs("info");
-    let gateway = gateway
-        .map(|(listen, args)| gateway_config(listen, args))
+/// `meshcast node` and `meshcast relay`: a relay also serves circuit relay v2
+/// and always runs the browser gateway; a node runs it when
+/// `gateway.browser_listen` is set.
+pub fn node(config: Config, relay: bool, faults: GatewayFaults) -> anyhow::Result<()> {
+    init_logs_as("info", config.log.format);
+    let follow = config.follow()?;
+    let browser_listen = match config.gateway.browser_listen {
+        Some(listen) => Some(listen),
+        None if relay => Some(RELAY_BROWSER_LISTEN),
+        None => None,
+    };
+    let gateway = browser_listen
+        .map(|listen| gateway_config(listen, &config.gateway, faults))
         .transpose()?;
     runtime()?.block_on(async {
+        start_metrics(&config).await?;
+        let stop = StopSignals::catch()?;
         let (node, driver) = start_node(&config, false, relay).await?;
         for stream in follow {
             let node = node.clone();
@@ -117,53 +174,53 @@ pub fn node(
             }
             None => None,
         };
-        until_ctrl_c(driver).await
+        until_ctrl_c(stop, driver).await
     })
 }
 
-fn gateway_config(listen: SocketAddr, args: GatewayArgs) -> anyhow::Result<meshcast_relay::Config> {
-    let cert = match (args.tls_cert, args.tls_key) {
+/// The gateway library's configuration from `[gateway]` (already validated).
+fn gateway_config(
+    listen: SocketAddr,
+    gateway: &GatewayConfig,
+    faults: GatewayFaults,
+) -> anyhow::Result<meshcast_relay::Config> {
+    let cert = match (&gateway.tls_cert, &gateway.tls_key) {
         (Some(cert), Some(key)) => CertSource::Files {
-            cert,
-            key,
+            cert: cert.clone(),
+            key: key.clone(),
             poll: meshcast_relay::certs::FILE_POLL,
         },
         _ => CertSource::SelfSigned {
-            lifetime: args.cert_lifetime,
-            overlap: (args.cert_lifetime / 14).min(Duration::from_secs(24 * 3600)),
+            lifetime: gateway.cert_lifetime,
+            overlap: (gateway.cert_lifetime / 14).min(Duration::from_secs(24 * 3600)),
         },
     };
-    cert.validate().context("--cert-lifetime")?;
-    let peers = args
+    cert.validate().context("gateway.cert_lifetime")?;
+    let peers = gateway
         .peer_gateways
         .iter()
-        .map(|text| {
-            let (url, hash) = text
-                .split_once('=')
-                .with_context(|| format!("--peer-gateway {text:?} must be URL=CERT_HASH_HEX"))?;
-            anyhow::ensure!(
-                hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()),
-                "--peer-gateway {text:?}: the hash must be 64 hex digits"
-            );
+        .map(|entry| {
+            let (url, hash) = parse_peer_gateway(entry)
+                .map_err(|why| anyhow::anyhow!("gateway.peer_gateways: {why}"))?;
             Ok(Peer {
-                url: url.to_string(),
-                cert_hashes: vec![hash.to_ascii_lowercase()],
+                url,
+                cert_hashes: vec![hash],
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(meshcast_relay::Config {
         listen,
-        web_listen: args.web_listen,
-        public_host: args.public_host,
+        web_listen: gateway.web_listen,
+        public_host: gateway.public_host.clone(),
         cert,
         limits: meshcast_relay::Limits {
-            max_sessions: args.max_sessions,
-            max_sessions_per_ip: args.max_sessions_per_ip,
+            max_sessions: gateway.max_sessions,
+            max_sessions_per_ip: gateway.max_sessions_per_ip,
             ..Default::default()
         },
         peers,
         faults: meshcast_relay::gateway::Faults {
-            corrupt_every: args.fault_corrupt_every,
+            corrupt_every: faults.fault_corrupt_every,
         },
         ..Default::default()
     })
@@ -208,9 +265,11 @@ fn read_key(path: &Path) -> anyhow::Result<PublisherKey> {
 }
 
 pub fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
-    init_logs("info");
+    init_logs_as("info", config.log.format);
     let key = read_key(&args.key)?;
     runtime()?.block_on(async {
+        start_metrics(&config).await?;
+        let stop = StopSignals::catch()?;
         let (node, driver) = start_node(&config, args.announce_only, false).await?;
         let publisher_config = publisher::Config {
             origin: args.origin,
@@ -224,26 +283,25 @@ pub fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
         let publisher = Publisher::start(node, key, publisher_config).await?;
         println!("stream {}", publisher.stream_id());
         let ingest = tokio::spawn(publisher.run());
-        let result = until_ctrl_c(driver).await;
+        let result = until_ctrl_c(stop, driver).await;
         ingest.abort();
         result
     })
 }
 
-pub fn origin(dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
-    init_logs("info");
+pub fn origin(dir: PathBuf, listen: SocketAddr, log_format: LogFormat) -> anyhow::Result<()> {
+    init_logs_as("info", log_format);
     runtime()?.block_on(async {
+        let mut stop = StopSignals::catch()?;
         let running = meshcast_origin::spawn(&dir, listen)
             .await
             .with_context(|| format!("serving {}", dir.display()))?;
         println!("origin {}", running.url());
-        eprintln!(
+        tracing::info!(
             "serving {}: VOD at {0}/vod/master.m3u8, live at {0}/live/master.m3u8",
             running.url()
         );
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
+        eprintln!("stopping ({})", stop.recv().await);
         running.shutdown().await.context("stopping the origin")
     })
 }

@@ -18,6 +18,7 @@ use libp2p::identity::Keypair;
 use meshcast_proto::{Descriptor, PublisherKey, Rendition, SegmentId, SegmentInfo};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::node::{Config, Event, Node, NodeError};
@@ -134,6 +135,31 @@ pub async fn run(bench: &MeshBench, progress: impl Fn(&str)) -> Result<MeshRepor
     // Gossipsub builds its mesh on heartbeats (500 ms): give it a few.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
+    // Every node's events are drained by its own task from now on: read one
+    // after another, the later ones would overflow (the channel is bounded).
+    let collect_until = tokio::time::Instant::now()
+        + bench.interval * u32::try_from(bench.segments).unwrap_or(u32::MAX)
+        + Duration::from_secs(30);
+    let segments = bench.segments;
+    let collectors: Vec<_> = events
+        .into_iter()
+        .map(|mut receiver| {
+            tokio::spawn(async move {
+                let mut stored: HashMap<u64, Instant> = HashMap::new();
+                while stored.len() < segments {
+                    match tokio::time::timeout_at(collect_until, receiver.recv()).await {
+                        Ok(Ok(Event::Stored { id, at, .. })) => {
+                            stored.entry(id.sequence).or_insert(at);
+                        }
+                        Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                        Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => break,
+                    }
+                }
+                stored
+            })
+        })
+        .collect();
+
     progress(&format!(
         "publishing {} segments of {} bytes",
         bench.segments, bench.segment_bytes
@@ -154,20 +180,14 @@ pub async fn run(bench: &MeshBench, progress: impl Fn(&str)) -> Result<MeshRepor
 
     progress("waiting for every node to hold every segment");
     let expected = bench.nodes * bench.segments;
-    let deadline = Instant::now() + Duration::from_secs(30);
     let mut latencies = Vec::with_capacity(expected);
-    for receiver in &mut events {
-        let mut held = 0;
-        while held < bench.segments && Instant::now() < deadline {
-            match tokio::time::timeout(Duration::from_millis(200), receiver.recv()).await {
-                Ok(Ok(Event::Stored { id, at, .. })) => {
-                    if let Some(start) = injected.get(&id.sequence) {
-                        latencies.push(at.saturating_duration_since(*start));
-                        held += 1;
-                    }
-                }
-                Ok(Ok(_)) | Err(_) => {}
-                Ok(Err(_)) => break,
+    for collector in collectors {
+        let stored = collector
+            .await
+            .map_err(|e| NodeError::Setup(format!("an event collector failed: {e}")))?;
+        for (sequence, at) in stored {
+            if let Some(start) = injected.get(&sequence) {
+                latencies.push(at.saturating_duration_since(*start));
             }
         }
     }

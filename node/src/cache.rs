@@ -25,28 +25,53 @@ pub fn body_path(dir: &Path, header: &VerifiedHeader) -> PathBuf {
 }
 
 /// Writes a verified segment. Failures are logged, never fatal: the cache is
-/// an optimisation.
-pub fn write(dir: &Path, header: &VerifiedHeader, body: &[u8]) {
+/// an optimisation. Returns how many bytes the cache grew by (0 when the
+/// segment was there already or could not be written).
+pub fn write(dir: &Path, header: &VerifiedHeader, body: &[u8]) -> u64 {
     let path = body_path(dir, header);
-    let result = (|| -> std::io::Result<()> {
+    let result = (|| -> std::io::Result<u64> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        write_atomic(
+        let grown = write_atomic(
             &path.with_extension("header"),
             &header.signed().to_pb().encode_to_vec(),
         )?;
-        write_atomic(&path, body)
+        Ok(grown + write_atomic(&path, body)?)
     })();
-    if let Err(e) = result {
-        tracing::warn!("cannot cache {}: {e}", path.display());
+    match result {
+        Ok(grown) => grown,
+        Err(e) => {
+            tracing::warn!("cannot cache {}: {e}", path.display());
+            0
+        }
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Replaces `path` with `bytes`; returns the growth in bytes.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<u64> {
+    let before = fs::metadata(path).map_or(0, |m| m.len());
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)
+    fs::rename(&tmp, path)?;
+    Ok((bytes.len() as u64).saturating_sub(before))
+}
+
+/// Bytes of the files in a cache directory (`<stream>/<rendition>/<file>`),
+/// for the cache size gauge when a node starts. Unreadable entries count as 0.
+pub fn disk_usage(dir: &Path) -> u64 {
+    let entries = |path: &Path| fs::read_dir(path).into_iter().flatten().flatten();
+    let mut total = 0;
+    for stream in entries(dir) {
+        for rendition in entries(&stream.path()) {
+            for file in entries(&rendition.path()) {
+                total += file
+                    .metadata()
+                    .map_or(0, |m| if m.is_file() { m.len() } else { 0 });
+            }
+        }
+    }
+    total
 }
 
 /// Reads back the cached segments of one stream, newest first, up to
@@ -117,15 +142,23 @@ mod tests {
         let key = PublisherKey::from_seed([5; 32]);
         let stream = StreamKey::new(key.public(), "vod");
         let mut paths = Vec::new();
+        let mut grown = 0;
         for seq in 0..3u64 {
             let body = vec![seq as u8; 1000];
             let header = SegmentInfo::for_body(SegmentId::media(stream.id, 0, seq), &body, 1, seq)
                 .sign(&key)
                 .verify(&stream)
                 .unwrap();
-            write(dir.path(), &header, &body);
+            grown += write(dir.path(), &header, &body);
             paths.push(body_path(dir.path(), &header));
         }
+        // What the writes added is what the cache holds; writing again adds nothing.
+        let usage = disk_usage(dir.path());
+        assert_eq!(usage, grown);
+        assert!(usage > 3 * 1000, "{usage}");
+        let again = load(dir.path(), &stream, 1 << 20, 1 << 20);
+        assert_eq!(write(dir.path(), &again[0].0, &again[0].1), 0);
+        assert_eq!(disk_usage(dir.path()), usage);
         // Damage one body: it must not come back.
         fs::write(&paths[1], vec![9u8; 1000]).unwrap();
         let loaded = load(dir.path(), &stream, 1 << 20, 1 << 20);

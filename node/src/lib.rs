@@ -10,6 +10,7 @@
 //! - [`behaviour`]: the libp2p protocols combined.
 //! - [`ingest`]: HLS playlists and origin fetches, for the publisher and the fallback.
 //! - [`publisher`]: ingest, sign, inject.
+//! - [`metrics`]: Prometheus metric names and the helpers that update them.
 
 pub mod behaviour;
 pub mod bench;
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod exchange;
 pub mod identity;
 pub mod ingest;
+pub mod metrics;
 pub mod node;
 pub mod publisher;
 pub mod scheduler;

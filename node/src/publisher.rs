@@ -263,7 +263,14 @@ impl Publisher {
                 sequence,
             };
             match body {
-                Ok(body) => self.inject(id, uri, duration, body).await,
+                Ok(body) => {
+                    crate::metrics::bytes(
+                        crate::metrics::Direction::In,
+                        crate::metrics::Class::Origin,
+                        body.len() as u64,
+                    );
+                    self.inject(id, uri, duration, body).await
+                }
                 Err(e) => self.warn(format!("segment {id} not published: {e}")),
             }
         }

@@ -15,12 +15,14 @@ use std::time::Duration;
 
 use meshcast_node::Event;
 use meshcast_node::exchange::{ExchangeError, Framed};
+use meshcast_node::metrics::{self, BrowserSession, Class, Direction, Late, RequestResult};
 use meshcast_proto::frame::Limits as FrameLimits;
 use meshcast_proto::pb::{self, ErrorCode, client_message, server_message};
 use meshcast_proto::{SegmentId, StreamId, VerifiedDescriptor, token};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+use tracing::Instrument as _;
 use wtransport::endpoint::IncomingSession;
 use wtransport::stream::BiStream;
 use wtransport::{Connection, VarInt};
@@ -52,10 +54,14 @@ fn error_frame(code: ErrorCode, message: &str, request_id: u64) -> pb::ServerMes
     }
 }
 
-/// Counts the session against the limits until dropped.
+/// Session ids for logs, unique within the process.
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Counts the session against the limits (and in the session metrics) until dropped.
 struct Admission {
     shared: Arc<Shared>,
     ip: IpAddr,
+    _metrics: BrowserSession,
 }
 
 impl Drop for Admission {
@@ -92,13 +98,25 @@ fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Result<Admission, Refusal> {
     Ok(Admission {
         shared: shared.clone(),
         ip,
+        _metrics: BrowserSession::new(),
     })
 }
 
-/// Serves one incoming session to its end.
+/// Serves one incoming session to its end, logging in a span that names it
+/// (`session` id, `remote` address).
 pub(crate) async fn handle(shared: Arc<Shared>, incoming: IncomingSession) {
     let Ok(request) = incoming.await else { return };
+    let remote = request.remote_address();
+    let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+    // Error level, so that it is enabled whenever any event is: a warning
+    // logged with `RUST_LOG=warn` still names its session.
+    let span = tracing::error_span!("session", id, %remote);
+    run_session(shared, request).instrument(span).await;
+}
+
+async fn run_session(shared: Arc<Shared>, request: wtransport::endpoint::SessionRequest) {
     let ip = request.remote_address().ip();
+    tracing::debug!(path = request.path(), "session requested");
     let admission = admit(&shared, ip);
     let Ok(connection) = request.accept().await else {
         return;
@@ -125,8 +143,11 @@ pub(crate) async fn handle(shared: Arc<Shared>, incoming: IncomingSession) {
         Ok(_admitted) => serve(&shared, &connection, &mut control).await,
         Err(refusal) => Err(refusal),
     };
+    if result.is_ok() {
+        tracing::debug!("session ended by the client");
+    }
     if let Err(Refusal(code, message)) = result {
-        tracing::debug!(%ip, "closing session: {message}");
+        tracing::debug!(?code, "closing session: {message}");
         // Server frames may be larger than what the client may send.
         let _ = send_server(&mut control, &error_frame(code, &message, 0)).await;
         let _ = futures::AsyncWriteExt::close(control.get_mut()).await;
@@ -220,6 +241,7 @@ async fn serve(
     send_server(control, &welcome)
         .await
         .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+    tracing::debug!(stream = %id, "welcomed");
 
     let mut events = shared.node.events();
     let mut deliveries: JoinSet<u64> = JoinSet::new();
@@ -242,12 +264,14 @@ async fn serve(
                 match body {
                     Some(client_message::Body::Request(request)) => {
                         if inflight.len() >= limits.max_inflight {
+                            metrics::browser_request(RequestResult::Refused);
                             let msg = error_frame(ErrorCode::TooManyRequests, "too many requests in flight", request.request_id);
                             send_server(control, &msg).await.map_err(|e| refusal_for(&e))?;
                             continue;
                         }
                         let seg = request.id.as_ref().and_then(|id| SegmentId::from_pb(id).ok());
                         let Some(seg) = seg.filter(|s| s.stream == id) else {
+                            metrics::browser_request(RequestResult::Refused);
                             let msg = error_frame(ErrorCode::BadRequest, "request for no segment of this stream", request.request_id);
                             send_server(control, &msg).await.map_err(|e| refusal_for(&e))?;
                             continue;
@@ -256,11 +280,16 @@ async fn serve(
                         let task = deliver(
                             shared.clone(),
                             connection.clone(),
-                            Delivery { request_id: request.request_id, id: seg, wait },
+                            Delivery {
+                                request_id: request.request_id,
+                                id: seg,
+                                wait,
+                                answer: Answer(RequestResult::Cancelled),
+                            },
                             sending.clone(),
                             errors_tx.clone(),
                         );
-                        let handle = deliveries.spawn(task);
+                        let handle = deliveries.spawn(task.in_current_span());
                         if let Some(old) = inflight.insert(request.request_id, handle) {
                             old.abort();
                         }
@@ -355,12 +384,25 @@ impl Drop for Reserved {
     }
 }
 
+/// Counts a request's result in the metrics once, when dropped: a delivery
+/// task aborted (cancelled, replaced, session closed), even before it first
+/// ran, counts as cancelled.
+struct Answer(RequestResult);
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        metrics::browser_request(self.0);
+    }
+}
+
 /// One request being answered.
 struct Delivery {
     request_id: u64,
     id: SegmentId,
     /// Longest wait for a segment that has not arrived yet.
     wait: Duration,
+    /// The result to count, `Cancelled` until known.
+    answer: Answer,
 }
 
 /// Sends one segment on its own unidirectional stream, waiting up to
@@ -372,6 +414,7 @@ async fn deliver(
         request_id,
         id,
         wait,
+        mut answer,
     }: Delivery,
     sending: Arc<AtomicU64>,
     errors: mpsc::Sender<pb::ServerMessage>,
@@ -393,8 +436,12 @@ async fn deliver(
     };
     let Some(segment) = segment else {
         let code = if wait.is_zero() {
+            answer.0 = RequestResult::NotFound;
             ErrorCode::NotFound
         } else {
+            answer.0 = RequestResult::Deadline;
+            metrics::late(Late::Browser);
+            tracing::debug!(request_id, "{id} did not arrive within {wait:?}");
             ErrorCode::Deadline
         };
         let _ = errors
@@ -411,6 +458,7 @@ async fn deliver(
     let reserved = Reserved::new(sending, size);
     if reserved.total > limit {
         drop(reserved);
+        answer.0 = RequestResult::Refused;
         let msg = error_frame(
             ErrorCode::TooManyRequests,
             "too many bytes in flight",
@@ -441,8 +489,12 @@ async fn deliver(
     }
     .await;
     drop(reserved);
-    if let Err(e) = sent {
-        tracing::debug!("delivery of {id} failed: {e}");
+    match sent {
+        Ok(()) => {
+            answer.0 = RequestResult::Delivered;
+            metrics::bytes(Direction::Out, Class::Browser, size);
+        }
+        Err(e) => tracing::debug!(request_id, "delivery of {id} failed: {e}"),
     }
     request_id
 }

@@ -12,12 +12,14 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::certs::CertSource;
 use crate::gateway::Shared;
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct WellKnown {
     pub webtransport: String,
-    /// Hex SHA-256 of each certificate a client may accept, current first.
+    /// Hex SHA-256 of each certificate a client may pin, current first; empty
+    /// when the gateway has an operator's certificate (verified by the Web PKI).
     pub certificate_hashes: Vec<String>,
     pub peer_id: String,
     pub addresses: Vec<String>,
@@ -41,11 +43,18 @@ async fn well_known(shared: Arc<Shared>) -> Response {
     };
     let body = WellKnown {
         webtransport: shared.url.clone(),
-        certificate_hashes: shared
-            .current_hashes()
-            .iter()
-            .map(|h| hex::encode(h.as_ref()))
-            .collect(),
+        // Browsers pin by hash only certificates valid for at most 14 days
+        // (`serverCertificateHashes`). An operator's certificate (ACME: 90
+        // days) is checked by the Web PKI instead; listing its hash would make
+        // browsers refuse the handshake.
+        certificate_hashes: match shared.config.cert {
+            CertSource::SelfSigned { .. } => shared
+                .current_hashes()
+                .iter()
+                .map(|h| hex::encode(h.as_ref()))
+                .collect(),
+            CertSource::Files { .. } => Vec::new(),
+        },
         peer_id: shared.node.peer_id().to_string(),
         addresses,
         version: env!("CARGO_PKG_VERSION").to_string(),

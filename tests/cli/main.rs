@@ -234,7 +234,304 @@ fn bad_configuration_names_the_key_the_reason_and_the_source() {
     assert!(ok.status.success(), "{}", stderr(&ok));
 }
 
+#[test]
+fn relay_and_external_flags_reach_the_configuration() {
+    let relay =
+        "/ip4/192.0.2.1/udp/4001/quic-v1/p2p/12D3KooWGzWcJsBBpQhWvZkK1YzwpkHwXRk3bTSi9V7j5L5SpfZ8";
+    let external = "/ip4/192.0.2.2/udp/4001/quic-v1";
+    let out = meshcast(&["config", "show", "--relay", relay, "--external", external]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("relays = [\"{relay}\"]")), "{text}");
+    assert!(
+        text.contains(&format!("external = [\"{external}\"]")),
+        "{text}"
+    );
+}
+
+#[test]
+fn gateway_settings_layer_like_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relay.toml");
+    let (hash_a, hash_b) = ("ab".repeat(32), "cd".repeat(32));
+    let stream = "ef".repeat(32);
+    std::fs::write(
+        &file,
+        format!(
+            "[node]\nfollow = [\"{stream}\"]\n[gateway]\nbrowser_listen = \"127.0.0.1:4433\"\n\
+             web_listen = \"127.0.0.1:8080\"\npublic_host = \"file.example.org\"\n\
+             cert_lifetime = \"7d\"\nmax_sessions = 100\nmax_sessions_per_ip = 4\n\
+             peer_gateways = [\"https://a.example.org:4433/={hash_a}\"]\n"
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+
+    let from_file = meshcast(&["config", "show", "--config", f]);
+    assert!(from_file.status.success(), "{}", stderr(&from_file));
+    let text = stdout(&from_file);
+    for line in [
+        "[gateway]".to_string(),
+        format!("follow = [\"{stream}\"]"),
+        "browser_listen = \"127.0.0.1:4433\"".into(),
+        "web_listen = \"127.0.0.1:8080\"".into(),
+        "public_host = \"file.example.org\"".into(),
+        "cert_lifetime = \"7days\"".into(),
+        "max_sessions = 100".into(),
+        "max_sessions_per_ip = 4".into(),
+        format!("peer_gateways = [\"https://a.example.org:4433/={hash_a}\"]"),
+    ] {
+        assert!(text.contains(&line), "lacks {line:?}: {text}");
+    }
+
+    // The environment beats the file; flags beat the environment.
+    let peers_env = format!("[https://b.example.org:4433/={hash_b}]");
+    let env = [
+        ("MESHCAST_CONFIG", f),
+        ("MESHCAST_GATEWAY__MAX_SESSIONS", "200"),
+        ("MESHCAST_GATEWAY__PUBLIC_HOST", "env.example.org"),
+        ("MESHCAST_GATEWAY__PEER_GATEWAYS", peers_env.as_str()),
+    ];
+    let layered = meshcast_env(
+        &[
+            "config",
+            "show",
+            "--public-host",
+            "flag.example.org",
+            "--max-sessions-per-ip",
+            "8",
+            "--follow",
+            &"12".repeat(32),
+        ],
+        &env,
+    );
+    assert!(layered.status.success(), "{}", stderr(&layered));
+    let text = stdout(&layered);
+    for line in [
+        "max_sessions = 200".to_string(),
+        "max_sessions_per_ip = 8".into(),
+        "public_host = \"flag.example.org\"".into(),
+        "web_listen = \"127.0.0.1:8080\"".into(),
+        format!("peer_gateways = [\"https://b.example.org:4433/={hash_b}\"]"),
+        format!("follow = [\"{}\"]", "12".repeat(32)),
+    ] {
+        assert!(text.contains(&line), "lacks {line:?}: {text}");
+    }
+
+    // Unset, there is no browser_listen: a relay uses 0.0.0.0:4433, a node none.
+    let defaults = meshcast(&["config", "show"]);
+    let text = stdout(&defaults);
+    assert!(
+        text.contains("[gateway]") && !text.contains("browser_listen"),
+        "{text}"
+    );
+    assert!(text.contains("web_listen = \"0.0.0.0:8443\""), "{text}");
+    assert!(text.contains("cert_lifetime = \"14days\""), "{text}");
+}
+
+#[test]
+fn bad_gateway_settings_name_the_key_the_reason_and_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("meshcast.toml");
+    let f = file.to_str().unwrap();
+    let hash = "ab".repeat(32);
+    let no_scheme = format!("gw.example.org:4433={hash}");
+    let no_equals = format!("[https://gw.example.org:4433/{hash}]");
+    /// The file, the environment, the flags, and what the error must say.
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, Vec<&'a str>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            "[gateway]\ncert_lifetime = \"15d\"\n".into(),
+            vec![],
+            vec![],
+            vec!["`gateway.cert_lifetime`", "between 2s and 14 days", f],
+        ),
+        (
+            "[gateway]\nmax_sessions = 0\n".into(),
+            vec![],
+            vec![],
+            vec!["`gateway.max_sessions`", "at least 1", f],
+        ),
+        (
+            "[gateway]\nmax_sessions_per_ip = -1\n".into(),
+            vec![],
+            vec![],
+            vec!["`gateway.max_sessions_per_ip`", f],
+        ),
+        (
+            "[gateway]\nweb_listen = \"localhost\"\n".into(),
+            vec![],
+            vec![],
+            vec!["`gateway.web_listen`", "socket address", f],
+        ),
+        (
+            "[gateway]\ntls_key = \"/etc/key.pem\"\n".into(),
+            vec![],
+            vec![],
+            vec!["`gateway.tls_key`", "tls_cert is not", f],
+        ),
+        (
+            "[gateway]\nno_such_key = 1\n".into(),
+            vec![],
+            vec![],
+            vec!["unknown field", "no_such_key", f],
+        ),
+        (
+            "[node]\nfollow = [\"abc\"]\n".into(),
+            vec![],
+            vec![],
+            vec!["`node.follow`", "64 hex digits", f],
+        ),
+        (
+            String::new(),
+            vec![("MESHCAST_GATEWAY__PEER_GATEWAYS", no_equals.as_str())],
+            vec![],
+            vec![
+                "`gateway.peer_gateways`",
+                "URL=CERT_HASH_HEX",
+                "MESHCAST_GATEWAY__PEER_GATEWAYS",
+            ],
+        ),
+        (
+            String::new(),
+            vec![],
+            vec!["--peer-gateway", no_scheme.as_str()],
+            vec!["`gateway.peer_gateways`", "https:// URL", "--peer-gateway"],
+        ),
+        (
+            String::new(),
+            vec![],
+            vec!["--peer-gateway", "https://gw.example.org/=1234"],
+            vec!["`gateway.peer_gateways`", "64 hex digits", "--peer-gateway"],
+        ),
+        (
+            String::new(),
+            vec![("MESHCAST_GATEWAY__CERT_LIFETIME", "1s")],
+            vec![],
+            vec![
+                "`gateway.cert_lifetime`",
+                "between 2s and 14 days",
+                "MESHCAST_GATEWAY__CERT_LIFETIME",
+            ],
+        ),
+        (
+            String::new(),
+            vec![],
+            vec!["--max-sessions", "0"],
+            vec!["`gateway.max_sessions`", "at least 1", "--max-sessions"],
+        ),
+        (
+            String::new(),
+            vec![],
+            vec!["--public-host", "https://relay.example.org/"],
+            vec!["`gateway.public_host`", "bare host name", "--public-host"],
+        ),
+    ];
+    for (toml, env, flags, expected) in cases {
+        std::fs::write(&file, &toml).unwrap();
+        let mut args = vec!["config", "check", "--config", f];
+        args.extend_from_slice(&flags);
+        let out = meshcast_env(&args, &env);
+        assert!(!out.status.success(), "accepted {toml:?} {env:?} {flags:?}");
+        let err = stderr(&out);
+        for word in expected {
+            assert!(
+                err.contains(word),
+                "error for {toml:?} {env:?} {flags:?} lacks {word:?}: {err}"
+            );
+        }
+    }
+}
+
+/// Starts `meshcast <args>` and returns it with the rest of its first stdout
+/// line starting with `gateway `. Standard output is drained to the end, so
+/// the process never writes to a closed pipe.
+fn gateway_line(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshcast"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start meshcast");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("gateway ") {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(url) => (child, url),
+        Err(_) => {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("no `gateway` line from {args:?}: {}", stderr(&out));
+        }
+    }
+}
+
+#[test]
+fn relay_and_node_serve_browsers_as_the_file_says_and_stop_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.toml");
+    let f = file.to_str().unwrap();
+    for (role, host) in [("relay", "relay.test"), ("node", "node.test")] {
+        let data = dir.path().join(role);
+        std::fs::write(
+            &file,
+            format!(
+                "[node]\ndata_dir = {data:?}\nlisten = [\"/ip4/127.0.0.1/udp/0/quic-v1\"]\n\
+                 [gateway]\nbrowser_listen = \"127.0.0.1:0\"\nweb_listen = \"127.0.0.1:0\"\n\
+                 public_host = \"{host}\"\n"
+            ),
+        )
+        .unwrap();
+        let (child, url) = gateway_line(&[role, "--config", f]);
+        assert!(
+            url.starts_with(&format!("https://{host}:")),
+            "{role}: {url}"
+        );
+        let pid = i32::try_from(child.id()).unwrap();
+        // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{role} did not stop cleanly on SIGTERM: {:?} {}",
+            out.status,
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("stopping (SIGTERM)"),
+            "{}",
+            stderr(&out)
+        );
+    }
+
+    // A flag beats the file.
+    std::fs::write(
+        &file,
+        format!(
+            "[node]\ndata_dir = {:?}\nlisten = [\"/ip4/127.0.0.1/udp/0/quic-v1\"]\n\
+             [gateway]\nbrowser_listen = \"127.0.0.1:0\"\nweb_listen = \"127.0.0.1:0\"\n",
+            dir.path().join("flags")
+        ),
+    )
+    .unwrap();
+    let (mut child, url) = gateway_line(&["node", "--config", f, "--public-host", "flag.test"]);
+    assert!(url.starts_with("https://flag.test:"), "{url}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+mod bench;
 mod demo;
+mod examples;
+mod metrics;
 mod processes;
 
 #[test]

@@ -396,6 +396,17 @@ async fn an_operators_certificate_files_are_reloaded_when_they_change() {
     )
     .await
     .expect("a session with the reloaded certificate");
+
+    // Browsers pin only short-lived certificates: an operator's certificate
+    // is left to the Web PKI, so the well-known document offers no hash.
+    let response = http_get(mesh.gateway.web_addr(), meshcast_relay::wellknown::PATH).await;
+    let (_, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let doc: meshcast_relay::wellknown::WellKnown = serde_json::from_str(body).expect("JSON");
+    assert!(
+        doc.certificate_hashes.is_empty(),
+        "{:?}",
+        doc.certificate_hashes
+    );
 }
 
 /// A plain HTTP/1.1 GET, for the well-known document.

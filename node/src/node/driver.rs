@@ -6,8 +6,10 @@ use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
 use libp2p::{dcutr, relay};
+use tracing::Instrument as _;
 
 use super::*;
+use crate::metrics::{self, Failure, LocalGauge, Received};
 
 pub(super) struct Followed {
     pub(super) descriptor: VerifiedDescriptor,
@@ -109,6 +111,33 @@ pub struct Driver {
     /// Peers the scheduler knows as connected: those with a direct connection
     /// and no circuit left. Segments never cross a circuit (see `settle_peer`).
     pub(super) neighbours: HashSet<PeerId>,
+    /// A tracing span per connected peer (`peer` field), opened with its
+    /// first connection and closed with its last: what is logged about the
+    /// peer, and the transfers with it, is logged inside it.
+    pub(super) peer_spans: HashMap<PeerId, tracing::Span>,
+    /// This node's share of the process's gauges.
+    pub(super) gauges: Gauges,
+    /// Bytes in the on-disk cache, if there is one.
+    pub(super) cache_bytes: u64,
+}
+
+/// The gauges one node contributes to (see [`crate::metrics::LocalGauge`]).
+pub(super) struct Gauges {
+    pub(super) peers: LocalGauge,
+    pub(super) store_bytes: LocalGauge,
+    pub(super) store_segments: LocalGauge,
+    pub(super) cache_bytes: LocalGauge,
+}
+
+impl Gauges {
+    fn new() -> Self {
+        Self {
+            peers: LocalGauge::new(metrics::PEERS_CONNECTED),
+            store_bytes: LocalGauge::new(metrics::STORE_BYTES),
+            store_segments: LocalGauge::new(metrics::STORE_SEGMENTS),
+            cache_bytes: LocalGauge::new(metrics::CACHE_BYTES),
+        }
+    }
 }
 
 /// A relay this node reserves a slot on.
@@ -186,6 +215,12 @@ impl Driver {
             scheduler_config.push_parallel = 0;
         }
         let seed = u64::from_le_bytes(peer_id.to_bytes()[2..10].try_into().unwrap_or_default());
+        let mut gauges = Gauges::new();
+        let cache_bytes = config
+            .cache_dir
+            .as_deref()
+            .map_or(0, crate::cache::disk_usage);
+        gauges.cache_bytes.set(cache_bytes);
         let node = Node {
             peer_id,
             commands: commands_tx,
@@ -220,6 +255,9 @@ impl Driver {
             direct: HashMap::new(),
             relayed: HashMap::new(),
             neighbours: HashSet::new(),
+            peer_spans: HashMap::new(),
+            gauges,
+            cache_bytes,
         };
         Ok((node, driver))
     }
@@ -328,11 +366,31 @@ impl Driver {
         }
     }
 
+    /// The span of a connected peer, or a new one for a peer that is not (any more).
+    pub(super) fn peer_span(&self, peer: PeerId) -> tracing::Span {
+        self.peer_spans
+            .get(&peer)
+            .cloned()
+            .unwrap_or_else(|| peer_span(peer))
+    }
+
+    /// Brings the store gauges up to date, after an insert (and its evictions).
+    pub(super) fn store_changed(&mut self) {
+        let (bytes, segments) = {
+            let store = lock(&self.store);
+            (store.used_bytes(), store.len() as u64)
+        };
+        self.gauges.store_bytes.set(bytes);
+        self.gauges.store_segments.set(segments);
+    }
+
     pub(super) fn ban(&mut self, peer: PeerId, reason: String) {
         if self.banned.contains_key(&peer) {
             return;
         }
-        tracing::warn!(%peer, "banning peer: {reason}");
+        self.peer_span(peer)
+            .in_scope(|| tracing::warn!("banning peer: {reason}"));
+        metrics::ban();
         self.banned
             .insert(peer, Instant::now() + self.config.ban_duration);
         let behaviour = self.swarm.behaviour_mut();
@@ -487,6 +545,7 @@ impl Driver {
                     self.scheduler.held(id, size, now);
                 }
             }
+            self.store_changed();
         }
         let peers: Vec<PeerId> = self.neighbours.iter().copied().collect();
         for peer in peers {
@@ -504,6 +563,8 @@ impl Driver {
         if !matches!(lock(&self.store).insert(header, body), Inserted::New { .. }) {
             return;
         }
+        metrics::segment_received(Received::Publisher);
+        self.store_changed();
         let now = Instant::now();
         self.scheduler.held(id, size, now);
         self.emit(Event::Stored {
@@ -526,7 +587,7 @@ impl Driver {
     pub(super) fn request_headers(&mut self, peer: PeerId, stream: StreamId) {
         let mut control = self.control.clone();
         let (limits, timeout) = (self.config.limits, self.config.read_timeout);
-        self.tasks.spawn(async move {
+        let task = async move {
             let result = async {
                 let framed = open(&mut control, peer, limits, timeout).await?;
                 exchange::list_headers(framed, stream).await
@@ -537,7 +598,8 @@ impl Driver {
                 stream,
                 result,
             }
-        });
+        };
+        self.tasks.spawn(task.instrument(self.peer_span(peer)));
     }
 
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -552,6 +614,20 @@ impl Driver {
                 if let Some(reply) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Ok(()));
                 }
+                let span = self
+                    .peer_spans
+                    .entry(peer_id)
+                    .or_insert_with(|| peer_span(peer_id))
+                    .clone();
+                span.in_scope(|| {
+                    tracing::debug!(
+                        remote = %endpoint.get_remote_address(),
+                        dialer = endpoint.is_dialer(),
+                        connections = num_established.get(),
+                        "connection established"
+                    )
+                });
+                self.peers_changed();
                 // Records put while few peers were connected reach more of
                 // the DHT now; at most every REPUT_INTERVAL, not per connection.
                 if num_established.get() == 1
@@ -578,19 +654,19 @@ impl Driver {
                         // cost the relay a slot.
                         self.swarm.close_connection(connection_id);
                     } else {
-                        tracing::info!(
-                            peer = %peer_id,
-                            "connected through a relay; waiting for a direct connection (hole punching)"
-                        );
+                        span.in_scope(|| {
+                            tracing::info!(
+                                "connected through a relay; waiting for a direct connection (hole punching)"
+                            )
+                        });
                     }
                 } else {
                     let count = self.direct.entry(peer_id).or_default();
                     *count += 1;
                     if *count == 1 && self.relayed.contains_key(&peer_id) {
-                        tracing::info!(
-                            peer = %peer_id,
-                            "direct connection established; closing the relayed one"
-                        );
+                        span.in_scope(|| {
+                            tracing::info!("direct connection established; closing the relayed one")
+                        });
                         self.emit(Event::RelayUpgraded { peer: peer_id });
                     }
                     self.settle_peer(peer_id);
@@ -600,8 +676,25 @@ impl Driver {
                 peer_id,
                 connection_id,
                 endpoint,
-                ..
+                num_established,
+                cause,
             } => {
+                self.peer_span(peer_id).in_scope(|| match &cause {
+                    Some(e) => tracing::debug!(
+                        remote = %endpoint.get_remote_address(),
+                        connections = num_established,
+                        "connection closed: {e}"
+                    ),
+                    None => tracing::debug!(
+                        remote = %endpoint.get_remote_address(),
+                        connections = num_established,
+                        "connection closed"
+                    ),
+                });
+                if num_established == 0 {
+                    self.peer_spans.remove(&peer_id);
+                }
+                self.peers_changed();
                 if endpoint.is_relayed() {
                     if let Some(circuits) = self.relayed.get_mut(&peer_id) {
                         circuits.remove(&connection_id);
@@ -675,16 +768,12 @@ impl Driver {
             BehaviourEvent::Dcutr(dcutr::Event {
                 remote_peer_id,
                 result,
-            }) => match result {
-                Ok(_) => tracing::info!(
-                    peer = %remote_peer_id,
-                    "hole punching succeeded: direct connection established"
-                ),
+            }) => self.peer_span(remote_peer_id).in_scope(|| match result {
+                Ok(_) => tracing::info!("hole punching succeeded: direct connection established"),
                 Err(e) => tracing::info!(
-                    peer = %remote_peer_id,
                     "hole punching failed ({e}); the peer stays reachable through the relay for coordination only"
                 ),
-            },
+            }),
             // `result` says whether the request was answered; the dial-back
             // outcome went to the client.
             BehaviourEvent::AutonatServer(event) => tracing::debug!(
@@ -722,6 +811,7 @@ impl Driver {
                 );
                 if acceptance == gossipsub::MessageAcceptance::Reject {
                     self.stats.verification_failures.fetch_add(1, Relaxed);
+                    metrics::verification_failure(Failure::Header);
                     self.ban(
                         propagation_source,
                         "announced a header that does not verify".into(),
@@ -736,9 +826,17 @@ impl Driver {
             }) => {
                 let found = match result {
                     Ok(kad::GetRecordOk::FoundRecord(peer_record)) => {
-                        self.finds.get(&id).and_then(|(stream, _)| {
+                        let found = self.finds.get(&id).and_then(|(stream, _)| {
                             descriptor_from_record(&peer_record.record, stream)
-                        })
+                        });
+                        if found.is_none() && self.finds.contains_key(&id) {
+                            metrics::verification_failure(Failure::Descriptor);
+                            tracing::debug!(
+                                peer = ?peer_record.peer,
+                                "the DHT returned a record that is not a valid descriptor of the stream"
+                            );
+                        }
+                        found
                     }
                     _ => None,
                 };
@@ -785,6 +883,7 @@ impl Driver {
                 if valid.is_some() {
                     let _ = self.swarm.behaviour_mut().kad.store_mut().put(record);
                 } else {
+                    metrics::verification_failure(Failure::Descriptor);
                     self.ban(
                         source,
                         "stored a DHT record that is not a valid stream descriptor".into(),
@@ -832,6 +931,13 @@ impl Driver {
         self.pending.entry(id).or_insert(header);
         self.scheduler.header_learned(id, size, holder, now);
     }
+}
+
+/// The span events about `peer` are logged in. Error level, so that it is
+/// enabled whenever any event is: a warning logged with `RUST_LOG=warn` still
+/// names its peer.
+fn peer_span(peer: PeerId) -> tracing::Span {
+    tracing::error_span!("peer", peer = %peer)
 }
 
 /// Checks a configured relay address: the relay client needs its peer id.
@@ -1012,6 +1118,11 @@ impl Driver {
             tracing::info!("DHT mode: {mode}");
             kad.set_mode(Some(mode));
         }
+    }
+
+    fn peers_changed(&mut self) {
+        let connected = self.swarm.connected_peers().count() as u64;
+        self.gauges.peers.set(connected);
     }
 
     fn neighbour_up(&mut self, peer: PeerId) {

@@ -16,17 +16,25 @@ pub(super) async fn open(
     Ok(Framed::new(stream, limits, timeout))
 }
 
+/// Why an origin fetch brought no segment.
+pub(super) enum OriginError {
+    /// The request failed.
+    Fetch(String),
+    /// The origin's bytes are not the ones the publisher signed.
+    Verify(String),
+}
+
 pub(super) async fn fetch_origin(
     http: &reqwest::Client,
     url: &url::Url,
     header: &VerifiedHeader,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, OriginError> {
     let body = fetch_url(http, url, header.info().length)
         .await
-        .map_err(|e: FetchError| e.to_string())?;
+        .map_err(|e: FetchError| OriginError::Fetch(e.to_string()))?;
     header
         .verify_body(&body, header.info().length)
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| OriginError::Verify(format!("{url}: {e}")))?;
     Ok(body)
 }
 
@@ -57,9 +65,13 @@ pub(super) async fn serve(
                     let header = Some(faults.header(segment.header.signed()).to_pb());
                     framed.send(Body::Deliver(pb::Deliver { header })).await?;
                     framed.send_body(&faults.body(&segment.body)).await?;
-                    stats
-                        .bytes_out
-                        .fetch_add(segment.body.len() as u64, Relaxed);
+                    let bytes = segment.body.len() as u64;
+                    stats.bytes_out.fetch_add(bytes, Relaxed);
+                    crate::metrics::bytes(
+                        crate::metrics::Direction::Out,
+                        crate::metrics::Class::Mesh,
+                        bytes,
+                    );
                 }
                 None => {
                     framed

@@ -1,6 +1,9 @@
 //! Transfers: inbound streams, offers, the scheduler's actions and their results.
 
+use tracing::Instrument as _;
+
 use super::*;
+use crate::metrics::{self, Class, Direction, Failure, Late, Received};
 
 impl Driver {
     pub(super) fn on_inbound(&mut self, peer: PeerId, stream: libp2p::Stream) {
@@ -14,25 +17,29 @@ impl Driver {
         let stats = self.stats.clone();
         let announce_only = self.config.announce_only;
         let faults = self.config.faults;
-        self.tasks.spawn(async move {
-            let started = Instant::now();
-            match serve(framed, peer, store, internal, stats, announce_only, faults).await {
-                Ok(Some((transfer, result))) => TaskDone::Download {
-                    transfer,
-                    via: Via::PushIn(peer),
-                    started,
-                    result: result.map(Some),
-                },
-                Ok(None) => TaskDone::Served {
-                    peer,
-                    result: Ok(()),
-                },
-                Err(e) => TaskDone::Served {
-                    peer,
-                    result: Err(e),
-                },
+        let span = self.peer_span(peer);
+        self.tasks.spawn(
+            async move {
+                let started = Instant::now();
+                match serve(framed, peer, store, internal, stats, announce_only, faults).await {
+                    Ok(Some((transfer, result))) => TaskDone::Download {
+                        transfer,
+                        via: Via::PushIn(peer),
+                        started,
+                        result: result.map(Some),
+                    },
+                    Ok(None) => TaskDone::Served {
+                        peer,
+                        result: Ok(()),
+                    },
+                    Err(e) => TaskDone::Served {
+                        peer,
+                        result: Err(e),
+                    },
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     pub(super) fn on_internal(&mut self, internal: Internal) {
@@ -45,6 +52,7 @@ impl Driver {
             Ok(decision) => decision,
             Err(e) => {
                 self.stats.verification_failures.fetch_add(1, Relaxed);
+                metrics::verification_failure(Failure::Header);
                 self.ban(peer, format!("offered a bad header: {e}"));
                 OfferReply::Reject(e)
             }
@@ -95,24 +103,28 @@ impl Driver {
                     let mut control = self.control.clone();
                     let (limits, timeout) = (self.config.limits, self.config.read_timeout);
                     let faults = self.config.faults;
-                    let handle = self.tasks.spawn(async move {
-                        let bytes = segment.body.len() as u64;
-                        let (header, body) = (
-                            faults.header(segment.header.signed()),
-                            faults.body(&segment.body),
-                        );
-                        let result = async {
-                            let framed = open(&mut control, peer, limits, timeout).await?;
-                            exchange::push(framed, &header, &body).await
+                    let span = self.peer_span(peer);
+                    let handle = self.tasks.spawn(
+                        async move {
+                            let bytes = segment.body.len() as u64;
+                            let (header, body) = (
+                                faults.header(segment.header.signed()),
+                                faults.body(&segment.body),
+                            );
+                            let result = async {
+                                let framed = open(&mut control, peer, limits, timeout).await?;
+                                exchange::push(framed, &header, &body).await
+                            }
+                            .await;
+                            TaskDone::Upload {
+                                transfer,
+                                peer,
+                                bytes,
+                                result,
+                            }
                         }
-                        .await;
-                        TaskDone::Upload {
-                            transfer,
-                            peer,
-                            bytes,
-                            result,
-                        }
-                    });
+                        .instrument(span),
+                    );
                     self.aborts.insert(transfer, handle);
                 }
                 Action::Pull { transfer, peer, id } => {
@@ -122,24 +134,30 @@ impl Driver {
                     };
                     let mut control = self.control.clone();
                     let (limits, timeout) = (self.config.limits, self.config.read_timeout);
-                    let handle = self.tasks.spawn(async move {
-                        let result = async {
-                            let framed = open(&mut control, peer, limits, timeout).await?;
-                            exchange::pull(framed, id, &key).await
+                    let span = self.peer_span(peer);
+                    let handle = self.tasks.spawn(
+                        async move {
+                            let result = async {
+                                let framed = open(&mut control, peer, limits, timeout).await?;
+                                exchange::pull(framed, id, &key).await
+                            }
+                            .await;
+                            TaskDone::Download {
+                                transfer,
+                                via: Via::Pull(peer),
+                                started: now,
+                                result,
+                            }
                         }
-                        .await;
-                        TaskDone::Download {
-                            transfer,
-                            via: Via::Pull(peer),
-                            started: now,
-                            result,
-                        }
-                    });
+                        .instrument(span),
+                    );
                     self.aborts.insert(transfer, handle);
                 }
                 Action::FetchOrigin { transfer, id } => {
                     match self.origin_url(&id) {
                         Some((url, header)) => {
+                            metrics::late(Late::Mesh);
+                            tracing::debug!("{id} is late in the mesh; fetching it from {url}");
                             let http = self.http.clone();
                             let handle = self.tasks.spawn(async move {
                                 match fetch_origin(&http, &url, &header).await {
@@ -149,11 +167,19 @@ impl Driver {
                                         started: now,
                                         result: Ok(Some((header, body))),
                                     },
-                                    Err(error) => TaskDone::OriginFailed {
+                                    Err(OriginError::Fetch(error)) => TaskDone::OriginFailed {
                                         transfer,
                                         id,
                                         error,
                                     },
+                                    Err(OriginError::Verify(error)) => {
+                                        metrics::verification_failure(Failure::Body);
+                                        TaskDone::OriginFailed {
+                                            transfer,
+                                            id,
+                                            error,
+                                        }
+                                    }
                                 }
                             });
                             self.aborts.insert(transfer, handle);
@@ -218,13 +244,21 @@ impl Driver {
                     Ok(None) => Outcome::Absent,
                     Err(e) if e.is_misbehaviour() => {
                         self.stats.verification_failures.fetch_add(1, Relaxed);
+                        if let Some(what) = Failure::of(&e) {
+                            metrics::verification_failure(what);
+                        }
                         if let Some(peer) = peer {
                             self.ban(peer, e.to_string());
                         }
                         Outcome::Misbehaved
                     }
                     Err(e) => {
-                        tracing::debug!("download failed: {e}");
+                        match peer {
+                            Some(peer) => self
+                                .peer_span(peer)
+                                .in_scope(|| tracing::debug!("download failed: {e}")),
+                            None => tracing::debug!("download failed: {e}"),
+                        }
                         Outcome::Failed
                     }
                 };
@@ -250,6 +284,7 @@ impl Driver {
                 let outcome = match result {
                     Ok(Pushed::Delivered) => {
                         self.stats.bytes_out.fetch_add(bytes, Relaxed);
+                        metrics::bytes(Direction::Out, Class::Mesh, bytes);
                         Outcome::Done {
                             bytes,
                             elapsed: Duration::ZERO,
@@ -281,6 +316,7 @@ impl Driver {
                             Ok(verified) => self.learn(verified, Some(peer), now),
                             Err(e) => {
                                 self.stats.verification_failures.fetch_add(1, Relaxed);
+                                metrics::verification_failure(Failure::Header);
                                 self.ban(peer, format!("listed a bad header: {e}"));
                                 return;
                             }
@@ -288,7 +324,9 @@ impl Driver {
                     }
                 }
                 Err(e) if e.is_misbehaviour() => self.ban(peer, e.to_string()),
-                Err(e) => tracing::debug!(%peer, "header list failed: {e}"),
+                Err(e) => self
+                    .peer_span(peer)
+                    .in_scope(|| tracing::debug!("header list failed: {e}")),
             },
             TaskDone::Served { peer, result } => {
                 self.inbound = self.inbound.saturating_sub(1);
@@ -296,6 +334,9 @@ impl Driver {
                     && e.is_misbehaviour()
                 {
                     self.stats.verification_failures.fetch_add(1, Relaxed);
+                    if let Some(what) = Failure::of(&e) {
+                        metrics::verification_failure(what);
+                    }
                     self.ban(peer, e.to_string());
                 }
             }
@@ -317,24 +358,45 @@ impl Driver {
     ) {
         let id = header.id();
         let bytes = body.len() as u64;
+        let published_at_us = header.info().published_at_us;
         match source {
-            Source::Origin => self.stats.origin_bytes_in.fetch_add(bytes, Relaxed),
-            _ => self.stats.mesh_bytes_in.fetch_add(bytes, Relaxed),
+            Source::Origin => {
+                self.stats.origin_bytes_in.fetch_add(bytes, Relaxed);
+                metrics::bytes(Direction::In, Class::Origin, bytes);
+            }
+            _ => {
+                self.stats.mesh_bytes_in.fetch_add(bytes, Relaxed);
+                metrics::bytes(Direction::In, Class::Mesh, bytes);
+            }
         };
         self.pending.remove(&id);
         if let Some(dir) = &self.config.cache_dir {
-            crate::cache::write(dir, &header, &body);
+            self.cache_bytes += crate::cache::write(dir, &header, &body);
+            self.gauges.cache_bytes.set(self.cache_bytes);
         }
         if self.config.faults.forge_headers {
             self.announce_forged(&header);
         }
-        match lock(&self.store).insert(header, body) {
-            Inserted::New { .. } => self.emit(Event::Stored {
-                id,
-                source,
-                bytes,
-                at: now,
-            }),
+        let inserted = lock(&self.store).insert(header, body);
+        match inserted {
+            Inserted::New { .. } => {
+                metrics::segment_received(match source {
+                    Source::Push(_) => Received::Push,
+                    Source::Pull(_) => Received::Pull,
+                    Source::Origin => Received::Origin,
+                    Source::Injected => Received::Publisher,
+                });
+                if source != Source::Injected {
+                    metrics::propagation(published_at_us, crate::unix_now_us());
+                }
+                self.store_changed();
+                self.emit(Event::Stored {
+                    id,
+                    source,
+                    bytes,
+                    at: now,
+                });
+            }
             Inserted::AlreadyHeld => {
                 self.stats.duplicate_bytes.fetch_add(bytes, Relaxed);
             }

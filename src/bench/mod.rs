@@ -1,10 +1,24 @@
 //! `meshcast bench …`: benchmarks that print figures.
+//!
+//! `mesh` and `relay` are single benches; `all` runs the whole suite and
+//! writes a JSON, Markdown and SVG report (see `docs/benchmarks.md`). The
+//! hidden `peer` and `node` subcommands are processes the suite spawns.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use meshcast_node::bench::{self, MeshBench, MeshReport};
 use meshcast_node::unix_now_us as now_us;
+
+pub mod all;
+pub mod netns;
+mod offload;
+pub mod proc;
+mod report;
+mod rss;
+pub mod throughput;
+
+pub use netns::NodeArgs;
 
 pub fn mesh(bench: MeshBench, json: bool) -> anyhow::Result<()> {
     crate::run::init_logs("warn");
@@ -241,7 +255,7 @@ async fn watch(
 pub fn relay(bench: RelayBench, json: bool) -> anyhow::Result<()> {
     crate::run::init_logs("error");
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let report = runtime.block_on(run_relay(&bench))?;
+    let report = runtime.block_on(run_relay(&bench, &|phase| eprintln!("bench: {phase}")))?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -278,14 +292,17 @@ pub fn relay(bench: RelayBench, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_relay(bench: &RelayBench) -> anyhow::Result<RelayReport> {
+pub(crate) async fn run_relay(
+    bench: &RelayBench,
+    progress: &dyn Fn(&str),
+) -> anyhow::Result<RelayReport> {
     use meshcast_proto::{Descriptor, PublisherKey, Rendition, SegmentId, SegmentInfo};
 
     let data_dir =
         std::env::temp_dir().join(format!("meshcast-bench-relay-{}", std::process::id()));
     let relay = start_relay(&data_dir, bench.sessions)?;
     let pid = relay.child.0.id();
-    eprintln!("bench: relay {} (pid {pid})", relay.gateway);
+    progress(&format!("relay {} (pid {pid})", relay.gateway));
 
     // The publisher: an in-process node that injects synthetic segments.
     let (publisher, publisher_driver) = meshcast_node::Node::new(
@@ -349,7 +366,7 @@ async fn run_relay(bench: &RelayBench) -> anyhow::Result<RelayReport> {
     inject(sequence, &mut body).await;
     sequence += 1;
 
-    eprintln!("bench: opening {} sessions", bench.sessions);
+    progress(&format!("opening {} sessions", bench.sessions));
     let mut hash = [0u8; 32];
     hex::decode_to_slice(&relay.cert_hash, &mut hash)
         .context("the relay printed a bad certificate hash")?;
@@ -374,11 +391,11 @@ async fn run_relay(bench: &RelayBench) -> anyhow::Result<RelayReport> {
         }
     }
     if failed > 0 {
-        eprintln!("bench: {failed} sessions failed to open");
+        progress(&format!("{failed} sessions failed to open"));
     }
     let sessions_open = clients.len();
 
-    eprintln!("bench: measuring for {:?}", bench.duration);
+    progress(&format!("measuring for {:?}", bench.duration));
     let start = tokio::time::Instant::now() + Duration::from_millis(200);
     let until = start + bench.duration;
     let (cpu_before, _) = process_usage(pid)?;

@@ -1,0 +1,394 @@
+//! `meshcast bench all`: every benchmark in one run, written as
+//! `<out>/<date>.json` (every figure with its unit), `<out>/<date>.md` (a
+//! table per section and the goals, met or missed) and `<out>/<date>.svg`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use meshcast_node::bench::MeshBench;
+
+use super::report::{self, FanoutSection, FanoutStep, Fig, MeshRun, Report, fig};
+use super::{netns, offload, rss, throughput};
+
+/// The sections, in the order they run.
+pub const SECTIONS: [&str; 6] = ["mesh", "offload", "fanout", "throughput", "rss", "netns"];
+
+#[derive(Debug, clap::Args)]
+pub struct AllArgs {
+    /// Small sizes and few segments: checks that everything works, in well
+    /// under two minutes (mesh of 5 nodes, 20 viewers, 20 relay sessions,
+    /// 16 MiB each way, 10 peers, no network namespaces).
+    #[arg(long)]
+    pub quick: bool,
+    /// Folder for `<date>.json`, `<date>.md` and `<date>.svg` (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "bench/results")]
+    pub out: PathBuf,
+    /// Run only these sections (comma-separated): mesh, offload, fanout,
+    /// throughput, rss, netns.
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SECTIONS))]
+    pub only: Vec<String>,
+}
+
+/// Phases for whoever watches: a progress bar on a terminal, plain lines on
+/// standard error otherwise (logs, CI, tests).
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new(steps: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}",
+            ) {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Self { bar }
+    }
+
+    /// What is running now.
+    pub fn phase(&self, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(message.to_string()),
+            None => eprintln!("bench: {message}"),
+        }
+    }
+
+    /// A line that stays (a result, a warning).
+    pub fn note(&self, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(message),
+            None => eprintln!("{message}"),
+        }
+    }
+
+    fn step(&self) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Sizes of a run: `--quick` or the full suite.
+struct Plan {
+    mesh_nodes: Vec<usize>,
+    mesh: MeshBench,
+    offload: offload::Plan,
+    fanout_sessions: Vec<usize>,
+    fanout_duration: Duration,
+    throughput: throughput::Plan,
+    rss: rss::Plan,
+    netns: Option<netns::Plan>,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        // Every stream is 2 Mbit/s, as in the goals, except the RSS one (5 Mbit/s).
+        if quick {
+            Self {
+                mesh_nodes: vec![5],
+                mesh: MeshBench {
+                    nodes: 5,
+                    segment_bytes: 125_000,
+                    segments: 4,
+                    interval: Duration::from_millis(500),
+                },
+                offload: offload::Plan {
+                    viewers: vec![20],
+                    segment_duration: Duration::from_secs(1),
+                    bitrate: 2_000_000,
+                    duration: Duration::from_secs(5),
+                },
+                fanout_sessions: vec![20],
+                fanout_duration: Duration::from_secs(5),
+                throughput: throughput::Plan {
+                    mib_each_way: 16,
+                    rounds: 1,
+                },
+                rss: rss::Plan {
+                    peers: 10,
+                    bitrate: 5_000_000,
+                    segment_duration: Duration::from_secs(1),
+                    live_window: Duration::from_secs(30),
+                    duration: Duration::from_secs(6),
+                },
+                netns: None,
+            }
+        } else {
+            Self {
+                mesh_nodes: vec![10, 50, 100],
+                mesh: MeshBench {
+                    nodes: 0,
+                    segment_bytes: 250_000,
+                    segments: 10,
+                    interval: Duration::from_secs(1),
+                },
+                offload: offload::Plan {
+                    viewers: vec![100, 1000],
+                    segment_duration: Duration::from_secs(2),
+                    bitrate: 2_000_000,
+                    duration: Duration::from_secs(20),
+                },
+                fanout_sessions: vec![100, 200, 400, 800],
+                fanout_duration: Duration::from_secs(20),
+                throughput: throughput::Plan {
+                    mib_each_way: 256,
+                    rounds: 2,
+                },
+                rss: rss::Plan {
+                    peers: 100,
+                    bitrate: 5_000_000,
+                    segment_duration: Duration::from_secs(2),
+                    live_window: Duration::from_secs(30),
+                    duration: Duration::from_secs(40),
+                },
+                netns: Some(netns::Plan {
+                    nodes_per_namespace: 3,
+                    segments: 10,
+                    segment_bytes: 250_000,
+                    interval: Duration::from_secs(1),
+                }),
+            }
+        }
+    }
+
+    fn steps(&self) -> u64 {
+        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 3) as u64
+    }
+}
+
+pub fn run(args: AllArgs) -> anyhow::Result<()> {
+    crate::run::init_logs("error");
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let started = SystemTime::now();
+    let (started_utc, file_stem) = utc_stamp(started);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let plan = Plan::new(args.quick);
+    let progress = Progress::new(plan.steps());
+    let wanted = |section: &str| args.only.is_empty() || args.only.iter().any(|s| s == section);
+
+    let mut report = Report::new(started_utc, args.quick);
+    let suite = async {
+        if wanted("mesh") {
+            for &nodes in &plan.mesh_nodes {
+                let result = mesh_run(&plan.mesh, nodes, &progress).await;
+                report.record("mesh", result, |r, run| r.mesh.push(run));
+                progress.step();
+            }
+        }
+        if wanted("offload") {
+            let result = offload::run(&plan.offload, &progress).await;
+            report.record("offload", result, |r, s| r.offload = Some(s));
+        }
+        for _ in &plan.offload.viewers {
+            progress.step();
+        }
+        if wanted("fanout") {
+            let result = fanout(&plan, &progress).await;
+            report.record("fanout", result, |r, s| r.fanout = Some(s));
+        }
+        for _ in &plan.fanout_sessions {
+            progress.step();
+        }
+        if wanted("throughput") {
+            let result = throughput::run(&plan.throughput, &progress).await;
+            report.record("throughput", result, |r, s| r.throughput = Some(s));
+        }
+        progress.step();
+        if wanted("rss") {
+            let result = rss::run(&plan.rss, &progress).await;
+            report.record("rss", result, |r, s| r.rss = Some(s));
+        }
+        progress.step();
+        if wanted("netns") {
+            let result = match &plan.netns {
+                Some(netns_plan) => netns::run(netns_plan, &progress).await,
+                None => Ok(netns::skipped("not run with --quick".into())),
+            };
+            report.record("netns", result, |r, s| r.netns = Some(s));
+        }
+        progress.step();
+    };
+    // Ctrl-C drops the suite: children are killed, namespaces deleted, temporary
+    // folders removed (their guards' Drop), and no report is written.
+    let interrupted = runtime.block_on(async {
+        tokio::select! {
+            () = suite => false,
+            _ = tokio::signal::ctrl_c() => true,
+        }
+    });
+    progress.finish();
+    drop(runtime);
+    if interrupted {
+        anyhow::bail!("interrupted: no report written");
+    }
+
+    report.finish(started);
+    let base = args.out.join(&file_stem);
+    let json = base.with_extension("json");
+    let md = base.with_extension("md");
+    let svg = base.with_extension("svg");
+    let text = serde_json::to_string_pretty(&report).context("encoding the report")?;
+    std::fs::write(&json, text + "\n").with_context(|| format!("writing {}", json.display()))?;
+    std::fs::write(&md, report::markdown(&report, &file_stem))
+        .with_context(|| format!("writing {}", md.display()))?;
+    std::fs::write(&svg, report::svg(&report)?)
+        .with_context(|| format!("writing {}", svg.display()))?;
+    println!("{}", report::goals_text(&report));
+    println!("wrote {}", json.display());
+    println!("wrote {}", md.display());
+    println!("wrote {}", svg.display());
+    if !report.errors.is_empty() {
+        anyhow::bail!(
+            "{} section(s) failed: {}",
+            report.errors.len(),
+            report
+                .errors
+                .iter()
+                .map(|e| e.section.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+async fn mesh_run(plan: &MeshBench, nodes: usize, progress: &Progress) -> anyhow::Result<MeshRun> {
+    let bench = MeshBench {
+        nodes,
+        ..plan.clone()
+    };
+    progress.phase(&format!("mesh: {nodes} nodes"));
+    let (cpu_before, start) = (super::proc::cpu_seconds("self")?, std::time::Instant::now());
+    let r = meshcast_node::bench::run(&bench, |phase| {
+        progress.phase(&format!("mesh ({nodes} nodes): {phase}"))
+    })
+    .await?;
+    let cores = (super::proc::cpu_seconds("self")? - cpu_before) / start.elapsed().as_secs_f64();
+    progress.note(&format!(
+        "mesh {nodes:>4} nodes: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, duplicate ratio {:.3}, {} of {} delivered, {cores:.2} cores busy",
+        r.p50_ms,
+        r.p95_ms,
+        r.p99_ms,
+        r.duplicate_ratio,
+        r.delivered,
+        r.nodes * r.segments
+    ));
+    Ok(MeshRun {
+        nodes: r.nodes,
+        segments: r.segments,
+        segment_bytes: fig(r.segment_bytes as f64, "bytes"),
+        bitrate: fig(
+            r.segment_bytes as f64 * 8.0 / plan.interval.as_secs_f64() / 1e6,
+            "Mbit/s",
+        ),
+        delivered: fig(r.delivered as f64, "(node, segment) pairs"),
+        expected: fig((r.nodes * r.segments) as f64, "(node, segment) pairs"),
+        p50: fig(r.p50_ms, "ms"),
+        p95: fig(r.p95_ms, "ms"),
+        p99: fig(r.p99_ms, "ms"),
+        max: fig(r.max_ms, "ms"),
+        duplicate_ratio: fig(r.duplicate_ratio, "received ÷ needed"),
+        cpu: fig(cores, "cores"),
+    })
+}
+
+/// Relay fan-out: more sessions per step, until one has a late segment.
+async fn fanout(plan: &Plan, progress: &Progress) -> anyhow::Result<FanoutSection> {
+    let mut steps = Vec::new();
+    let mut best = 0usize;
+    for &sessions in &plan.fanout_sessions {
+        progress.phase(&format!("fan-out: {sessions} sessions"));
+        let bench = super::RelayBench {
+            sessions,
+            bitrate: 2_000_000,
+            segment_duration: Duration::from_secs(2),
+            duration: plan.fanout_duration,
+        };
+        let r = super::run_relay(&bench, &|phase: &str| {
+            progress.phase(&format!("fan-out ({sessions} sessions): {phase}"))
+        })
+        .await?;
+        progress.note(&format!(
+            "fan-out {sessions:>4} sessions: {} open, {} late of {}, {:.0} Mbit/s delivered, relay {:.2} cores, {:.0} MiB RSS",
+            r.sessions_open,
+            r.late_segments,
+            r.expected_segments,
+            r.delivered_mbps,
+            r.relay_cpu_cores,
+            r.relay_peak_rss_mib
+        ));
+        let clean = r.late_segments == 0 && r.sessions_open == sessions && r.expected_segments > 0;
+        if clean {
+            best = best.max(sessions);
+        }
+        steps.push(FanoutStep::from(&r));
+        if !clean {
+            break;
+        }
+    }
+    Ok(FanoutSection {
+        bitrate: fig(2.0, "Mbit/s"),
+        segment_duration: fig(2.0, "s"),
+        measured: fig(plan.fanout_duration.as_secs_f64(), "s"),
+        max_sessions_without_late: fig(best as f64, "sessions"),
+        steps,
+    })
+}
+
+/// `2026-05-04T11:44:32Z` and the file stem `2026-05-04T11-44-32Z`.
+pub fn utc_stamp(t: SystemTime) -> (String, String) {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rest / 3600, rest % 3600 / 60, rest % 60);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    (
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z"),
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}-{m:02}-{s:02}Z"),
+    )
+}
+
+/// Seconds as a figure.
+pub fn seconds(d: Duration) -> Fig {
+    fig(d.as_secs_f64(), "s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps_are_calendar_dates() {
+        let at = |s: u64| utc_stamp(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0).0, "1970-01-01T00:00:00Z");
+        // 2000-02-29 (a leap day of a century leap year), 12:34:56.
+        assert_eq!(at(951_827_696).0, "2000-02-29T12:34:56Z");
+        assert_eq!(at(1_767_225_599).1, "2025-12-31T23-59-59Z");
+    }
+}

@@ -1,0 +1,274 @@
+//! `meshcast bench all --quick`: every section runs and reports sane figures.
+//! Nothing here asserts speed: the figures are checked for presence, units,
+//! finiteness and plausible ranges only.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect()
+}
+
+/// `value` is a figure: `{"value": <finite number>, "unit": "<non-empty>"}`,
+/// within `[min, max]`.
+fn figure(report: &Value, path: &str, min: f64, max: f64) -> f64 {
+    let fig = report
+        .pointer(path)
+        .unwrap_or_else(|| panic!("{path} is missing"));
+    let unit = fig["unit"].as_str().unwrap_or_default();
+    assert!(!unit.is_empty(), "{path} has no unit: {fig}");
+    let value = fig["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{path} is not a number: {fig}"));
+    assert!(value.is_finite(), "{path} is not finite: {fig}");
+    assert!(
+        (min..=max).contains(&value),
+        "{path} = {value} {unit}, outside [{min}, {max}]"
+    );
+    value
+}
+
+/// Every `{"value", "unit"}` object anywhere in the report.
+fn every_figure<'a>(v: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
+    match v {
+        Value::Object(map) if map.contains_key("value") && map.contains_key("unit") => {
+            out.push((path, v));
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                every_figure(v, format!("{path}/{k}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                every_figure(v, format!("{path}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Tags open and close in order, and the root element is `<svg>`.
+fn check_svg(text: &str) {
+    let start = text.find("<svg").expect("an <svg> element");
+    assert!(
+        text[..start].trim().is_empty() || text[..start].trim_start().starts_with("<?xml"),
+        "text before <svg>"
+    );
+    let mut stack: Vec<&str> = Vec::new();
+    let mut rest = &text[start..];
+    while let Some(open) = rest.find('<') {
+        let close = rest[open..].find('>').expect("an unterminated tag") + open;
+        let tag = &rest[open + 1..close];
+        rest = &rest[close + 1..];
+        if tag.starts_with('?') || tag.starts_with('!') || tag.ends_with('/') {
+            continue;
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(stack.pop(), Some(name.trim()), "mismatched </{name}>");
+        } else {
+            let name = tag.split_whitespace().next().expect("a tag name");
+            if stack.is_empty() {
+                assert_eq!(name, "svg", "the root element is <{name}>");
+            }
+            stack.push(name);
+        }
+    }
+    assert!(stack.is_empty(), "unclosed elements: {stack:?}");
+    assert!(rest.trim().is_empty(), "text after </svg>");
+}
+
+#[test]
+fn bench_all_quick_reports_every_section() {
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_meshcast"))
+        .args(["bench", "all", "--quick", "--out"])
+        .arg(out.path())
+        .output()
+        .expect("run meshcast");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    // Not a terminal: no progress bar, plain phase lines.
+    assert!(stderr.contains("bench: "), "{stderr}");
+    assert!(
+        !stderr.contains('\r'),
+        "a progress bar was drawn: {stderr:?}"
+    );
+
+    let (json, md, svg) = (
+        files_with(out.path(), "json"),
+        files_with(out.path(), "md"),
+        files_with(out.path(), "svg"),
+    );
+    assert!(
+        json.len() == 1 && md.len() == 1 && svg.len() == 1,
+        "{json:?} {md:?} {svg:?}"
+    );
+    // One stem, a UTC date-time: 2026-05-04T11-44-32Z.
+    let stem = json[0].file_stem().unwrap().to_str().unwrap().to_string();
+    assert_eq!(md[0].file_stem().unwrap().to_str().unwrap(), stem);
+    assert_eq!(svg[0].file_stem().unwrap().to_str().unwrap(), stem);
+    assert!(
+        stem.len() == 20 && stem.ends_with('Z') && stem.as_bytes()[10] == b'T',
+        "{stem}"
+    );
+    for path in [&json[0], &md[0], &svg[0]] {
+        assert!(
+            stdout.contains(&path.display().to_string()),
+            "stdout does not name {}: {stdout}",
+            path.display()
+        );
+    }
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json[0]).unwrap())
+        .expect("the report is JSON");
+    assert_eq!(report["quick"], true);
+    assert_eq!(
+        report["errors"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        report["errors"]
+    );
+
+    // Every figure anywhere: a finite number with a unit.
+    let mut figures = Vec::new();
+    every_figure(&report, String::new(), &mut figures);
+    assert!(figures.len() > 60, "only {} figures", figures.len());
+    for (path, fig) in &figures {
+        if path.starts_with("/machine/load") {
+            continue; // /proc/loadavg may be unreadable; NaN then.
+        }
+        assert!(
+            fig["value"].as_f64().is_some_and(f64::is_finite),
+            "{path}: {fig}"
+        );
+        assert!(
+            fig["unit"].as_str().is_some_and(|u| !u.is_empty()),
+            "{path}: {fig}"
+        );
+    }
+
+    // a. mesh: 5 nodes, every (node, segment) pair delivered.
+    let mesh = report["mesh"].as_array().expect("mesh runs");
+    assert_eq!(mesh.len(), 1);
+    assert_eq!(mesh[0]["nodes"], 5);
+    let expected = figure(&report, "/mesh/0/expected", 1.0, 1e6);
+    figure(&report, "/mesh/0/delivered", expected, expected);
+    let p50 = figure(&report, "/mesh/0/p50", 0.0, 60_000.0);
+    let p95 = figure(&report, "/mesh/0/p95", p50, 60_000.0);
+    let p99 = figure(&report, "/mesh/0/p99", p95, 60_000.0);
+    figure(&report, "/mesh/0/max", p99, 60_000.0);
+    figure(&report, "/mesh/0/duplicate_ratio", 1.0, 10.0);
+
+    // b. offload: a real origin served something, viewers got more.
+    let runs = report["offload"]["runs"].as_array().expect("offload runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["viewers"], 20);
+    figure(&report, "/offload/runs/0/sessions_open", 1.0, 20.0);
+    let asked = figure(&report, "/offload/runs/0/expected_segments", 1.0, 1e6);
+    figure(&report, "/offload/runs/0/late_segments", 0.0, asked);
+    figure(&report, "/offload/runs/0/delivered_by_gateways", 0.0, asked);
+    figure(&report, "/offload/runs/0/origin_bytes", 1.0, 1e12);
+    figure(&report, "/offload/runs/0/viewer_bytes", 1.0, 1e12);
+    figure(&report, "/offload/runs/0/offload", 0.0, 1.0);
+    figure(&report, "/offload/bitrate", 2.0, 2.0);
+
+    // c. fan-out: one step of 20 sessions.
+    assert_eq!(report["fanout"]["steps"][0]["sessions"], 20);
+    figure(&report, "/fanout/steps/0/sessions_open", 1.0, 20.0);
+    figure(&report, "/fanout/steps/0/delivered", 0.001, 1e5);
+    figure(&report, "/fanout/steps/0/relay_peak_rss", 1.0, 4096.0);
+    figure(&report, "/fanout/max_sessions_without_late", 0.0, 20.0);
+
+    // d. throughput: both protocols moved bytes; the ratio is theirs.
+    let ours = figure(&report, "/throughput/meshcast/both", 1e-3, 1e6);
+    let quinn = figure(&report, "/throughput/quinn/both", 1e-3, 1e6);
+    let ratio = figure(&report, "/throughput/ratio", 1e-6, 1e3);
+    assert!(
+        (ratio - ours / quinn).abs() < 1e-9,
+        "{ratio} vs {ours} / {quinn}"
+    );
+    for p in ["meshcast", "quinn"] {
+        for d in ["pull", "push"] {
+            figure(&report, &format!("/throughput/{p}/{d}"), 1e-3, 1e6);
+        }
+    }
+
+    // e. node RSS: a real process, 10 peers.
+    assert_eq!(report["rss"]["peers"], 10);
+    let peak = figure(&report, "/rss/peak_rss", 1.0, 4096.0);
+    figure(&report, "/rss/rss_end", 1.0, peak);
+    figure(&report, "/rss/rss_idle", 1.0, peak);
+    figure(&report, "/rss/connected_peers", 1.0, 10.0);
+
+    // f. network conditions: skipped with --quick, and saying so.
+    assert!(
+        report["netns"]["skipped"]
+            .as_str()
+            .is_some_and(|s| s.contains("--quick")),
+        "{}",
+        report["netns"]
+    );
+
+    // Goals: three, each met or missed.
+    let goals = report["goals"].as_array().expect("goals");
+    assert_eq!(goals.len(), 3);
+    for goal in goals {
+        assert!(goal["met"].is_boolean(), "{goal}");
+        assert!(
+            goal["measured"]["value"]
+                .as_f64()
+                .is_some_and(f64::is_finite),
+            "{goal}"
+        );
+    }
+
+    let text = std::fs::read_to_string(&md[0]).unwrap();
+    for heading in [
+        "## Goals",
+        "## Mesh propagation",
+        "## Origin offload",
+        "## Relay fan-out",
+        "## Segment protocol throughput",
+        "## Node memory",
+        "## Network conditions",
+    ] {
+        assert!(
+            text.contains(heading),
+            "the Markdown lacks {heading}:\n{text}"
+        );
+    }
+    assert!(text.contains("met") || text.contains("missed"));
+    assert!(text.contains(&format!("({stem}.svg)")), "{text}");
+
+    check_svg(&std::fs::read_to_string(&svg[0]).unwrap());
+}
+
+#[test]
+fn bench_all_refuses_unknown_sections() {
+    let run = Command::new(env!("CARGO_BIN_EXE_meshcast"))
+        .args([
+            "bench",
+            "all",
+            "--quick",
+            "--only",
+            "nosuch",
+            "--out",
+            "/nonexistent",
+        ])
+        .output()
+        .expect("run meshcast");
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("nosuch") && stderr.contains("throughput"),
+        "{stderr}"
+    );
+}

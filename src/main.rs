@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod bench;
+mod child;
 mod cli;
 mod config;
 mod demo;

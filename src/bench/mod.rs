@@ -101,104 +101,43 @@ pub struct RelayReport {
     pub relay_rss_per_session_mib: f64,
 }
 
-/// CPU seconds (user + system) and peak RSS of a process, from /proc.
-fn process_usage(pid: u32) -> anyhow::Result<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .context("reading the relay's /proc stat")?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11)
-        .and_then(|u| u.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    // USER_HZ is 100 on every Linux the project runs on.
-    let hz = 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .context("reading the relay's /proc status")?;
-    let peak_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    Ok((ticks / hz, peak_kib / 1024.0))
-}
-
-/// A child process killed on drop.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The relay child and what it printed.
 struct Relay {
-    child: Child,
+    child: proc::Spawned,
     listening: String,
     gateway: String,
     cert_hash: String,
 }
 
 /// Starts `meshcast relay` on loopback and reads its addresses.
-fn start_relay(data_dir: &std::path::Path, sessions: usize) -> anyhow::Result<Relay> {
-    use std::io::{BufRead, BufReader};
-    let exe = std::env::current_exe().context("finding the meshcast binary")?;
+async fn start_relay(data_dir: &std::path::Path, sessions: usize) -> anyhow::Result<Relay> {
+    const STARTUP: Duration = Duration::from_secs(30);
     let limit = (sessions + 16).to_string();
-    let mut child = std::process::Command::new(exe)
-        .args(["relay", "--data-dir"])
-        .arg(data_dir)
-        .args([
-            "--listen",
-            "/ip4/127.0.0.1/udp/0/quic-v1",
-            "--browser-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--web-listen",
-            "127.0.0.1:0",
-            "--max-sessions",
-            &limit,
-            "--max-sessions-per-ip",
-            &limit,
-        ])
-        .args(["--store-max-bytes", "256MiB"])
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .context("starting `meshcast relay`")?;
-    let stdout = child.stdout.take().context("the relay's standard output")?;
-    let child = Child(child);
-    let (mut listening, mut gateway, mut cert_hash) = (None, None, None);
-    for line in BufReader::new(stdout).lines() {
-        let line = line.context("reading the relay's output")?;
-        if let Some(v) = line.strip_prefix("listening ") {
-            listening.get_or_insert(v.to_string());
-        } else if let Some(v) = line.strip_prefix("gateway ") {
-            gateway = Some(v.to_string());
-        } else if let Some(v) = line.strip_prefix("cert-hash ") {
-            cert_hash = Some(v.to_string());
-        } else if line.starts_with("well-known ") {
-            break;
-        }
-    }
-    match (listening, gateway, cert_hash) {
-        (Some(listening), Some(gateway), Some(cert_hash)) => Ok(Relay {
-            child,
-            listening,
-            gateway,
-            cert_hash,
-        }),
-        _ => anyhow::bail!("the relay did not print its addresses"),
-    }
+    let mut command = proc::meshcast()?;
+    command.args(["relay", "--data-dir"]).arg(data_dir).args([
+        "--listen",
+        "/ip4/127.0.0.1/udp/0/quic-v1",
+        "--browser-listen",
+        "127.0.0.1:0",
+        "--web-listen",
+        "127.0.0.1:0",
+        "--max-sessions",
+        &limit,
+        "--max-sessions-per-ip",
+        &limit,
+        "--store-max-bytes",
+        "256MiB",
+    ]);
+    let mut child = proc::Spawned::spawn("relay", command)?;
+    let listening = child.line("listening", STARTUP).await?;
+    let gateway = child.line("gateway", STARTUP).await?;
+    let cert_hash = child.line("cert-hash", STARTUP).await?;
+    Ok(Relay {
+        child,
+        listening,
+        gateway,
+        cert_hash,
+    })
 }
 
 /// One viewer: requests every announced segment with a deadline of one
@@ -300,8 +239,8 @@ pub(crate) async fn run_relay(
 
     let data_dir =
         std::env::temp_dir().join(format!("meshcast-bench-relay-{}", std::process::id()));
-    let relay = start_relay(&data_dir, bench.sessions)?;
-    let pid = relay.child.0.id();
+    let relay = start_relay(&data_dir, bench.sessions).await?;
+    let pid = relay.child.pid();
     progress(&format!("relay {} (pid {pid})", relay.gateway));
 
     // The publisher: an in-process node that injects synthetic segments.
@@ -398,7 +337,7 @@ pub(crate) async fn run_relay(
     progress(&format!("measuring for {:?}", bench.duration));
     let start = tokio::time::Instant::now() + Duration::from_millis(200);
     let until = start + bench.duration;
-    let (cpu_before, _) = process_usage(pid)?;
+    let cpu_before = proc::cpu_seconds(&pid.to_string())?;
     let watchers: Vec<_> = clients
         .into_iter()
         .map(|client| tokio::spawn(watch(client, bench.segment_duration, until, start)))
@@ -424,7 +363,8 @@ pub(crate) async fn run_relay(
             latencies.extend(lat);
         }
     }
-    let (cpu_after, peak_rss) = process_usage(pid)?;
+    let cpu_after = proc::cpu_seconds(&pid.to_string())?;
+    let peak_rss = proc::memory(pid)?.peak as f64 / (1024.0 * 1024.0);
     publisher_driver.abort();
     drop(relay);
     let _ = std::fs::remove_dir_all(&data_dir);

@@ -91,7 +91,7 @@ impl Spawned {
             // Its own process group: a Ctrl-C in the terminal reaches only the
             // bench, which stops its children and cleans up.
             .process_group(0);
-        die_with_parent(&mut command);
+        crate::child::die_with_parent(&mut command);
         let mut child = command
             .spawn()
             .with_context(|| format!("starting the {name} ({command:?})"))?;
@@ -203,25 +203,6 @@ impl Drop for Spawned {
         let _ = self.child.wait();
     }
 }
-
-/// The child gets SIGKILL when this process dies, even by SIGKILL, so a
-/// killed bench leaves no process behind.
-#[cfg(target_os = "linux")]
-fn die_with_parent(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_command: &mut Command) {}
 
 /// `Command` for this program (`meshcast`), with `RUST_LOG=error` unless the
 /// caller's environment says otherwise.

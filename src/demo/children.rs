@@ -58,7 +58,7 @@ impl Children {
             command.stderr(file).env("NO_COLOR", "1");
             Some(path)
         };
-        die_with_parent(&mut command);
+        crate::child::die_with_parent(&mut command);
         let mut process = command
             .spawn()
             .with_context(|| format!("starting the {role} ({})", self.exe.display()))?;
@@ -234,26 +234,3 @@ pub(super) fn tail(child: &Child) -> String {
     let start = lines.len().saturating_sub(LINES);
     format!("; the end of its log:\n  {}", lines[start..].join("\n  "))
 }
-
-/// Makes the kernel kill the child when the demo dies, however it dies.
-#[cfg(target_os = "linux")]
-pub(super) fn die_with_parent(command: &mut Command) {
-    let parent = std::process::id();
-    // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe system calls (prctl, getppid, raise).
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The demo may have died before prctl took effect.
-            if u32::try_from(libc::getppid()).ok() != Some(parent) {
-                libc::raise(libc::SIGKILL);
-            }
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(super) fn die_with_parent(_command: &mut Command) {}

@@ -532,6 +532,7 @@ mod bench;
 mod demo;
 mod examples;
 mod metrics;
+mod proc;
 mod processes;
 
 #[test]

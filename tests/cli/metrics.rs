@@ -3,110 +3,18 @@
 //! through the relay, and the exposition format parsed properly.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use meshcast_proto::{SegmentId, StreamId};
 use meshcast_relay::Client;
+
+use crate::proc::{Proc, keygen};
 use wtransport::tls::Sha256Digest;
 
 const QUIC: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
 const ANY: &str = "127.0.0.1:0";
-
-/// A `meshcast` child process, killed on drop, with every line it writes.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn collect(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
-
-impl Proc {
-    fn start(name: &'static str, args: &[&str], rust_log: &str) -> Proc {
-        Self::start_env(name, args, &[("RUST_LOG", rust_log)])
-    }
-
-    fn start_env(name: &'static str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_meshcast"))
-            .args(args)
-            .env_remove("MESHCAST_CONFIG")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start meshcast");
-        let stdout = collect(child.stdout.take().expect("stdout"));
-        let stderr = collect(child.stderr.take().expect("stderr"));
-        Proc {
-            name,
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// The rest of every stdout line starting with `prefix `, waiting up to
-    /// 30 s for the first.
-    fn lines(&mut self, prefix: &str) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let found: Vec<String> = self
-                .stdout
-                .lock()
-                .unwrap()
-                .iter()
-                .filter_map(|l| l.strip_prefix(prefix)?.strip_prefix(' '))
-                .map(str::to_string)
-                .collect();
-            if !found.is_empty() {
-                return found;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited ({status}) before printing `{prefix}`; stderr:\n{}",
-                    self.name,
-                    self.stderr.lock().unwrap().join("\n")
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no `{prefix}` line from {}; stderr:\n{}",
-                self.name,
-                self.stderr.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn line(&mut self, prefix: &str) -> String {
-        self.lines(prefix).remove(0)
-    }
-
-    fn stderr(&self) -> Vec<String> {
-        self.stderr.lock().unwrap().clone()
-    }
-}
 
 /// One sample of the Prometheus text exposition format.
 #[derive(Debug, Clone, PartialEq)]
@@ -315,14 +223,6 @@ async fn scrape(http: &reqwest::Client, url: &str) -> Exposition {
     assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
     let text = response.text().await.unwrap();
     Exposition::parse(&text).unwrap_or_else(|e| panic!("{url}: {e}\n{text}"))
-}
-
-fn keygen(path: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_meshcast"))
-        .args(["keygen", "--out", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
 }
 
 /// A `metrics http://ADDR/metrics` line, checked to name a real port.

@@ -1,65 +1,12 @@
 //! Separate `meshcast` processes wired together over QUIC on 127.0.0.1.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use meshcast_proto::{SignedHeader, pb};
 use prost::Message as _;
 
-/// A child process killed on drop, with its stdout lines on a channel.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_meshcast"))
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start meshcast");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc { child, lines }
-    }
-
-    /// The rest of the first stdout line starting with `prefix `.
-    fn line(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix(prefix).and_then(|r| r.strip_prefix(' '))
-                    {
-                        return rest.to_string();
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no `{prefix}` line from meshcast");
-    }
-}
+use crate::proc::{Proc, keygen};
 
 /// Media segments in a node's cache whose bytes equal the origin's file.
 fn verified_cached(cache: &Path, media: &Path) -> usize {
@@ -118,51 +65,55 @@ fn a_publisher_and_two_node_processes_share_the_live_stream() {
         ))
         .expect("origin");
 
-    let keygen = Command::new(env!("CARGO_BIN_EXE_meshcast"))
-        .args(["keygen", "--out", &d("publisher.key")])
-        .output()
-        .unwrap();
-    assert!(keygen.status.success());
+    keygen(Path::new(&d("publisher.key")));
 
     let playlist = format!("{}/live/master.m3u8", origin.url());
-    let publisher = Proc::start(&[
-        "publish",
-        "--origin",
-        &playlist,
-        "--key",
-        &d("publisher.key"),
-        "--name",
-        "processes",
-        "--data-dir",
-        &d("pub"),
-        "--listen",
-        QUIC,
-    ]);
+    let mut publisher = Proc::start(
+        "publisher",
+        &[
+            "publish",
+            "--origin",
+            &playlist,
+            "--key",
+            &d("publisher.key"),
+            "--name",
+            "processes",
+            "--data-dir",
+            &d("pub"),
+            "--listen",
+            QUIC,
+        ],
+        "warn",
+    );
     let _peer = publisher.line("peer");
     let address = publisher.line("listening");
     let stream = publisher.line("stream");
     assert_eq!(stream.len(), 64, "stream id {stream}");
 
-    let nodes: Vec<(Proc, String)> = (0..2)
+    let mut nodes: Vec<(Proc, String)> = (0..2)
         .map(|i| {
             let cache = d(&format!("cache{i}"));
-            let node = Proc::start(&[
+            let node = Proc::start(
                 "node",
-                "--data-dir",
-                &d(&format!("node{i}")),
-                "--listen",
-                QUIC,
-                "--bootstrap",
-                &address,
-                "--follow",
-                &stream,
-                "--cache-dir",
-                &cache,
-            ]);
+                &[
+                    "node",
+                    "--data-dir",
+                    &d(&format!("node{i}")),
+                    "--listen",
+                    QUIC,
+                    "--bootstrap",
+                    &address,
+                    "--follow",
+                    &stream,
+                    "--cache-dir",
+                    &cache,
+                ],
+                "warn",
+            );
             (node, cache)
         })
         .collect();
-    for (node, _) in &nodes {
+    for (node, _) in &mut nodes {
         assert_eq!(node.line("following"), stream);
     }
     // Both renditions' first window (6 segments each) plus what the live edge adds.
@@ -189,10 +140,18 @@ fn a_publisher_and_two_node_processes_share_the_live_stream() {
 fn a_restarted_node_process_keeps_its_peer_id() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node").to_str().unwrap().to_string();
-    let first = Proc::start(&["node", "--data-dir", &data, "--listen", QUIC]);
+    let mut first = Proc::start(
+        "node",
+        &["node", "--data-dir", &data, "--listen", QUIC],
+        "warn",
+    );
     let id = first.line("peer");
     drop(first);
-    let second = Proc::start(&["node", "--data-dir", &data, "--listen", QUIC]);
+    let mut second = Proc::start(
+        "node",
+        &["node", "--data-dir", &data, "--listen", QUIC],
+        "warn",
+    );
     assert_eq!(second.line("peer"), id);
     assert!(!id.is_empty());
 }

@@ -1,0 +1,108 @@
+//! `meshcast` child processes for the tests that wire real processes together.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A `meshcast` child process, killed on drop, with every line it writes.
+pub struct Proc {
+    pub name: &'static str,
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+impl Proc {
+    pub fn start(name: &'static str, args: &[&str], rust_log: &str) -> Proc {
+        Self::start_env(name, args, &[("RUST_LOG", rust_log)])
+    }
+
+    pub fn start_env(name: &'static str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meshcast"))
+            .args(args)
+            .env_remove("MESHCAST_CONFIG")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start meshcast");
+        let stdout = collect(child.stdout.take().expect("stdout"));
+        let stderr = collect(child.stderr.take().expect("stderr"));
+        Proc {
+            name,
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The rest of every stdout line starting with `prefix `, waiting up to
+    /// 30 s for the first.
+    pub fn lines(&mut self, prefix: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found: Vec<String> = self
+                .stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| l.strip_prefix(prefix)?.strip_prefix(' '))
+                .map(str::to_string)
+                .collect();
+            if !found.is_empty() {
+                return found;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before printing `{prefix}`; stderr:\n{}",
+                    self.name,
+                    self.stderr.lock().unwrap().join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `{prefix}` line from {}; stderr:\n{}",
+                self.name,
+                self.stderr.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn line(&mut self, prefix: &str) -> String {
+        self.lines(prefix).remove(0)
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+/// Writes a publisher key with `meshcast keygen`.
+pub fn keygen(path: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshcast"))
+        .args(["keygen", "--out", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}

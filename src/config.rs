@@ -44,7 +44,9 @@ pub struct NodeConfig {
     /// NAT): multiaddrs ending in /p2p/<relay peer id>.
     pub relays: Vec<String>,
     /// Streams to follow from the start (`node` and `relay`), 64 hex digits
-    /// each; a gateway also follows the streams browsers ask for.
+    /// each; a gateway also follows the streams browsers ask for. A VOD is
+    /// seeded whole, or up to a byte budget written after a colon
+    /// ("<id>:2GiB"; ":0" seeds nothing and serves on demand).
     pub follow: Vec<String>,
     /// Also write verified segments here (VOD, inspection).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,6 +62,10 @@ pub struct StoreConfig {
     /// Seconds of each live stream kept behind the live edge, e.g. "30s".
     #[serde(serialize_with = "ser_duration", deserialize_with = "de_duration")]
     pub live_window: Duration,
+    /// Disk for the segment cache (`node.cache_dir`), e.g. "10GiB"; beyond
+    /// it the least recently requested segments are deleted.
+    #[serde(serialize_with = "ser_bytes", deserialize_with = "de_bytes")]
+    pub disk_max_bytes: u64,
 }
 
 impl Default for NodeConfig {
@@ -84,6 +90,7 @@ impl Default for StoreConfig {
         Self {
             max_bytes: 512 * MIB,
             live_window: Duration::from_secs(30),
+            disk_max_bytes: 10 * 1024 * MIB,
         }
     }
 }
@@ -199,6 +206,10 @@ pub struct Overrides {
     /// Live window, e.g. 30s [config: store.live_window]
     #[arg(long, value_name = "DURATION")]
     live_window: Option<String>,
+    /// Disk cache size, e.g. 10GiB; the least recently requested segments
+    /// go first [config: store.disk_max_bytes]
+    #[arg(long, value_name = "SIZE")]
+    disk_max_bytes: Option<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics (port 0: any free port)
     /// [config: metrics.listen]
     #[arg(long, value_name = "ADDR")]
@@ -218,6 +229,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("node.external", "--external"),
     ("store.max_bytes", "--store-max-bytes"),
     ("store.live_window", "--live-window"),
+    ("store.disk_max_bytes", "--disk-max-bytes"),
     ("metrics.listen", "--metrics-listen"),
     ("log.format", "--log-format"),
     ("node.follow", "--follow"),
@@ -270,6 +282,9 @@ impl Provider for Overrides {
         if let Some(window) = &self.live_window {
             store.insert("live_window".into(), window.clone().into());
         }
+        if let Some(size) = &self.disk_max_bytes {
+            store.insert("disk_max_bytes".into(), size.clone().into());
+        }
         let mut metrics = Dict::new();
         if let Some(addr) = &self.metrics_listen {
             metrics.insert("listen".into(), addr.clone().into());
@@ -302,10 +317,13 @@ impl Provider for Overrides {
 /// [`Overrides`], they beat the file and the environment.
 #[derive(Debug, Default, Args)]
 pub struct ServeOverrides {
-    /// Stream id to follow from the start (found through the DHT), repeatable;
-    /// a gateway also follows the streams browsers ask for [config: node.follow]
-    #[arg(long = "follow", value_name = "STREAM_ID")]
-    follow: Vec<meshcast_proto::StreamId>,
+    /// Stream id to follow from the start (found through the DHT), repeatable.
+    /// A VOD is seeded whole, or up to a budget given after a colon
+    /// (ID:2GiB; ID:0 seeds nothing and fetches what viewers ask for). A
+    /// gateway also follows the streams browsers ask for, a VOD on demand
+    /// [config: node.follow]
+    #[arg(long = "follow", value_name = "STREAM_ID[:SIZE]")]
+    follow: Vec<String>,
     /// Serve browsers over WebTransport on this UDP address; a relay's default
     /// is 0.0.0.0:4433, a node serves browsers only when it is set
     /// [config: gateway.browser_listen]
@@ -352,8 +370,7 @@ impl Provider for ServeOverrides {
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         let mut node = Dict::new();
         if !self.follow.is_empty() {
-            let ids: Vec<String> = self.follow.iter().map(ToString::to_string).collect();
-            node.insert("follow".into(), ids.into());
+            node.insert("follow".into(), self.follow.clone().into());
         }
         let text = |v: &dyn ToString| figment::value::Value::from(v.to_string());
         let path = |p: &PathBuf| text(&p.to_string_lossy());
@@ -548,22 +565,46 @@ impl Config {
                 ),
             ));
         }
+        if self.store.disk_max_bytes < MIB {
+            return Err(invalid(
+                "store.disk_max_bytes",
+                format!(
+                    "is {} bytes; the disk cache needs at least 1 MiB",
+                    self.store.disk_max_bytes
+                ),
+            ));
+        }
         self.follow()?;
         self.gateway.validate()
     }
 
-    /// The streams in `node.follow`.
-    pub fn follow(&self) -> Result<Vec<meshcast_proto::StreamId>, InvalidValue> {
+    /// The streams in `node.follow`, with how much of each to seed if it is a VOD.
+    pub fn follow(
+        &self,
+    ) -> Result<Vec<(meshcast_proto::StreamId, meshcast_node::Seed)>, InvalidValue> {
         self.node
             .follow
             .iter()
-            .map(|id| {
-                id.parse().map_err(|_| {
+            .map(|entry| {
+                let (id, budget) = match entry.split_once(':') {
+                    Some((id, budget)) => (id, Some(budget)),
+                    None => (entry.as_str(), None),
+                };
+                let id = id.parse().map_err(|_| {
                     invalid(
                         "node.follow",
-                        format!("{id:?} is not a stream id (64 hex digits)"),
+                        format!("{entry:?}: {id:?} is not a stream id (64 hex digits)"),
                     )
-                })
+                })?;
+                let seed = match budget {
+                    None => meshcast_node::Seed::All,
+                    Some(budget) => {
+                        meshcast_node::Seed::Budget(parse_bytes(budget).map_err(|why| {
+                            invalid("node.follow", format!("{entry:?}: bad seed budget: {why}"))
+                        })?)
+                    }
+                };
+                Ok((id, seed))
             })
             .collect()
     }
@@ -735,6 +776,7 @@ impl Config {
             store_max_bytes: self.store.max_bytes,
             live_window: self.store.live_window,
             cache_dir: self.node.cache_dir.clone(),
+            cache_max_bytes: self.store.disk_max_bytes,
             ..meshcast_node::Config::default()
         })
     }

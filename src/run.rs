@@ -144,13 +144,13 @@ pub fn node(config: Config, relay: bool, faults: GatewayFaults) -> anyhow::Resul
         start_metrics(&config).await?;
         let stop = StopSignals::catch()?;
         let (node, driver) = start_node(&config, false, relay).await?;
-        for stream in follow {
+        for (stream, seed) in follow {
             let node = node.clone();
             // Looked up in the background: the DHT may need a while after start.
             tokio::spawn(async move {
                 match node.find_stream(stream, Duration::from_secs(120)).await {
                     Ok(descriptor) => {
-                        if node.follow(descriptor).await.is_ok() {
+                        if node.follow_with(descriptor, seed).await.is_ok() {
                             println!("following {stream}");
                         }
                     }
@@ -280,11 +280,26 @@ pub fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
             fetch: Default::default(),
             private: args.private,
         };
-        let publisher = Publisher::start(node, key, publisher_config).await?;
+        // This handle keeps the node (and so the driver) running once the
+        // publisher is done: a VOD, or a live stream that ended, is served on.
+        let publisher = Publisher::start(node.clone(), key, publisher_config).await?;
         println!("stream {}", publisher.stream_id());
-        let ingest = tokio::spawn(publisher.run());
+        let ingest = tokio::spawn(async move {
+            let done = publisher.run().await;
+            let what = if done.was_live {
+                "the live stream ended; published again as a VOD"
+            } else {
+                "VOD ingest complete"
+            };
+            eprintln!(
+                "{what}: {} segments, {} bytes held; serving them until stopped",
+                done.segments, done.bytes
+            );
+            println!("ingested {} {}", done.segments, done.bytes);
+        });
         let result = until_ctrl_c(stop, driver).await;
         ingest.abort();
+        drop(node);
         result
     })
 }

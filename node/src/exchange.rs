@@ -246,14 +246,19 @@ pub async fn push(
     }
 }
 
-/// Asks a peer which segments of `stream` it holds.
+/// Asks a peer which segments of `stream` it holds: the newest (`in_order`
+/// false), or a page of them in id order after `after` (a VOD's index).
 pub async fn list_headers(
     mut framed: Framed,
     stream: StreamId,
+    in_order: bool,
+    after: Option<SegmentId>,
 ) -> Result<Vec<pb::SegmentHeader>, ExchangeError> {
     framed
         .send(Body::ListHeaders(pb::ListHeaders {
             stream_id: stream.as_bytes().to_vec().into(),
+            in_order,
+            after: after.map(|id| id.to_pb()),
         }))
         .await?;
     match framed.read_message().await? {

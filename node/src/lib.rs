@@ -24,7 +24,7 @@ pub mod publisher;
 pub mod scheduler;
 pub mod store;
 
-pub use node::{Config, Driver, Event, Faults, Info, Node, NodeError, Source, Stats};
+pub use node::{Config, Driver, Event, Faults, Info, Node, NodeError, Seed, Source, Stats};
 
 /// Microseconds since the Unix epoch: the time base of publish times and
 /// token expiries (signed values carry wall-clock time; the sans-I/O parts

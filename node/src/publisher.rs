@@ -9,8 +9,16 @@
 //! Problems after start — an unparsable playlist, a segment that 404s, times
 //! out or is too large — are reported as warnings and the loop goes on: the
 //! next poll may well succeed.
+//!
+//! A VOD's ingest ends once every rendition's playlist is read (it has
+//! `#EXT-X-ENDLIST`); a live stream's ends when `#EXT-X-ENDLIST` appears, and
+//! the descriptor is then signed again with `live: false`, so that nodes that
+//! look the stream up from then on treat it as a VOD. Either way the
+//! publisher's node keeps serving what it holds: the caller keeps it running
+//! (`meshcast publish` does until Ctrl-C or SIGTERM).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -56,8 +64,25 @@ pub enum PublishError {
 /// What the publisher reports besides logs.
 #[derive(Debug, Clone)]
 pub enum PublishEvent {
-    Injected { id: SegmentId, bytes: u64 },
-    Warning { message: String },
+    Injected {
+        id: SegmentId,
+        bytes: u64,
+    },
+    Warning {
+        message: String,
+    },
+    /// Every rendition's playlist has ended: nothing more will be injected.
+    Complete(Ingested),
+}
+
+/// What an ingest injected, when it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    pub segments: u64,
+    pub bytes: u64,
+    /// The stream was live and ended (`#EXT-X-ENDLIST` appeared): it is now
+    /// published as a VOD.
+    pub was_live: bool,
 }
 
 struct Track {
@@ -75,6 +100,8 @@ pub struct Publisher {
     tracks: Vec<Track>,
     config: Config,
     events: broadcast::Sender<PublishEvent>,
+    injected_segments: AtomicU64,
+    injected_bytes: AtomicU64,
 }
 
 impl Publisher {
@@ -176,6 +203,8 @@ impl Publisher {
             tracks,
             config,
             events,
+            injected_segments: AtomicU64::new(0),
+            injected_bytes: AtomicU64::new(0),
         })
     }
 
@@ -191,15 +220,43 @@ impl Publisher {
         self.events.subscribe()
     }
 
-    /// Polls every rendition until the stream ends (VOD: once everything is
-    /// injected; live: never). Returns only for VOD.
-    pub async fn run(self) {
+    /// Polls every rendition until the stream ends: a VOD once everything
+    /// is injected, a live stream when its playlists end (never, for most).
+    /// A live stream that ended is published again as a VOD. The node keeps
+    /// serving after this returns, as long as a handle to it is kept.
+    pub async fn run(self) -> Ingested {
         let this = Arc::new(self);
         let polls = this.tracks.iter().map(|track| {
             this.clone()
                 .poll_rendition(track.id, track.playlist.clone())
         });
         futures::future::join_all(polls).await;
+        let was_live = this.descriptor.descriptor().live;
+        if was_live {
+            this.publish_ended().await;
+        }
+        let ingested = Ingested {
+            segments: this.injected_segments.load(Relaxed),
+            bytes: this.injected_bytes.load(Relaxed),
+            was_live,
+        };
+        let _ = this.events.send(PublishEvent::Complete(ingested));
+        ingested
+    }
+
+    /// Signs the descriptor again as a VOD (a newer `issued_at`) and puts it
+    /// in the DHT in place of the live one.
+    async fn publish_ended(&self) {
+        let mut descriptor = self.descriptor.descriptor().clone();
+        descriptor.live = false;
+        descriptor.issued_at_us = now_us().max(descriptor.issued_at_us + 1);
+        let signed = match descriptor.sign(&self.key) {
+            Ok(signed) => signed,
+            Err(e) => return self.warn(format!("the ended stream stays live: {e}")),
+        };
+        if let Err(e) = self.node.publish(signed).await {
+            self.warn(format!("the ended stream stays live: {e}"));
+        }
     }
 
     fn warn(&self, message: String) {
@@ -290,6 +347,8 @@ impl Publisher {
         if let Err(e) = self.node.inject(header, body).await {
             return self.warn(format!("segment {id} not injected: {e}"));
         }
+        self.injected_segments.fetch_add(1, Relaxed);
+        self.injected_bytes.fetch_add(bytes, Relaxed);
         let _ = self.events.send(PublishEvent::Injected { id, bytes });
     }
 }

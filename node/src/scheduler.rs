@@ -21,6 +21,14 @@
 //!   learned is fetched from the origin, racing any download in progress: the
 //!   one case where two downloads of one segment may run at once.
 //!
+//! - **On demand and seeding (VOD).** Not every known header is wanted: a
+//!   node that follows a VOD knows its whole header index but downloads only
+//!   what it seeds ([`Scheduler::seed`]: pulled at once, the origin only after
+//!   `seed_origin_after`, since nobody waits for it) and what a viewer asks
+//!   for ([`Scheduler::demand`]: pulled at once, the origin at the viewer's
+//!   deadline). A demanded segment with no known holder is asked of any
+//!   neighbour in turn (a `Want` answered `Absent` costs one round trip).
+//!
 //! Holders are learned from offers (the offerer holds it), declines ("already
 //! have"), completed transfers, the gossip author (the publisher), and header
 //! lists requested by late joiners.
@@ -55,6 +63,9 @@ pub struct Config {
     /// A holder a download failed from is tried again after this long
     /// (it may have been busy, or the stream reset).
     pub retry_after: Duration,
+    /// A segment being seeded (nobody waits for it) comes from the origin
+    /// only if the mesh has not delivered it this long after it was planned.
+    pub seed_origin_after: Duration,
 }
 
 impl Default for Config {
@@ -68,6 +79,7 @@ impl Default for Config {
             max_uploads: 24,
             forget_after: Duration::from_secs(300),
             retry_after: Duration::from_secs(1),
+            seed_origin_after: Duration::from_secs(60),
         }
     }
 }
@@ -133,10 +145,26 @@ struct Transfer<P> {
     started: Instant,
 }
 
+/// Whether, and how urgently, a known segment is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// Known (a VOD's header index), not downloaded unless asked for.
+    No,
+    /// Live: pulled after `pull_delay`, from the origin at `origin_after`.
+    Live,
+    /// Seeded or demanded: pulled at once, from the origin at `origin_at`.
+    Now {
+        origin_at: Instant,
+        /// Ask neighbours not known to hold it when no holder is left.
+        probe: bool,
+    },
+}
+
 #[derive(Debug)]
 struct Segment<P> {
     size: u64,
     learned: Instant,
+    want: Want,
     held: bool,
     holders: BTreeSet<P>,
     /// Peers a download from failed at, and when: retried after `retry_after`.
@@ -212,12 +240,88 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         self.segments.get(id).is_some_and(|s| s.held)
     }
 
-    /// A header was learned (gossip, a header list, an offer). `holder` is a
-    /// peer known to hold the body, if any.
+    /// A header of a live segment was learned (gossip, a header list, an
+    /// offer): it is wanted. `holder` is a peer known to hold the body, if any.
     pub fn header_learned(&mut self, id: SegmentId, size: u64, holder: Option<P>, now: Instant) {
-        let seg = self.segments.entry(id).or_insert_with(|| Segment {
+        let seg = self.entry(id, size, now);
+        if seg.want == Want::No {
+            seg.want = Want::Live;
+        }
+        if let Some(peer) = holder {
+            seg.holders.insert(peer);
+        }
+    }
+
+    /// A header was learned that is not wanted (yet): a VOD's header index.
+    /// Its holders are remembered for when it is demanded.
+    pub fn header_known(&mut self, id: SegmentId, size: u64, holder: Option<P>, now: Instant) {
+        let seg = self.entry(id, size, now);
+        if let Some(peer) = holder {
+            seg.holders.insert(peer);
+        }
+    }
+
+    /// The node seeds this segment: download it now from the mesh, and from
+    /// the origin only if the mesh fails for `seed_origin_after`.
+    pub fn seed(&mut self, id: SegmentId, size: u64, now: Instant) {
+        let origin_at = now + self.config.seed_origin_after;
+        self.want_now(id, size, origin_at, false, now);
+    }
+
+    /// A viewer needs this segment by `deadline`: download it now from a
+    /// holder (any neighbour, in turn, when no holder is known), and from the
+    /// origin at `deadline` if it has not arrived. `size` may be 0 when the
+    /// header is not known yet (a pull brings it).
+    pub fn demand(&mut self, id: SegmentId, size: u64, deadline: Instant, now: Instant) {
+        self.want_now(id, size, deadline, true, now);
+        self.schedule_download(id, now);
+    }
+
+    /// The store dropped the segment: it is no longer held, nor wanted.
+    pub fn evicted(&mut self, id: &SegmentId) {
+        if let Some(seg) = self.segments.get_mut(id) {
+            seg.held = false;
+            seg.want = Want::No;
+            seg.origin_tried = false;
+        }
+    }
+
+    fn want_now(
+        &mut self,
+        id: SegmentId,
+        size: u64,
+        origin_at: Instant,
+        probe: bool,
+        now: Instant,
+    ) {
+        let seg = self.entry(id, size, now);
+        if seg.held {
+            return;
+        }
+        seg.size = seg.size.max(size);
+        seg.want = match seg.want {
+            Want::Now {
+                origin_at: before,
+                probe: probing,
+            } => Want::Now {
+                origin_at: before.min(origin_at),
+                probe: probing || probe,
+            },
+            _ => Want::Now { origin_at, probe },
+        };
+        if probe && seg.downloads.is_empty() {
+            // A viewer is waiting: peers and the origin that failed before
+            // get another try.
+            seg.failed.clear();
+            seg.origin_tried = false;
+        }
+    }
+
+    fn entry(&mut self, id: SegmentId, size: u64, now: Instant) -> &mut Segment<P> {
+        self.segments.entry(id).or_insert_with(|| Segment {
             size,
             learned: now,
+            want: Want::No,
             held: false,
             holders: BTreeSet::new(),
             failed: BTreeMap::new(),
@@ -225,10 +329,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             downloads: BTreeSet::new(),
             offers_in_flight: 0,
             origin_tried: false,
-        });
-        if let Some(peer) = holder {
-            seg.holders.insert(peer);
-        }
+        })
     }
 
     /// The segment is now held locally (injected by the publisher, or
@@ -316,16 +417,38 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         let due: Vec<SegmentId> = self
             .segments
             .iter()
-            .filter(|(_, s)| !s.held && now >= s.learned + self.config.pull_delay)
+            .filter(|(_, s)| !s.held && self.pull_at(s).is_some_and(|at| now >= at))
             .map(|(id, _)| *id)
             .collect();
         for id in due {
             self.schedule_download(id, now);
         }
         let forget = self.config.forget_after;
+        // Seeded and demanded segments stay until they arrive: nobody would
+        // ask for them again.
         self.segments.retain(|_, s| {
-            now.saturating_duration_since(s.learned) < forget || !s.downloads.is_empty()
+            now.saturating_duration_since(s.learned) < forget
+                || !s.downloads.is_empty()
+                || (!s.held && matches!(s.want, Want::Now { .. }))
         });
+    }
+
+    /// When a wanted segment is first pulled.
+    fn pull_at(&self, s: &Segment<P>) -> Option<Instant> {
+        match s.want {
+            Want::No => None,
+            Want::Live => Some(s.learned + self.config.pull_delay),
+            Want::Now { .. } => Some(s.learned),
+        }
+    }
+
+    /// When a wanted segment not held yet is fetched from the origin.
+    fn origin_at(&self, s: &Segment<P>) -> Option<Instant> {
+        match s.want {
+            Want::No => None,
+            Want::Live => Some(s.learned + self.config.origin_after),
+            Want::Now { origin_at, .. } => Some(origin_at),
+        }
     }
 
     /// The next time [`tick`](Self::tick) has something to do, if any. Never
@@ -338,29 +461,42 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             .map(|t| t.started + self.config.transfer_timeout);
         let room = self.active_downloads() < self.config.max_downloads;
         let segments = self.segments.values().filter(|s| !s.held).flat_map(|s| {
-            let pull_at = s.learned + self.config.pull_delay;
-            let pull = if !s.downloads.is_empty() {
-                None
-            } else if pull_at > now {
-                Some(pull_at)
-            } else if room {
-                // When the first connected holder may be tried (again).
-                s.holders
-                    .iter()
-                    .filter(|p| self.peers.contains_key(p))
-                    .map(|p| {
-                        s.failed
-                            .get(p)
-                            .map_or(now, |at| *at + self.config.retry_after)
-                    })
-                    .min()
-            } else {
-                None
+            let pull = match self.pull_at(s) {
+                None => None,
+                Some(_) if !s.downloads.is_empty() => None,
+                Some(pull_at) if pull_at > now => Some(pull_at),
+                Some(_) if room => {
+                    // When the first connected holder may be tried (again).
+                    let holder = s
+                        .holders
+                        .iter()
+                        .filter(|p| self.peers.contains_key(p))
+                        .map(|p| {
+                            s.failed
+                                .get(p)
+                                .map_or(now, |at| *at + self.config.retry_after)
+                        })
+                        .min();
+                    holder.or_else(|| self.probe_candidate(s).map(|_| now))
+                }
+                Some(_) => None,
             };
-            let origin = (!s.origin_tried).then_some(s.learned + self.config.origin_after);
+            let origin = self.origin_at(s).filter(|_| !s.origin_tried);
             [pull, origin].into_iter().flatten()
         });
         timeouts.chain(segments).min()
+    }
+
+    /// A neighbour to ask for a demanded segment no known holder can serve:
+    /// one not asked yet since the demand.
+    fn probe_candidate(&self, s: &Segment<P>) -> Option<P> {
+        if !matches!(s.want, Want::Now { probe: true, .. }) {
+            return None;
+        }
+        self.peers
+            .keys()
+            .find(|p| !s.failed.contains_key(p) && !s.holders.contains(p))
+            .copied()
     }
 
     /// The next action for the shell to perform.
@@ -459,7 +595,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         let Some(seg) = self.segments.get(&id) else {
             return;
         };
-        let deadline_passed = now >= seg.learned + self.config.origin_after;
+        if seg.held {
+            return;
+        }
+        let deadline_passed = self.origin_at(seg).is_some_and(|at| now >= at);
         if deadline_passed && !seg.origin_tried {
             if let Some(seg) = self.segments.get_mut(&id) {
                 seg.origin_tried = true;
@@ -486,7 +625,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     .map(|stats| (*p, expected_time(stats, size)))
             })
             .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(p, _)| p);
+            .map(|(p, _)| p)
+            .or_else(|| self.probe_candidate(seg));
         if let Some(peer) = best {
             let transfer = self.start(id, Kind::Pull(peer), now);
             self.actions.push_back(Action::Pull { transfer, peer, id });

@@ -504,3 +504,84 @@ fn a_segment_with_no_usable_holder_does_not_make_the_shell_spin() {
         "retried after the back-off"
     );
 }
+
+#[test]
+fn a_known_vod_header_is_downloaded_only_when_seeded_or_demanded() {
+    let start = Instant::now();
+    let config = Config::default();
+    let stream = StreamId::from_bytes(&[3; 32]).unwrap();
+    let (known, seeded) = (
+        SegmentId::media(stream, 0, 0),
+        SegmentId::media(stream, 0, 1),
+    );
+    let mut s: Scheduler<u32> = Scheduler::new(config.clone(), 0);
+    s.peer_connected(1);
+    s.header_known(known, 10, Some(1), start);
+    s.header_known(seeded, 10, Some(1), start);
+    s.seed(seeded, 10, start);
+    s.tick(start + config.origin_after * 2);
+    let actions: Vec<_> = std::iter::from_fn(|| s.poll_action()).collect();
+    assert!(
+        matches!(actions.as_slice(), [Action::Pull { peer: 1, id, .. }] if *id == seeded),
+        "{actions:?}"
+    );
+    // A seeded segment waits for the mesh far longer than a live one before
+    // the origin: nobody is waiting for it.
+    assert!(
+        s.next_wakeup(start + config.origin_after * 2)
+            .is_some_and(|at| at >= start + config.transfer_timeout)
+    );
+    // The known one is demanded: pulled at once from its holder.
+    let now = start + config.origin_after * 2;
+    s.demand(known, 10, now + Duration::from_secs(1), now);
+    assert!(matches!(s.poll_action(), Some(Action::Pull { peer: 1, id, .. }) if id == known));
+}
+
+#[test]
+fn a_demand_with_no_known_holder_asks_each_neighbour_then_the_origin() {
+    let now = Instant::now();
+    let id = SegmentId::media(StreamId::from_bytes(&[4; 32]).unwrap(), 2, 40);
+    let mut s: Scheduler<u32> = Scheduler::new(Config::default(), 0);
+    s.peer_connected(1);
+    s.peer_connected(2);
+    let deadline = now + Duration::from_millis(800);
+    s.demand(id, 0, deadline, now);
+    let mut asked = Vec::new();
+    let mut t = now;
+    for _ in 0..2 {
+        let Some(Action::Pull { transfer, peer, .. }) = s.poll_action() else {
+            panic!("no probe");
+        };
+        asked.push(peer);
+        t += Duration::from_millis(10);
+        s.finished(transfer, Outcome::Absent, t);
+    }
+    asked.sort();
+    assert_eq!(asked, vec![1, 2], "each neighbour asked once");
+    assert_eq!(
+        s.poll_action(),
+        None,
+        "nobody left to ask before the deadline"
+    );
+    assert_eq!(s.next_wakeup(t), Some(deadline));
+    s.tick(deadline);
+    assert!(matches!(s.poll_action(), Some(Action::FetchOrigin { .. })));
+}
+
+#[test]
+fn an_evicted_segment_is_fetched_again_when_demanded() {
+    let now = Instant::now();
+    let id = SegmentId::media(StreamId::from_bytes(&[5; 32]).unwrap(), 0, 7);
+    let mut s: Scheduler<u32> = Scheduler::new(Config::default(), 0);
+    s.peer_connected(1);
+    s.held(id, 10, now);
+    while s.poll_action().is_some() {}
+    s.demand(id, 10, now + Duration::from_secs(1), now);
+    assert_eq!(s.poll_action(), None, "held: nothing to fetch");
+    s.evicted(&id);
+    s.demand(id, 10, now + Duration::from_secs(1), now);
+    assert!(matches!(
+        s.poll_action(),
+        Some(Action::Pull { peer: 1, .. })
+    ));
+}

@@ -128,6 +128,26 @@ impl Store {
             .collect()
     }
 
+    /// Headers of `stream` in segment id order after `after` (exclusive; from
+    /// the first when `None`), at most `limit`: one page of a VOD's index.
+    pub fn headers_after(
+        &self,
+        stream: &StreamId,
+        after: Option<&SegmentId>,
+        limit: usize,
+    ) -> Vec<SignedHeader> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let Some(ids) = self.by_stream.get(stream) else {
+            return Vec::new();
+        };
+        let lower = after.map_or(Unbounded, Excluded);
+        ids.range((lower, Unbounded))
+            .filter_map(|id| self.entries.get(id))
+            .take(limit)
+            .map(|e| e.segment.header.signed().clone())
+            .collect()
+    }
+
     fn is_live(&self, entry: &Entry) -> bool {
         let info = entry.segment.header.info();
         let newest = self.newest_us.get(&info.id.stream).copied().unwrap_or(0);

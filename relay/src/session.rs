@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use meshcast_node::Event;
 use meshcast_node::exchange::{ExchangeError, Framed};
 use meshcast_node::metrics::{self, BrowserSession, Class, Direction, Late, RequestResult};
+use meshcast_node::{Event, Seed};
 use meshcast_proto::frame::Limits as FrameLimits;
 use meshcast_proto::pb::{self, ErrorCode, client_message, server_message};
 use meshcast_proto::{SegmentId, StreamId, VerifiedDescriptor, token};
@@ -178,16 +178,21 @@ async fn descriptor(shared: &Shared, id: StreamId) -> Result<VerifiedDescriptor,
                 format!("stream {id} is not known to the mesh"),
             )
         })?;
+    // A VOD is fetched segment by segment as viewers ask (and kept for the
+    // next one), never downloaded whole because one viewer came by.
     shared
         .node
-        .follow(found.clone())
+        .follow_with(found.clone(), Seed::ON_DEMAND)
         .await
         .map_err(|_| Refusal::new(ErrorCode::Internal, "the node has stopped"))?;
-    // A stream followed just now has nothing held yet: give the node a moment
-    // to learn the live window from its neighbours, so Welcome can name the
-    // live edge.
+    // A live stream followed just now has nothing held yet: give the node a
+    // moment to learn the live window from its neighbours, so Welcome can
+    // name the live edge. A VOD has no edge to name.
     let deadline = tokio::time::Instant::now() + FIRST_HEADERS_WAIT;
-    while shared.node.headers(&id).is_empty() && tokio::time::Instant::now() < deadline {
+    while found.descriptor().live
+        && shared.node.headers(&id).is_empty()
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     lock(&shared.streams).insert(id, found.clone());
@@ -424,6 +429,12 @@ async fn deliver(
         None => {
             let (tx, rx) = oneshot::channel();
             lock(&shared.waiters).entry(id).or_default().push(tx);
+            // Fetched now if the node will not receive it by itself (a VOD
+            // segment, an old live one): from its disk cache, a holder, or the
+            // origin before the deadline.
+            if !wait.is_zero() && shared.node.demand(id, wait).await.is_err() {
+                return request_id;
+            }
             // Re-check: it may have arrived between the lookup and the registration.
             match shared.node.segment(&id) {
                 Some(segment) => Some(segment),

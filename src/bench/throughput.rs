@@ -590,7 +590,7 @@ impl Ends {
                 .open_stream(self.peer, exchange::PROTOCOL)
                 .await?;
             let framed = Framed::new(s, Limits::default(), TIMEOUT);
-            let held = match exchange::list_headers(framed, self.stream.id).await {
+            let held = match exchange::list_headers(framed, self.stream.id, false, None).await {
                 Ok(held) => held,
                 Err(e) => {
                     let e = anyhow::Error::from(e);

@@ -151,6 +151,9 @@ fn configuration_layers_override_in_order() {
 #[test]
 fn bad_configuration_names_the_key_the_reason_and_the_source() {
     let dir = tempfile::tempdir().unwrap();
+    // A `--follow` entry whose seed budget is not a size.
+    let follow_bad_budget = format!("{}:lots", "ab".repeat(32));
+    let follow_flags = ["--follow", follow_bad_budget.as_str()];
     let file = dir.path().join("meshcast.toml");
     let f = file.to_str().unwrap();
     struct Case<'a> {
@@ -199,6 +202,24 @@ fn bad_configuration_names_the_key_the_reason_and_the_source() {
             &[],
             &["--bootstrap", "/ip4/127.0.0.1/udp/4001/quic-v1"],
             vec!["`node.bootstrap`", "/p2p/<peer id>", "--bootstrap"],
+        ),
+        case(
+            "[store]\ndisk_max_bytes = \"64KiB\"\n",
+            &[],
+            &[],
+            vec!["`store.disk_max_bytes`", "at least 1 MiB", f],
+        ),
+        case(
+            "",
+            &[],
+            &follow_flags,
+            vec!["`node.follow`", "bad seed budget", "--follow"],
+        ),
+        case(
+            "[node]\nfollow = [\"cafe\"]\n",
+            &[],
+            &[],
+            vec!["`node.follow`", "not a stream id", f],
         ),
     ];
     for Case {

@@ -137,6 +137,88 @@ fn a_publisher_and_two_node_processes_share_the_live_stream() {
 }
 
 #[test]
+fn a_vod_publisher_serves_after_its_ingest_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let origin = runtime
+        .block_on(meshcast_origin::spawn(
+            media_dir(),
+            "127.0.0.1:0".parse().unwrap(),
+        ))
+        .expect("origin");
+    keygen(Path::new(&d("publisher.key")));
+    let playlist = format!("{}/vod/master.m3u8", origin.url());
+    let mut publisher = Proc::start(
+        "publisher",
+        &[
+            "publish",
+            "--origin",
+            &playlist,
+            "--key",
+            &d("publisher.key"),
+            "--name",
+            "vod",
+            "--data-dir",
+            &d("pub"),
+            "--listen",
+            QUIC,
+        ],
+        "warn",
+    );
+    let address = publisher.line("listening");
+    let stream = publisher.line("stream");
+    // Two renditions of an init segment and ten media segments.
+    let ingested = publisher.line("ingested");
+    let segments: u64 = ingested
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("ingested line {ingested:?}"));
+    assert_eq!(segments, 22, "{ingested}");
+    // The origin goes: everything from now on comes from the publisher.
+    runtime.block_on(origin.shutdown()).unwrap();
+
+    let cache = d("cache");
+    let mut node = Proc::start(
+        "node",
+        &[
+            "node",
+            "--data-dir",
+            &d("node"),
+            "--listen",
+            QUIC,
+            "--bootstrap",
+            &address,
+            "--follow",
+            &stream,
+            "--cache-dir",
+            &cache,
+        ],
+        "warn",
+    );
+    assert_eq!(node.line("following"), stream);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let count = verified_cached(Path::new(&cache), &media_dir());
+        if count == 22 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node's cache holds only {count} of the VOD's 22 segments"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = publisher.terminate();
+    let stderr = publisher.stderr().join("\n");
+    assert!(status.success(), "publisher exited with {status}: {stderr}");
+    assert!(stderr.contains("VOD ingest complete"), "{stderr}");
+    assert!(stderr.contains("stopping (SIGTERM)"), "{stderr}");
+    assert!(node.terminate().success());
+}
+
+#[test]
 fn a_restarted_node_process_keeps_its_peer_id() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node").to_str().unwrap().to_string();

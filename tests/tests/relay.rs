@@ -51,7 +51,12 @@ async fn mesh(private: bool, gateway_config: meshcast_relay::Config) -> Mesh {
     let (gateway, driver) = Gateway::bind(relay.node.clone(), gateway_config)
         .await
         .expect("gateway");
-    let tasks = vec![tokio::spawn(ingest.run()), tokio::spawn(driver.run())];
+    let tasks = vec![
+        tokio::spawn(async move {
+            ingest.run().await;
+        }),
+        tokio::spawn(driver.run()),
+    ];
     Mesh {
         _origin: origin,
         _publisher: publisher,

@@ -195,18 +195,22 @@ async fn a_bad_origin_gives_clear_warnings_and_the_publisher_keeps_going() {
         .expect("publisher starts");
     let mut events = ingest.events();
     let stream = ingest.stream_id();
-    tokio::time::timeout(Duration::from_secs(20), ingest.run())
+    let done = tokio::time::timeout(Duration::from_secs(20), ingest.run())
         .await
         .expect("VOD ingest ends");
 
     let mut warnings = Vec::new();
     let mut injected = Vec::new();
+    let mut completed = None;
     while let Ok(event) = events.try_recv() {
         match event {
             PublishEvent::Warning { message } => warnings.push(message),
             PublishEvent::Injected { id, .. } => injected.push(id.sequence),
+            PublishEvent::Complete(ingested) => completed = Some(ingested),
         }
     }
+    assert_eq!(completed, Some(done), "the end of the ingest is reported");
+    assert_eq!((done.segments, done.was_live), (3, false));
     let all = warnings.join("\n");
     assert!(all.contains("404"), "no 404 warning in:\n{all}");
     assert!(

@@ -296,6 +296,7 @@ fn browser_tests() -> Result<(u64, u64)> {
 
 fn test() -> Result {
     let start = Instant::now();
+    let tree_before = work_tree_status();
     run("cargo", &["fmt", "--all", "--check"], None)?;
     run("cargo", &["fmt", "--check"], Some("fuzz"))?;
     run(
@@ -350,12 +351,46 @@ fn test() -> Result {
             "{failed} end-to-end browser test(s) failed; see target/e2e/"
         ));
     }
+    if let Err(changed) = unchanged_work_tree(tree_before) {
+        println!("tests: {totals}");
+        return Err(changed);
+    }
     eprintln!(
         "\nall checks passed in {:.0} s",
         start.elapsed().as_secs_f64()
     );
     println!("tests: {totals}");
     Ok(())
+}
+
+/// `git status --porcelain` of the work tree, or `None` outside a git checkout.
+fn work_tree_status() -> Option<String> {
+    let out = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=all"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The checks must leave the work tree as they found it: a rewritten lock
+/// file or a stray output would otherwise change every fresh checkout's tree
+/// (and a committed file out of sync with what the build uses is a bug).
+fn unchanged_work_tree(before: Option<String>) -> Result {
+    let (Some(before), Some(after)) = (before, work_tree_status()) else {
+        eprintln!("(not a git checkout: the work tree check is skipped)");
+        return Ok(());
+    };
+    if before == after {
+        return Ok(());
+    }
+    let old: std::collections::BTreeSet<&str> = before.lines().collect();
+    let changed: Vec<&str> = after.lines().filter(|l| !old.contains(l)).collect();
+    Err(format!(
+        "the checks changed the work tree (`git status --porcelain`); commit or ignore:\n{}",
+        changed.join("\n")
+    ))
 }
 
 /// Passed, failed and ignored tests, summed over every test binary.

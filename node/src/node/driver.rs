@@ -15,6 +15,17 @@ pub(super) struct Followed {
     pub(super) descriptor: VerifiedDescriptor,
     pub(super) key: StreamKey,
     pub(super) newest_us: u64,
+    /// How much of a VOD this node downloads by itself.
+    pub(super) seed: Seed,
+    /// A VOD seeded within a budget: the segments chosen, and their bytes.
+    pub(super) planned: HashSet<SegmentId>,
+    pub(super) planned_bytes: u64,
+}
+
+impl Followed {
+    fn live(&self) -> bool {
+        self.descriptor.descriptor().live
+    }
 }
 
 pub(super) enum Internal {
@@ -58,7 +69,13 @@ pub(super) enum TaskDone {
     Headers {
         peer: PeerId,
         stream: StreamId,
+        /// A page of a VOD's index (in id order), counted from 1; 0: a live list.
+        page: u32,
         result: Result<Vec<pb::SegmentHeader>, ExchangeError>,
+    },
+    CacheRead {
+        header: VerifiedHeader,
+        body: Option<Bytes>,
     },
     Served {
         peer: PeerId,
@@ -74,6 +91,12 @@ pub(super) const MAX_PROVIDER_DIALS: usize = 8;
 pub(super) const MAX_INBOUND: usize = 128;
 /// Headers answered to one ListHeaders: well within a 64 KiB frame.
 pub(super) const MAX_LISTED: usize = 200;
+/// Pages of a VOD's header index read from one peer: 100,000 headers, the
+/// most segments a playlist may list per rendition in the ingest (a bound on
+/// what a peer can make this node hold).
+pub(super) const MAX_INDEX_PAGES: u32 = 500;
+/// Unheld headers remembered at once, all streams together.
+pub(super) const MAX_PENDING: usize = 200_000;
 
 /// Owns the swarm and everything that moves. Run it with [`Driver::run`].
 pub struct Driver {
@@ -117,8 +140,13 @@ pub struct Driver {
     pub(super) peer_spans: HashMap<PeerId, tracing::Span>,
     /// This node's share of the process's gauges.
     pub(super) gauges: Gauges,
-    /// Bytes in the on-disk cache, if there is one.
-    pub(super) cache_bytes: u64,
+    /// The on-disk cache, if there is one; shared with the tasks that serve
+    /// segments from it.
+    pub(super) cache: Option<Arc<Mutex<Cache>>>,
+    /// Most bytes of VOD segments planned for seeding, all VODs together:
+    /// 90 % of the disk cache (headers take the rest), or of the memory
+    /// store without one. More would only be evicted and fetched again.
+    pub(super) seed_capacity: u64,
 }
 
 /// The gauges one node contributes to (see [`crate::metrics::LocalGauge`]).
@@ -216,13 +244,24 @@ impl Driver {
         }
         let seed = u64::from_le_bytes(peer_id.to_bytes()[2..10].try_into().unwrap_or_default());
         let mut gauges = Gauges::new();
-        let cache_bytes = config
+        let cache = config
             .cache_dir
             .as_deref()
-            .map_or(0, crate::cache::disk_usage);
-        gauges.cache_bytes.set(cache_bytes);
+            .map(|dir| Cache::open(dir, config.cache_max_bytes))
+            .transpose()
+            .map_err(|e| NodeError::Setup(format!("cache directory: {e}")))?;
+        gauges
+            .cache_bytes
+            .set(cache.as_ref().map_or(0, Cache::used_bytes));
+        let seed_capacity = cache
+            .as_ref()
+            .map_or(config.store_max_bytes, Cache::max_bytes)
+            / 10
+            * 9;
+        let cache = cache.map(|c| Arc::new(Mutex::new(c)));
         let node = Node {
             peer_id,
+            cache: cache.clone(),
             commands: commands_tx,
             store: store.clone(),
             events: events.clone(),
@@ -257,7 +296,8 @@ impl Driver {
             neighbours: HashSet::new(),
             peer_spans: HashMap::new(),
             gauges,
-            cache_bytes,
+            cache,
+            seed_capacity,
         };
         Ok((node, driver))
     }
@@ -418,27 +458,97 @@ impl Driver {
         }
     }
 
-    /// Forgets headers of segments that left every live window unheld.
+    /// Forgets headers of live segments that left every live window unheld
+    /// (a VOD's header index stays: any of it may be asked for).
     pub(super) fn prune_pending(&mut self) {
         let window = u64::try_from(self.config.live_window.as_micros()).unwrap_or(u64::MAX);
         let streams = &self.streams;
         self.pending.retain(|id, header| {
             streams.get(&id.stream).is_some_and(|s| {
-                header.info().published_at_us.saturating_add(2 * window) >= s.newest_us
+                !s.live() || header.info().published_at_us.saturating_add(2 * window) >= s.newest_us
             })
         });
     }
 
-    /// Is a segment of a followed stream recent enough to want?
+    /// Does this node download a segment of a followed stream by itself? Live:
+    /// if it is recent enough. VOD: if it seeds it.
     pub(super) fn wanted(&mut self, header: &VerifiedHeader) -> bool {
         let window = u64::try_from(self.config.live_window.as_micros()).unwrap_or(u64::MAX);
-        let Some(followed) = self.streams.get_mut(&header.id().stream) else {
+        let id = header.id();
+        let Some(followed) = self.streams.get_mut(&id.stream) else {
             return false;
         };
         let published = header.info().published_at_us;
         followed.newest_us = followed.newest_us.max(published);
-        !followed.descriptor.descriptor().live
-            || published.saturating_add(window) >= followed.newest_us
+        if followed.live() {
+            return published.saturating_add(window) >= followed.newest_us;
+        }
+        if followed.planned.contains(&id) {
+            return true;
+        }
+        // Seeding a whole VOD: everything that fits (a budget is planned once
+        // the index is read, see `plan_seed`).
+        let size = header.info().length;
+        let fits = followed.planned_bytes.saturating_add(size) <= self.seed_capacity;
+        if followed.seed == Seed::All && fits {
+            followed.planned.insert(id);
+            followed.planned_bytes += size;
+            return true;
+        }
+        false
+    }
+
+    /// Is the segment held, in memory or in the disk cache?
+    pub(super) fn holds(&self, id: &SegmentId) -> bool {
+        lock(&self.store).contains(id)
+            || self
+                .cache
+                .as_ref()
+                .is_some_and(|cache| lock(cache).contains(id))
+    }
+
+    /// Chooses what a VOD followed with a budget seeds among the headers
+    /// known so far: init segments first, then by rendezvous hash of this
+    /// node and the segment, so that seeders spread over the VOD.
+    pub(super) fn plan_seed(&mut self, stream: StreamId) {
+        let me = self.swarm.local_peer_id().to_bytes();
+        let Some(followed) = self.streams.get(&stream) else {
+            return;
+        };
+        let budget = followed.seed.bytes().min(self.seed_capacity);
+        if followed.live() || followed.seed == Seed::All || followed.planned_bytes >= budget {
+            return;
+        }
+        let mut candidates: Vec<(bool, [u8; 32], SegmentId, u64)> = self
+            .pending
+            .iter()
+            .filter(|(id, _)| id.stream == stream && !followed.planned.contains(id))
+            .map(|(id, header)| {
+                let mut hasher = blake3::Hasher::new();
+                hasher.update(&me);
+                hasher.update(&header.signed().info.hash);
+                let score = *hasher.finalize().as_bytes();
+                let media = id.kind != meshcast_proto::SegmentKind::Init;
+                (media, score, *id, header.info().length)
+            })
+            .collect();
+        candidates.sort();
+        let now = Instant::now();
+        let mut chosen = Vec::new();
+        let mut planned_bytes = followed.planned_bytes;
+        for (_, _, id, size) in candidates {
+            if planned_bytes.saturating_add(size) <= budget {
+                planned_bytes += size;
+                chosen.push((id, size));
+            }
+        }
+        if let Some(followed) = self.streams.get_mut(&stream) {
+            followed.planned_bytes = planned_bytes;
+            followed.planned.extend(chosen.iter().map(|(id, _)| *id));
+        }
+        for (id, size) in chosen {
+            self.scheduler.seed(id, size, now);
+        }
     }
 
     pub(super) fn on_command(&mut self, command: Command) {
@@ -465,10 +575,11 @@ impl Driver {
                     }
                 }
             }
-            Command::Follow(descriptor, reply) => {
-                self.follow(descriptor);
+            Command::Follow(descriptor, seed, reply) => {
+                self.follow(descriptor, seed);
                 let _ = reply.send(());
             }
+            Command::Demand(id, within) => self.demand(id, within),
             Command::Publish(descriptor, reply) => {
                 let id = descriptor.stream_key().id;
                 let value = descriptor.signed().to_pb().encode_to_vec();
@@ -477,8 +588,10 @@ impl Driver {
                 if let Err(e) = kad.put_record(record.clone(), kad::Quorum::One) {
                     tracing::warn!("storing the stream descriptor locally failed: {e}");
                 }
+                // A newer descriptor (a live stream that ended) replaces ours.
+                self.published.retain(|r| r.key != record.key);
                 self.published.push(record);
-                self.follow(descriptor);
+                self.follow(descriptor, Seed::All);
                 let _ = reply.send(());
             }
             Command::FindStream(id, reply) => {
@@ -504,7 +617,7 @@ impl Driver {
         }
     }
 
-    pub(super) fn follow(&mut self, descriptor: VerifiedDescriptor) {
+    pub(super) fn follow(&mut self, descriptor: VerifiedDescriptor, seed: Seed) {
         let key = descriptor.stream_key();
         let renditions: Vec<u32> = descriptor
             .descriptor()
@@ -512,13 +625,23 @@ impl Driver {
             .iter()
             .map(|r| r.id)
             .collect();
-        let newest_us = self.streams.get(&key.id).map_or(0, |s| s.newest_us);
+        let descriptor_pb = descriptor.signed().to_pb();
+        let issued_at_us = descriptor.descriptor().issued_at_us;
+        let previous = self.streams.remove(&key.id);
+        let first = previous.is_none();
+        let (newest_us, seed, planned, planned_bytes) = match previous {
+            Some(p) => (p.newest_us, p.seed.max(seed), p.planned, p.planned_bytes),
+            None => (0, seed, HashSet::new(), 0),
+        };
         self.streams.insert(
             key.id,
             Followed {
                 descriptor,
                 key,
                 newest_us,
+                seed,
+                planned,
+                planned_bytes,
             },
         );
         let behaviour = self.swarm.behaviour_mut();
@@ -532,17 +655,56 @@ impl Driver {
                 .set_topic_params(topic, behaviour::topic_score_params());
         }
         let record_key = kad::RecordKey::new(key.id.as_bytes());
+        // Every follower answers DHT lookups of the descriptor itself, so a
+        // stream stays findable once its publisher is gone (a VOD) or while
+        // the publisher's own put has not reached the DHT yet.
+        let value = descriptor_pb.encode_to_vec();
+        let stored = behaviour
+            .kad
+            .store_mut()
+            .get(&record_key)
+            .map(|r| r.into_owned());
+        let newer_stored = stored
+            .and_then(|r| descriptor_from_record(&r, &key.id))
+            .is_some_and(|d| d.descriptor().issued_at_us > issued_at_us);
+        if !newer_stored
+            && let Err(e) = behaviour
+                .kad
+                .store_mut()
+                .put(kad::Record::new(record_key.clone(), value))
+        {
+            tracing::debug!("the descriptor is not kept in the local DHT store: {e}");
+        }
         let _ = behaviour.kad.start_providing(record_key.clone());
         // Other holders of the stream, to connect to: no tracker needed.
         behaviour.kad.get_providers(record_key);
-        if let Some(dir) = &self.config.cache_dir {
+        if let Some(cache) = self.cache.clone()
+            && first
+        {
             let max = self.config.limits.max_segment;
             let now = Instant::now();
-            for (header, body) in crate::cache::load(dir, &key, max, self.config.store_max_bytes) {
+            let (loaded, on_disk) = {
+                let mut cache = lock(&cache);
+                let loaded = cache.load(&key, max, self.config.store_max_bytes);
+                (loaded, cache.held(&key.id))
+            };
+            for (header, body) in loaded {
                 let (id, size) = (header.id(), body.len() as u64);
                 self.wanted(&header);
-                if matches!(lock(&self.store).insert(header, body), Inserted::New { .. }) {
+                let inserted = lock(&self.store).insert(header, body);
+                if let Inserted::New { evicted } = inserted {
                     self.scheduler.held(id, size, now);
+                    self.forget_evicted(evicted);
+                }
+            }
+            // What a budgeted seeder already holds counts against its budget.
+            if let Some(followed) = self.streams.get_mut(&key.id)
+                && !followed.live()
+            {
+                for (id, size) in on_disk {
+                    if followed.planned.insert(id) {
+                        followed.planned_bytes += size;
+                    }
                 }
             }
             self.store_changed();
@@ -553,6 +715,53 @@ impl Driver {
         }
     }
 
+    /// Segments the memory store dropped are no longer held, unless the disk
+    /// cache still has them.
+    pub(super) fn forget_evicted(&mut self, evicted: Vec<SegmentId>) {
+        for id in evicted {
+            let on_disk = self
+                .cache
+                .as_ref()
+                .is_some_and(|cache| lock(cache).contains(&id));
+            if !on_disk {
+                self.scheduler.evicted(&id);
+            }
+        }
+    }
+
+    /// See [`Node::demand`].
+    pub(super) fn demand(&mut self, id: SegmentId, within: Duration) {
+        let Some(live) = self.streams.get(&id.stream).map(Followed::live) else {
+            return;
+        };
+        if lock(&self.store).contains(&id) {
+            return;
+        }
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|cache| lock(cache).request(&id));
+        if let Some((header, path)) = cached {
+            self.tasks.spawn(async move {
+                let read = {
+                    let header = header.clone();
+                    tokio::task::spawn_blocking(move || crate::cache::read_body(&path, &header))
+                };
+                let body = read.await.ok().flatten();
+                TaskDone::CacheRead { header, body }
+            });
+            return;
+        }
+        let size = self.pending.get(&id).map(|h| h.info().length);
+        if live && size.is_none() {
+            return; // not announced yet: it will be pushed or announced
+        }
+        let now = Instant::now();
+        // Half the time for the mesh, half for the origin if the mesh fails.
+        self.scheduler
+            .demand(id, size.unwrap_or(0), now + within / 2, now);
+    }
+
     pub(super) fn inject(&mut self, header: VerifiedHeader, body: Bytes) {
         let id = header.id();
         let size = body.len() as u64;
@@ -560,9 +769,11 @@ impl Driver {
         let announce = pb::Announce {
             headers: vec![header.signed().to_pb()],
         };
-        if !matches!(lock(&self.store).insert(header, body), Inserted::New { .. }) {
+        self.write_cache(&header, &body);
+        let Inserted::New { evicted } = lock(&self.store).insert(header, body) else {
             return;
-        }
+        };
+        self.forget_evicted(evicted);
         metrics::segment_received(Received::Publisher);
         self.store_changed();
         let now = Instant::now();
@@ -584,18 +795,34 @@ impl Driver {
         }
     }
 
+    /// Asks a peer what it holds of a stream: the newest headers of a live
+    /// stream, the first page of a VOD's index (the next pages follow as
+    /// each arrives, see [`Driver::index_page`]).
     pub(super) fn request_headers(&mut self, peer: PeerId, stream: StreamId) {
+        let live = self.streams.get(&stream).is_none_or(Followed::live);
+        let page = if live { 0 } else { 1 };
+        self.request_page(peer, stream, page, None);
+    }
+
+    pub(super) fn request_page(
+        &mut self,
+        peer: PeerId,
+        stream: StreamId,
+        page: u32,
+        after: Option<SegmentId>,
+    ) {
         let mut control = self.control.clone();
         let (limits, timeout) = (self.config.limits, self.config.read_timeout);
         let task = async move {
             let result = async {
                 let framed = open(&mut control, peer, limits, timeout).await?;
-                exchange::list_headers(framed, stream).await
+                exchange::list_headers(framed, stream, page > 0, after).await
             }
             .await;
             TaskDone::Headers {
                 peer,
                 stream,
+                page,
                 result,
             }
         };
@@ -880,8 +1107,21 @@ impl Driver {
                 let valid = StreamId::from_bytes(record.key.as_ref())
                     .ok()
                     .and_then(|id| descriptor_from_record(&record, &id));
-                if valid.is_some() {
-                    let _ = self.swarm.behaviour_mut().kad.store_mut().put(record);
+                if let Some(descriptor) = valid {
+                    let id = descriptor.stream_key().id;
+                    let followed = self.streams.get(&id).map(|f| {
+                        (f.seed, f.descriptor.descriptor().issued_at_us)
+                    });
+                    let issued = descriptor.descriptor().issued_at_us;
+                    match followed {
+                        // A newer descriptor of a followed stream (a live
+                        // stream that ended and became a VOD) replaces ours.
+                        Some((seed, ours)) if issued > ours => self.follow(descriptor, seed),
+                        Some(_) => {}
+                        None => {
+                            let _ = self.swarm.behaviour_mut().kad.store_mut().put(record);
+                        }
+                    }
                 } else {
                     metrics::verification_failure(Failure::Descriptor);
                     self.ban(
@@ -921,15 +1161,29 @@ impl Driver {
         Accept
     }
 
-    /// A verified header of a followed stream: remember it and tell the scheduler.
+    /// A verified header of a followed stream: remember it and tell the
+    /// scheduler. A VOD's headers are all remembered (its index), and
+    /// downloaded by themselves only if this node seeds them.
     pub(super) fn learn(&mut self, header: VerifiedHeader, holder: Option<PeerId>, now: Instant) {
         let id = header.id();
-        if !self.wanted(&header) || lock(&self.store).contains(&id) {
+        let wanted = self.wanted(&header);
+        let live = self.streams.get(&id.stream).is_none_or(Followed::live);
+        if (live && !wanted) || self.holds(&id) {
+            return;
+        }
+        if !self.pending.contains_key(&id) && self.pending.len() >= MAX_PENDING {
             return;
         }
         let size = header.info().length;
         self.pending.entry(id).or_insert(header);
-        self.scheduler.header_learned(id, size, holder, now);
+        if live {
+            self.scheduler.header_learned(id, size, holder, now);
+        } else {
+            self.scheduler.header_known(id, size, holder, now);
+            if wanted {
+                self.scheduler.seed(id, size, now);
+            }
+        }
     }
 }
 

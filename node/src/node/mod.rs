@@ -29,6 +29,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::behaviour::{self, Behaviour, BehaviourEvent};
+use crate::cache::Cache;
 use crate::exchange::{self, ExchangeError, Framed, Pushed};
 use crate::ingest::source::{FetchError, FetchLimits, fetch_url, http_client};
 use crate::scheduler::{self, Action, Decision, Outcome, Scheduler, TransferId};
@@ -64,6 +65,9 @@ pub struct Config {
     pub announce_only: bool,
     /// Where verified segments are also written, for VOD and restarts.
     pub cache_dir: Option<PathBuf>,
+    /// Most bytes the on-disk cache holds; beyond it the least recently
+    /// requested segments are deleted.
+    pub cache_max_bytes: u64,
     /// Relays to reserve a slot on, for a node that cannot be dialled
     /// directly (behind a NAT or a firewall): full multiaddrs ending in
     /// `/p2p/<relay peer id>`. The node listens on `<relay>/p2p-circuit` on
@@ -152,6 +156,7 @@ impl Default for Config {
             read_timeout: Duration::from_secs(10),
             announce_only: false,
             cache_dir: None,
+            cache_max_bytes: 10 << 30,
             relays: Vec::new(),
             relay_server: false,
             relay_max_reservations: 128,
@@ -184,6 +189,44 @@ pub enum Source {
     Push(PeerId),
     Pull(PeerId),
     Origin,
+    /// Read back from this node's disk cache for a request.
+    Cache,
+}
+
+/// How much of a VOD a node downloads by itself. Whatever the choice, it
+/// learns the VOD's whole header index, serves what it holds, and fetches
+/// any other segment on demand ([`Node::demand`]). A live stream's live
+/// window is always kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seed {
+    /// Every segment.
+    All,
+    /// Segments up to this many bytes (0: none, on demand only). Each node
+    /// picks its share by rendezvous hashing of its peer id and the segment
+    /// ids, so seeders with small budgets cover different parts of the VOD
+    /// rather than all its beginning. Init segments come first.
+    Budget(u64),
+}
+
+impl Seed {
+    /// Only what viewers ask for.
+    pub const ON_DEMAND: Seed = Seed::Budget(0);
+
+    pub fn bytes(self) -> u64 {
+        match self {
+            Seed::All => u64::MAX,
+            Seed::Budget(bytes) => bytes,
+        }
+    }
+
+    /// The larger of two choices: following a stream again never seeds less.
+    pub fn max(self, other: Seed) -> Seed {
+        if self.bytes() >= other.bytes() {
+            self
+        } else {
+            other
+        }
+    }
 }
 
 /// What a node reports to whoever listens (tests, benches, metrics).
@@ -223,7 +266,8 @@ pub struct Stats {
 enum Command {
     Info(oneshot::Sender<Info>),
     Dial(Multiaddr, oneshot::Sender<Result<(), NodeError>>),
-    Follow(VerifiedDescriptor, oneshot::Sender<()>),
+    Follow(VerifiedDescriptor, Seed, oneshot::Sender<()>),
+    Demand(SegmentId, Duration),
     Publish(VerifiedDescriptor, oneshot::Sender<()>),
     FindStream(StreamId, oneshot::Sender<Option<VerifiedDescriptor>>),
     Inject(VerifiedHeader, Bytes, oneshot::Sender<()>),
@@ -243,6 +287,7 @@ pub struct Node {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
     store: Arc<Mutex<Store>>,
+    cache: Option<Arc<Mutex<Cache>>>,
     events: broadcast::Sender<Event>,
     stats: Arc<Stats>,
 }
@@ -272,9 +317,25 @@ impl Node {
         lock(&self.store).get(id)
     }
 
-    /// Headers of every held segment of `stream`.
+    /// Headers of every segment of `stream` held in memory.
     pub fn headers(&self, stream: &StreamId) -> Vec<SignedHeader> {
         lock(&self.store).headers(stream)
+    }
+
+    /// Every segment of `stream` this node can serve: in memory or in its
+    /// disk cache.
+    pub fn holdings(&self, stream: &StreamId) -> std::collections::BTreeSet<SegmentId> {
+        let mut held: std::collections::BTreeSet<SegmentId> =
+            self.headers(stream).iter().map(|h| h.info.id).collect();
+        if let Some(cache) = &self.cache {
+            held.extend(lock(cache).held(stream).into_iter().map(|(id, _)| id));
+        }
+        held
+    }
+
+    /// Bytes in the disk cache (0 without one).
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| lock(c).used_bytes())
     }
 
     async fn ask<T>(
@@ -299,9 +360,31 @@ impl Node {
     }
 
     /// Starts following a stream: subscribe to its announcements, keep its
-    /// live window, answer for it.
+    /// live window (a VOD: all of it), answer for it.
     pub async fn follow(&self, descriptor: VerifiedDescriptor) -> Result<(), NodeError> {
-        self.ask(|tx| Command::Follow(descriptor, tx)).await
+        self.follow_with(descriptor, Seed::All).await
+    }
+
+    /// Follows a stream, downloading by itself only `seed` of it if it is a
+    /// VOD. Following a stream already followed keeps the larger choice.
+    pub async fn follow_with(
+        &self,
+        descriptor: VerifiedDescriptor,
+        seed: Seed,
+    ) -> Result<(), NodeError> {
+        self.ask(|tx| Command::Follow(descriptor, seed, tx)).await
+    }
+
+    /// A viewer needs segment `id` of a followed stream within `within`:
+    /// fetch it now if it is not held (from this node's disk cache, a holder
+    /// in the mesh, or the origin before `within` runs out). Watch
+    /// [`Event::Stored`] for its arrival. A segment of a live stream whose
+    /// header is not known yet is not fetched: it will be pushed or announced.
+    pub async fn demand(&self, id: SegmentId, within: Duration) -> Result<(), NodeError> {
+        self.commands
+            .send(Command::Demand(id, within))
+            .await
+            .map_err(|_| NodeError::Stopped)
     }
 
     /// Publishes a stream descriptor in the DHT and follows the stream.
@@ -333,8 +416,9 @@ impl Node {
     }
 }
 
-fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
-    // A panic while holding the lock leaves a consistent store (every method
-    // finishes its bookkeeping before returning), so poisoning is ignored.
-    store.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves a consistent store or cache
+    // (every method finishes its bookkeeping before returning), so poisoning
+    // is ignored.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -38,16 +38,75 @@ pub(super) async fn fetch_origin(
     Ok(body)
 }
 
+/// What a task serving an inbound stream shares with the driver.
+pub(super) struct Shared {
+    pub(super) store: Arc<Mutex<Store>>,
+    pub(super) cache: Option<Arc<Mutex<Cache>>>,
+    pub(super) internal: mpsc::Sender<Internal>,
+    pub(super) stats: Arc<Stats>,
+    pub(super) announce_only: bool,
+    pub(super) faults: Faults,
+}
+
+/// A held segment: from memory, else read back from the disk cache (and
+/// hashed again: a damaged file is deleted, never served).
+async fn held_segment(shared: &Shared, id: &SegmentId) -> Option<Segment> {
+    if let Some(segment) = lock(&shared.store).get(id) {
+        return Some(segment);
+    }
+    let cache = shared.cache.clone()?;
+    let (header, path) = lock(&cache).request(id)?;
+    let read = {
+        let header = header.clone();
+        tokio::task::spawn_blocking(move || crate::cache::read_body(&path, &header))
+    };
+    match read.await.ok().flatten() {
+        Some(body) => Some(Segment { header, body }),
+        None => {
+            lock(&cache).delete(id);
+            None
+        }
+    }
+}
+
+/// One page of the headers held of `stream` in id order after `after`:
+/// memory and disk cache merged.
+fn index_page(
+    shared: &Shared,
+    stream: &StreamId,
+    after: Option<&SegmentId>,
+) -> Vec<pb::SegmentHeader> {
+    let mut page: std::collections::BTreeMap<SegmentId, SignedHeader> = lock(&shared.store)
+        .headers_after(stream, after, MAX_LISTED)
+        .into_iter()
+        .map(|h| (h.info.id, h))
+        .collect();
+    if let Some(cache) = &shared.cache {
+        for header in lock(cache).headers_after(stream, after, MAX_LISTED) {
+            page.entry(header.info.id).or_insert(header);
+        }
+    }
+    page.into_values()
+        .take(MAX_LISTED)
+        .map(|h| h.to_pb())
+        .collect()
+}
+
 /// Serves one inbound stream. Returns the accepted push's transfer and result.
 pub(super) async fn serve(
     mut framed: Framed,
     peer: PeerId,
-    store: Arc<Mutex<Store>>,
-    internal: mpsc::Sender<Internal>,
-    stats: Arc<Stats>,
-    announce_only: bool,
-    faults: Faults,
+    shared: Shared,
 ) -> Result<Option<(TransferId, Result<(VerifiedHeader, Bytes), ExchangeError>)>, ExchangeError> {
+    let Shared {
+        store,
+        internal,
+        stats,
+        announce_only,
+        faults,
+        ..
+    } = &shared;
+    let (announce_only, faults) = (*announce_only, *faults);
     match framed.read_message().await? {
         Body::Want(want) => {
             let id = SegmentId::from_pb(
@@ -58,7 +117,7 @@ pub(super) async fn serve(
             let segment = if announce_only {
                 None
             } else {
-                lock(&store).get(&id)
+                held_segment(&shared, &id).await
             };
             match segment {
                 Some(segment) => {
@@ -86,10 +145,18 @@ pub(super) async fn serve(
         }
         Body::ListHeaders(list) => {
             let stream = StreamId::from_bytes(&list.stream_id)?;
-            let mut headers = lock(&store).headers(&stream);
-            // The newest are the most useful to a late joiner.
-            let skip = headers.len().saturating_sub(MAX_LISTED);
-            let headers = headers.drain(skip..).map(|h| h.to_pb()).collect();
+            let headers = if list.in_order {
+                let after = list.after.as_ref().map(SegmentId::from_pb).transpose()?;
+                if after.is_some_and(|a| a.stream != stream) {
+                    return Err(ExchangeError::Protocol("ListHeaders after another stream"));
+                }
+                index_page(&shared, &stream, after.as_ref())
+            } else {
+                let mut headers = lock(store).headers(&stream);
+                // The newest are the most useful to a late joiner.
+                let skip = headers.len().saturating_sub(MAX_LISTED);
+                headers.drain(skip..).map(|h| h.to_pb()).collect()
+            };
             framed
                 .send(Body::Announce(pb::Announce { headers }))
                 .await?;

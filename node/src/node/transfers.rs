@@ -13,6 +13,7 @@ impl Driver {
         self.inbound += 1;
         let framed = Framed::new(stream, self.config.limits, self.config.read_timeout);
         let store = self.store.clone();
+        let cache = self.cache.clone();
         let internal = self.internal_tx.clone();
         let stats = self.stats.clone();
         let announce_only = self.config.announce_only;
@@ -21,7 +22,15 @@ impl Driver {
         self.tasks.spawn(
             async move {
                 let started = Instant::now();
-                match serve(framed, peer, store, internal, stats, announce_only, faults).await {
+                let shared = Shared {
+                    store,
+                    cache,
+                    internal,
+                    stats,
+                    announce_only,
+                    faults,
+                };
+                match serve(framed, peer, shared).await {
                     Ok(Some((transfer, result))) => TaskDone::Download {
                         transfer,
                         via: Via::PushIn(peer),
@@ -72,7 +81,7 @@ impl Driver {
         };
         let verified = signed.verify(&key)?;
         let id = verified.id();
-        if lock(&self.store).contains(&id) {
+        if self.holds(&id) {
             return Ok(OfferReply::Decline(DeclineReason::AlreadyHave));
         }
         if !self.wanted(&verified) {
@@ -299,27 +308,67 @@ impl Driver {
                 };
                 self.scheduler.finished(transfer, outcome, now);
             }
+            TaskDone::CacheRead { header, body } => {
+                let id = header.id();
+                match body {
+                    Some(body) => {
+                        let size = body.len() as u64;
+                        let inserted = lock(&self.store).insert(header, body);
+                        if let Inserted::New { evicted } = inserted {
+                            self.scheduler.held(id, size, now);
+                            self.forget_evicted(evicted);
+                            self.store_changed();
+                            self.emit(Event::Stored {
+                                id,
+                                source: Source::Cache,
+                                bytes: size,
+                                at: now,
+                            });
+                        }
+                    }
+                    None => {
+                        if let Some(cache) = &self.cache {
+                            lock(cache).delete(&id);
+                        }
+                        self.scheduler.evicted(&id);
+                    }
+                }
+            }
             TaskDone::Headers {
                 peer,
                 stream,
+                page,
                 result,
             } => match result {
                 Ok(headers) => {
                     let Some(key) = self.streams.get(&stream).map(|s| s.key) else {
                         return;
                     };
+                    let last = headers.len() < MAX_LISTED || page >= MAX_INDEX_PAGES;
+                    let mut after = None;
                     for header in headers {
                         match SignedHeader::from_pb(&header)
                             .map_err(Into::into)
                             .and_then(|h| h.verify(&key))
                         {
-                            Ok(verified) => self.learn(verified, Some(peer), now),
+                            Ok(verified) => {
+                                after = Some(verified.id());
+                                self.learn(verified, Some(peer), now);
+                            }
                             Err(e) => {
                                 self.stats.verification_failures.fetch_add(1, Relaxed);
                                 metrics::verification_failure(Failure::Header);
                                 self.ban(peer, format!("listed a bad header: {e}"));
                                 return;
                             }
+                        }
+                    }
+                    if page > 0 {
+                        match after {
+                            Some(after) if !last => {
+                                self.request_page(peer, stream, page + 1, Some(after))
+                            }
+                            _ => self.plan_seed(stream),
                         }
                     }
                 }
@@ -370,21 +419,19 @@ impl Driver {
             }
         };
         self.pending.remove(&id);
-        if let Some(dir) = &self.config.cache_dir {
-            self.cache_bytes += crate::cache::write(dir, &header, &body);
-            self.gauges.cache_bytes.set(self.cache_bytes);
-        }
+        self.write_cache(&header, &body);
         if self.config.faults.forge_headers {
             self.announce_forged(&header);
         }
         let inserted = lock(&self.store).insert(header, body);
         match inserted {
-            Inserted::New { .. } => {
+            Inserted::New { evicted } => {
+                self.forget_evicted(evicted);
                 metrics::segment_received(match source {
                     Source::Push(_) => Received::Push,
                     Source::Pull(_) => Received::Pull,
                     Source::Origin => Received::Origin,
-                    Source::Injected => Received::Publisher,
+                    Source::Injected | Source::Cache => Received::Publisher,
                 });
                 if source != Source::Injected {
                     metrics::propagation(published_at_us, crate::unix_now_us());
@@ -408,6 +455,25 @@ impl Driver {
 }
 
 impl Driver {
+    /// Writes a verified segment to the disk cache, if there is one; what it
+    /// deletes to stay within its bound and is not in memory either is no
+    /// longer held.
+    pub(super) fn write_cache(&mut self, header: &VerifiedHeader, body: &Bytes) {
+        let Some(cache) = self.cache.clone() else {
+            return;
+        };
+        let (deleted, used) = {
+            let mut cache = lock(&cache);
+            (cache.write(header, body), cache.used_bytes())
+        };
+        self.gauges.cache_bytes.set(used);
+        for id in deleted {
+            if !lock(&self.store).contains(&id) {
+                self.scheduler.evicted(&id);
+            }
+        }
+    }
+
     /// Gossips a header that does not verify, under a fresh message id.
     pub(super) fn announce_forged(&mut self, header: &VerifiedHeader) {
         let mut forged = self.config.faults.header(header.signed());

@@ -193,6 +193,13 @@ impl Driver {
                             });
                             self.aborts.insert(transfer, handle);
                         }
+                        // A segment demanded before its header was known:
+                        // the mesh did not have it, and without the signed
+                        // URI and hash the origin cannot be asked.
+                        None if !self.pending.contains_key(&id) => {
+                            tracing::debug!("{id}: no peer had it, and its header is unknown");
+                            self.scheduler.finished(transfer, Outcome::Failed, now);
+                        }
                         None => {
                             self.warn(format!("segment {id} is late and its stream names no origin to fetch it from"));
                             self.scheduler.finished(transfer, Outcome::Failed, now);

@@ -1,12 +1,13 @@
 //! The segment store: bounded in bytes, live window first, LRU beyond it.
 //!
-//! Sans-I/O: time is passed in. Every stream keeps the segments published
+//! Sans-I/O: time is passed in. Every live stream keeps the segments published
 //! within `live_window` of its newest segment; those are evicted only when
-//! nothing else is left to evict. Everything else (older live segments, VOD
+//! nothing else is left to evict. A VOD has no live window (its segments were
+//! all published within seconds of each other): see [`Store::set_vod`]. Everything else (older live segments, VOD
 //! segments) is evicted least-recently-used first. Eviction happens on insert,
 //! so `used_bytes() <= max_bytes` holds after every call.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,6 +46,7 @@ pub struct Store {
     lru: BTreeMap<u64, SegmentId>,
     by_stream: HashMap<StreamId, BTreeSet<SegmentId>>,
     newest_us: HashMap<StreamId, u64>,
+    vods: HashSet<StreamId>,
     clock: u64,
 }
 
@@ -58,6 +60,7 @@ impl Store {
             lru: BTreeMap::new(),
             by_stream: HashMap::new(),
             newest_us: HashMap::new(),
+            vods: HashSet::new(),
             clock: 0,
         }
     }
@@ -148,8 +151,21 @@ impl Store {
             .collect()
     }
 
+    /// Says whether a stream is a VOD, whose segments are all evicted least
+    /// recently used first, or live (the default), whose live window stays.
+    pub fn set_vod(&mut self, stream: StreamId, vod: bool) {
+        if vod {
+            self.vods.insert(stream);
+        } else {
+            self.vods.remove(&stream);
+        }
+    }
+
     fn is_live(&self, entry: &Entry) -> bool {
         let info = entry.segment.header.info();
+        if self.vods.contains(&info.id.stream) {
+            return false;
+        }
         let newest = self.newest_us.get(&info.id.stream).copied().unwrap_or(0);
         info.published_at_us.saturating_add(self.live_window_us) >= newest
     }
@@ -255,6 +271,33 @@ mod tests {
             }
         );
         assert!(store.contains(&SegmentId::media(live.id, 0, 0)));
+    }
+
+    #[test]
+    fn a_vod_has_no_live_window_to_protect() {
+        let key = PublisherKey::from_seed([2; 32]);
+        let (live, vod) = (
+            StreamKey::new(key.public(), "live"),
+            StreamKey::new(key.public(), "vod"),
+        );
+        let mut store = Store::new(4_000, Duration::from_secs(30));
+        store.set_vod(vod.id, true);
+        // The live stream's first segment is the least recently used; the
+        // VOD's segments were all published together.
+        let (h, b) = seg(&key, &live, 0, 1000, 100);
+        store.insert(h, b);
+        for seq in 0..3 {
+            let (h, b) = seg(&key, &vod, seq, 1000, 100);
+            store.insert(h, b);
+        }
+        // Room is made from the VOD, least recently used first, not the live window.
+        let (h, b) = seg(&key, &live, 1, 1000, 102);
+        assert_eq!(
+            store.insert(h, b),
+            Inserted::New {
+                evicted: vec![SegmentId::media(vod.id, 0, 0)]
+            }
+        );
     }
 
     #[test]

@@ -627,6 +627,7 @@ impl Driver {
             .collect();
         let descriptor_pb = descriptor.signed().to_pb();
         let issued_at_us = descriptor.descriptor().issued_at_us;
+        lock(&self.store).set_vod(key.id, !descriptor.descriptor().live);
         let previous = self.streams.remove(&key.id);
         let first = previous.is_none();
         let (newest_us, seed, planned, planned_bytes) = match previous {

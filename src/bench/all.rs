@@ -11,23 +11,32 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use meshcast_node::bench::MeshBench;
 
 use super::report::{self, FanoutSection, FanoutStep, Fig, MeshRun, Report, fig};
-use super::{netns, offload, rss, throughput};
+use super::{netns, offload, rss, throughput, vod};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 6] = ["mesh", "offload", "fanout", "throughput", "rss", "netns"];
+pub const SECTIONS: [&str; 7] = [
+    "mesh",
+    "offload",
+    "vod",
+    "fanout",
+    "throughput",
+    "rss",
+    "netns",
+];
 
 #[derive(Debug, clap::Args)]
 pub struct AllArgs {
     /// Small sizes and few segments: checks that everything works, in well
-    /// under two minutes (mesh of 5 nodes, 20 viewers, 20 relay sessions,
-    /// 16 MiB each way, 10 peers, no network namespaces).
+    /// under two minutes (mesh of 5 nodes, 20 viewers, a VOD of 20 segments
+    /// and 20 viewers, 20 relay sessions, 16 MiB each way, 10 peers, no
+    /// network namespaces).
     #[arg(long)]
     pub quick: bool,
     /// Folder for `<date>.json`, `<date>.md` and `<date>.svg` (created if missing).
     #[arg(long, value_name = "DIR", default_value = "bench/results")]
     pub out: PathBuf,
-    /// Run only these sections (comma-separated): mesh, offload, fanout,
-    /// throughput, rss, netns.
+    /// Run only these sections (comma-separated): mesh, offload, vod,
+    /// fanout, throughput, rss, netns.
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SECTIONS))]
     pub only: Vec<String>,
 }
@@ -87,6 +96,7 @@ struct Plan {
     mesh_nodes: Vec<usize>,
     mesh: MeshBench,
     offload: offload::Plan,
+    vod: vod::Plan,
     fanout_sessions: Vec<usize>,
     fanout_duration: Duration,
     throughput: throughput::Plan,
@@ -111,6 +121,17 @@ impl Plan {
                     segment_duration: Duration::from_secs(1),
                     bitrate: 2_000_000,
                     duration: Duration::from_secs(5),
+                },
+                vod: vod::Plan {
+                    segments: 20,
+                    viewers: 20,
+                    bitrate: 2_000_000,
+                    segment_duration: Duration::from_secs(1),
+                    arrivals: Duration::from_secs(3),
+                    min_play: 3,
+                    max_play: 5,
+                    seed: 10,
+                    seed_timeout: Duration::from_secs(60),
                 },
                 fanout_sessions: vec![20],
                 fanout_duration: Duration::from_secs(5),
@@ -142,6 +163,17 @@ impl Plan {
                     bitrate: 2_000_000,
                     duration: Duration::from_secs(20),
                 },
+                vod: vod::Plan {
+                    segments: 100,
+                    viewers: 200,
+                    bitrate: 2_000_000,
+                    segment_duration: Duration::from_secs(2),
+                    arrivals: Duration::from_secs(30),
+                    min_play: 3,
+                    max_play: 5,
+                    seed: 10,
+                    seed_timeout: Duration::from_secs(120),
+                },
                 fanout_sessions: vec![100, 200, 400, 800],
                 fanout_duration: Duration::from_secs(20),
                 throughput: throughput::Plan {
@@ -166,7 +198,7 @@ impl Plan {
     }
 
     fn steps(&self) -> u64 {
-        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 3) as u64
+        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 4) as u64
     }
 }
 
@@ -197,6 +229,11 @@ pub fn run(args: AllArgs) -> anyhow::Result<()> {
         for _ in &plan.offload.viewers {
             progress.step();
         }
+        if wanted("vod") {
+            let result = vod::run(&plan.vod, &progress).await;
+            report.record("vod", result, |r, s| r.vod = Some(s));
+        }
+        progress.step();
         if wanted("fanout") {
             let result = fanout(&plan, &progress).await;
             report.record("fanout", result, |r, s| r.fanout = Some(s));

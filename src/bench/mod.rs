@@ -17,6 +17,7 @@ pub mod proc;
 mod report;
 mod rss;
 pub mod throughput;
+mod vod;
 
 pub use netns::NodeArgs;
 

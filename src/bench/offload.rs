@@ -52,11 +52,40 @@ pub struct Plan {
     pub duration: Duration,
 }
 
-/// Bytes the origin served.
+/// Bytes the origin served (also read by the VOD section).
 #[derive(Default)]
-struct Served {
-    total: AtomicU64,
-    playlists: AtomicU64,
+pub(super) struct Served {
+    pub(super) total: AtomicU64,
+    pub(super) playlists: AtomicU64,
+}
+
+/// The `meshcast-origin` router serving a folder on 127.0.0.1, behind the
+/// byte-counting layer; it stops when dropped. Shared with the VOD section
+/// so both count the origin's bytes the same way.
+pub(super) struct CountingOrigin {
+    pub(super) addr: SocketAddr,
+    pub(super) served: Arc<Served>,
+    _task: AbortOnDrop<std::io::Result<()>>,
+}
+
+impl CountingOrigin {
+    pub(super) async fn start(dir: &Path) -> anyhow::Result<Self> {
+        let origin = meshcast_origin::Origin::load(dir).context("loading the generated stream")?;
+        let served = Arc::new(Served::default());
+        let router = origin
+            .router()
+            .layer(middleware::from_fn_with_state(Arc::clone(&served), count));
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .context("binding the origin")?;
+        let addr = listener.local_addr().context("the origin's address")?;
+        let task = tokio::spawn(async move { axum::serve(listener, router).await });
+        Ok(Self {
+            addr,
+            served,
+            _task: AbortOnDrop(task),
+        })
+    }
 }
 
 async fn count(State(served): State<Arc<Served>>, req: Request, next: Next) -> Response {
@@ -82,9 +111,16 @@ async fn count(State(served): State<Arc<Served>>, req: Request, next: Next) -> R
     Response::from_parts(parts, body)
 }
 
-/// Writes an HLS stream of `STREAM_SEGMENTS` segments at `bitrate`:
-/// pseudo-random bytes (the mesh never looks inside a segment).
-fn write_stream(dir: &Path, bitrate: u64, segment: Duration) -> anyhow::Result<()> {
+/// Writes an HLS VOD of `segments` segments (`bench_NN.m4s`, sequence
+/// numbers from 0) at `bitrate`, and `master.m3u8` naming its playlist:
+/// pseudo-random bytes (the mesh never looks inside a segment). The origin
+/// serves it under `/vod/` as is, and loops it under `/live/`.
+pub(super) fn write_stream(
+    dir: &Path,
+    bitrate: u64,
+    segment: Duration,
+    segments: usize,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let bytes = (bitrate as f64 * segment.as_secs_f64() / 8.0) as usize;
     let secs = segment.as_secs_f64();
@@ -93,7 +129,7 @@ fn write_stream(dir: &Path, bitrate: u64, segment: Duration) -> anyhow::Result<(
         "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n"
     );
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    for i in 0..STREAM_SEGMENTS {
+    for i in 0..segments {
         let mut body = Vec::with_capacity(bytes + 8);
         while body.len() < bytes {
             // splitmix64
@@ -124,28 +160,34 @@ fn write_stream(dir: &Path, bitrate: u64, segment: Duration) -> anyhow::Result<(
 }
 
 /// A gateway the viewers can reach.
-struct Gateway {
-    url: String,
-    hash: wtransport::tls::Sha256Digest,
+pub(super) struct Gateway {
+    pub(super) url: String,
+    pub(super) hash: wtransport::tls::Sha256Digest,
 }
 
-/// Reads `gateway` and `cert-hash` from a child, then waits until it follows the stream.
-async fn gateway(child: &mut Spawned, stream: &str) -> anyhow::Result<Gateway> {
+/// Reads `gateway` and `cert-hash` from a child.
+pub(super) async fn gateway_address(child: &mut Spawned) -> anyhow::Result<Gateway> {
     let url = child.line("gateway", START_TIMEOUT).await?;
     let hex_hash = child.line("cert-hash", START_TIMEOUT).await?;
     let mut hash = [0u8; 32];
     hex::decode_to_slice(&hex_hash, &mut hash)
         .with_context(|| format!("the {} printed a bad certificate hash", child.name))?;
+    Ok(Gateway {
+        url,
+        hash: wtransport::tls::Sha256Digest::new(hash),
+    })
+}
+
+/// Reads `gateway` and `cert-hash` from a child, then waits until it follows the stream.
+async fn gateway(child: &mut Spawned, stream: &str) -> anyhow::Result<Gateway> {
+    let address = gateway_address(child).await?;
     let followed = child.line("following", START_TIMEOUT).await?;
     anyhow::ensure!(
         followed == stream,
         "the {} follows {followed}, not {stream}",
         child.name
     );
-    Ok(Gateway {
-        url,
-        hash: wtransport::tls::Sha256Digest::new(hash),
-    })
+    Ok(address)
 }
 
 pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<OffloadSection> {
@@ -155,19 +197,14 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<OffloadSect
         .context("creating a temporary folder")?;
     let dir = tmp.path();
     progress.phase("offload: starting the origin");
-    write_stream(&dir.join("stream"), plan.bitrate, plan.segment_duration)?;
-    let origin = meshcast_origin::Origin::load(dir.join("stream"))
-        .context("loading the generated stream")?;
-    let served = Arc::new(Served::default());
-    let router = origin
-        .router()
-        .layer(middleware::from_fn_with_state(Arc::clone(&served), count));
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .context("binding the origin")?;
-    let origin_addr = listener.local_addr().context("the origin's address")?;
-    let origin_task = tokio::spawn(async move { axum::serve(listener, router).await });
-    let _origin_guard = AbortOnDrop(origin_task);
+    write_stream(
+        &dir.join("stream"),
+        plan.bitrate,
+        plan.segment_duration,
+        STREAM_SEGMENTS,
+    )?;
+    let origin = CountingOrigin::start(&dir.join("stream")).await?;
+    let (origin_addr, served) = (origin.addr, Arc::clone(&origin.served));
     let master = format!("http://{origin_addr}/live/master.m3u8");
 
     progress.phase("offload: starting the publisher");
@@ -350,7 +387,7 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<OffloadSect
 }
 
 /// CPU seconds of each child, then of this process (viewers and origin).
-fn cpu(children: &[Spawned]) -> anyhow::Result<Vec<f64>> {
+pub(super) fn cpu(children: &[Spawned]) -> anyhow::Result<Vec<f64>> {
     let mut all = children
         .iter()
         .map(|c| cpu_seconds(&c.pid().to_string()))
@@ -359,7 +396,7 @@ fn cpu(children: &[Spawned]) -> anyhow::Result<Vec<f64>> {
     Ok(all)
 }
 
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+pub(super) struct AbortOnDrop<T>(pub(super) tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {

@@ -84,6 +84,79 @@ pub struct OffloadRun {
     pub viewer_cpu: Fig,
 }
 
+/// On-demand video: viewers seeking at random in a VOD (`vod.rs`).
+#[derive(Debug, Serialize)]
+pub struct VodSection {
+    pub topology: String,
+    pub segments: usize,
+    pub viewers: usize,
+    pub bitrate: Fig,
+    pub segment_duration: Fig,
+    pub segment_bytes: Fig,
+    pub vod_bytes: Fig,
+    /// Viewers arrive at random times within this window.
+    pub arrivals: Fig,
+    /// Segments the seeding node held when the viewers started, and how
+    /// long the bench waited for it.
+    pub seeded_before_viewers: Fig,
+    pub seeding_time: Fig,
+    pub sessions_open: Fig,
+    pub seeks: Fig,
+    /// Every segment asked for over the mesh, seeks included.
+    pub requests: Fig,
+    pub delivered_by_gateways: Fig,
+    /// Not delivered by a gateway within the request's deadline.
+    pub late_segments: Fig,
+    /// Fetched from the origin over HTTP because a gateway refused, failed
+    /// or missed the deadline (or no session opened).
+    pub fallback_segments: Fig,
+    /// Delivered neither by the mesh nor by the origin (both passes).
+    pub failed_segments: Fig,
+    pub viewer_bytes: Fig,
+    /// Everything the origin served until the publisher's `ingested` line.
+    pub origin_ingest_bytes: Fig,
+    /// From then until the viewers started (the seeder should take nothing).
+    pub origin_seeding_bytes: Fig,
+    /// While the viewers watched over the mesh: the gateways' on-demand
+    /// fetches from the origin, the viewers' fallbacks and playlists.
+    pub origin_viewer_phase_bytes: Fig,
+    /// Of the viewers' phase: what the gateways fetched (no fallbacks, no playlists).
+    pub origin_gateway_bytes: Fig,
+    pub origin_fallback_bytes: Fig,
+    /// The plain-HTTP pass: not counted in the copies.
+    pub origin_http_pass_bytes: Fig,
+    pub ingest_copies: Fig,
+    pub viewer_phase_copies: Fig,
+    /// Origin bytes from the start to the end of the viewers' phase (ingest,
+    /// seeding and viewers) ÷ the VOD's size.
+    pub origin_copies: Fig,
+    /// Seek (request) to the whole segment in hand, over the mesh, fallbacks included.
+    pub seek_p50: Fig,
+    pub seek_p95: Fig,
+    /// Seeks that were the first request of their segment at their gateway
+    /// (it had to fetch it), and the others; absent when there were none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seek_first_p50: Option<Fig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seek_repeat_p50: Option<Fig>,
+    pub seeks_first: Fig,
+    /// The segments played after a seek.
+    pub play_p50: Fig,
+    pub http_seek_p50: Fig,
+    pub http_seek_p95: Fig,
+    pub http_play_p50: Fig,
+    /// Mesh ÷ plain HTTP.
+    pub seek_ratio_p50: Fig,
+    pub seek_ratio_p95: Fig,
+    /// CPU over the viewers' phase: the three gateways; the publisher and
+    /// the seeder; the bench process (viewers and origin).
+    pub gateway_cpu: Fig,
+    pub mesh_cpu: Fig,
+    pub viewer_cpu: Fig,
+    /// Length of the viewers' phase over the mesh.
+    pub measured: Fig,
+}
+
 #[derive(Debug, Serialize)]
 pub struct FanoutSection {
     pub bitrate: Fig,
@@ -263,6 +336,7 @@ pub struct Report {
     pub elapsed: Fig,
     pub mesh: Vec<MeshRun>,
     pub offload: Option<OffloadSection>,
+    pub vod: Option<VodSection>,
     pub fanout: Option<FanoutSection>,
     pub throughput: Option<ThroughputSection>,
     pub rss: Option<RssSection>,
@@ -300,6 +374,7 @@ impl Report {
             elapsed: fig(0.0, "s"),
             mesh: Vec::new(),
             offload: None,
+            vod: None,
             fanout: None,
             throughput: None,
             rss: None,
@@ -359,6 +434,48 @@ fn goals(r: &Report) -> Vec<Goal> {
             "origin offload",
             "≥ 99.9 % at 1,000 viewers, no late segment",
         ),
+    });
+    // The VOD goals hold for the full run's sizes (100 segments, 200 viewers).
+    const VOD_COPIES: &str = "≤ 1.1 copies of the VOD from the origin, ingest included";
+    const VOD_SEEK: &str = "seek ≤ 1.2 × plain HTTP, p50 and p95";
+    let full = |v: &VodSection| v.segments >= 100 && v.viewers >= 200;
+    goals.push(match &r.vod {
+        Some(v) => Goal {
+            name: "VOD origin bytes",
+            target: VOD_COPIES,
+            measured: Some(v.origin_copies),
+            met: full(v) && v.origin_copies.value <= 1.1,
+            note: format!(
+                "{} viewers, {} segments: ingest {:.3}, seeding {:.3}, viewers' phase {:.3} copies",
+                v.viewers,
+                v.segments,
+                v.ingest_copies.value,
+                v.origin_seeding_bytes.value / v.vod_bytes.value.max(1.0),
+                v.viewer_phase_copies.value
+            ),
+        },
+        None => not_measured("VOD origin bytes", VOD_COPIES),
+    });
+    goals.push(match &r.vod {
+        Some(v) => {
+            let worse = v.seek_ratio_p50.value.max(v.seek_ratio_p95.value);
+            Goal {
+                name: "VOD seek time",
+                target: VOD_SEEK,
+                measured: Some(fig(worse, "ratio")),
+                met: full(v) && worse.is_finite() && worse <= 1.2,
+                note: format!(
+                    "mesh p50 {:.1} / p95 {:.1} ms against HTTP {:.1} / {:.1} ms ({:.2} / {:.2}×), seek to the whole segment",
+                    v.seek_p50.value,
+                    v.seek_p95.value,
+                    v.http_seek_p50.value,
+                    v.http_seek_p95.value,
+                    v.seek_ratio_p50.value,
+                    v.seek_ratio_p95.value
+                ),
+            }
+        }
+        None => not_measured("VOD seek time", VOD_SEEK),
     });
     goals.push(match &r.throughput {
         Some(t) => Goal {
@@ -550,6 +667,86 @@ pub fn markdown(r: &Report, stem: &str) -> String {
         }
     }
 
+    let _ = writeln!(w, "\n## On-demand video (VOD)\n");
+    match &r.vod {
+        None => {
+            let _ = writeln!(w, "Not run.");
+        }
+        Some(v) => {
+            let _ = writeln!(
+                w,
+                "{} VOD: {} segments of {:.0} kB ({} Mbit/s, {} s each), {:.1} MB; {} viewers arriving within {} s. The seeder held {} of {} segments when the viewers started ({} s after it began). Copies = origin bytes ÷ the VOD's size; the plain-HTTP pass ({} MB) is not counted.\n",
+                v.topology,
+                v.segments,
+                v.segment_bytes.value / 1e3,
+                show(&v.bitrate, 1),
+                show(&v.segment_duration, 0),
+                v.vod_bytes.value / 1e6,
+                v.viewers,
+                show(&v.arrivals, 0),
+                v.seeded_before_viewers.value,
+                v.segments,
+                show(&v.seeding_time, 1),
+                mb(&v.origin_http_pass_bytes)
+            );
+            let _ = writeln!(
+                w,
+                "| origin copies | ingest | seeding | viewers' phase | by gateways MB | fallbacks MB | sessions | requests (seeks) | late | fallbacks | failed |\n|---|---|---|---|---|---|---|---|---|---|---|"
+            );
+            let _ = writeln!(
+                w,
+                "| **{}** | {} | {:.3} | {} | {} | {} | {} | {} ({}) | {} | {} | {} |\n",
+                show(&v.origin_copies, 3),
+                show(&v.ingest_copies, 3),
+                v.origin_seeding_bytes.value / v.vod_bytes.value.max(1.0),
+                show(&v.viewer_phase_copies, 3),
+                mb(&v.origin_gateway_bytes),
+                mb(&v.origin_fallback_bytes),
+                v.sessions_open.value,
+                v.requests.value,
+                v.seeks.value,
+                v.late_segments.value,
+                v.fallback_segments.value,
+                v.failed_segments.value
+            );
+            let _ = writeln!(
+                w,
+                "| seek to the whole segment | p50 ms | p95 ms | first at its gateway p50 ms ({} seeks) | repeat p50 ms | next segments p50 ms |\n|---|---|---|---|---|---|",
+                v.seeks_first.value
+            );
+            let _ = writeln!(
+                w,
+                "| mesh | {} | {} | {} | {} | {} |",
+                show(&v.seek_p50, 1),
+                show(&v.seek_p95, 1),
+                v.seek_first_p50.map_or("–".into(), |f| show(&f, 1)),
+                v.seek_repeat_p50.map_or("–".into(), |f| show(&f, 1)),
+                show(&v.play_p50, 1)
+            );
+            let _ = writeln!(
+                w,
+                "| plain HTTP | {} | {} | – | – | {} |",
+                show(&v.http_seek_p50, 1),
+                show(&v.http_seek_p95, 1),
+                show(&v.http_play_p50, 1)
+            );
+            let _ = writeln!(
+                w,
+                "| mesh ÷ HTTP | **{}** | **{}** | | | |\n",
+                show(&v.seek_ratio_p50, 2),
+                show(&v.seek_ratio_p95, 2)
+            );
+            let _ = writeln!(
+                w,
+                "CPU over the {} s of the viewers' phase: gateways {}, publisher and seeder {}, viewers and origin {} cores.",
+                show(&v.measured, 1),
+                show(&v.gateway_cpu, 2),
+                show(&v.mesh_cpu, 2),
+                show(&v.viewer_cpu, 2)
+            );
+        }
+    }
+
     let _ = writeln!(w, "\n## Relay fan-out\n");
     match &r.fanout {
         None => {
@@ -726,11 +923,11 @@ pub fn markdown(r: &Report, stem: &str) -> String {
     m
 }
 
-/// The chart: six panels, one per section.
+/// The chart: one panel per section, two for the VOD.
 pub fn svg(r: &Report) -> anyhow::Result<String> {
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (1200, 760)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, (1600, 760)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_error)?;
         let title = format!(
             "meshcast bench all{} — {} ({} build)",
@@ -741,13 +938,15 @@ pub fn svg(r: &Report) -> anyhow::Result<String> {
         let root = root
             .titled(&title, ("sans-serif", 20))
             .map_err(draw_error)?;
-        let panels = root.split_evenly((2, 3));
+        let panels = root.split_evenly((2, 4));
         mesh_panel(&panels[0], r).map_err(draw_error)?;
         offload_panel(&panels[1], r).map_err(draw_error)?;
-        fanout_panel(&panels[2], r).map_err(draw_error)?;
-        throughput_panel(&panels[3], r).map_err(draw_error)?;
-        rss_panel(&panels[4], r).map_err(draw_error)?;
-        netns_panel(&panels[5], r).map_err(draw_error)?;
+        vod_copies_panel(&panels[2], r).map_err(draw_error)?;
+        vod_seek_panel(&panels[3], r).map_err(draw_error)?;
+        fanout_panel(&panels[4], r).map_err(draw_error)?;
+        throughput_panel(&panels[5], r).map_err(draw_error)?;
+        rss_panel(&panels[6], r).map_err(draw_error)?;
+        netns_panel(&panels[7], r).map_err(draw_error)?;
         root.present().map_err(draw_error)?;
     }
     Ok(out)
@@ -898,6 +1097,57 @@ fn offload_panel(area: &Area, r: &Report) -> DrawResult {
         &[("offload", values)],
         Some((99.9, "goal 99.9 %")),
         Some(((low - 0.5).max(0.0).floor(), 100.0)),
+    )
+}
+
+fn vod_copies_panel(area: &Area, r: &Report) -> DrawResult {
+    let Some(v) = &r.vod else {
+        return empty(area, "VOD origin bytes", "not run");
+    };
+    let groups = vec![
+        "ingest".to_string(),
+        "seeding".to_string(),
+        "viewers".to_string(),
+        "total".to_string(),
+    ];
+    bars(
+        area,
+        &format!("VOD origin bytes, {} viewers", v.viewers),
+        "copies of the VOD",
+        &groups,
+        &[(
+            "copies",
+            vec![
+                v.ingest_copies.value,
+                v.origin_seeding_bytes.value / v.vod_bytes.value.max(1.0),
+                v.viewer_phase_copies.value,
+                v.origin_copies.value,
+            ],
+        )],
+        Some((1.1, "goal 1.1")),
+        None,
+    )
+}
+
+fn vod_seek_panel(area: &Area, r: &Report) -> DrawResult {
+    let Some(v) = &r.vod else {
+        return empty(area, "VOD seek time", "not run");
+    };
+    let groups = vec!["p50".to_string(), "p95".to_string()];
+    bars(
+        area,
+        "VOD seek to the whole segment",
+        "ms",
+        &groups,
+        &[
+            ("mesh", vec![v.seek_p50.value, v.seek_p95.value]),
+            (
+                "plain HTTP",
+                vec![v.http_seek_p50.value, v.http_seek_p95.value],
+            ),
+        ],
+        None,
+        None,
     )
 }
 

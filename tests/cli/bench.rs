@@ -180,6 +180,68 @@ fn bench_all_quick_reports_every_section() {
     figure(&report, "/offload/runs/0/offload", 0.0, 1.0);
     figure(&report, "/offload/bitrate", 2.0, 2.0);
 
+    // b'. on-demand video: 20 segments, 20 viewers seeking at random.
+    assert_eq!(report["vod"]["segments"], 20);
+    assert_eq!(report["vod"]["viewers"], 20);
+    let vod_bytes = figure(&report, "/vod/vod_bytes", 1.0, 1e10);
+    let segment = figure(&report, "/vod/segment_bytes", 1.0, vod_bytes);
+    assert!(
+        (vod_bytes - 20.0 * segment).abs() < 1.0,
+        "{vod_bytes} vs 20 × {segment}"
+    );
+    figure(&report, "/vod/seeded_before_viewers", 0.0, 20.0);
+    figure(&report, "/vod/seeding_time", 0.0, 600.0);
+    figure(&report, "/vod/sessions_open", 1.0, 20.0);
+    figure(&report, "/vod/seeks", 20.0, 20.0);
+    let requests = figure(&report, "/vod/requests", 20.0, 100.0);
+    figure(&report, "/vod/delivered_by_gateways", 0.0, requests);
+    figure(&report, "/vod/late_segments", 0.0, requests);
+    let fallbacks = figure(&report, "/vod/fallback_segments", 0.0, requests);
+    figure(&report, "/vod/failed_segments", 0.0, 0.0);
+    figure(
+        &report,
+        "/vod/viewer_bytes",
+        requests * segment,
+        requests * segment,
+    );
+    // The ingest alone is one copy (plus playlists); the publisher fetches
+    // each segment once.
+    let ingest = figure(&report, "/vod/ingest_copies", 1.0, 2.0);
+    let viewers_phase = figure(&report, "/vod/viewer_phase_copies", 0.0, 1e3);
+    let copies = figure(&report, "/vod/origin_copies", 1.0, 1e3);
+    assert!(
+        copies + 1e-9 >= ingest + viewers_phase,
+        "{copies} < {ingest} + {viewers_phase}"
+    );
+    let phase_bytes = figure(&report, "/vod/origin_viewer_phase_bytes", 0.0, 1e12);
+    let fallback_bytes = figure(&report, "/vod/origin_fallback_bytes", 0.0, phase_bytes);
+    assert!(
+        (fallback_bytes - fallbacks * segment).abs() < 1.0,
+        "{fallback_bytes} vs {fallbacks} fallbacks"
+    );
+    figure(&report, "/vod/origin_gateway_bytes", 0.0, phase_bytes);
+    figure(&report, "/vod/origin_seeding_bytes", 0.0, 1e12);
+    figure(&report, "/vod/origin_http_pass_bytes", 20.0 * segment, 1e12);
+    let p50 = figure(&report, "/vod/seek_p50", 1e-6, 60_000.0);
+    let p95 = figure(&report, "/vod/seek_p95", p50, 60_000.0);
+    let http_p50 = figure(&report, "/vod/http_seek_p50", 1e-6, 60_000.0);
+    let http_p95 = figure(&report, "/vod/http_seek_p95", http_p50, 60_000.0);
+    let ratio = figure(&report, "/vod/seek_ratio_p50", 1e-6, 1e6);
+    assert!(
+        (ratio - p50 / http_p50).abs() < 1e-9,
+        "{ratio} vs {p50} / {http_p50}"
+    );
+    let ratio = figure(&report, "/vod/seek_ratio_p95", 1e-6, 1e6);
+    assert!(
+        (ratio - p95 / http_p95).abs() < 1e-9,
+        "{ratio} vs {p95} / {http_p95}"
+    );
+    figure(&report, "/vod/play_p50", 1e-6, 60_000.0);
+    figure(&report, "/vod/http_play_p50", 1e-6, 60_000.0);
+    for cpu in ["gateway_cpu", "mesh_cpu", "viewer_cpu"] {
+        figure(&report, &format!("/vod/{cpu}"), 0.0, 64.0);
+    }
+
     // c. fan-out: one step of 20 sessions.
     assert_eq!(report["fanout"]["steps"][0]["sessions"], 20);
     figure(&report, "/fanout/steps/0/sessions_open", 1.0, 20.0);
@@ -217,9 +279,9 @@ fn bench_all_quick_reports_every_section() {
         report["netns"]
     );
 
-    // Goals: three, each met or missed.
+    // Goals: five, each met or missed.
     let goals = report["goals"].as_array().expect("goals");
-    assert_eq!(goals.len(), 3);
+    assert_eq!(goals.len(), 5);
     for goal in goals {
         assert!(goal["met"].is_boolean(), "{goal}");
         assert!(
@@ -235,6 +297,7 @@ fn bench_all_quick_reports_every_section() {
         "## Goals",
         "## Mesh propagation",
         "## Origin offload",
+        "## On-demand video (VOD)",
         "## Relay fan-out",
         "## Segment protocol throughput",
         "## Node memory",

@@ -1,5 +1,6 @@
 //! A small HTTP origin for tests and the demo: it serves one HLS directory
-//! (such as `media/test-stream`) both as VOD and as an endless live stream.
+//! (such as `media/test-stream`) as VOD, as a longer VOD that repeats it, and
+//! as an endless live stream.
 //!
 //! | route | serves |
 //! |---|---|
@@ -7,6 +8,15 @@
 //! | `GET /live/master.m3u8` | the master playlist, unchanged |
 //! | `GET /live/<media playlist>` | a live playlist rendered for *now* (see [`playlist`]) for every media playlist the master names |
 //! | `GET /live/<path>` | any other file (segments, init segments), as is |
+//! | `GET /replay/<loops>/master.m3u8` | the master playlist, unchanged |
+//! | `GET /replay/<loops>/<media playlist>` | a VOD of the media playlist repeated `loops` times (see [`playlist`], *The replay*), for every media playlist the master names |
+//! | `GET /replay/<loops>/<path>` | any other file, as is |
+//!
+//! `/replay/` makes a long VOD of a short directory: the committed test
+//! stream (20 s) under `/replay/15/` is a five-minute VOD, with the
+//! discontinuities the live loop has. `<loops>` must be a number from 1 to
+//! [`Origin::max_replay_loops`] (at most [`playlist::MAX_REPLAY_LOOPS`]),
+//! else the answer is 400, whatever the path.
 //!
 //! The live stream loops the VOD forever with a sliding window of
 //! [`playlist::DEFAULT_WINDOW`] segments, starting with a full window at once
@@ -193,11 +203,23 @@ impl Origin {
             .map(|p| p.render_live(elapsed, self.window))
     }
 
+    /// The most loops `/replay/<loops>/` accepts: the smallest
+    /// [`VodPlaylist::max_replay_loops`] of the media playlists, so that every
+    /// rendition of a replay has the same length.
+    pub fn max_replay_loops(&self) -> u32 {
+        self.media
+            .values()
+            .map(VodPlaylist::max_replay_loops)
+            .min()
+            .unwrap_or(playlist::MAX_REPLAY_LOOPS)
+    }
+
     /// The HTTP routes (see the crate docs).
     pub fn router(self) -> Router {
         Router::new()
             .route("/vod/{*path}", get(vod))
             .route("/live/{*path}", get(live))
+            .route("/replay/{loops}/{*path}", get(replay))
             .fallback(|| async { StatusCode::NOT_FOUND })
             .layer(middleware::from_fn(cors))
             .with_state(Arc::new(self))
@@ -325,6 +347,35 @@ async fn live(State(origin): State<Arc<Origin>>, UrlPath(path): UrlPath<String>)
     if path.ends_with(".m3u8") {
         // Not named by the master: serving the VOD file here would present a
         // VOD playlist as live.
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    serve_file(&origin.root, &path).await
+}
+
+async fn replay(
+    State(origin): State<Arc<Origin>>,
+    UrlPath((loops, path)): UrlPath<(String, String)>,
+) -> Response {
+    let max = origin.max_replay_loops();
+    let loops = match loops.parse::<u64>() {
+        Ok(n) if (1..=u64::from(max)).contains(&n) => n,
+        _ => {
+            let text = format!("loops must be a number from 1 to {max}, got {loops:?}\n");
+            return (StatusCode::BAD_REQUEST, text).into_response();
+        }
+    };
+    if path == MASTER_PLAYLIST {
+        return serve_file(&origin.root, &path).await;
+    }
+    if let Some(playlist) = origin.media.get(&path) {
+        return match playlist.render_replay(loops) {
+            Ok(text) => ([(header::CONTENT_TYPE, content_type(&path))], text).into_response(),
+            // Not reached: max_replay_loops is the smallest bound of all.
+            Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        };
+    }
+    if path.ends_with(".m3u8") {
+        // Not named by the master: the file as is would be a different VOD.
         return StatusCode::NOT_FOUND.into_response();
     }
     serve_file(&origin.root, &path).await

@@ -45,6 +45,17 @@
 //! init segment, and the segment URIs (the same files repeat every loop). There
 //! is no `#EXT-X-ENDLIST` and no `#EXT-X-PLAYLIST-TYPE`.
 //!
+//! # The replay
+//!
+//! [`VodPlaylist::render_replay`] renders the same loop as a finite VOD: the
+//! playlist repeated `loops` times, media sequence `0 … loops·N − 1`, with
+//! `#EXT-X-DISCONTINUITY` before segment `k` whenever `k mod N = 0` and
+//! `k > 0` (the very tags the live loop carries, so a player sees the same
+//! stream, only seekable), `#EXT-X-PLAYLIST-TYPE:VOD` and `#EXT-X-ENDLIST`.
+//! It turns a short test stream into a long VOD (the committed 20 s stream
+//! repeated 15 times is five minutes) without storing any more media.
+//! `loops` is bounded by [`MAX_REPLAY_LOOPS`] and by [`MAX_SEGMENTS`] in all.
+//!
 //! Durations are kept as whole microseconds so that sums are exact and
 //! rendering prints what was read.
 
@@ -61,6 +72,21 @@ pub const MAX_SEGMENT_SECS: u32 = 600;
 
 /// Most segments accepted in one playlist (a bound on memory for bad input).
 pub const MAX_SEGMENTS: usize = 100_000;
+
+/// Most repetitions a replay accepts (see [`VodPlaylist::render_replay`]):
+/// enough for hours of the test stream, small enough that a mistyped number
+/// cannot make the origin render megabytes per request.
+pub const MAX_REPLAY_LOOPS: u32 = 1000;
+
+/// A replay asked for a number of loops out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("loops must be from 1 to {max} for this stream, got {loops}")]
+pub struct BadLoops {
+    /// What was asked.
+    pub loops: u64,
+    /// The largest accepted ([`VodPlaylist::max_replay_loops`]).
+    pub max: u32,
+}
 
 /// Why a playlist was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -347,6 +373,15 @@ impl VodPlaylist {
             "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
             live.discontinuity_sequence
         )?;
+        self.write_common_tags(out)?;
+        for seg in &live.segments {
+            self.write_segment(out, seg.index, seg.discontinuity)?;
+        }
+        Ok(())
+    }
+
+    /// `#EXT-X-INDEPENDENT-SEGMENTS` and `#EXT-X-MAP`, as the VOD has them.
+    fn write_common_tags(&self, out: &mut String) -> std::fmt::Result {
         if self.independent_segments {
             writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS")?;
         }
@@ -354,16 +389,67 @@ impl VodPlaylist {
             // check_relative_path refused quotes, so this needs no escaping.
             writeln!(out, "#EXT-X-MAP:URI=\"{init}\"")?;
         }
-        for seg in &live.segments {
-            if seg.discontinuity {
-                writeln!(out, "#EXT-X-DISCONTINUITY")?;
-            }
-            let vod = &self.segments[seg.index];
-            let us = vod.duration.as_micros();
-            writeln!(out, "#EXTINF:{}.{:06},", us / 1_000_000, us % 1_000_000)?;
-            writeln!(out, "{}", vod.uri)?;
-        }
         Ok(())
+    }
+
+    /// VOD segment `index`, after `#EXT-X-DISCONTINUITY` if `discontinuity`.
+    fn write_segment(
+        &self,
+        out: &mut String,
+        index: usize,
+        discontinuity: bool,
+    ) -> std::fmt::Result {
+        if discontinuity {
+            writeln!(out, "#EXT-X-DISCONTINUITY")?;
+        }
+        let vod = &self.segments[index];
+        let us = vod.duration.as_micros();
+        writeln!(out, "#EXTINF:{}.{:06},", us / 1_000_000, us % 1_000_000)?;
+        writeln!(out, "{}", vod.uri)
+    }
+
+    /// The most loops [`render_replay`](Self::render_replay) accepts for this
+    /// playlist: [`MAX_REPLAY_LOOPS`], fewer if that many would list more
+    /// than [`MAX_SEGMENTS`] segments (never less than 1: a parsed playlist
+    /// has at most `MAX_SEGMENTS`).
+    pub fn max_replay_loops(&self) -> u32 {
+        let by_segments = MAX_SEGMENTS / self.segments.len().max(1);
+        u32::try_from(by_segments)
+            .unwrap_or(u32::MAX)
+            .clamp(1, MAX_REPLAY_LOOPS)
+    }
+
+    /// Renders this playlist repeated `loops` times as one VOD media playlist
+    /// (see *The replay* in the module docs), or refuses a `loops` outside
+    /// `1..=`[`max_replay_loops`](Self::max_replay_loops).
+    pub fn render_replay(&self, loops: u64) -> Result<String, BadLoops> {
+        let max = self.max_replay_loops();
+        if loops == 0 || loops > u64::from(max) {
+            return Err(BadLoops { loops, max });
+        }
+        // Bounded above: at most MAX_SEGMENTS lines of segments.
+        let n = self.segments.len();
+        let total = n * loops as usize;
+        let mut out = String::with_capacity(256 + 48 * total);
+        // Writing to a String cannot fail.
+        let _ = self.write_replay(&mut out, total);
+        Ok(out)
+    }
+
+    fn write_replay(&self, out: &mut String, total: usize) -> std::fmt::Result {
+        let n = self.segments.len();
+        writeln!(out, "#EXTM3U")?;
+        if let Some(version) = self.version {
+            writeln!(out, "#EXT-X-VERSION:{version}")?;
+        }
+        writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration)?;
+        writeln!(out, "#EXT-X-MEDIA-SEQUENCE:0")?;
+        writeln!(out, "#EXT-X-PLAYLIST-TYPE:VOD")?;
+        self.write_common_tags(out)?;
+        for k in 0..total {
+            self.write_segment(out, k % n, k > 0 && k % n == 0)?;
+        }
+        writeln!(out, "#EXT-X-ENDLIST")
     }
 }
 
@@ -754,6 +840,94 @@ mod tests {
                 "#EXTINF:4.000000,\nx.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:4.000000,\nx.ts\n"
             )
         );
+    }
+
+    #[test]
+    fn replay_of_a_small_playlist_is_exact() {
+        let p = VodPlaylist::parse(vod_text(2, "2.5").as_bytes()).expect("parses");
+        let text = p.render_replay(3).expect("3 loops");
+        assert_eq!(
+            text,
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+             #EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"init_a.mp4\"\n\
+             #EXTINF:2.500000,\na_00.m4s\n#EXTINF:2.500000,\na_01.m4s\n\
+             #EXT-X-DISCONTINUITY\n#EXTINF:2.500000,\na_00.m4s\n#EXTINF:2.500000,\na_01.m4s\n\
+             #EXT-X-DISCONTINUITY\n#EXTINF:2.500000,\na_00.m4s\n#EXTINF:2.500000,\na_01.m4s\n\
+             #EXT-X-ENDLIST\n"
+        );
+    }
+
+    #[test]
+    fn replay_sequences_and_discontinuities_match_the_live_loop() {
+        let p = vod(10);
+        let text = p.render_replay(15).expect("15 loops");
+        let r = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("reparses");
+        assert_eq!(r.media_sequence, 0);
+        assert!(r.end_list);
+        assert_eq!(r.playlist_type, Some(m3u8_rs::MediaPlaylistType::Vod));
+        assert_eq!(r.target_duration, 2);
+        assert_eq!(r.segments.len(), 150);
+        let total: f64 = r.segments.iter().map(|s| f64::from(s.duration)).sum();
+        assert!((total - 300.0).abs() < 1e-6, "{total}");
+        // The live loop, watched long enough, lists sequences 0..150 with its
+        // discontinuity tags on the very same ones.
+        let live: Vec<LiveSegment> = (0..150u64)
+            .map(|k| {
+                let w = p.live_window(secs(2.0 * k as f64), nz(1));
+                w.segments[0]
+            })
+            .collect();
+        for (k, (seg, live)) in r.segments.iter().zip(&live).enumerate() {
+            assert_eq!(live.sequence, k as u64);
+            assert_eq!(seg.discontinuity, live.discontinuity, "segment {k}");
+            assert_eq!(seg.discontinuity, k > 0 && k % 10 == 0, "segment {k}");
+            assert_eq!(seg.uri, format!("a_{:02}.m4s", k % 10), "segment {k}");
+        }
+        // EXT-X-MAP once, at the top, applying to all.
+        assert_eq!(text.matches("#EXT-X-MAP").count(), 1);
+        assert_eq!(
+            r.segments[0].map.as_ref().map(|m| m.uri.as_str()),
+            Some("init_a.mp4")
+        );
+    }
+
+    #[test]
+    fn replay_of_one_loop_is_the_vod() {
+        let p = vod(4);
+        let text = p.render_replay(1).expect("1 loop");
+        assert!(!text.contains("DISCONTINUITY"), "{text}");
+        assert_eq!(text.matches("#EXTINF").count(), 4);
+        assert!(text.ends_with("a_03.m4s\n#EXT-X-ENDLIST\n"), "{text}");
+    }
+
+    #[test]
+    fn replay_loops_are_bounded() {
+        let p = vod(10);
+        assert_eq!(p.max_replay_loops(), MAX_REPLAY_LOOPS);
+        assert_eq!(
+            p.render_replay(0),
+            Err(BadLoops {
+                loops: 0,
+                max: 1000
+            })
+        );
+        assert!(p.render_replay(1000).is_ok());
+        assert_eq!(
+            p.render_replay(1001),
+            Err(BadLoops {
+                loops: 1001,
+                max: 1000
+            })
+        );
+        assert!(p.render_replay(u64::MAX).is_err());
+        // 500 segments a loop: 200 loops reach MAX_SEGMENTS.
+        let big = vod(500);
+        assert_eq!(big.max_replay_loops(), 200);
+        let text = big.render_replay(200).expect("200 loops");
+        assert_eq!(text.matches("#EXTINF").count(), MAX_SEGMENTS);
+        assert!(big.render_replay(201).is_err());
+        let e = big.render_replay(201).expect_err("too many");
+        assert!(e.to_string().contains("1 to 200"), "{e}");
     }
 
     #[test]

@@ -196,6 +196,63 @@ async fn live_playlist_advances_and_its_segments_are_the_files() {
 }
 
 #[tokio::test]
+async fn replay_is_a_long_vod_of_the_files() {
+    let origin = start().await;
+
+    let master = get(origin.addr, "/replay/15/master.m3u8").await;
+    assert_eq!(master.status, 200);
+    assert_eq!(master.body, file("master.m3u8"));
+    assert_eq!(master.header("access-control-allow-origin"), Some("*"));
+
+    for rendition in ["360p", "180p"] {
+        let r = get(origin.addr, &format!("/replay/15/{rendition}.m3u8")).await;
+        assert_eq!(r.status, 200, "{rendition}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/vnd.apple.mpegurl")
+        );
+        let text = r.text();
+        let p = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("replay parses");
+        assert!(p.end_list, "{text}");
+        assert_eq!(p.playlist_type, Some(m3u8_rs::MediaPlaylistType::Vod));
+        assert_eq!(p.media_sequence, 0);
+        assert_eq!(p.segments.len(), 150, "15 loops of 10 segments");
+        let seconds: f32 = p.segments.iter().map(|s| s.duration).sum();
+        assert!((seconds - 300.0).abs() < 0.01, "five minutes: {seconds}");
+        let tags: Vec<usize> = (0..150).filter(|&k| p.segments[k].discontinuity).collect();
+        assert_eq!(tags, (1..15).map(|i| i * 10).collect::<Vec<_>>());
+        assert_eq!(p.segments[149].uri, format!("{rendition}_09.m4s"));
+        assert!(text.contains(&format!("#EXT-X-MAP:URI=\"init_{rendition}.mp4\"")));
+    }
+    let hundred = get(origin.addr, "/replay/10/180p.m3u8").await.text();
+    assert_eq!(hundred.matches("#EXTINF").count(), 100);
+
+    for name in ["init_360p.mp4", "360p_07.m4s"] {
+        let r = get(origin.addr, &format!("/replay/15/{name}")).await;
+        assert_eq!(r.status, 200, "{name}");
+        assert_eq!(r.header("content-type"), Some("video/mp4"), "{name}");
+        assert_eq!(r.body, file(name), "{name} is byte-identical to the file");
+    }
+    assert_eq!(get(origin.addr, "/replay/15/other.m3u8").await.status, 404);
+    assert_eq!(get(origin.addr, "/replay/15/360p_99.m4s").await.status, 404);
+    assert_eq!(
+        get(origin.addr, "/replay/15/../Cargo.toml").await.status,
+        400
+    );
+
+    for loops in ["0", "1001", "-1", "x", "1e3", "99999999999999999999999"] {
+        for name in ["360p.m3u8", "master.m3u8", "360p_00.m4s"] {
+            let r = get(origin.addr, &format!("/replay/{loops}/{name}")).await;
+            assert_eq!(r.status, 400, "/replay/{loops}/{name}");
+            assert!(r.text().contains("from 1 to 1000"), "{}", r.text());
+            assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+        }
+    }
+    assert_eq!(get(origin.addr, "/replay/1000/360p.m3u8").await.status, 200);
+    assert_eq!(get(origin.addr, "/replay/1/360p.m3u8").await.status, 200);
+}
+
+#[tokio::test]
 async fn fast_clock_crosses_the_loop_boundary() {
     let origin = Origin::load(stream_dir())
         .expect("loads")

@@ -3,11 +3,14 @@
 //! Every role runs as a real child process of this very program, on
 //! 127.0.0.1: `meshcast origin` (the committed test stream, looped live), a
 //! publisher, three edge nodes, and the relay the page enters through. With
+//! `--vod` the publisher publishes a five-minute VOD instead (the origin's
+//! `/replay/15/`: the test stream fifteen times), which the nodes seed and
+//! the gateways fetch on demand, so the page can seek. With
 //! `--gateways 2` the first node also serves browsers and the relay's Welcome
 //! names it. An HTTP server in this process serves the page (`--web`) and
 //! `/config.json`, which tells the page where everything is.
 //!
-//! Standard output gets machine-readable lines once the relay holds the
+//! Standard output gets machine-readable lines once the relay serves the
 //! stream: `pid <role> <pid>` per child, `stream <id>`, `relay <well-known
 //! url>`, and last `demo <page url>`. Progress and the children's fate go to
 //! standard error; the children's logs go to files in the demo's temporary
@@ -32,7 +35,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
-use meshcast_proto::StreamId;
+use meshcast_proto::{SegmentId, StreamId};
 use meshcast_relay::Client;
 use meshcast_relay::wellknown::WellKnown;
 use tokio::signal::unix::{SignalKind, signal};
@@ -55,7 +58,8 @@ pub struct DemoArgs {
     /// `cargo xtask demo`.
     #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/web"))]
     web: PathBuf,
-    /// HLS folder the origin loops as a live stream.
+    /// HLS folder the origin serves: looped as a live stream, or repeated as a
+    /// VOD with --vod.
     #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/media/test-stream"))]
     media: PathBuf,
     /// Gateways browsers can use: 1 (the relay) or 2 (the relay, and the
@@ -66,10 +70,21 @@ pub struct DemoArgs {
     /// browsers catch it and fetch elsewhere (0: never).
     #[arg(long, value_name = "N", default_value_t = 0)]
     tamper_every: u32,
+    /// Publish on-demand video instead of a live stream: the origin's
+    /// `/replay/15/` of the media folder (the committed test stream repeated
+    /// 15 times: a 5-minute VOD). The nodes seed it, the gateways fetch what
+    /// a browser asks for on demand, and the page shows its duration and
+    /// lets you seek.
+    #[arg(long)]
+    vod: bool,
     /// Show the children's logs and output on this terminal instead of log files.
     #[arg(long)]
     verbose: bool,
 }
+
+/// How many times `--vod` repeats the media folder (`/replay/<loops>/`): the
+/// committed 20 s test stream becomes five minutes, long enough to seek in.
+const VOD_LOOPS: u32 = 15;
 
 /// How long the whole deployment may take to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -157,7 +172,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 /// What the start-up found out.
 struct Ready {
     stream: StreamId,
-    origin: String,
+    /// The master playlist the publisher ingests, which the page plays.
+    playlist: String,
     well_known: String,
 }
 
@@ -196,7 +212,8 @@ async fn demo(
     let config = serde_json::json!({
         "wellKnown": ready.well_known,
         "stream": ready.stream.to_string(),
-        "playlist": format!("{}/live/master.m3u8", ready.origin),
+        "playlist": ready.playlist,
+        "vod": args.vod,
         "token": "",
         "gateways": args.gateways,
         "tamperEvery": args.tamper_every,
@@ -239,7 +256,7 @@ async fn demo(
     Ok(())
 }
 
-/// Starts every child in order and waits until the relay holds the stream.
+/// Starts every child in order and waits until the relay serves the stream.
 async fn start(
     args: &DemoArgs,
     media: &Path,
@@ -261,7 +278,11 @@ async fn start(
         ],
     )?;
     let origin_url = children.line(origin, "origin").await?;
-    let playlist = format!("{origin_url}/live/master.m3u8");
+    let playlist = if args.vod {
+        format!("{origin_url}/replay/{VOD_LOOPS}/master.m3u8")
+    } else {
+        format!("{origin_url}/live/master.m3u8")
+    };
 
     children.step("starting the publisher");
     let key = dir.join("publisher.key");
@@ -335,6 +356,14 @@ async fn start(
     let relay_quic = format!("/ip4/127.0.0.1/udp/{port}/quic-v1");
     let relay_data = path("relay");
     let tamper = args.tamper_every.to_string();
+    // A VOD is not downloaded whole by the relay: it fetches each segment a
+    // browser asks for from the seeding nodes (on demand), as an operator's
+    // relay serving a catalogue would.
+    let relay_follow = if args.vod {
+        format!("{stream_text}:0")
+    } else {
+        stream_text.clone()
+    };
     let mut relay_args = vec![
         "relay",
         "--data-dir",
@@ -348,7 +377,7 @@ async fn start(
         "--web-listen",
         "127.0.0.1:0",
         "--follow",
-        &stream_text,
+        &relay_follow,
         "--bootstrap",
         &publisher_addr,
     ];
@@ -364,17 +393,18 @@ async fn start(
     let relay = children.spawn(RELAY, &relay_args)?;
     let well_known = children.line(relay, "well-known").await?;
 
-    children.step("waiting for the relay to hold the stream");
+    children.step("waiting for the relay to serve the stream");
     wait_until_serving(&well_known, stream, deadline, children).await?;
     Ok(Ready {
         stream,
-        origin: origin_url,
+        playlist,
         well_known,
     })
 }
 
 /// Polls until the relay's well-known answers and a session for `stream`
-/// opens with a non-empty live edge: then a browser arriving gets video at once.
+/// opens and can serve video (see [`probe`]): then a browser arriving gets
+/// video at once.
 async fn wait_until_serving(
     well_known: &str,
     stream: StreamId,
@@ -408,7 +438,11 @@ async fn wait_until_serving(
     }
 }
 
-/// One readiness check; `Ok(false)` while the relay holds nothing of the stream.
+/// One readiness check; `Ok(false)` while the relay holds nothing of a live
+/// stream. A live stream is ready when Welcome names its live edge. A VOD has
+/// no edge, and an on-demand gateway may hold nothing until asked, so it is
+/// ready when the first segment of its first rendition comes through the
+/// relay (fetched on demand from the mesh, as a browser's would be).
 async fn probe(http: &reqwest::Client, well_known: &str, stream: StreamId) -> anyhow::Result<bool> {
     let response = http
         .get(well_known)
@@ -431,7 +465,7 @@ async fn probe(http: &reqwest::Client, well_known: &str, stream: StreamId) -> an
         .iter()
         .map(|h| parse_hash(h))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let client = Client::connect(
+    let mut client = Client::connect(
         &info.webtransport,
         &hashes,
         stream,
@@ -439,9 +473,22 @@ async fn probe(http: &reqwest::Client, well_known: &str, stream: StreamId) -> an
         Duration::from_secs(10),
     )
     .await?;
-    let held = !client.live_edge().is_empty();
+    let descriptor = client.descriptor().descriptor();
+    if descriptor.live {
+        let held = !client.live_edge().is_empty();
+        client.close();
+        return Ok(held);
+    }
+    let rendition = descriptor
+        .renditions
+        .first()
+        .map(|r| r.id)
+        .context("the VOD's descriptor names no rendition")?;
+    let first = SegmentId::media(stream, rendition, 0);
+    let fetched = client.fetch(first, Duration::from_secs(5)).await;
     client.close();
-    Ok(held)
+    fetched.with_context(|| format!("the relay did not deliver {first} of the VOD"))?;
+    Ok(true)
 }
 
 fn parse_hash(hex_text: &str) -> anyhow::Result<Sha256Digest> {

@@ -1,11 +1,15 @@
-// meshcast demo page: plays the demo's live stream with hls.js, its fragments
-// fetched over the mesh by the meshcast loader (or plain HTTP with
-// ?loader=http), and shows where the bytes came from.
+// meshcast demo page: plays the demo's stream (live, or a VOD with
+// `meshcast demo --vod`) with hls.js, its fragments fetched over the mesh by
+// the meshcast loader (or plain HTTP with ?loader=http), and shows where the
+// bytes came from.
 //
 // For the browser tests everything measured is on `window.demo`:
 //   state      'loading' | 'playing' | 'stalled' | 'error'
 //   mode       'mesh' | 'http'
-//   config     /config.json (plus query overrides: playlist, wellKnown, stream)
+//   config     /config.json (plus query overrides: playlist, wellKnown, stream);
+//              config.vod says the demo published a VOD
+//   vod        true | false once hls.js has loaded a media playlist (its
+//              ENDLIST decides), config.vod until then
 //   hls, mesh  the player and the mesh (mesh is null with ?loader=http)
 //   totals()   { meshBytes, httpBytes, meshSegments, httpSegments, offload }
 //   segments   one entry per fragment delivered (the loader's `segment`
@@ -15,9 +19,18 @@
 //   events     everything else, each { type, at, ...detail }: 'gateway'
 //              (change: 'connected'|'closed', url, reason), 'verify-failed'
 //              (url, reason, inflight), 'mesh-state', 'segment-failed',
-//              'first-frame', 'hls-error'
+//              'first-frame', 'hls-error', 'seek' (from, to), 'seek-frame'
+//              (to, ms), 'gap-skip' (from, to)
 //   stalls     { at, ms }: playback not advancing for over 250 ms after the
-//              first frame while not paused
+//              first frame while not paused, nor seeking, nor waiting for the
+//              first frame after a seek (that wait is the seek's, below)
+//   seeks      one per seek after the first frame: { from, requested (s of
+//              media time), to (where it landed: hls.js may skip a hole in
+//              the buffer just after the target), at (performance.now()),
+//              seekedAt, frameAt (first frame presented at the new position),
+//              ms (frameAt − at), superseded (another seek began first) }.
+//              hls.js' own jumps over holes are not seeks: they are 'gap-skip'
+//              events (from, to)
 //   startedAt  performance.now() when the player setup (mesh + playlist) began
 //   ttffMs     first video frame (requestVideoFrameCallback) − startedAt
 
@@ -37,6 +50,8 @@ const demo = {
   fragLoads: [],
   events: [],
   stalls: [],
+  seeks: [],
+  vod: null,
   startedAt: null,
   firstFrameAt: null,
   ttffMs: null,
@@ -90,6 +105,16 @@ const shortUrl = (url) => {
     return String(url);
   }
 };
+
+/** Media time as m:ss (h:mm:ss past an hour). */
+function fmtClock(secs) {
+  if (!Number.isFinite(secs) || secs < 0) return '–';
+  const s = Math.floor(secs);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
+}
 
 const since = () => (demo.startedAt == null ? 0 : (performance.now() - demo.startedAt) / 1000);
 
@@ -181,6 +206,35 @@ function renderCounters() {
   $('stalls').textContent = demo.stalls.length
     ? `${demo.stalls.length} stall${demo.stalls.length === 1 ? '' : 's'}, longest ${fmtMs(worst)}`
     : 'no stall';
+  $('seeks').textContent = String(demo.seeks.length);
+  const timed = demo.seeks.filter((s) => s.ms != null).map((s) => s.ms);
+  $('seek-ms').textContent = timed.length
+    ? `to frame: last ${fmtMs(timed[timed.length - 1])}, median ${fmtMs(median(timed))}`
+    : demo.seeks.length
+      ? 'waiting for a frame'
+      : 'none yet';
+}
+
+/** The LIVE / VOD badge, from demo.vod. */
+function renderKind() {
+  const pill = $('kind');
+  if (demo.vod == null) {
+    pill.textContent = '…';
+    pill.className = 'pill kind';
+    return;
+  }
+  pill.textContent = demo.vod ? 'VOD' : 'LIVE';
+  pill.className = `pill kind ${demo.vod ? 'kind-vod' : 'kind-live'}`;
+}
+
+/** Position and, for a VOD, duration, under the player. */
+function renderPosition() {
+  const t = video.currentTime;
+  const d = video.duration;
+  let text = fmtClock(t);
+  if (demo.vod && Number.isFinite(d)) text += ` / ${fmtClock(d)}`;
+  else if (demo.vod === false) text += ' · live';
+  $('position').textContent = text;
 }
 
 /** Sizes a canvas' backing store to its CSS box; returns its 2D context. */
@@ -366,9 +420,14 @@ let stuckSince = null;
 function watchPlayback() {
   const now = performance.now();
   const t = video.currentTime;
+  renderPosition();
   if (demo.firstFrameAt == null) return;
   const moving = lastTime == null || t > lastTime + 0.001;
-  if (moving || video.paused || video.ended) {
+  // A seek's wait for data is measured as the seek's time to first frame,
+  // not as a stall.
+  const seeking =
+    video.seeking || (currentSeek != null && currentSeek.frameAt == null && now - currentSeek.at < SEEK_FRAME_WAIT_MS);
+  if (moving || video.paused || video.ended || seeking) {
     if (stuckSince != null) {
       const ms = now - stuckSince;
       if (ms > 250) {
@@ -384,6 +443,102 @@ function watchPlayback() {
     setState('stalled');
   }
   lastTime = t;
+}
+
+// hls.js jumps over holes in the buffer (at the test stream's loop
+// boundaries, say) by setting currentTime itself, and reports it with one of
+// these non-fatal errors just before the `seeking` event that follows (it has
+// set currentTime by then).
+const PLAYER_JUMPS = new Set(['bufferSeekOverHole', 'bufferNudgeOnStall']);
+// The last such report: performance.now() and currentTime then. A `seeking`
+// to that very time soon after is hls.js' jump; any other is a viewer's seek.
+let playerJump = { at: -Infinity, to: NaN };
+// After this long without a frame, a seek's wait counts as a stall again.
+const SEEK_FRAME_WAIT_MS = 10_000;
+// The latest seek (its first frame presented or not), or null.
+let currentSeek = null;
+// Playhead before the latest `seeking` (currentTime is the target by then).
+let positionBefore = 0;
+
+/** Records every seek and the time from it to the first frame presented at
+ * the new position. */
+function watchSeeks() {
+  video.addEventListener('timeupdate', () => {
+    if (!video.seeking) positionBefore = video.currentTime;
+  });
+  video.addEventListener('seeking', () => {
+    // hls.js positions the player before the first frame (at the live
+    // edge, say): part of the time to first frame, not a viewer's seek.
+    if (demo.firstFrameAt == null) return;
+    const now = performance.now();
+    const pending = currentSeek && currentSeek.frameAt == null && !currentSeek.superseded ? currentSeek : null;
+    if (now - playerJump.at < 200 && Math.abs(video.currentTime - playerJump.to) < 0.01) {
+      if (pending) {
+        // Part of the viewer's seek: its frame is awaited where it landed.
+        pending.to = video.currentTime;
+        log('seek', `landed at ${fmtClock(pending.to)} (hls.js skipped a hole)`, 'gw');
+      } else {
+        event('gap-skip', { from: positionBefore, to: video.currentTime });
+        log('hls', `skipped a hole ${positionBefore.toFixed(2)} → ${video.currentTime.toFixed(2)} s`, '');
+      }
+      return;
+    }
+    if (pending) pending.superseded = true;
+    const seek = {
+      from: positionBefore,
+      requested: video.currentTime,
+      to: video.currentTime,
+      at: now,
+      seekedAt: null,
+      frameAt: null,
+      ms: null,
+      superseded: false,
+    };
+    currentSeek = seek;
+    demo.seeks.push(seek);
+    event('seek', { from: seek.from, to: seek.to });
+    log('seek', `${fmtClock(seek.from)} → ${fmtClock(seek.requested)}`, 'gw');
+    // The watcher compares with the position before the jump otherwise.
+    lastTime = null;
+    stuckSince = null;
+    awaitFrame(seek);
+    renderCounters();
+  });
+  video.addEventListener('seeked', () => {
+    if (currentSeek && currentSeek.seekedAt == null) currentSeek.seekedAt = performance.now();
+    positionBefore = video.currentTime;
+  });
+}
+
+function seekFramed(seek, at) {
+  if (seek.frameAt != null || seek.superseded) return;
+  seek.frameAt = at;
+  seek.ms = Math.round(at - seek.at);
+  event('seek-frame', { to: seek.to, ms: seek.ms });
+  log('seek', `first frame at ${fmtClock(seek.to)} after ${fmtMs(seek.ms)}`, 'gw');
+  renderCounters();
+}
+
+/** Waits for the first frame presented at (or just past) the seek target. */
+function awaitFrame(seek) {
+  if (!('requestVideoFrameCallback' in HTMLVideoElement.prototype)) {
+    video.addEventListener('seeked', () => seekFramed(seek, performance.now()), { once: true });
+    return;
+  }
+  video.requestVideoFrameCallback((now, meta) => {
+    if (seek !== currentSeek || seek.superseded) return;
+    // A frame already on its way from before the seek does not count; the
+    // first after it starts at the keyframe at or before the target.
+    const near = meta.mediaTime >= seek.to - 2.5 && meta.mediaTime <= seek.to + 10;
+    if (video.seeking || !near) {
+      awaitFrame(seek);
+      return;
+    }
+    const at = Number.isFinite(meta?.presentationTime) && meta.presentationTime > 0
+      ? Math.min(now, meta.presentationTime)
+      : now;
+    seekFramed(seek, at);
+  });
 }
 
 function watchFirstFrame() {
@@ -447,6 +602,15 @@ function wireHls(hls) {
     log('hls', `manifest: ${data.levels.map((l) => `${l.height}p`).join(', ')}`, 'gw');
     video.play().catch((e) => log('hls', `autoplay refused: ${e.message}`, 'bad'));
   });
+  hls.on(Hls.Events.LEVEL_LOADED, (_, data) => {
+    const vod = !data.details.live;
+    if (demo.vod !== vod) {
+      demo.vod = vod;
+      if (vod) log('hls', `VOD of ${fmtClock(data.details.totalduration)}, ${data.details.fragments.length} segments`, 'gw');
+      renderKind();
+      renderPosition();
+    }
+  });
   hls.on(Hls.Events.LEVEL_SWITCHED, (_, data) => {
     const level = hls.levels[data.level];
     if (level) $('rendition').textContent = `${level.height}p · ${fmtBps(level.bitrate)}`;
@@ -470,6 +634,7 @@ function wireHls(hls) {
   });
   hls.on(Hls.Events.ERROR, (_, data) => {
     event('hls-error', { details: data.details, fatal: data.fatal, type: data.type });
+    if (PLAYER_JUMPS.has(data.details)) playerJump = { at: performance.now(), to: video.currentTime };
     if (!data.fatal) {
       if (data.details !== 'bufferStalledError') log('hls', `${data.details}`, '');
       return;
@@ -501,6 +666,9 @@ async function main() {
   if (config.gateways) setup.push(`${config.gateways} gateway${config.gateways === 1 ? '' : 's'}`);
   if (config.tamperEvery) setup.push(`one tampers with 1 segment in ${config.tamperEvery}`);
   $('demo-setup').textContent = setup.join(', ');
+  if (typeof config.vod === 'boolean') demo.vod = config.vod;
+  renderKind();
+  video.addEventListener('durationchange', renderPosition);
 
   if (!Hls.isSupported()) {
     demo.error = 'this browser has no Media Source Extensions';
@@ -510,10 +678,15 @@ async function main() {
   }
 
   watchFirstFrame();
+  watchSeeks();
   // The clock for time to first frame starts here, in both modes: the mesh
   // connects in the background while hls.js loads the playlists.
   demo.startedAt = performance.now();
-  const hlsConfig = { lowLatencyMode: false, backBufferLength: 30 };
+  // hls.js buffers far ahead when the bit rate is low (up to maxBufferSize,
+  // 60 MB: all of the demo's VOD in seconds). 30 s is plenty to play on and
+  // keeps a seek meaningful: what is played after it is fetched then, through
+  // the mesh's on-demand path, as for a viewer of a long video.
+  const hlsConfig = { lowLatencyMode: false, backBufferLength: 30, maxBufferLength: 30, maxMaxBufferLength: 30 };
   if (mode === 'mesh') {
     const mesh = await createMesh({
       Hls,

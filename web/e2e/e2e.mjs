@@ -18,6 +18,14 @@
 //               the page, the segment concerned is then obtained elsewhere
 //               (other gateway or HTTP), and playback goes on ≥ 15 s with no
 //               stall over 1 s
+//   vod         --vod (a 5-minute VOD, fetched on demand by the gateways):
+//               the page shows VOD and the duration; 20 s of playback, then
+//               seeks to 150 s, 40 s, 230 s and 60 s, each followed by 5 s of
+//               playback; after each seek has settled (seeked, a frame at the
+//               target, the playhead moving) no stall over 1 s and the
+//               playhead advances from the target; ≥ 90 % of the segment
+//               bytes from the mesh; no verification or segment failure.
+//               Prints the time from each seek to its first frame
 //
 // Prints `ok <test> (<figures>)` or `FAILED <test>: <why>` per test, then
 // `e2e: N passed, N failed`; exits 1 on any failure. Per test, <out> gets
@@ -39,13 +47,14 @@ import {
   withTimeout,
 } from './lib.mjs';
 
-const USAGE = 'usage: node e2e.mjs --meshcast BIN --web DIR --out DIR [--only play|relay-down|tamper]';
+const USAGE = 'usage: node e2e.mjs --meshcast BIN --web DIR --out DIR [--only play|relay-down|tamper|vod]';
 const opts = cli(USAGE, { only: { type: 'string' } });
 
 const TESTS = [
   { name: 'play', timeoutMs: 180_000, run: testPlay },
   { name: 'relay-down', timeoutMs: 200_000, run: testRelayDown },
   { name: 'tamper', timeoutMs: 200_000, run: testTamper },
+  { name: 'vod', timeoutMs: 200_000, run: testVod },
 ];
 
 // ------------------------------------------------------------ the tests
@@ -151,6 +160,105 @@ async function testTamper(t) {
   }
   const long = st.filter((s) => s.ms > 1000);
   if (long.length) throw new Error(`stall over 1 s: ${stallText(long)}; ${figures}`);
+  return figures;
+}
+
+/** Where `vod` seeks (s of media time), in order: forward and back, twice. */
+const VOD_SEEKS = [150, 40, 230, 60];
+/** Playback watched after each seek has settled, in s. */
+const VOD_PLAY_AFTER_SEEK = 5;
+/** The VOD `meshcast demo --vod` publishes: 15 × the 20 s test stream. */
+const VOD_DURATION = 300;
+
+/** d. A VOD played, then seeked in: every seek lands and plays on, from the mesh. */
+async function testVod(t) {
+  const demo = await t.demo(['--vod']);
+  const page = await t.open(demo.url);
+  await waitPlaying(page, 45_000);
+  const shown = await page.evaluate(() => ({
+    vod: window.demo.vod,
+    badge: document.getElementById('kind').textContent,
+    duration: document.querySelector('video').duration,
+    position: document.getElementById('position').textContent,
+  }));
+  if (shown.vod !== true || shown.badge !== 'VOD') {
+    throw new Error(`the page does not show a VOD (vod ${shown.vod}, badge ${JSON.stringify(shown.badge)})`);
+  }
+  if (!(Math.abs(shown.duration - VOD_DURATION) < 1)) {
+    throw new Error(`duration ${shown.duration} s, expected ${VOD_DURATION} s`);
+  }
+  if (!shown.position.endsWith(' / 5:00')) throw new Error(`the page shows position ${JSON.stringify(shown.position)}`);
+
+  const start = await snapshot(page);
+  await waitCurrentTime(page, start.currentTime + 20, 45_000);
+  // Each window of watched playback: from first frame (or a seek settling)
+  // to the next seek.
+  const windows = [{ what: 'start', from: start.firstFrameAt }];
+  const seeks = [];
+  for (const to of VOD_SEEKS) {
+    const issuedAt = await page.evaluate((target) => {
+      const v = document.querySelector('video');
+      v.currentTime = target;
+      return performance.now();
+    }, to);
+    windows[windows.length - 1].to = issuedAt;
+    let settled;
+    try {
+      // Settled: the seek's `seeked` came, a frame at the target was
+      // presented, and the playhead moves from there.
+      const handle = await page.waitForFunction(
+        ({ issuedAt, to }) => {
+          const v = document.querySelector('video');
+          const s = window.demo.seeks.find((x) => x.at >= issuedAt - 1 && Math.abs(x.requested - to) < 0.5);
+          if (!s || s.seekedAt == null || s.frameAt == null || v.seeking || v.paused) return null;
+          if (!(v.currentTime > s.to + 0.1)) return null;
+          return { ms: s.ms, landed: s.to, resumedAt: performance.now(), position: v.currentTime };
+        },
+        { issuedAt, to },
+        { timeout: 15_000, polling: 50 },
+      );
+      settled = await handle.jsonValue();
+    } catch {
+      const s = await page.evaluate(() => ({
+        t: document.querySelector('video').currentTime,
+        seeking: document.querySelector('video').seeking,
+        seek: window.demo.seeks[window.demo.seeks.length - 1],
+      }));
+      throw new Error(`the seek to ${to} s did not settle in 15 s (currentTime ${s.t.toFixed(1)} s, seeking ${s.seeking}, page's last seek ${JSON.stringify(s.seek)})`);
+    }
+    if (!(settled.position >= to - 0.5 && settled.position <= to + 3)) {
+      throw new Error(`after the seek to ${to} s playback resumed at ${settled.position.toFixed(1)} s`);
+    }
+    const end = await waitCurrentTime(page, settled.position + VOD_PLAY_AFTER_SEEK, 30_000);
+    seeks.push({ to, ...settled, resumedMs: Math.round(settled.resumedAt - issuedAt), end });
+    windows.push({ what: `seek to ${to} s`, from: settled.resumedAt });
+  }
+  const after = await snapshot(page);
+  windows[windows.length - 1].to = after.now;
+  await page.screenshot({ path: path.join(opts.out, 'vod.png') });
+
+  const stallsBy = [];
+  for (const w of windows) {
+    const st = await stalls(page, w.from, 250, w.to);
+    if (st.length) stallsBy.push({ ...w, stalls: st });
+  }
+  const long = stallsBy.flatMap((w) => w.stalls.filter((s) => s.ms > 1000).map((s) => `${(s.ms / 1000).toFixed(2)} s after ${w.what}`));
+  const failures = after.events.filter((e) => e.type === 'verify-failed' || e.type === 'segment-failed');
+  const share = meshShare(after.totals);
+  const seekText = seeks
+    .map((s) => `${s.to} s: frame ${s.ms} ms, playing ${s.resumedMs} ms, to ${s.end.toFixed(1)} s`)
+    .join('; ');
+  const stallList = stallsBy.flatMap((w) => w.stalls.map((s) => `${(s.ms / 1000).toFixed(2)} s after ${w.what}`));
+  const figures =
+    `mesh ${pct(share)} of ${fmtBytes(all(after.totals))} ` +
+    `(${fmtBytes(after.totals.meshBytes)} / ${after.totals.meshSegments} segments mesh, ` +
+    `${fmtBytes(after.totals.httpBytes)} / ${after.totals.httpSegments} http), ttff ${after.ttffMs} ms, ` +
+    `seeks: ${seekText}; ${stallList.length ? `stalls ${stallList.join(', ')}` : 'no stall'}`;
+  if (failures.length) {
+    throw new Error(`${failures.length} failure(s): ${failures.map((e) => `${e.type} ${e.url}: ${e.reason}`).join('; ')}; ${figures}`);
+  }
+  if (long.length) throw new Error(`stall over 1 s: ${long.join(', ')}; ${figures}`);
+  if (!(share >= 0.9)) throw new Error(`only ${pct(share)} of segment bytes from the mesh (want ≥ 90 %); ${figures}`);
   return figures;
 }
 

@@ -278,18 +278,18 @@ export async function waitCurrentTime(page, target, timeoutMs) {
 }
 
 /**
- * Stalls in the page's playhead samples taken at or after `fromMs`
- * (performance.now() of the page): spans over `minMs` during which
- * currentTime did not advance while neither paused nor ended.
+ * Stalls in the page's playhead samples taken at or after `fromMs` and up to
+ * `toMs` (performance.now() of the page): spans over `minMs` during which
+ * currentTime did not advance while neither paused nor ended. A stall still
+ * going on at the last sample is marked `ongoing`.
  * Returns [{ at, ms }] (at: page time the stall began).
  */
-export async function stalls(page, fromMs, minMs = 0) {
-  const samples = await page.evaluate(() => window.__samples);
+export async function stalls(page, fromMs, minMs = 0, toMs = Infinity) {
+  const samples = (await page.evaluate(() => window.__samples)).filter(([t]) => t >= fromMs && t <= toMs);
   const out = [];
   let stuckAt = null; // page time of the last sample that had advanced
   let last = null; // [t, currentTime] of the previous sample
   for (const [t, ct, paused, ended] of samples) {
-    if (t < fromMs) continue;
     const moving = last === null || ct > last[1] + 1e-3;
     if (moving || paused || ended) {
       if (stuckAt !== null && t - stuckAt > minMs) out.push({ at: stuckAt, ms: Math.round(t - stuckAt) });

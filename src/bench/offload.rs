@@ -208,20 +208,8 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<OffloadSect
     let master = format!("http://{origin_addr}/live/master.m3u8");
 
     progress.phase("offload: starting the publisher");
-    let key = dir.join("publisher.key");
-    crate::keygen::write_new_key(&key, false)?;
     let quic = "/ip4/127.0.0.1/udp/0/quic-v1";
-    let mut command = meshcast()?;
-    command
-        .args(["publish", "--origin", &master, "--name", "bench-offload"])
-        .arg("--key")
-        .arg(&key)
-        .arg("--data-dir")
-        .arg(dir.join("publisher"))
-        .args(["--listen", quic]);
-    let mut publisher = Spawned::spawn("publisher", command)?;
-    let bootstrap = publisher.line("listening", START_TIMEOUT).await?;
-    let stream = publisher.line("stream", START_TIMEOUT).await?;
+    let (publisher, bootstrap, stream) = spawn_publisher(dir, &master, "bench-offload").await?;
 
     progress.phase("offload: starting the nodes, gateways and relays");
     let max_viewers = plan.viewers.iter().copied().max().unwrap_or(0);
@@ -384,6 +372,29 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<OffloadSect
         measured: seconds(plan.duration),
         runs,
     })
+}
+
+/// Starts `meshcast publish` of `master` with a new key in `dir`, on
+/// loopback QUIC; returns it with its listening address and stream id.
+pub(super) async fn spawn_publisher(
+    dir: &Path,
+    master: &str,
+    name: &str,
+) -> anyhow::Result<(Spawned, String, String)> {
+    let key = dir.join("publisher.key");
+    crate::keygen::write_new_key(&key, false)?;
+    let mut command = meshcast()?;
+    command
+        .args(["publish", "--origin", master, "--name", name])
+        .arg("--key")
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(dir.join("publisher"))
+        .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"]);
+    let mut publisher = Spawned::spawn("publisher", command)?;
+    let bootstrap = publisher.line("listening", START_TIMEOUT).await?;
+    let stream = publisher.line("stream", START_TIMEOUT).await?;
+    Ok((publisher, bootstrap, stream))
 }
 
 /// CPU seconds of each child, then of this process (viewers and origin).

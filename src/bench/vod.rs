@@ -39,7 +39,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::all::{Progress, seconds};
-use super::offload::{CountingOrigin, Gateway, cpu, gateway_address, write_stream};
+use super::offload::{
+    CountingOrigin, Gateway, cpu, gateway_address, spawn_publisher, write_stream,
+};
 use super::proc::{Spawned, meshcast};
 use super::report::{VodSection, fig};
 
@@ -446,20 +448,8 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<VodSection>
         plan.segments,
         vod_bytes as f64 / 1e6
     ));
-    let key = dir.join("publisher.key");
-    crate::keygen::write_new_key(&key, false)?;
     let quic = "/ip4/127.0.0.1/udp/0/quic-v1";
-    let mut command = meshcast()?;
-    command
-        .args(["publish", "--origin", &master, "--name", "bench-vod"])
-        .arg("--key")
-        .arg(&key)
-        .arg("--data-dir")
-        .arg(dir.join("publisher"))
-        .args(["--listen", quic]);
-    let mut publisher = Spawned::spawn("publisher", command)?;
-    let bootstrap = publisher.line("listening", START_TIMEOUT).await?;
-    let stream = publisher.line("stream", START_TIMEOUT).await?;
+    let (mut publisher, bootstrap, stream) = spawn_publisher(dir, &master, "bench-vod").await?;
     let ingested = publisher.line("ingested", INGEST_TIMEOUT).await?;
     let ingest_bytes = served.total.load(Relaxed);
     let ingested_segments: u64 = ingested

@@ -53,22 +53,25 @@ fn media_dir() -> std::path::PathBuf {
 
 const QUIC: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
 
-#[test]
-fn a_publisher_and_two_node_processes_share_the_live_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+/// The committed test stream served in this process, and a `meshcast
+/// publish` process of its `playlist` (e.g. `live/master.m3u8`) with a new
+/// key in `dir`.
+fn start_publisher(
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+    playlist: &str,
+    name: &str,
+) -> (meshcast_origin::Running, Proc) {
+    let d = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let origin = runtime
         .block_on(meshcast_origin::spawn(
             media_dir(),
             "127.0.0.1:0".parse().unwrap(),
         ))
         .expect("origin");
-
     keygen(Path::new(&d("publisher.key")));
-
-    let playlist = format!("{}/live/master.m3u8", origin.url());
-    let mut publisher = Proc::start(
+    let playlist = format!("{}/{playlist}", origin.url());
+    let publisher = Proc::start(
         "publisher",
         &[
             "publish",
@@ -77,7 +80,7 @@ fn a_publisher_and_two_node_processes_share_the_live_stream() {
             "--key",
             &d("publisher.key"),
             "--name",
-            "processes",
+            name,
             "--data-dir",
             &d("pub"),
             "--listen",
@@ -85,6 +88,16 @@ fn a_publisher_and_two_node_processes_share_the_live_stream() {
         ],
         "warn",
     );
+    (origin, publisher)
+}
+
+#[test]
+fn a_publisher_and_two_node_processes_share_the_live_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (origin, mut publisher) =
+        start_publisher(&runtime, dir.path(), "live/master.m3u8", "processes");
     let _peer = publisher.line("peer");
     let address = publisher.line("listening");
     let stream = publisher.line("stream");
@@ -141,31 +154,7 @@ fn a_vod_publisher_serves_after_its_ingest_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let origin = runtime
-        .block_on(meshcast_origin::spawn(
-            media_dir(),
-            "127.0.0.1:0".parse().unwrap(),
-        ))
-        .expect("origin");
-    keygen(Path::new(&d("publisher.key")));
-    let playlist = format!("{}/vod/master.m3u8", origin.url());
-    let mut publisher = Proc::start(
-        "publisher",
-        &[
-            "publish",
-            "--origin",
-            &playlist,
-            "--key",
-            &d("publisher.key"),
-            "--name",
-            "vod",
-            "--data-dir",
-            &d("pub"),
-            "--listen",
-            QUIC,
-        ],
-        "warn",
-    );
+    let (origin, mut publisher) = start_publisher(&runtime, dir.path(), "vod/master.m3u8", "vod");
     let address = publisher.line("listening");
     let stream = publisher.line("stream");
     // Two renditions of an init segment and ten media segments.

@@ -45,6 +45,8 @@ pub enum ClientEvent {
         request_id: u64,
         header: VerifiedHeader,
         body: Bytes,
+        /// When the delivery's first byte arrived, and when its last did.
+        first_byte: Instant,
         at: Instant,
     },
     /// A new segment exists at the live edge (verified header).
@@ -327,10 +329,11 @@ async fn read_session(
                 let events = events.clone();
                 deliveries.spawn(async move {
                     let event = match read_delivery(stream, key).await {
-                        Ok(d) => ClientEvent::Delivered {
+                        Ok((d, first_byte)) => ClientEvent::Delivered {
                             request_id: d.request_id,
                             header: d.header,
                             body: d.body,
+                            first_byte,
                             at: Instant::now(),
                         },
                         Err(e) => ClientEvent::Rejected {
@@ -349,17 +352,28 @@ async fn read_session(
 /// How long a delivery stream may stay silent.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn read_delivery(mut stream: RecvStream, key: StreamKey) -> Result<Delivered, DeliveryError> {
+/// Reads and verifies one delivery; returns it with the time its first byte came.
+async fn read_delivery(
+    mut stream: RecvStream,
+    key: StreamKey,
+) -> Result<(Delivered, Instant), DeliveryError> {
     let mut reader = DeliveryReader::new(key);
     let mut buf = vec![0u8; 64 * 1024];
+    let mut first_byte = None;
     loop {
         let fail = |reader: &DeliveryReader, why: String| DeliveryError {
             request_id: reader.request_id(),
             error: SessionError::Protocol(why),
         };
         match tokio::time::timeout(READ_TIMEOUT, stream.read(&mut buf)).await {
-            Ok(Ok(Some(n))) => reader.feed(&buf[..n])?,
-            Ok(Ok(None)) => return reader.finish(),
+            Ok(Ok(Some(n))) => {
+                first_byte.get_or_insert_with(Instant::now);
+                reader.feed(&buf[..n])?
+            }
+            Ok(Ok(None)) => {
+                let delivered = reader.finish()?;
+                return Ok((delivered, first_byte.unwrap_or_else(Instant::now)));
+            }
             Ok(Err(e)) => return Err(fail(&reader, e.to_string())),
             Err(_) => return Err(fail(&reader, format!("silent for {READ_TIMEOUT:?}"))),
         }

@@ -148,6 +148,14 @@ pub struct VodSection {
     /// Mesh ÷ plain HTTP.
     pub seek_ratio_p50: Fig,
     pub seek_ratio_p95: Fig,
+    /// Seek (request) to the segment's first byte: over the mesh (fallbacks
+    /// included), over plain HTTP, and mesh ÷ HTTP (the goal).
+    pub first_byte_p50: Fig,
+    pub first_byte_p95: Fig,
+    pub http_first_byte_p50: Fig,
+    pub http_first_byte_p95: Fig,
+    pub first_byte_ratio_p50: Fig,
+    pub first_byte_ratio_p95: Fig,
     /// CPU over the viewers' phase: the three gateways; the publisher and
     /// the seeder; the bench process (viewers and origin).
     pub gateway_cpu: Fig,
@@ -437,7 +445,7 @@ fn goals(r: &Report) -> Vec<Goal> {
     });
     // The VOD goals hold for the full run's sizes (100 segments, 200 viewers).
     const VOD_COPIES: &str = "≤ 1.1 copies of the VOD from the origin, ingest included";
-    const VOD_SEEK: &str = "seek ≤ 1.2 × plain HTTP, p50 and p95";
+    const VOD_SEEK: &str = "seek to first byte ≤ 1.2 × plain HTTP, p50 and p95";
     let full = |v: &VodSection| v.segments >= 100 && v.viewers >= 200;
     goals.push(match &r.vod {
         Some(v) => Goal {
@@ -458,18 +466,23 @@ fn goals(r: &Report) -> Vec<Goal> {
     });
     goals.push(match &r.vod {
         Some(v) => {
-            let worse = v.seek_ratio_p50.value.max(v.seek_ratio_p95.value);
+            let worse = v
+                .first_byte_ratio_p50
+                .value
+                .max(v.first_byte_ratio_p95.value);
             Goal {
                 name: "VOD seek time",
                 target: VOD_SEEK,
                 measured: Some(fig(worse, "ratio")),
                 met: full(v) && worse.is_finite() && worse <= 1.2,
                 note: format!(
-                    "mesh p50 {:.1} / p95 {:.1} ms against HTTP {:.1} / {:.1} ms ({:.2} / {:.2}×), seek to the whole segment",
-                    v.seek_p50.value,
-                    v.seek_p95.value,
-                    v.http_seek_p50.value,
-                    v.http_seek_p95.value,
+                    "to first byte: mesh p50 {:.1} / p95 {:.1} ms against HTTP {:.1} / {:.1} ms ({:.2} / {:.2}×); to the whole segment {:.2} / {:.2}×",
+                    v.first_byte_p50.value,
+                    v.first_byte_p95.value,
+                    v.http_first_byte_p50.value,
+                    v.http_first_byte_p95.value,
+                    v.first_byte_ratio_p50.value,
+                    v.first_byte_ratio_p95.value,
                     v.seek_ratio_p50.value,
                     v.seek_ratio_p95.value
                 ),
@@ -732,9 +745,19 @@ pub fn markdown(r: &Report, stem: &str) -> String {
             );
             let _ = writeln!(
                 w,
-                "| mesh ÷ HTTP | **{}** | **{}** | | | |\n",
+                "| mesh ÷ HTTP | {} | {} | | | |\n",
                 show(&v.seek_ratio_p50, 2),
                 show(&v.seek_ratio_p95, 2)
+            );
+            let _ = writeln!(
+                w,
+                "| seek to the first byte (the goal) | p50 ms | p95 ms |\n|---|---|---|\n| mesh | {} | {} |\n| plain HTTP | {} | {} |\n| mesh ÷ HTTP | **{}** | **{}** |\n",
+                show(&v.first_byte_p50, 1),
+                show(&v.first_byte_p95, 1),
+                show(&v.http_first_byte_p50, 1),
+                show(&v.http_first_byte_p95, 1),
+                show(&v.first_byte_ratio_p50, 2),
+                show(&v.first_byte_ratio_p95, 2)
             );
             let _ = writeln!(
                 w,

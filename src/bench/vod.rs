@@ -21,9 +21,11 @@
 //! random points does the same over plain HTTP only, for the comparison;
 //! its bytes are not counted against the mesh.
 //!
-//! The native client reports a delivery when the whole segment has arrived
-//! and verified, not at its first byte, so "seek time" here is from the
-//! request to the whole segment in hand, over the mesh and over HTTP alike.
+//! Two seek times, measured the same way over the mesh and over HTTP: from
+//! the request to the first byte of the segment (the native client notes when
+//! a delivery's first byte arrives; HTTP, when the first body chunk does),
+//! and from the request to the whole segment in hand (verified, over the
+//! mesh). The goal is on the first.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
@@ -135,6 +137,8 @@ struct Watched {
     /// Seek times, and whether the seek was the first request of that
     /// segment at its gateway (the gateway had to fetch it).
     seeks: Vec<(Duration, bool)>,
+    /// Seek to the segment's first byte.
+    seek_first_bytes: Vec<Duration>,
     /// Times of the segments played after a seek.
     plays: Vec<Duration>,
     requests: u64,
@@ -151,6 +155,7 @@ struct Watched {
 impl Watched {
     fn add(&mut self, o: Watched) {
         self.seeks.extend(o.seeks);
+        self.seek_first_bytes.extend(o.seek_first_bytes);
         self.plays.extend(o.plays);
         self.requests += o.requests;
         self.delivered += o.delivered;
@@ -176,31 +181,50 @@ struct Shared {
 }
 
 impl Shared {
-    async fn http_fetch(&self, sequence: u64) -> anyhow::Result<u64> {
+    /// Fetches a segment from the origin: its size and when its first body
+    /// byte came.
+    async fn http_fetch(&self, sequence: u64) -> anyhow::Result<(u64, Instant)> {
         let url = self
             .origin
             .join(&format!("bench_{sequence:02}.m4s"))
             .context("a segment's origin URL")?;
-        let body = fetch_url(&self.http, &url, self.segment_bytes + 1)
+        let mut response = self
+            .http
+            .get(url.clone())
+            .send()
             .await
+            .and_then(reqwest::Response::error_for_status)
             .with_context(|| format!("fetching {url}"))?;
+        let mut first_byte = None;
+        let mut bytes = 0u64;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .with_context(|| format!("reading {url}"))?
+        {
+            first_byte.get_or_insert_with(Instant::now);
+            bytes += chunk.len() as u64;
+            anyhow::ensure!(
+                bytes <= self.segment_bytes,
+                "{url}: more than {} bytes",
+                self.segment_bytes
+            );
+        }
         anyhow::ensure!(
-            body.len() as u64 == self.segment_bytes,
-            "{url}: {} bytes, not {}",
-            body.len(),
+            bytes == self.segment_bytes,
+            "{url}: {bytes} bytes, not {}",
             self.segment_bytes
         );
-        Ok(body.len() as u64)
+        Ok((bytes, first_byte.unwrap_or_else(Instant::now)))
     }
 }
 
 /// How one request over the mesh ended.
 enum Answer {
-    Delivered(u64),
+    /// Its size, and when its first byte came.
+    Delivered(u64, Instant),
     /// Refused, rejected, not in time, or the session is gone.
-    Failed {
-        session_lost: bool,
-    },
+    Failed { session_lost: bool },
 }
 
 /// Waits for the answer to `request_id` until `until`, skipping the
@@ -217,8 +241,9 @@ async fn answer(client: &mut Client, request_id: u64, until: tokio::time::Instan
             Ok(Ok(ClientEvent::Delivered {
                 request_id: id,
                 body,
+                first_byte,
                 ..
-            })) if id == request_id => return Answer::Delivered(body.len() as u64),
+            })) if id == request_id => return Answer::Delivered(body.len() as u64, first_byte),
             Ok(Ok(
                 ClientEvent::Error { request_id: id, .. }
                 | ClientEvent::Rejected { request_id: id, .. },
@@ -270,11 +295,11 @@ async fn watch(
                 Err(_) => Answer::Failed { session_lost: true },
             };
             match answer {
-                Answer::Delivered(bytes) => {
+                Answer::Delivered(bytes, first_byte) => {
                     w.delivered += 1;
                     w.bytes += bytes;
                     w.late += u64::from(asked.elapsed() > deadline);
-                    got = Some(bytes);
+                    got = Some(first_byte);
                 }
                 Answer::Failed { session_lost } => {
                     w.late += 1;
@@ -287,21 +312,23 @@ async fn watch(
         if got.is_none() {
             // The browser loader's fallback: the same segment over HTTP.
             match shared.http_fetch(sequence).await {
-                Ok(bytes) => {
+                Ok((bytes, first_byte)) => {
                     w.bytes += bytes;
                     if over_mesh {
                         w.fallbacks += 1;
                         w.fallback_bytes += bytes;
                     }
-                    got = Some(bytes);
+                    got = Some(first_byte);
                 }
                 Err(_) => w.failed += 1,
             }
         }
         let took = asked.elapsed();
-        if got.is_some() {
+        if let Some(first_byte) = got {
             if i == 0 {
                 w.seeks.push((took, first_at_gateway));
+                w.seek_first_bytes
+                    .push(first_byte.saturating_duration_since(asked));
                 playing_since = Some(Instant::now());
             } else {
                 w.plays.push(took);
@@ -633,9 +660,17 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<VodSection>
         percentile(&mut http_seeks, 0.5),
         percentile(&mut http_seeks, 0.95),
     );
+    let (first_byte_p50, first_byte_p95) = (
+        percentile(&mut mesh.seek_first_bytes, 0.5),
+        percentile(&mut mesh.seek_first_bytes, 0.95),
+    );
+    let (http_first_byte_p50, http_first_byte_p95) = (
+        percentile(&mut plain.seek_first_bytes, 0.5),
+        percentile(&mut plain.seek_first_bytes, 0.95),
+    );
     let section = VodSection {
         topology: format!(
-            "Origin: the `meshcast-origin` router in the bench process, serving the VOD under /vod/ and counting every byte it serves. Publisher: `meshcast publish` (ingests the VOD once, serves it on). A seeding node (`--follow <id>`), a node that is a gateway and seeds nothing (`--follow <id>:0`) and two relays that follow on their first viewer's Hello: child processes, {} gateways fetching segments on demand. Viewers: native WebTransport clients (`meshcast_relay::Client`) in the bench process, spread evenly over the gateways, arriving at seeded random times; each seeks to a random segment and plays {}–{} segments one after the other with the browser loader's deadlines, falling back to the origin over HTTP. Seek time: from the request to the whole segment verified in hand (the native client reports complete deliveries, not first bytes), the same over plain HTTP.",
+            "Origin: the `meshcast-origin` router in the bench process, serving the VOD under /vod/ and counting every byte it serves. Publisher: `meshcast publish` (ingests the VOD once, serves it on). A seeding node (`--follow <id>`), a node that is a gateway and seeds nothing (`--follow <id>:0`) and two relays that follow on their first viewer's Hello: child processes, {} gateways fetching segments on demand. Viewers: native WebTransport clients (`meshcast_relay::Client`) in the bench process, spread evenly over the gateways, arriving at seeded random times; each seeks to a random segment and plays {}–{} segments one after the other with the browser loader's deadlines, falling back to the origin over HTTP. Seek time: from the request to the segment's first byte (the goal), and to the whole segment (verified, over the mesh), the same over plain HTTP.",
             gateways.len(),
             plan.min_play,
             plan.max_play
@@ -679,6 +714,12 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<VodSection>
         http_play_p50: fig(percentile(&mut plain.plays, 0.5), "ms"),
         seek_ratio_p50: fig(seek_p50 / http_p50, "ratio"),
         seek_ratio_p95: fig(seek_p95 / http_p95, "ratio"),
+        first_byte_p50: fig(first_byte_p50, "ms"),
+        first_byte_p95: fig(first_byte_p95, "ms"),
+        http_first_byte_p50: fig(http_first_byte_p50, "ms"),
+        http_first_byte_p95: fig(http_first_byte_p95, "ms"),
+        first_byte_ratio_p50: fig(first_byte_p50 / http_first_byte_p50, "ratio"),
+        first_byte_ratio_p95: fig(first_byte_p95 / http_first_byte_p95, "ratio"),
         gateway_cpu: fig(gateway_cores, "cores"),
         mesh_cpu: fig(mesh_cores, "cores"),
         viewer_cpu: fig(bench_cores, "cores"),
@@ -703,6 +744,11 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<VodSection>
         repeat_seeks.len(),
         section.seek_ratio_p50.value,
         section.seek_ratio_p95.value,
+    ));
+    progress.note(&format!(
+        "vod seek to first byte: mesh p50 {first_byte_p50:.1} ms, p95 {first_byte_p95:.1} ms; plain HTTP p50 {http_first_byte_p50:.1} ms, p95 {http_first_byte_p95:.1} ms; mesh ÷ HTTP {:.2} (p50), {:.2} (p95)",
+        section.first_byte_ratio_p50.value,
+        section.first_byte_ratio_p95.value,
     ));
     progress.note(&format!(
         "vod requests: {} ({} seeks), {} delivered by gateways, {} late, {} fallbacks to HTTP, {} failed; CPU over {window:.1} s: gateways {gateway_cores:.2}, publisher and seeder {mesh_cores:.2}, viewers and origin {bench_cores:.2} cores",

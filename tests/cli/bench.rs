@@ -236,6 +236,22 @@ fn bench_all_quick_reports_every_section() {
         (ratio - p95 / http_p95).abs() < 1e-9,
         "{ratio} vs {p95} / {http_p95}"
     );
+    // To the first byte: never later than to the whole segment.
+    let first = figure(&report, "/vod/first_byte_p50", 1e-6, p50 + 1e-9);
+    let http_first = figure(&report, "/vod/http_first_byte_p50", 1e-6, http_p50 + 1e-9);
+    figure(&report, "/vod/first_byte_p95", first, p95 + 1e-9);
+    figure(
+        &report,
+        "/vod/http_first_byte_p95",
+        http_first,
+        http_p95 + 1e-9,
+    );
+    let ratio = figure(&report, "/vod/first_byte_ratio_p50", 1e-6, 1e6);
+    assert!(
+        (ratio - first / http_first).abs() < 1e-9,
+        "{ratio} vs {first} / {http_first}"
+    );
+    figure(&report, "/vod/first_byte_ratio_p95", 1e-6, 1e6);
     figure(&report, "/vod/play_p50", 1e-6, 60_000.0);
     figure(&report, "/vod/http_play_p50", 1e-6, 60_000.0);
     for cpu in ["gateway_cpu", "mesh_cpu", "viewer_cpu"] {

@@ -371,3 +371,56 @@ async fn a_small_disk_cache_stays_within_its_bound_and_serves_what_it_holds() {
         assert_identical(&node, vod, held);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeders_with_a_budget_keep_within_it_and_spread_over_the_vod() {
+    init_logs();
+    let publisher = TestNode::start(config()).await;
+    let vod = publish_vod(&publisher, "vod-budget", 6).await;
+    let budget = vod.ingested.bytes / 3;
+    let size_of = |id: &SegmentId| {
+        publisher
+            .node
+            .segment(id)
+            .map_or(0, |s| s.body.len() as u64)
+    };
+    let largest = all_segments(&vod).iter().map(size_of).max().unwrap_or(0);
+    let mut shares = Vec::new();
+    for _ in 0..2 {
+        let seeder = TestNode::start(config()).await;
+        seeder
+            .node
+            .dial(publisher.addr.clone())
+            .await
+            .expect("dial");
+        seeder
+            .node
+            .follow_with(vod.descriptor.clone(), Seed::Budget(budget))
+            .await
+            .expect("follow");
+        // It reads the index, then pulls its share: within one segment of the budget.
+        let filled = eventually(Duration::from_secs(20), || async {
+            let bytes: u64 = seeder.node.holdings(&vod.stream).iter().map(size_of).sum();
+            (bytes + largest > budget).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let held = seeder.node.holdings(&vod.stream);
+        let bytes: u64 = held.iter().map(size_of).sum();
+        assert!(
+            filled.is_some() && bytes <= budget,
+            "{bytes} bytes held, budget {budget}"
+        );
+        assert!(
+            (0..RENDITIONS as u32).all(|r| held
+                .iter()
+                .any(|id| id.rendition == r && id.kind == meshcast_proto::SegmentKind::Init)),
+            "init segments come first: {held:?}"
+        );
+        assert_identical(&seeder, &vod, &held);
+        shares.push((seeder, held));
+    }
+    // Two seeders pick different shares (rendezvous hashing), not both the
+    // beginning of the VOD.
+    assert_ne!(shares[0].1, shares[1].1, "both seed the same segments");
+}

@@ -113,22 +113,14 @@ struct Relay {
 /// Starts `meshcast relay` on loopback and reads its addresses.
 async fn start_relay(data_dir: &std::path::Path, sessions: usize) -> anyhow::Result<Relay> {
     const STARTUP: Duration = Duration::from_secs(30);
-    let limit = (sessions + 16).to_string();
     let mut command = proc::meshcast()?;
     command.args(["relay", "--data-dir"]).arg(data_dir).args([
         "--listen",
         "/ip4/127.0.0.1/udp/0/quic-v1",
-        "--browser-listen",
-        "127.0.0.1:0",
-        "--web-listen",
-        "127.0.0.1:0",
-        "--max-sessions",
-        &limit,
-        "--max-sessions-per-ip",
-        &limit,
         "--store-max-bytes",
         "256MiB",
     ]);
+    proc::serve_browsers(&mut command, sessions);
     let mut child = proc::Spawned::spawn("relay", command)?;
     let listening = child.line("listening", STARTUP).await?;
     let gateway = child.line("gateway", STARTUP).await?;

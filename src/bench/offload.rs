@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::all::{Progress, seconds};
-use super::proc::{Spawned, cpu_seconds, meshcast};
+use super::proc::{Spawned, cpu_seconds, meshcast, serve_browsers};
 use super::report::{OffloadRun, OffloadSection, fig};
 
 /// Segments in the generated stream (the origin loops them live).
@@ -213,7 +213,6 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<OffloadSect
 
     progress.phase("offload: starting the nodes, gateways and relays");
     let max_viewers = plan.viewers.iter().copied().max().unwrap_or(0);
-    let limit = (max_viewers + 16).to_string();
     let mut children = vec![publisher];
     let roles = [
         ("node", "node", false),
@@ -236,16 +235,7 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<OffloadSect
                 &stream,
             ]);
         if serves {
-            command.args([
-                "--browser-listen",
-                "127.0.0.1:0",
-                "--web-listen",
-                "127.0.0.1:0",
-                "--max-sessions",
-                &limit,
-                "--max-sessions-per-ip",
-                &limit,
-            ]);
+            serve_browsers(&mut command, max_viewers);
         }
         children.push(Spawned::spawn(name, command)?);
     }

@@ -204,6 +204,22 @@ impl Drop for Spawned {
     }
 }
 
+/// Makes a `meshcast node` or `relay` command a browser gateway on loopback
+/// (ephemeral ports) with room for `sessions` viewers, all from one address.
+pub fn serve_browsers(command: &mut Command, sessions: usize) {
+    let limit = (sessions + 16).to_string();
+    command.args([
+        "--browser-listen",
+        "127.0.0.1:0",
+        "--web-listen",
+        "127.0.0.1:0",
+        "--max-sessions",
+        &limit,
+        "--max-sessions-per-ip",
+        &limit,
+    ]);
+}
+
 /// `Command` for this program (`meshcast`), with `RUST_LOG=error` unless the
 /// caller's environment says otherwise.
 pub fn meshcast() -> anyhow::Result<Command> {

@@ -44,7 +44,7 @@ use super::all::{Progress, seconds};
 use super::offload::{
     CountingOrigin, Gateway, cpu, gateway_address, spawn_publisher, write_stream,
 };
-use super::proc::{Spawned, meshcast};
+use super::proc::{Spawned, meshcast, serve_browsers};
 use super::report::{VodSection, fig};
 
 /// Sessions opened at once.
@@ -494,7 +494,6 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<VodSection>
         .map_err(|e| anyhow::anyhow!("the publisher printed a bad stream id: {e}"))?;
 
     progress.phase("vod: starting the seeder, the gateway node and the relays");
-    let limit = (plan.viewers + 16).to_string();
     let none_seeded = format!("{stream}:0");
     let mut children = vec![publisher];
     // (name, command, --follow, gateway)
@@ -518,16 +517,7 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<VodSection>
             command.args(["--metrics-listen", "127.0.0.1:0"]);
         }
         if serves {
-            command.args([
-                "--browser-listen",
-                "127.0.0.1:0",
-                "--web-listen",
-                "127.0.0.1:0",
-                "--max-sessions",
-                &limit,
-                "--max-sessions-per-ip",
-                &limit,
-            ]);
+            serve_browsers(&mut command, plan.viewers);
         }
         children.push(Spawned::spawn(name, command)?);
     }

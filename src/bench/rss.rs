@@ -19,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::all::{Progress, seconds};
-use super::proc::{Spawned, cpu_seconds, memory, meshcast};
+use super::proc::{Spawned, cpu_seconds, gauge, memory, meshcast, scrape};
 use super::report::{RssSection, fig};
 
 #[derive(Debug, Clone)]
@@ -271,25 +271,4 @@ fn child_peer(addr: &Multiaddr) -> anyhow::Result<libp2p::PeerId> {
             _ => None,
         })
         .context("the node's address has no /p2p/ part")
-}
-
-async fn scrape(url: &str) -> anyhow::Result<String> {
-    let http = meshcast_node::ingest::source::http_client(&Default::default())?;
-    let url = url::Url::parse(url).with_context(|| format!("the node printed a bad URL {url}"))?;
-    let body = meshcast_node::ingest::source::fetch_url(&http, &url, 4 << 20).await?;
-    Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
-/// The value of an unlabelled Prometheus gauge (the sum over its label sets otherwise).
-fn gauge(text: &str, name: &str) -> Option<f64> {
-    let values: Vec<f64> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
 }

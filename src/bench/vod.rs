@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use meshcast_node::ingest::source::{FetchLimits, fetch_url, http_client};
+use meshcast_node::ingest::source::{FetchLimits, http_client};
 use meshcast_proto::{SegmentId, StreamId};
 use meshcast_relay::{Client, ClientEvent};
 use rand::{Rng, SeedableRng};
@@ -44,7 +44,7 @@ use super::all::{Progress, seconds};
 use super::offload::{
     CountingOrigin, Gateway, cpu, gateway_address, spawn_publisher, write_stream,
 };
-use super::proc::{Spawned, meshcast, serve_browsers};
+use super::proc::{Spawned, gauge, meshcast, scrape, serve_browsers};
 use super::report::{VodSection, fig};
 
 /// Sessions opened at once.
@@ -408,40 +408,14 @@ fn percentile(values: &mut [Duration], p: f64) -> f64 {
         .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
 }
 
-/// The sum of a Prometheus metric's samples whose labels contain `label`
-/// (every sample if empty).
-fn metric(text: &str, name: &str, label: &str) -> Option<f64> {
-    let values: Vec<f64> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-                && l.contains(label)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.iter().sum())
-}
-
-async fn scrape(http: &reqwest::Client, url: &url::Url) -> anyhow::Result<String> {
-    let body = fetch_url(http, url, 4 << 20).await?;
-    Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
 /// Waits until the node behind `metrics` holds `segments` segments, or
 /// `timeout`; returns how many it held and when it stopped waiting.
-async fn wait_seeded(
-    http: &reqwest::Client,
-    metrics: &url::Url,
-    segments: u64,
-    timeout: Duration,
-) -> (u64, Duration) {
+async fn wait_seeded(metrics: &url::Url, segments: u64, timeout: Duration) -> (u64, Duration) {
     let started = Instant::now();
     let mut held = 0;
     while started.elapsed() < timeout {
-        if let Ok(text) = scrape(http, metrics).await {
-            held = metric(&text, "meshcast_store_segments", "").unwrap_or(0.0) as u64;
+        if let Ok(text) = scrape(metrics.as_str()).await {
+            held = gauge(&text, "meshcast_store_segments").unwrap_or(0.0) as u64;
             if held >= segments {
                 break;
             }
@@ -545,7 +519,7 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<VodSection>
 
     progress.phase("vod: waiting for the seeder to hold the whole VOD");
     let (seeded, seeding_time) =
-        wait_seeded(&http, &seeder_metrics, ingested_segments, plan.seed_timeout).await;
+        wait_seeded(&seeder_metrics, ingested_segments, plan.seed_timeout).await;
     if seeded < ingested_segments {
         progress.note(&format!(
             "vod: the seeder held only {seeded} of {ingested_segments} segments after {seeding_time:.0?}; viewers start anyway"

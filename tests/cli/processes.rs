@@ -91,6 +91,28 @@ fn start_publisher(
     (origin, publisher)
 }
 
+/// A `meshcast node` process that joins through `bootstrap`, follows
+/// `stream` and writes what it gets to `cache`.
+fn start_caching_node(data: &str, bootstrap: &str, stream: &str, cache: &str) -> Proc {
+    Proc::start(
+        "node",
+        &[
+            "node",
+            "--data-dir",
+            data,
+            "--listen",
+            QUIC,
+            "--bootstrap",
+            bootstrap,
+            "--follow",
+            stream,
+            "--cache-dir",
+            cache,
+        ],
+        "warn",
+    )
+}
+
 #[test]
 fn a_publisher_and_two_node_processes_share_the_live_stream() {
     let dir = tempfile::tempdir().unwrap();
@@ -106,23 +128,7 @@ fn a_publisher_and_two_node_processes_share_the_live_stream() {
     let mut nodes: Vec<(Proc, String)> = (0..2)
         .map(|i| {
             let cache = d(&format!("cache{i}"));
-            let node = Proc::start(
-                "node",
-                &[
-                    "node",
-                    "--data-dir",
-                    &d(&format!("node{i}")),
-                    "--listen",
-                    QUIC,
-                    "--bootstrap",
-                    &address,
-                    "--follow",
-                    &stream,
-                    "--cache-dir",
-                    &cache,
-                ],
-                "warn",
-            );
+            let node = start_caching_node(&d(&format!("node{i}")), &address, &stream, &cache);
             (node, cache)
         })
         .collect();
@@ -169,23 +175,7 @@ fn a_vod_publisher_serves_after_its_ingest_and_stops_cleanly_on_sigterm() {
     runtime.block_on(origin.shutdown()).unwrap();
 
     let cache = d("cache");
-    let mut node = Proc::start(
-        "node",
-        &[
-            "node",
-            "--data-dir",
-            &d("node"),
-            "--listen",
-            QUIC,
-            "--bootstrap",
-            &address,
-            "--follow",
-            &stream,
-            "--cache-dir",
-            &cache,
-        ],
-        "warn",
-    );
+    let mut node = start_caching_node(&d("node"), &address, &stream, &cache);
     assert_eq!(node.line("following"), stream);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -156,7 +156,7 @@ impl MeshClient {
         };
         let renditions = Array::new();
         for r in &d.renditions {
-            let playlist = resolve(&r.uri, &d.origin_url).unwrap_or_default();
+            let playlist = meshcast_proto::uri::resolve(&d.origin_url, &r.uri).unwrap_or_default();
             renditions.push(&object(&[
                 ("id", r.id.into()),
                 ("name", r.name.as_str().into()),
@@ -844,12 +844,7 @@ fn check_uri(inner: &Shared, request: &FetchRequest, delivered: &Delivered) -> R
     let Some(d) = i.descriptor.as_ref().map(VerifiedDescriptor::descriptor) else {
         return Ok(());
     };
-    let got = d
-        .renditions
-        .iter()
-        .find(|r| r.id == request.id.rendition)
-        .and_then(|r| resolve(&r.uri, &d.origin_url))
-        .and_then(|playlist| resolve(uri, &playlist));
+    let got = d.segment_url(request.id.rendition, uri);
     let same = match (got.as_deref().and_then(pathname), pathname(want)) {
         (Some(a), Some(b)) => a == b,
         _ => false,
@@ -862,12 +857,6 @@ fn check_uri(inner: &Shared, request: &FetchRequest, delivered: &Delivered) -> R
             format!("segment {:?} is {uri}, not {want}", request.id),
         ))
     }
-}
-
-fn resolve(relative: &str, base: &str) -> Option<String> {
-    web_sys::Url::new_with_base(relative, base)
-        .ok()
-        .map(|u| u.href())
 }
 
 fn pathname(url: &str) -> Option<String> {

@@ -30,6 +30,7 @@ pub mod keys;
 pub mod segment;
 pub mod session;
 pub mod token;
+pub mod uri;
 
 /// Messages generated from `proto/meshcast.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

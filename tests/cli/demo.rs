@@ -222,17 +222,12 @@ async fn fetch_and_compare(http: &reqwest::Client, client: &mut Client, id: Segm
         .fetch(id, Duration::from_secs(10))
         .await
         .unwrap_or_else(|e| panic!("fetching {id}: {e}"));
-    let descriptor = client.descriptor().descriptor();
-    let rendition = descriptor
-        .renditions
-        .iter()
-        .find(|r| r.id == id.rendition)
+    let url = client
+        .descriptor()
+        .descriptor()
+        .segment_url(id.rendition, &header.info().uri)
         .expect("the segment's rendition is in the descriptor");
-    let url = url::Url::parse(&descriptor.origin_url)
-        .and_then(|master| master.join(&rendition.uri))
-        .and_then(|playlist| playlist.join(&header.info().uri))
-        .unwrap();
-    let origin = get(http, url.as_str()).await.bytes().await.unwrap();
+    let origin = get(http, &url).await.bytes().await.unwrap();
     assert!(!body.is_empty());
     assert_eq!(body, origin, "{id} differs from the origin's {url}");
 }

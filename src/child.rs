@@ -3,7 +3,7 @@
 use std::process::Command;
 
 /// Makes the kernel kill the child when this process dies, however it dies
-/// (even by SIGKILL), so a killed demo or bench leaves no process behind.
+/// (even by SIGKILL), so a killed demo leaves no process behind.
 #[cfg(target_os = "linux")]
 pub fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt as _;

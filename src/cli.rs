@@ -4,11 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use meshcast_node::bench::MeshBench;
 use meshcast_proto::StreamId;
 
 use crate::config::{self, Overrides, ServeOverrides};
-use crate::{bench, demo, keygen, run};
+use crate::{demo, keygen, run};
 
 const ABOUT: &str = "meshcast — peer-to-peer delivery of live and on-demand video.
 
@@ -94,7 +93,7 @@ enum Command {
         #[arg(long, value_name = "STREAM_ID")]
         stream: Option<StreamId>,
         /// How long the token is valid, e.g. 2h or 7d.
-        #[arg(long, value_parser = crate::bench::parse_interval)]
+        #[arg(long, value_parser = config::parse_duration)]
         ttl: std::time::Duration,
         /// A viewer id, shown in gateway logs.
         #[arg(long, default_value = "")]
@@ -145,9 +144,6 @@ enum Command {
         )]
         log_format: config::LogFormat,
     },
-    /// Benchmarks that print figures.
-    #[command(subcommand)]
-    Bench(BenchCommand),
 }
 
 /// Deliberate gateway misbehaviour, shared by `node` and `relay`; hidden, for
@@ -160,56 +156,12 @@ pub struct GatewayFaults {
     pub fault_corrupt_every: u32,
 }
 
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Propagation latency, duplicate ratio and origin bytes in a mesh of swarms on loopback.
-    Mesh {
-        /// Nodes besides the publisher.
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
-        nodes: u32,
-        /// Bytes per segment.
-        #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
-        segment_bytes: u32,
-        /// Segments to publish.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-        segments: u32,
-        /// Time between segments, e.g. 1s or 500ms.
-        #[arg(long, default_value = "1s", value_parser = crate::bench::parse_interval)]
-        interval: std::time::Duration,
-        /// Print one JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Sessions served by one relay: native WebTransport clients in this process
-    /// against a `meshcast relay` child process on loopback.
-    Relay {
-        /// Viewer sessions.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=20_000))]
-        sessions: u32,
-        /// Stream bitrate in bit/s, e.g. 2000000.
-        #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(10_000..=100_000_000))]
-        bitrate: u64,
-        /// Segment duration, e.g. 2s.
-        #[arg(long, default_value = "2s", value_parser = crate::bench::parse_interval)]
-        segment_duration: std::time::Duration,
-        /// Measured time, after every session is open.
-        #[arg(long, default_value = "20s", value_parser = crate::bench::parse_interval)]
-        duration: std::time::Duration,
-        /// Print one JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// The whole suite: mesh propagation, origin offload, relay fan-out,
-    /// segment-protocol throughput against raw QUIC, node memory and (as root)
-    /// the mesh under network conditions. Writes `<out>/<date>.json`,
-    /// `<out>/<date>.md` and `<out>/<date>.svg`.
-    All(crate::bench::all::AllArgs),
-    /// The far end of the throughput bench (started by `bench all`).
-    #[command(hide = true)]
-    Peer(crate::bench::throughput::PeerArgs),
-    /// One mesh node of the network-conditions bench (started by `bench all`).
-    #[command(hide = true)]
-    Node(crate::bench::NodeArgs),
+impl From<GatewayFaults> for meshcast_relay::gateway::Faults {
+    fn from(faults: GatewayFaults) -> Self {
+        Self {
+            corrupt_every: faults.fault_corrupt_every,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,12 +217,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             layers,
             serve,
             faults,
-        } => run::node(layers.load_serving(&serve)?, false, faults)?,
+        } => run::node(layers.load_serving(&serve)?, false, faults.into())?,
         Command::Relay {
             layers,
             serve,
             faults,
-        } => run::node(layers.load_serving(&serve)?, true, faults)?,
+        } => run::node(layers.load_serving(&serve)?, true, faults.into())?,
         Command::Token {
             key,
             name,
@@ -308,39 +260,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             log_format,
         } => run::origin(dir, listen, log_format)?,
         Command::Demo(args) => demo::run(args)?,
-        Command::Bench(BenchCommand::Mesh {
-            nodes,
-            segment_bytes,
-            segments,
-            interval,
-            json,
-        }) => bench::mesh(
-            MeshBench {
-                nodes: nodes as usize,
-                segment_bytes: segment_bytes as usize,
-                segments: segments as usize,
-                interval,
-            },
-            json,
-        )?,
-        Command::Bench(BenchCommand::Relay {
-            sessions,
-            bitrate,
-            segment_duration,
-            duration,
-            json,
-        }) => bench::relay(
-            bench::RelayBench {
-                sessions: sessions as usize,
-                bitrate,
-                segment_duration,
-                duration,
-            },
-            json,
-        )?,
-        Command::Bench(BenchCommand::All(args)) => bench::all::run(args)?,
-        Command::Bench(BenchCommand::Peer(args)) => bench::throughput::peer(args)?,
-        Command::Bench(BenchCommand::Node(args)) => bench::netns::node(args)?,
         Command::Config { action } => match action {
             ConfigAction::Show { layers, serve } => {
                 print!("{}", layers.load_serving(&serve)?.to_toml()?)

@@ -694,6 +694,11 @@ fn parse_addr(key: &'static str, addr: &str) -> Result<Multiaddr, InvalidValue> 
         .map_err(|e| invalid(key, format!("address {addr:?} is not a multiaddr: {e}")))
 }
 
+/// Parses a duration flag: "250ms", "2h", "7d".
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))
+}
+
 /// Parses "1048576", "512MiB", "1.5 GiB", "64kB": binary (KiB, MiB, GiB) and
 /// decimal (kB, MB, GB) units.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {

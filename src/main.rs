@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-mod bench;
 mod child;
 mod cli;
 mod config;

@@ -16,13 +16,7 @@ use meshcast_proto::{PublisherKey, StreamId};
 use meshcast_relay::certs::CertSource;
 use meshcast_relay::{Gateway, Peer, wellknown};
 
-use crate::cli::GatewayFaults;
 use crate::config::{Config, GatewayConfig, LogFormat, RELAY_BROWSER_LISTEN, parse_peer_gateway};
-
-/// Logs to standard error, filtered by `RUST_LOG` (else `default`).
-pub fn init_logs(default: &str) {
-    init_logs_as(default, LogFormat::Text);
-}
 
 /// Logs to standard error in `format`, filtered by `RUST_LOG` (else `default`).
 /// JSON: one object per line, with the fields of the current span (`span`)
@@ -129,7 +123,11 @@ async fn until_ctrl_c(
 /// `meshcast node` and `meshcast relay`: a relay also serves circuit relay v2
 /// and always runs the browser gateway; a node runs it when
 /// `gateway.browser_listen` is set.
-pub fn node(config: Config, relay: bool, faults: GatewayFaults) -> anyhow::Result<()> {
+pub fn node(
+    config: Config,
+    relay: bool,
+    faults: meshcast_relay::gateway::Faults,
+) -> anyhow::Result<()> {
     init_logs_as("info", config.log.format);
     let follow = config.follow()?;
     let browser_listen = match config.gateway.browser_listen {
@@ -182,7 +180,7 @@ pub fn node(config: Config, relay: bool, faults: GatewayFaults) -> anyhow::Resul
 fn gateway_config(
     listen: SocketAddr,
     gateway: &GatewayConfig,
-    faults: GatewayFaults,
+    faults: meshcast_relay::gateway::Faults,
 ) -> anyhow::Result<meshcast_relay::Config> {
     let cert = match (&gateway.tls_cert, &gateway.tls_key) {
         (Some(cert), Some(key)) => CertSource::Files {
@@ -219,9 +217,7 @@ fn gateway_config(
             ..Default::default()
         },
         peers,
-        faults: meshcast_relay::gateway::Faults {
-            corrupt_every: faults.fault_corrupt_every,
-        },
+        faults,
         ..Default::default()
     })
 }

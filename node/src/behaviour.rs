@@ -11,7 +11,7 @@ use libp2p::{
 use meshcast_proto::pb;
 use prost::Message as _;
 
-use crate::node::Config;
+use crate::config::Config;
 
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshcast/kad/1.0.0");
 pub const IDENTIFY_PROTOCOL: &str = "/meshcast/id/1.0.0";

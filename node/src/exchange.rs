@@ -22,6 +22,9 @@ use meshcast_proto::{
     VerifyError,
 };
 
+pub use crate::mesh::Pushed;
+use crate::mesh::{Broken, Failure};
+
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/meshcast/segment/1");
 
 /// Bytes read from the stream at a time: the decoder never holds more than
@@ -51,6 +54,23 @@ pub enum ExchangeError {
 }
 
 impl ExchangeError {
+    /// How the mesh core weighs it: misbehaviour (with what failed
+    /// verification, if anything), or a failure that is nobody's fault.
+    pub fn broken(&self) -> Broken {
+        if !self.is_misbehaviour() {
+            return Broken::Failed(self.to_string());
+        }
+        let failure = match self {
+            Self::Body(_) => Some(Failure::Body),
+            Self::Verify(_) | Self::Decode(_) => Some(Failure::Header),
+            _ => None,
+        };
+        Broken::Misbehaved {
+            reason: self.to_string(),
+            failure,
+        }
+    }
+
     /// True when the error proves the peer sent bad data on purpose or by
     /// malfunction: forged or altered headers, bytes that do not match, frames
     /// over the limits. Timeouts and closed streams are not misbehaviour.
@@ -216,12 +236,6 @@ pub async fn pull(
     }
 }
 
-/// The result of a push.
-pub enum Pushed {
-    Delivered,
-    Declined(pb::DeclineReason),
-}
-
 /// Offers a segment over a fresh stream and sends the body if accepted.
 pub async fn push(
     mut framed: Framed,
@@ -264,5 +278,33 @@ pub async fn list_headers(
     match framed.read_message().await? {
         Body::Announce(a) => Ok(a.headers),
         _ => Err(ExchangeError::Protocol("unexpected answer to ListHeaders")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(error: &ExchangeError) -> Option<Failure> {
+        match error.broken() {
+            Broken::Misbehaved { failure, .. } => failure,
+            Broken::Failed(_) => None,
+        }
+    }
+
+    #[test]
+    fn errors_map_to_misbehaviour_and_what_failed() {
+        let body = ExchangeError::Body(BodyError::TooShort {
+            declared: 2,
+            received: 1,
+        });
+        assert_eq!(failure(&body), Some(Failure::Body));
+        let header = ExchangeError::Verify(VerifyError::BadSignature {
+            what: "segment header",
+        });
+        assert_eq!(failure(&header), Some(Failure::Header));
+        assert!(matches!(ExchangeError::Closed.broken(), Broken::Failed(_)));
+        let protocol = ExchangeError::Protocol("unexpected first message").broken();
+        assert!(matches!(protocol, Broken::Misbehaved { failure: None, .. }));
     }
 }

@@ -1,8 +1,10 @@
 //! meshcast edge node.
 //!
 //! The sans-I/O core, unit-tested deterministically:
-//! - [`store`]: segments bounded in bytes, live window first, LRU beyond.
-//! - [`scheduler`]: who sends which segment to whom (push, pull, origin).
+//! - [`mesh`]: everything a node decides — [`mesh::Mesh`] owns the
+//!   [`mesh::scheduler`] (who sends which segment to whom: push, pull,
+//!   origin), the [`mesh::store`] (segments bounded in bytes, live window
+//!   first, LRU beyond), followed streams, pending headers and bans.
 //!
 //! The shell:
 //! - [`node`]: the `(Node, Driver)` pair that owns the libp2p swarm.
@@ -13,18 +15,19 @@
 //! - [`metrics`]: Prometheus metric names and the helpers that update them.
 
 pub mod behaviour;
-pub mod bench;
 pub mod cache;
+pub mod config;
 pub mod exchange;
 pub mod identity;
 pub mod ingest;
+pub mod mesh;
 pub mod metrics;
 pub mod node;
 pub mod publisher;
-pub mod scheduler;
-pub mod store;
 
-pub use node::{Config, Driver, Event, Faults, Info, Node, NodeError, Seed, Source, Stats};
+pub use config::{Config, Faults};
+pub use mesh::{Seed, scheduler, store};
+pub use node::{Driver, Event, Info, Node, NodeError, Source, Stats};
 
 /// Microseconds since the Unix epoch: the time base of publish times and
 /// token expiries (signed values carry wall-clock time; the sans-I/O parts

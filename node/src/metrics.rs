@@ -47,31 +47,8 @@ pub const BUILD_INFO: &str = "meshcast_build_info";
 pub const PROPAGATION_BUCKETS: &[f64] =
     &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 10.0];
 
-/// How a stored segment came: the `source` label of [`SEGMENTS_RECEIVED`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Received {
-    /// Offered by a neighbour and accepted.
-    Push,
-    /// Asked for after an announcement.
-    Pull,
-    /// Fetched over HTTP because the mesh was late.
-    Origin,
-    /// Signed and injected by this node (the publisher).
-    Publisher,
-}
-
-impl Received {
-    pub const ALL: [Received; 4] = [Self::Push, Self::Pull, Self::Origin, Self::Publisher];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Push => "push",
-            Self::Pull => "pull",
-            Self::Origin => "origin",
-            Self::Publisher => "publisher",
-        }
-    }
-}
+/// The `source` labels of [`SEGMENTS_RECEIVED`]: see [`crate::mesh::Source::label`].
+pub const SOURCES: [&str; 5] = ["push", "pull", "origin", "publisher", "cache"];
 
 /// The `direction` label of [`BYTES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,15 +88,7 @@ impl Class {
 }
 
 /// The `what` label of [`VERIFICATION_FAILURES`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// A segment header that does not decode or whose signature does not verify.
-    Header,
-    /// A body longer, shorter or other than its signed header says.
-    Body,
-    /// A DHT record that is not a valid stream descriptor.
-    Descriptor,
-}
+pub use crate::mesh::Failure;
 
 impl Failure {
     pub const ALL: [Failure; 3] = [Self::Header, Self::Body, Self::Descriptor];
@@ -129,20 +98,6 @@ impl Failure {
             Self::Header => "header",
             Self::Body => "body",
             Self::Descriptor => "descriptor",
-        }
-    }
-
-    /// What a segment-exchange error says failed verification, if anything
-    /// (timeouts, closed streams and oversized frames are not verification
-    /// failures, though the last is misbehaviour).
-    pub fn of(error: &crate::exchange::ExchangeError) -> Option<Failure> {
-        use crate::exchange::ExchangeError as E;
-        match error {
-            E::Body(_) => Some(Self::Body),
-            E::Verify(_) | E::Decode(_) => Some(Self::Header),
-            E::Io(_) | E::Timeout(_) | E::Closed | E::Open(_) | E::Frame(_) | E::Protocol(_) => {
-                None
-            }
         }
     }
 }
@@ -202,8 +157,8 @@ impl Late {
     }
 }
 
-pub fn segment_received(source: Received) {
-    counter!(SEGMENTS_RECEIVED, "source" => source.label()).increment(1);
+pub fn segment_received(source: &'static str) {
+    counter!(SEGMENTS_RECEIVED, "source" => source).increment(1);
 }
 
 pub fn bytes(direction: Direction, class: Class, bytes: u64) {
@@ -327,8 +282,8 @@ pub fn register(version: &str) {
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the build");
 
     gauge!(BUILD_INFO, "version" => version.to_string()).set(1.0);
-    for source in Received::ALL {
-        counter!(SEGMENTS_RECEIVED, "source" => source.label()).increment(0);
+    for source in SOURCES {
+        counter!(SEGMENTS_RECEIVED, "source" => source).increment(0);
     }
     for direction in [Direction::In, Direction::Out] {
         for class in [Class::Mesh, Class::Origin, Class::Browser] {
@@ -388,25 +343,5 @@ mod tests {
         assert!(PROPAGATION_BUCKETS.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(PROPAGATION_BUCKETS.first(), Some(&0.01));
         assert_eq!(PROPAGATION_BUCKETS.last(), Some(&10.0));
-    }
-
-    #[test]
-    fn exchange_errors_map_to_what_failed() {
-        use crate::exchange::ExchangeError;
-        use meshcast_proto::BodyError;
-        let body = ExchangeError::Body(BodyError::TooShort {
-            declared: 2,
-            received: 1,
-        });
-        assert_eq!(Failure::of(&body), Some(Failure::Body));
-        let header = ExchangeError::Verify(meshcast_proto::VerifyError::BadSignature {
-            what: "segment header",
-        });
-        assert_eq!(Failure::of(&header), Some(Failure::Header));
-        assert_eq!(Failure::of(&ExchangeError::Closed), None);
-        assert_eq!(
-            Failure::of(&ExchangeError::Protocol("unexpected first message")),
-            None
-        );
     }
 }

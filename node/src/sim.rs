@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::scheduler::{Action, Config, Decision, Outcome, Scheduler, TransferId};
+use crate::mesh::scheduler::{Action, Config, Decision, Outcome, Scheduler, TransferId};
 
 type Node = u32;
 

@@ -7,122 +7,22 @@
 //! address may (`--browser-listen`).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-
 use meshcast_node::{Event, Node};
-use meshcast_proto::{SegmentId, StreamId, VerifiedDescriptor};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 use wtransport::tls::Sha256Digest;
 use wtransport::{Endpoint, ServerConfig};
 
 use crate::certs::{CertError, CertSource, Issued};
+pub use crate::config::{Config, Faults, Limits, Peer};
 use crate::session;
+use crate::shared::{Sessions, Shared, lock, wake, wake_all};
 use crate::wellknown;
-
-/// Limits that keep a gateway's memory and CPU bounded under abuse.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_sessions: usize,
-    pub max_sessions_per_ip: usize,
-    /// Requests being served at once, per session.
-    pub max_inflight: usize,
-    /// Segment bytes being sent at once, per session.
-    pub max_inflight_bytes: u64,
-    /// A session with no request for this long is closed.
-    pub idle_timeout: Duration,
-    /// Largest control frame a client may send.
-    pub max_client_frame: usize,
-    /// Time a client has to open its control stream and say Hello.
-    pub hello_timeout: Duration,
-    /// Longest a request may wait for a segment that has not arrived yet.
-    pub max_wait: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_sessions: 5_000,
-            max_sessions_per_ip: 32,
-            max_inflight: 16,
-            max_inflight_bytes: 64 << 20,
-            idle_timeout: Duration::from_secs(60),
-            max_client_frame: 4096,
-            hello_timeout: Duration::from_secs(5),
-            max_wait: Duration::from_secs(20),
-        }
-    }
-}
-
-/// Another gateway to tell clients about in Welcome.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Peer {
-    pub url: String,
-    pub cert_hashes: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// UDP address of the WebTransport endpoint.
-    pub listen: SocketAddr,
-    /// TCP address of the HTTP server for `/.well-known/meshcast`.
-    pub web_listen: SocketAddr,
-    /// Host name or address browsers use to reach this gateway (default: the listen IP).
-    pub public_host: Option<String>,
-    pub cert: CertSource,
-    pub limits: Limits,
-    /// Other gateways listed in Welcome.
-    pub peers: Vec<Peer>,
-    /// How long a Hello for an unknown stream may wait for the DHT.
-    pub find_timeout: Duration,
-    /// Deliberate misbehaviour, for tests and the demo only.
-    #[doc(hidden)]
-    pub faults: Faults,
-}
-
-/// Ways a gateway can be made to misbehave, so that tests (and the demo) can
-/// check that clients catch bad data and fetch elsewhere.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Faults {
-    /// Flip one byte in the body of every Nth delivery sent, counted over all
-    /// sessions (0: never). The signed header is left as it is, so only the
-    /// client's BLAKE3 check of the body can notice.
-    pub corrupt_every: u32,
-}
-
-impl Faults {
-    /// The body to send as the `n`th delivery (counted from 1).
-    pub(crate) fn body(&self, n: u64, body: &Bytes) -> Bytes {
-        let every = u64::from(self.corrupt_every);
-        if every == 0 || !n.is_multiple_of(every) || body.is_empty() {
-            return body.clone();
-        }
-        let mut bad = body.to_vec();
-        bad[body.len() / 2] ^= 0x01;
-        bad.into()
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
-            web_listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
-            public_host: None,
-            cert: CertSource::default(),
-            limits: Limits::default(),
-            peers: Vec::new(),
-            find_timeout: Duration::from_secs(10),
-            faults: Faults::default(),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -138,48 +38,6 @@ pub enum GatewayError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// State shared by the driver, sessions and the HTTP server.
-pub(crate) struct Shared {
-    pub node: Node,
-    pub config: Config,
-    pub url: String,
-    /// Hashes browsers may pin: the current certificate's first.
-    pub hashes: Mutex<Vec<(Sha256Digest, Option<SystemTime>)>>,
-    pub sessions: Mutex<Sessions>,
-    pub streams: Mutex<HashMap<StreamId, VerifiedDescriptor>>,
-    /// Requests waiting for a segment to arrive from the mesh.
-    pub waiters: Mutex<HashMap<SegmentId, Vec<oneshot::Sender<()>>>>,
-    /// Deliveries sent so far, over all sessions (for [`Faults`]).
-    deliveries: AtomicU64,
-}
-
-#[derive(Default)]
-pub(crate) struct Sessions {
-    pub total: usize,
-    pub per_ip: HashMap<IpAddr, usize>,
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Shared {
-    pub fn current_hashes(&self) -> Vec<Sha256Digest> {
-        lock(&self.hashes).iter().map(|(h, _)| h.clone()).collect()
-    }
-
-    /// The body to send for the next delivery: `body` itself unless a fault
-    /// is configured.
-    pub fn delivery_body(&self, body: &Bytes) -> Bytes {
-        let faults = self.config.faults;
-        if faults.corrupt_every == 0 {
-            return body.clone();
-        }
-        let n = self.deliveries.fetch_add(1, Ordering::Relaxed) + 1;
-        faults.body(n, body)
-    }
 }
 
 /// A handle to a running gateway.
@@ -380,22 +238,6 @@ impl Driver {
                 tracing::error!("certificate renewal failed, retrying: {e}");
                 self.issued.renew_at = SystemTime::now() + Duration::from_secs(5);
             }
-        }
-    }
-}
-
-fn wake(shared: &Shared, id: &SegmentId) {
-    if let Some(waiters) = lock(&shared.waiters).remove(id) {
-        for waiter in waiters {
-            let _ = waiter.send(());
-        }
-    }
-}
-
-fn wake_all(shared: &Shared) {
-    for (_, waiters) in lock(&shared.waiters).drain() {
-        for waiter in waiters {
-            let _ = waiter.send(());
         }
     }
 }

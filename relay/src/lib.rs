@@ -8,8 +8,10 @@
 
 pub mod certs;
 pub mod client;
+pub mod config;
 pub mod gateway;
 mod session;
+mod shared;
 pub mod wellknown;
 
 pub use client::{Client, ClientError, ClientEvent};

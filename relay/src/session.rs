@@ -27,7 +27,7 @@ use wtransport::endpoint::IncomingSession;
 use wtransport::stream::BiStream;
 use wtransport::{Connection, VarInt};
 
-use crate::gateway::{Shared, lock};
+use crate::shared::{Shared, lock};
 use meshcast_node::unix_now_us as now_us;
 
 type Control = Framed<Compat<BiStream>>;

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::certs::CertSource;
-use crate::gateway::Shared;
+use crate::shared::Shared;
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct WellKnown {

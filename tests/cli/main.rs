@@ -549,7 +549,6 @@ fn relay_and_node_serve_browsers_as_the_file_says_and_stop_on_sigterm() {
     let _ = child.wait();
 }
 
-mod bench;
 mod demo;
 mod examples;
 mod metrics;

@@ -7,6 +7,9 @@
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+#[cfg(test)]
+mod modules;
+
 /// The cargo-fuzz release the fuzz targets are built with; pinned so a new
 /// release cannot change flags under CI.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -31,6 +34,8 @@ tasks:
                         build, the fuzz targets (built and run briefly), all cargo tests, and
                         the end-to-end tests in headless Chromium
   web                   build the browser client (release wasm) and assemble target/web
+  bench ARGS...         build meshcast and meshcast-bench (release), then run
+                        `meshcast-bench ARGS`, e.g. `cargo xtask bench all [--quick]`
   bench-browser [ARGS]  time to first frame and segment latency in Chromium: mesh loader
                         against plain hls.js HTTP, on one demo deployment
   fuzz TARGET [SECONDS] run one fuzz target (frame_decoder, header_verify); default 60 s";
@@ -50,6 +55,7 @@ fn main() -> ExitCode {
         ["test", "--no-setup"] => test(),
         ["web"] => web_setup().and_then(|()| web()),
         ["demo", rest @ ..] => web_setup().and_then(|()| demo(rest)),
+        ["bench", rest @ ..] if !rest.is_empty() => bench(rest),
         ["bench-browser", rest @ ..] => web_setup()
             .and_then(|()| chromium_setup())
             .and_then(|()| bench_browser(rest)),
@@ -240,6 +246,25 @@ fn demo(args: &[&str]) -> Result {
     ];
     all.extend_from_slice(args);
     run("cargo", &all, None)
+}
+
+/// The benchmarks: `meshcast-bench` drives the `meshcast` binary next to it,
+/// so both are built (release, fresh) before it runs. Reports go to
+/// `bench/results/` (its default `--out`, relative to the workspace root).
+fn bench(args: &[&str]) -> Result {
+    run(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "meshcast",
+            "-p",
+            "meshcast-bench",
+        ],
+        None,
+    )?;
+    run("target/release/meshcast-bench", args, None)
 }
 
 fn bench_browser(args: &[&str]) -> Result {

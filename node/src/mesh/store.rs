@@ -8,6 +8,7 @@
 //! so `used_bytes() <= max_bytes` holds after every call.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +36,26 @@ pub enum Inserted {
     AlreadyHeld,
     /// Larger than the whole store.
     TooLarge,
+}
+
+/// The store as the node shares it: the [`Mesh`](super::Mesh) is its only
+/// writer; the tasks that serve peers and the gateway that serves browsers
+/// read segments through it concurrently, without a round trip through the
+/// node's event loop.
+#[derive(Debug, Clone)]
+pub struct Shared(Arc<Mutex<Store>>);
+
+impl Shared {
+    pub fn new(store: Store) -> Self {
+        Self(Arc::new(Mutex::new(store)))
+    }
+
+    /// Locks the store. Hold the guard briefly: the event loop waits on it.
+    pub fn lock(&self) -> MutexGuard<'_, Store> {
+        // Every method finishes its bookkeeping before returning, so a panic
+        // elsewhere while the lock was held leaves a consistent store.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[derive(Debug)]
@@ -108,6 +129,11 @@ impl Store {
         self.used += size;
         let evicted = self.evict(id);
         Inserted::New { evicted }
+    }
+
+    /// A held segment's header, without marking it used.
+    pub fn header(&self, id: &SegmentId) -> Option<&VerifiedHeader> {
+        self.entries.get(id).map(|e| &e.segment.header)
     }
 
     /// Returns a segment, marking it recently used.

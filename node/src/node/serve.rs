@@ -1,72 +1,188 @@
-//! Stream-level helpers: open, serve an inbound stream, fetch from the origin.
+//! Serving inbound segment-exchange streams: `Want`, `ListHeaders`, and
+//! `PushOffer` (which the mesh core answers, through the driver).
+//!
+//! Wants and header lists read the shared store and the disk cache directly:
+//! the event loop is not involved in serving what is already held.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
-/// Opens a segment-exchange stream, dialling the peer if needed.
-pub(super) async fn open(
-    control: &mut libp2p_stream::Control,
-    peer: PeerId,
-    limits: Limits,
-    timeout: Duration,
-) -> Result<Framed, ExchangeError> {
-    let stream = tokio::time::timeout(timeout, control.open_stream(peer, exchange::PROTOCOL))
-        .await
-        .map_err(|_| ExchangeError::Timeout(timeout))?
-        .map_err(|e| ExchangeError::Open(e.to_string()))?;
-    Ok(Framed::new(stream, limits, timeout))
+use bytes::Bytes;
+use libp2p::PeerId;
+use meshcast_proto::pb::{self, DeclineReason, mesh_message::Body};
+use meshcast_proto::{SegmentId, SignedHeader, StreamId, VerifiedHeader};
+use tokio::sync::{mpsc, oneshot};
+
+use super::handle::lock;
+use super::tasks::{Done, PushIn, faulty, read_cached};
+use crate::cache::Cache;
+use crate::config::Faults;
+use crate::exchange::{ExchangeError, Framed};
+use crate::mesh::scheduler::TransferId;
+use crate::mesh::{Broken, MAX_LISTED, store};
+
+/// An offer on its way to the mesh core, and where its answer goes.
+pub(super) struct OfferRequest {
+    pub(super) peer: PeerId,
+    pub(super) header: Option<pb::SegmentHeader>,
+    pub(super) reply: oneshot::Sender<Offered>,
 }
 
-/// Why an origin fetch brought no segment.
-pub(super) enum OriginError {
-    /// The request failed.
-    Fetch(String),
-    /// The origin's bytes are not the ones the publisher signed.
-    Verify(String),
-}
-
-pub(super) async fn fetch_origin(
-    http: &reqwest::Client,
-    url: &url::Url,
-    header: &VerifiedHeader,
-) -> Result<Bytes, OriginError> {
-    let body = fetch_url(http, url, header.info().length)
-        .await
-        .map_err(|e: FetchError| OriginError::Fetch(e.to_string()))?;
-    header
-        .verify_body(&body, header.info().length)
-        .map_err(|e| OriginError::Verify(format!("{url}: {e}")))?;
-    Ok(body)
+/// The mesh core's answer to an offer.
+pub(super) enum Offered {
+    /// Receive the body; stop if `cancel` fires.
+    Accept {
+        transfer: TransferId,
+        header: VerifiedHeader,
+        cancel: oneshot::Receiver<()>,
+    },
+    Decline(DeclineReason),
+    Reject(String),
 }
 
 /// What a task serving an inbound stream shares with the driver.
+#[derive(Clone)]
 pub(super) struct Shared {
-    pub(super) store: Arc<Mutex<Store>>,
+    pub(super) store: store::Shared,
     pub(super) cache: Option<Arc<Mutex<Cache>>>,
-    pub(super) internal: mpsc::Sender<Internal>,
-    pub(super) stats: Arc<Stats>,
+    pub(super) offers: mpsc::Sender<OfferRequest>,
     pub(super) announce_only: bool,
     pub(super) faults: Faults,
 }
 
-/// A held segment: from memory, else read back from the disk cache (and
-/// hashed again: a damaged file is deleted, never served).
-async fn held_segment(shared: &Shared, id: &SegmentId) -> Option<Segment> {
-    if let Some(segment) = lock(&shared.store).get(id) {
-        return Some(segment);
+/// Serves one inbound stream.
+pub(super) async fn serve(framed: Framed, peer: PeerId, shared: Shared) -> Done {
+    let mut download = None;
+    let result = answer(framed, peer, &shared, &mut download)
+        .await
+        .map_err(|e| e.broken());
+    Done::Inbound {
+        peer,
+        download,
+        result,
+    }
+}
+
+async fn answer(
+    mut framed: Framed,
+    peer: PeerId,
+    shared: &Shared,
+    download: &mut Option<PushIn>,
+) -> Result<(), ExchangeError> {
+    match framed.read_message().await? {
+        Body::Want(want) => {
+            let id = SegmentId::from_pb(
+                &want
+                    .id
+                    .ok_or(ExchangeError::Protocol("Want without an id"))?,
+            )?;
+            let segment = if shared.announce_only {
+                None
+            } else {
+                held_segment(shared, &id).await
+            };
+            match segment {
+                Some((header, body)) => {
+                    let (header, body) = faulty(&shared.faults, header.signed(), &body);
+                    framed
+                        .send(Body::Deliver(pb::Deliver {
+                            header: Some(header.to_pb()),
+                        }))
+                        .await?;
+                    framed.send_body(&body).await?;
+                    crate::metrics::bytes(
+                        crate::metrics::Direction::Out,
+                        crate::metrics::Class::Mesh,
+                        body.len() as u64,
+                    );
+                }
+                None => {
+                    framed
+                        .send(Body::Absent(pb::Absent {
+                            id: Some(id.to_pb()),
+                        }))
+                        .await?
+                }
+            }
+            framed.finish().await
+        }
+        Body::ListHeaders(list) => {
+            let stream = StreamId::from_bytes(&list.stream_id)?;
+            let headers = if list.in_order {
+                let after = list.after.as_ref().map(SegmentId::from_pb).transpose()?;
+                if after.is_some_and(|a| a.stream != stream) {
+                    return Err(ExchangeError::Protocol("ListHeaders after another stream"));
+                }
+                index_page(shared, &stream, after.as_ref())
+            } else {
+                let mut headers = shared.store.lock().headers(&stream);
+                // The newest are the most useful to a late joiner.
+                let skip = headers.len().saturating_sub(MAX_LISTED);
+                headers.drain(skip..).map(|h| h.to_pb()).collect()
+            };
+            framed
+                .send(Body::Announce(pb::Announce { headers }))
+                .await?;
+            framed.finish().await
+        }
+        Body::PushOffer(offer) => {
+            let (reply, answer) = oneshot::channel();
+            shared
+                .offers
+                .send(OfferRequest {
+                    peer,
+                    header: offer.header,
+                    reply,
+                })
+                .await
+                .map_err(|_| ExchangeError::Closed)?;
+            match answer.await.map_err(|_| ExchangeError::Closed)? {
+                Offered::Accept {
+                    transfer,
+                    header,
+                    cancel,
+                } => {
+                    framed.send(Body::PushAccept(pb::PushAccept {})).await?;
+                    let result = tokio::select! {
+                        body = framed.read_body(&header) => body.map_err(|e| e.broken()),
+                        _ = cancel => Err(Broken::Failed("cancelled".into())),
+                    };
+                    *download = Some((transfer, result.map(|body| (header, body))));
+                    Ok(())
+                }
+                Offered::Decline(reason) => {
+                    framed
+                        .send(Body::PushDecline(pb::PushDecline {
+                            reason: reason as i32,
+                        }))
+                        .await?;
+                    framed.finish().await
+                }
+                // The mesh core has banned the peer already.
+                Offered::Reject(reason) => {
+                    tracing::debug!("offer rejected: {reason}");
+                    Ok(())
+                }
+            }
+        }
+        _ => Err(ExchangeError::Protocol("unexpected first message")),
+    }
+}
+
+/// A held segment: from memory, else read back from the disk cache.
+async fn held_segment(shared: &Shared, id: &SegmentId) -> Option<(VerifiedHeader, Bytes)> {
+    if let Some(segment) = shared.store.lock().get(id) {
+        return Some((segment.header, segment.body));
     }
     let cache = shared.cache.clone()?;
-    let (header, path) = lock(&cache).request(id)?;
-    let read = {
-        let header = header.clone();
-        tokio::task::spawn_blocking(move || crate::cache::read_body(&path, &header))
-    };
-    match read.await.ok().flatten() {
-        Some(body) => Some(Segment { header, body }),
-        None => {
-            lock(&cache).delete(id);
-            None
-        }
+    if !lock(&cache).contains(id) {
+        return None;
     }
+    let id = *id;
+    tokio::task::spawn_blocking(move || read_cached(&cache, &id))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// One page of the headers held of `stream` in id order after `after`:
@@ -76,7 +192,9 @@ fn index_page(
     stream: &StreamId,
     after: Option<&SegmentId>,
 ) -> Vec<pb::SegmentHeader> {
-    let mut page: std::collections::BTreeMap<SegmentId, SignedHeader> = lock(&shared.store)
+    let mut page: BTreeMap<SegmentId, SignedHeader> = shared
+        .store
+        .lock()
         .headers_after(stream, after, MAX_LISTED)
         .into_iter()
         .map(|h| (h.info.id, h))
@@ -90,115 +208,4 @@ fn index_page(
         .take(MAX_LISTED)
         .map(|h| h.to_pb())
         .collect()
-}
-
-/// Serves one inbound stream. Returns the accepted push's transfer and result.
-pub(super) async fn serve(
-    mut framed: Framed,
-    peer: PeerId,
-    shared: Shared,
-) -> Result<Option<(TransferId, Result<(VerifiedHeader, Bytes), ExchangeError>)>, ExchangeError> {
-    let Shared {
-        store,
-        internal,
-        stats,
-        announce_only,
-        faults,
-        ..
-    } = &shared;
-    let (announce_only, faults) = (*announce_only, *faults);
-    match framed.read_message().await? {
-        Body::Want(want) => {
-            let id = SegmentId::from_pb(
-                &want
-                    .id
-                    .ok_or(ExchangeError::Protocol("Want without an id"))?,
-            )?;
-            let segment = if announce_only {
-                None
-            } else {
-                held_segment(&shared, &id).await
-            };
-            match segment {
-                Some(segment) => {
-                    let header = Some(faults.header(segment.header.signed()).to_pb());
-                    framed.send(Body::Deliver(pb::Deliver { header })).await?;
-                    framed.send_body(&faults.body(&segment.body)).await?;
-                    let bytes = segment.body.len() as u64;
-                    stats.bytes_out.fetch_add(bytes, Relaxed);
-                    crate::metrics::bytes(
-                        crate::metrics::Direction::Out,
-                        crate::metrics::Class::Mesh,
-                        bytes,
-                    );
-                }
-                None => {
-                    framed
-                        .send(Body::Absent(pb::Absent {
-                            id: Some(id.to_pb()),
-                        }))
-                        .await?
-                }
-            }
-            framed.finish().await?;
-            Ok(None)
-        }
-        Body::ListHeaders(list) => {
-            let stream = StreamId::from_bytes(&list.stream_id)?;
-            let headers = if list.in_order {
-                let after = list.after.as_ref().map(SegmentId::from_pb).transpose()?;
-                if after.is_some_and(|a| a.stream != stream) {
-                    return Err(ExchangeError::Protocol("ListHeaders after another stream"));
-                }
-                index_page(&shared, &stream, after.as_ref())
-            } else {
-                let mut headers = lock(store).headers(&stream);
-                // The newest are the most useful to a late joiner.
-                let skip = headers.len().saturating_sub(MAX_LISTED);
-                headers.drain(skip..).map(|h| h.to_pb()).collect()
-            };
-            framed
-                .send(Body::Announce(pb::Announce { headers }))
-                .await?;
-            framed.finish().await?;
-            Ok(None)
-        }
-        Body::PushOffer(offer) => {
-            let (reply, answer) = oneshot::channel();
-            internal
-                .send(Internal::Offer {
-                    peer,
-                    header: offer.header,
-                    reply,
-                })
-                .await
-                .map_err(|_| ExchangeError::Closed)?;
-            match answer.await.map_err(|_| ExchangeError::Closed)? {
-                OfferReply::Accept(transfer, header) => {
-                    framed.send(Body::PushAccept(pb::PushAccept {})).await?;
-                    let result = framed.read_body(&header).await.map(|body| (header, body));
-                    Ok(Some((transfer, result)))
-                }
-                OfferReply::Decline(reason) => {
-                    framed
-                        .send(Body::PushDecline(pb::PushDecline {
-                            reason: reason as i32,
-                        }))
-                        .await?;
-                    framed.finish().await?;
-                    Ok(None)
-                }
-                OfferReply::Reject(e) => Err(e),
-            }
-        }
-        _ => Err(ExchangeError::Protocol("unexpected first message")),
-    }
-}
-
-pub(super) fn descriptor_from_record(
-    record: &kad::Record,
-    id: &StreamId,
-) -> Option<VerifiedDescriptor> {
-    let msg = pb::StreamDescriptor::decode(record.value.as_slice()).ok()?;
-    SignedDescriptor::from_pb(&msg).ok()?.verify_for(id).ok()
 }

@@ -1,6 +1,6 @@
 //! The mesh under network conditions: two network namespaces joined by a
 //! veth pair, with netem delay and loss where the kernel has netem, every
-//! node a separate process (`ip netns exec NS meshcast bench node …`).
+//! node a separate process (`ip netns exec NS meshcast-bench node …`).
 //!
 //! Needs root and iproute2; otherwise the section says why it was skipped.
 //! Namespaces are named `mcb<pid>a`/`mcb<pid>b` and deleted when the bench
@@ -21,8 +21,8 @@ use meshcast_proto::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::all::Progress;
-use super::proc::Spawned;
+use super::proc::{Spawned, bench_self, quiet};
+use super::progress::Progress;
 use super::report::{Latency, NetnsResult, NetnsSection, fig};
 
 /// The subnet inside the two namespaces (they have their own network stacks,
@@ -39,7 +39,7 @@ pub struct Plan {
     pub interval: Duration,
 }
 
-/// `meshcast bench node`: one mesh node in its own process, for the
+/// `meshcast-bench node`: one mesh node in its own process, for the
 /// network-namespace bench. Prints `listening <multiaddr>` and `ready`; a
 /// publisher then waits for `go` on standard input and injects; other nodes
 /// print `stored <sequence> <µs since publication>` for each segment, then
@@ -94,7 +94,7 @@ fn stream(
 }
 
 pub fn node(args: NodeArgs) -> anyhow::Result<()> {
-    crate::run::init_logs("error");
+    crate::init_logs("error");
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let (node, driver) = Node::new(
@@ -348,19 +348,15 @@ fn first_line(e: &anyhow::Error) -> String {
     e.to_string().lines().next().unwrap_or("").to_string()
 }
 
-/// `ip netns exec NS meshcast bench node …`
+/// `ip netns exec NS meshcast-bench node …`
 fn spawn_node(name: &str, namespace: &str, args: &[String]) -> anyhow::Result<Spawned> {
-    let exe = std::env::current_exe().context("finding the meshcast binary")?;
     let mut command = Command::new("ip");
     command
         .args(["netns", "exec", namespace])
-        .arg(exe)
-        .args(["bench", "node"])
+        .arg(bench_self()?)
+        .arg("node")
         .args(args);
-    if std::env::var_os("RUST_LOG").is_none() {
-        command.env("RUST_LOG", "error");
-    }
-    Spawned::spawn(name, command)
+    Spawned::spawn(name, quiet(command))
 }
 
 pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<NetnsSection> {

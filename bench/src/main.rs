@@ -1,30 +1,158 @@
-//! `meshcast bench …`: benchmarks that print figures.
+//! `meshcast-bench`: benchmarks of meshcast that print figures.
 //!
 //! `mesh` and `relay` are single benches; `all` runs the whole suite and
 //! writes a JSON, Markdown and SVG report (see `docs/benchmarks.md`). The
-//! hidden `peer` and `node` subcommands are processes the suite spawns.
+//! hidden `peer` and `node` subcommands are processes the suite spawns of
+//! this program; the roles under test (`meshcast relay`, `node`, `publish`,
+//! `keygen`) are `meshcast` child processes (see [`proc::meshcast`]).
+//!
+//! A separate program so that the `meshcast` volunteers install carries none
+//! of this (nor plotters, indicatif or a quinn of its own).
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use meshcast_node::bench::{self, MeshBench, MeshReport};
+use clap::{Parser, Subcommand};
 use meshcast_node::unix_now_us as now_us;
 
-pub mod all;
-pub mod netns;
+use mesh::{MeshBench, MeshReport};
+
+mod all;
+mod mesh;
+mod netns;
 mod offload;
-pub mod proc;
+mod proc;
+mod progress;
 mod report;
 mod rss;
-pub mod throughput;
+mod throughput;
 mod vod;
 
-pub use netns::NodeArgs;
+const ABOUT: &str = "meshcast-bench — benchmarks of meshcast that print figures.
 
-pub fn mesh(bench: MeshBench, json: bool) -> anyhow::Result<()> {
-    crate::run::init_logs("warn");
+The roles under test run as `meshcast` child processes: the `meshcast` binary
+next to this one (same target directory), or the one named by MESHCAST_BIN.";
+
+#[derive(Debug, Parser)]
+#[command(name = "meshcast-bench", version, about = ABOUT)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Propagation latency, duplicate ratio and origin bytes in a mesh of swarms on loopback.
+    Mesh {
+        /// Nodes besides the publisher.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
+        nodes: u32,
+        /// Bytes per segment.
+        #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
+        segment_bytes: u32,
+        /// Segments to publish.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        segments: u32,
+        /// Time between segments, e.g. 1s or 500ms.
+        #[arg(long, default_value = "1s", value_parser = parse_interval)]
+        interval: Duration,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sessions served by one relay: native WebTransport clients in this process
+    /// against a `meshcast relay` child process on loopback.
+    Relay {
+        /// Viewer sessions.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+        sessions: u32,
+        /// Stream bitrate in bit/s, e.g. 2000000.
+        #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(10_000..=100_000_000))]
+        bitrate: u64,
+        /// Segment duration, e.g. 2s.
+        #[arg(long, default_value = "2s", value_parser = parse_interval)]
+        segment_duration: Duration,
+        /// Measured time, after every session is open.
+        #[arg(long, default_value = "20s", value_parser = parse_interval)]
+        duration: Duration,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The whole suite: mesh propagation, origin offload, relay fan-out,
+    /// segment-protocol throughput against raw QUIC, node memory and (as root)
+    /// the mesh under network conditions. Writes `<out>/<date>.json`,
+    /// `<out>/<date>.md` and `<out>/<date>.svg`.
+    All(all::AllArgs),
+    /// The far end of the throughput bench (started by `all`).
+    #[command(hide = true)]
+    Peer(throughput::PeerArgs),
+    /// One mesh node of the network-conditions bench (started by `all`).
+    #[command(hide = true)]
+    Node(netns::NodeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Mesh {
+            nodes,
+            segment_bytes,
+            segments,
+            interval,
+            json,
+        } => mesh(
+            MeshBench {
+                nodes: nodes as usize,
+                segment_bytes: segment_bytes as usize,
+                segments: segments as usize,
+                interval,
+            },
+            json,
+        ),
+        Command::Relay {
+            sessions,
+            bitrate,
+            segment_duration,
+            duration,
+            json,
+        } => relay(
+            RelayBench {
+                sessions: sessions as usize,
+                bitrate,
+                segment_duration,
+                duration,
+            },
+            json,
+        ),
+        Command::All(args) => all::run(args),
+        Command::Peer(args) => throughput::peer(args),
+        Command::Node(args) => netns::node(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` (else `default`).
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn mesh(bench: MeshBench, json: bool) -> anyhow::Result<()> {
+    init_logs("warn");
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let report = runtime.block_on(bench::run(&bench, |phase| eprintln!("bench: {phase}")))?;
+    let report = runtime.block_on(mesh::run(&bench, |phase| eprintln!("bench: {phase}")))?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -70,7 +198,7 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))
 }
 
-/// What `meshcast bench relay` measures.
+/// What `meshcast-bench relay` measures.
 #[derive(Debug, Clone)]
 pub struct RelayBench {
     pub sessions: usize,
@@ -184,8 +312,8 @@ async fn watch(
     (expected, delivered, late, bytes, latencies)
 }
 
-pub fn relay(bench: RelayBench, json: bool) -> anyhow::Result<()> {
-    crate::run::init_logs("error");
+fn relay(bench: RelayBench, json: bool) -> anyhow::Result<()> {
+    init_logs("error");
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime.block_on(run_relay(&bench, &|phase| eprintln!("bench: {phase}")))?;
     if json {
@@ -224,10 +352,7 @@ pub fn relay(bench: RelayBench, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn run_relay(
-    bench: &RelayBench,
-    progress: &dyn Fn(&str),
-) -> anyhow::Result<RelayReport> {
+async fn run_relay(bench: &RelayBench, progress: &dyn Fn(&str)) -> anyhow::Result<RelayReport> {
     use meshcast_proto::{Descriptor, PublisherKey, Rendition, SegmentId, SegmentInfo};
 
     let data_dir =

@@ -1,4 +1,4 @@
-//! `meshcast bench mesh`: propagation through a mesh of real swarms.
+//! `meshcast-bench mesh`: propagation through a mesh of real swarms.
 //!
 //! Starts a publisher and `nodes` nodes in this process, all on QUIC over
 //! 127.0.0.1. Every node dials the publisher and up to four earlier nodes
@@ -21,8 +21,8 @@ use rand::{Rng, RngCore, SeedableRng};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use crate::node::{Config, Event, Node, NodeError};
-use crate::unix_now_us as now_us;
+use meshcast_node::unix_now_us as now_us;
+use meshcast_node::{Config, Event, Node, NodeError};
 
 #[derive(Debug, Clone)]
 pub struct MeshBench {

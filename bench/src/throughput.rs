@@ -1,7 +1,7 @@
 //! Throughput of the segment protocol against raw QUIC, between the same
 //! two processes in the same run.
 //!
-//! The far end is a child process, `meshcast bench peer`: a real meshcast
+//! The far end is a child process, `meshcast-bench peer`: a real meshcast
 //! node (store, scheduler, `/meshcast/segment/1` over libp2p QUIC) holding
 //! signed segments, and a quinn endpoint that sends and swallows bytes. This
 //! process pulls and pushes the same number of bytes each way over both, in
@@ -28,8 +28,8 @@ use meshcast_proto::{
 };
 use quinn::VarInt;
 
-use super::all::Progress;
-use super::proc::{Spawned, cpu_seconds, meshcast};
+use super::proc::{Spawned, bench_self, cpu_seconds, quiet};
+use super::progress::Progress;
 use super::report::{ProtocolFigures, ThroughputSection, fig};
 
 /// Bytes per stream: one segment (a 4 s segment of a 2 Mbit/s stream).
@@ -53,7 +53,7 @@ pub struct Plan {
     pub rounds: usize,
 }
 
-/// `meshcast bench peer`: the far end of the throughput bench.
+/// `meshcast-bench peer`: the far end of the throughput bench.
 #[derive(Debug, clap::Args)]
 pub struct PeerArgs {
     /// Bytes per segment held for pulls.
@@ -377,10 +377,10 @@ async fn serve_raw_stream(mut stream: libp2p::Stream, chunk: Bytes) -> anyhow::R
     Ok(())
 }
 
-/// `meshcast bench peer`: prints `libp2p <multiaddr>`, `quinn <addr> <hash>`
+/// `meshcast-bench peer`: prints `libp2p <multiaddr>`, `quinn <addr> <hash>`
 /// and `ready`, then serves until its standard input closes.
 pub fn peer(args: PeerArgs) -> anyhow::Result<()> {
-    crate::run::init_logs("error");
+    crate::init_logs("error");
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -726,10 +726,10 @@ fn parse_peer(addr: &Multiaddr) -> anyhow::Result<PeerId> {
 
 pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<ThroughputSection> {
     progress.phase("throughput: starting the peer process");
-    let mut command = meshcast()?;
+    let mut command = std::process::Command::new(bench_self()?);
     let store_mib = (plan.mib_each_way * plan.rounds) as u64 + 64;
-    command.args(["bench", "peer", "--store-mib", &store_mib.to_string()]);
-    let mut child = Spawned::spawn("bench peer", command)?;
+    command.args(["peer", "--store-mib", &store_mib.to_string()]);
+    let mut child = Spawned::spawn("bench peer", quiet(command))?;
     let libp2p_addr: Multiaddr = child
         .line("libp2p", TIMEOUT)
         .await?

@@ -40,12 +40,12 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::all::{Progress, seconds};
 use super::offload::{
     CountingOrigin, Gateway, cpu, gateway_address, spawn_publisher, write_stream,
 };
 use super::proc::{Spawned, gauge, meshcast, scrape, serve_browsers};
-use super::report::{VodSection, fig};
+use super::progress::Progress;
+use super::report::{VodSection, fig, seconds};
 
 /// Sessions opened at once.
 const WAVE: usize = 50;

@@ -22,6 +22,11 @@ pub fn fig(value: f64, unit: &'static str) -> Fig {
     Fig { value, unit }
 }
 
+/// Seconds as a figure.
+pub fn seconds(d: std::time::Duration) -> Fig {
+    fig(d.as_secs_f64(), "s")
+}
+
 #[derive(Debug, Serialize)]
 pub struct MeshRun {
     pub nodes: usize,
@@ -575,7 +580,7 @@ pub fn markdown(r: &Report, stem: &str) -> String {
     let _ = writeln!(w, "# meshcast benchmarks, {}\n", r.started_utc);
     let _ = writeln!(
         w,
-        "`meshcast bench all{}` — meshcast {}, {} build, {} cores (Linux {}), load average {} at the start and {} at the end, {:.0} s in all. Chart: [{stem}.svg]({stem}.svg); every figure with its unit: [{stem}.json]({stem}.json).\n",
+        "`meshcast-bench all{}` — meshcast {}, {} build, {} cores (Linux {}), load average {} at the start and {} at the end, {:.0} s in all. Chart: [{stem}.svg]({stem}.svg); every figure with its unit: [{stem}.json]({stem}.json).\n",
         if r.quick { " --quick" } else { "" },
         r.version,
         r.build,
@@ -816,7 +821,7 @@ pub fn markdown(r: &Report, stem: &str) -> String {
         Some(t) => {
             let _ = writeln!(
                 w,
-                "Between this process and a `meshcast bench peer` child on 127.0.0.1: {} MiB each way per protocol and round, {} round(s), alternating protocols; {} MiB per stream, {} streams in flight. meshcast: libp2p QUIC, `/meshcast/segment/1` (`Want` → `Deliver` + body, `PushOffer` → `PushAccept` + body), every header and body verified, the peer a real node (store, scheduler). libp2p alone: a second swarm in the peer (QUIC and libp2p-stream only) answering quinn's requests on its streams, bytes only. quinn: the same QUIC windows, one bidirectional stream per chunk, bytes only. Ratio meshcast ÷ quinn: **{}** (libp2p alone ÷ quinn: {}). Streams dropped by the peer on arrival and opened again (rust-libp2p#5651): {} meshcast, {} libp2p alone; pushes declined as busy and offered again: {}. BLAKE3 over the same bodies, one core: {} core-s per GiB (each body is hashed once, by its receiver).\n",
+                "Between this process and a `meshcast-bench peer` child on 127.0.0.1: {} MiB each way per protocol and round, {} round(s), alternating protocols; {} MiB per stream, {} streams in flight. meshcast: libp2p QUIC, `/meshcast/segment/1` (`Want` → `Deliver` + body, `PushOffer` → `PushAccept` + body), every header and body verified, the peer a real node (store, scheduler). libp2p alone: a second swarm in the peer (QUIC and libp2p-stream only) answering quinn's requests on its streams, bytes only. quinn: the same QUIC windows, one bidirectional stream per chunk, bytes only. Ratio meshcast ÷ quinn: **{}** (libp2p alone ÷ quinn: {}). Streams dropped by the peer on arrival and opened again (rust-libp2p#5651): {} meshcast, {} libp2p alone; pushes declined as busy and offered again: {}. BLAKE3 over the same bodies, one core: {} core-s per GiB (each body is hashed once, by its receiver).\n",
                 show(&t.mib_each_way, 0),
                 t.rounds,
                 show(&t.chunk, 0),
@@ -904,7 +909,7 @@ pub fn markdown(r: &Report, stem: &str) -> String {
         }) => {
             let _ = writeln!(
                 w,
-                "Two network namespaces joined by a veth pair; conditions: **{}**. Every node is a separate process (`ip netns exec NS meshcast bench node`); the publisher and {} nodes in the first namespace, {} nodes in the second. {} segments of {:.0} kB. Duplicate ratio {}.\n",
+                "Two network namespaces joined by a veth pair; conditions: **{}**. Every node is a separate process (`ip netns exec NS meshcast-bench node`); the publisher and {} nodes in the first namespace, {} nodes in the second. {} segments of {:.0} kB. Duplicate ratio {}.\n",
                 n.conditions,
                 n.nodes_per_namespace,
                 n.nodes_per_namespace,
@@ -953,7 +958,7 @@ pub fn svg(r: &Report) -> anyhow::Result<String> {
         let root = SVGBackend::with_string(&mut out, (1600, 760)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_error)?;
         let title = format!(
-            "meshcast bench all{} — {} ({} build)",
+            "meshcast-bench all{} — {} ({} build)",
             if r.quick { " --quick" } else { "" },
             r.started_utc,
             r.build

@@ -18,9 +18,9 @@ use meshcast_proto::{Descriptor, PublisherKey, Rendition, SegmentId, SegmentInfo
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::all::{Progress, seconds};
 use super::proc::{Spawned, cpu_seconds, gauge, memory, meshcast, scrape};
-use super::report::{RssSection, fig};
+use super::progress::Progress;
+use super::report::{RssSection, fig, seconds};
 
 #[derive(Debug, Clone)]
 pub struct Plan {

@@ -30,9 +30,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::all::{Progress, seconds};
 use super::proc::{Spawned, cpu_seconds, meshcast, serve_browsers};
-use super::report::{OffloadRun, OffloadSection, fig};
+use super::progress::Progress;
+use super::report::{OffloadRun, OffloadSection, fig, seconds};
 
 /// Segments in the generated stream (the origin loops them live).
 const STREAM_SEGMENTS: usize = 10;
@@ -364,7 +364,8 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<OffloadSect
     })
 }
 
-/// Starts `meshcast publish` of `master` with a new key in `dir`, on
+/// Starts `meshcast publish` of `master` with a new key in `dir` (from
+/// `meshcast keygen`), on
 /// loopback QUIC; returns it with its listening address and stream id.
 pub(super) async fn spawn_publisher(
     dir: &Path,
@@ -372,7 +373,18 @@ pub(super) async fn spawn_publisher(
     name: &str,
 ) -> anyhow::Result<(Spawned, String, String)> {
     let key = dir.join("publisher.key");
-    crate::keygen::write_new_key(&key, false)?;
+    let mut keygen = meshcast()?;
+    keygen.arg("keygen").arg("--out").arg(&key);
+    let made = tokio::process::Command::from(keygen)
+        .output()
+        .await
+        .context("running `meshcast keygen`")?;
+    anyhow::ensure!(
+        made.status.success(),
+        "`meshcast keygen` failed ({}): {}",
+        made.status,
+        String::from_utf8_lossy(&made.stderr).trim()
+    );
     let mut command = meshcast()?;
     command
         .args(["publish", "--origin", master, "--name", name])

@@ -1,4 +1,4 @@
-//! `meshcast bench all --quick`: every section runs and reports sane figures.
+//! `meshcast-bench all --quick`: every section runs and reports sane figures.
 //! Nothing here asserts speed: the figures are checked for presence, units,
 //! finiteness and plausible ranges only.
 
@@ -6,6 +6,42 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_meshcast-bench");
+
+/// `meshcast-bench`, with the `meshcast` binary it drives (the one next to
+/// it) built and up to date. Cargo builds only this package's binaries for
+/// its tests, so `cargo test -p meshcast-bench` alone would otherwise run a
+/// missing or stale `meshcast`; under `cargo test --workspace` the build is a
+/// no-op. With `MESHCAST_BIN` set, that binary is used as it is.
+fn bench_with_meshcast() -> Command {
+    if std::env::var_os("MESHCAST_BIN").is_none() {
+        let dir = Path::new(BENCH).parent().expect("a target directory");
+        // target/debug is the dev profile's; other profiles have their own.
+        let profile = match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
+        let build = Command::new(env!("CARGO"))
+            .args(["build", "-p", "meshcast", "--bin", "meshcast"])
+            .args(["--profile", profile])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run cargo");
+        assert!(
+            build.status.success(),
+            "`cargo build -p meshcast --profile {profile}` failed:\n{}",
+            String::from_utf8_lossy(&build.stderr)
+        );
+        let meshcast = dir.join("meshcast");
+        assert!(
+            meshcast.is_file(),
+            "{} is missing after `cargo build -p meshcast --profile {profile}` (tests built with --target or --target-dir?): build it next to {BENCH}, or set MESHCAST_BIN",
+            meshcast.display()
+        );
+    }
+    Command::new(BENCH)
+}
 
 fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
@@ -87,11 +123,11 @@ fn check_svg(text: &str) {
 #[test]
 fn bench_all_quick_reports_every_section() {
     let out = tempfile::tempdir().unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_meshcast"))
-        .args(["bench", "all", "--quick", "--out"])
+    let run = bench_with_meshcast()
+        .args(["all", "--quick", "--out"])
         .arg(out.path())
         .output()
-        .expect("run meshcast");
+        .expect("run meshcast-bench");
     let stderr = String::from_utf8_lossy(&run.stderr);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{stdout}\n{stderr}");
@@ -332,9 +368,8 @@ fn bench_all_quick_reports_every_section() {
 
 #[test]
 fn bench_all_refuses_unknown_sections() {
-    let run = Command::new(env!("CARGO_BIN_EXE_meshcast"))
+    let run = Command::new(BENCH)
         .args([
-            "bench",
             "all",
             "--quick",
             "--only",
@@ -343,11 +378,28 @@ fn bench_all_refuses_unknown_sections() {
             "/nonexistent",
         ])
         .output()
-        .expect("run meshcast");
+        .expect("run meshcast-bench");
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
         stderr.contains("nosuch") && stderr.contains("throughput"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_meshcast_binary_is_named_with_how_to_build_it() {
+    let run = Command::new(BENCH)
+        .args(["relay", "--sessions", "1", "--duration", "1s"])
+        .env("MESHCAST_BIN", "/nonexistent/meshcast")
+        .output()
+        .expect("run meshcast-bench");
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("/nonexistent/meshcast")
+            && stderr.contains("MESHCAST_BIN")
+            && stderr.contains("cargo build -p meshcast"),
         "{stderr}"
     );
 }

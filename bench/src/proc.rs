@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -91,7 +92,7 @@ impl Spawned {
             // Its own process group: a Ctrl-C in the terminal reaches only the
             // bench, which stops its children and cleans up.
             .process_group(0);
-        crate::child::die_with_parent(&mut command);
+        die_with_parent(&mut command);
         let mut child = command
             .spawn()
             .with_context(|| format!("starting the {name} ({command:?})"))?;
@@ -220,15 +221,68 @@ pub fn serve_browsers(command: &mut Command, sessions: usize) {
     ]);
 }
 
-/// `Command` for this program (`meshcast`), with `RUST_LOG=error` unless the
-/// caller's environment says otherwise.
+/// Environment variable naming the `meshcast` binary the benches run.
+pub const MESHCAST_BIN: &str = "MESHCAST_BIN";
+
+/// The `meshcast` binary: `$MESHCAST_BIN`, else the one next to this program
+/// (`cargo build` puts both in the same target directory).
+pub fn meshcast_path() -> anyhow::Result<PathBuf> {
+    let (path, whence) = match std::env::var_os(MESHCAST_BIN).filter(|v| !v.is_empty()) {
+        Some(path) => (PathBuf::from(path), format!("named by {MESHCAST_BIN}")),
+        None => {
+            let me = std::env::current_exe().context("finding the meshcast-bench binary")?;
+            let dir = me
+                .parent()
+                .context("the meshcast-bench binary has no parent directory")?;
+            (dir.join("meshcast"), format!("next to {}", me.display()))
+        }
+    };
+    anyhow::ensure!(
+        path.is_file(),
+        "the meshcast binary {} ({whence}) is missing: build it with `cargo build -p meshcast` (or --release), or set {MESHCAST_BIN} to a meshcast binary",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// `Command` for `meshcast` (see [`meshcast_path`]), with `RUST_LOG=error`
+/// unless the caller's environment says otherwise.
 pub fn meshcast() -> anyhow::Result<Command> {
-    let exe = std::env::current_exe().context("finding the meshcast binary")?;
-    let mut command = Command::new(exe);
+    Ok(quiet(Command::new(meshcast_path()?)))
+}
+
+/// This program (`meshcast-bench`), for its hidden `peer` and `node`
+/// subcommands.
+pub fn bench_self() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("finding the meshcast-bench binary")
+}
+
+/// `RUST_LOG=error` for a child unless the caller's environment says otherwise.
+pub fn quiet(mut command: Command) -> Command {
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "error");
     }
-    Ok(command)
+    command
+}
+
+/// Makes the kernel kill the child when this process dies, however it dies
+/// (even by SIGKILL), so a killed bench leaves no process behind.
+fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe system calls (prctl, getppid, raise).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                libc::raise(libc::SIGKILL);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The text of a child's `/metrics` page at `url` (as it printed it).

@@ -1,16 +1,15 @@
-//! `meshcast bench all`: every benchmark in one run, written as
+//! `meshcast-bench all`: every benchmark in one run, written as
 //! `<out>/<date>.json` (every figure with its unit), `<out>/<date>.md` (a
 //! table per section and the goals, met or missed) and `<out>/<date>.svg`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use meshcast_node::bench::MeshBench;
 
-use super::report::{self, FanoutSection, FanoutStep, Fig, MeshRun, Report, fig};
+use super::mesh::MeshBench;
+use super::progress::Progress;
+use super::report::{self, FanoutSection, FanoutStep, MeshRun, Report, fig};
 use super::{netns, offload, rss, throughput, vod};
 
 /// The sections, in the order they run.
@@ -39,56 +38,6 @@ pub struct AllArgs {
     /// fanout, throughput, rss, netns.
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SECTIONS))]
     pub only: Vec<String>,
-}
-
-/// Phases for whoever watches: a progress bar on a terminal, plain lines on
-/// standard error otherwise (logs, CI, tests).
-pub struct Progress {
-    bar: Option<ProgressBar>,
-}
-
-impl Progress {
-    fn new(steps: u64) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
-            if let Ok(style) = ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}",
-            ) {
-                bar.set_style(style);
-            }
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
-        Self { bar }
-    }
-
-    /// What is running now.
-    pub fn phase(&self, message: &str) {
-        match &self.bar {
-            Some(bar) => bar.set_message(message.to_string()),
-            None => eprintln!("bench: {message}"),
-        }
-    }
-
-    /// A line that stays (a result, a warning).
-    pub fn note(&self, message: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(message),
-            None => eprintln!("{message}"),
-        }
-    }
-
-    fn step(&self) {
-        if let Some(bar) = &self.bar {
-            bar.inc(1);
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
 }
 
 /// Sizes of a run: `--quick` or the full suite.
@@ -203,7 +152,15 @@ impl Plan {
 }
 
 pub fn run(args: AllArgs) -> anyhow::Result<()> {
-    crate::run::init_logs("error");
+    crate::init_logs("error");
+    let wanted = |section: &str| args.only.is_empty() || args.only.iter().any(|s| s == section);
+    // These run `meshcast` child processes: say now, not per section, if it is missing.
+    if ["offload", "vod", "fanout", "rss"]
+        .iter()
+        .any(|s| wanted(s))
+    {
+        super::proc::meshcast_path()?;
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let started = SystemTime::now();
     let (started_utc, file_stem) = utc_stamp(started);
@@ -211,7 +168,6 @@ pub fn run(args: AllArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let plan = Plan::new(args.quick);
     let progress = Progress::new(plan.steps());
-    let wanted = |section: &str| args.only.is_empty() || args.only.iter().any(|s| s == section);
 
     let mut report = Report::new(started_utc, args.quick);
     let suite = async {
@@ -311,7 +267,7 @@ async fn mesh_run(plan: &MeshBench, nodes: usize, progress: &Progress) -> anyhow
     };
     progress.phase(&format!("mesh: {nodes} nodes"));
     let (cpu_before, start) = (super::proc::cpu_seconds("self")?, std::time::Instant::now());
-    let r = meshcast_node::bench::run(&bench, |phase| {
+    let r = super::mesh::run(&bench, |phase| {
         progress.phase(&format!("mesh ({nodes} nodes): {phase}"))
     })
     .await?;
@@ -409,11 +365,6 @@ pub fn utc_stamp(t: SystemTime) -> (String, String) {
         format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z"),
         format!("{y:04}-{mo:02}-{d:02}T{h:02}-{m:02}-{s:02}Z"),
     )
-}
-
-/// Seconds as a figure.
-pub fn seconds(d: Duration) -> Fig {
-    fig(d.as_secs_f64(), "s")
 }
 
 #[cfg(test)]

@@ -1,0 +1,1081 @@
+//! The mesh core: everything an edge node decides, with no I/O.
+//!
+//! [`Mesh`] owns the [`Scheduler`], the [`Store`], the followed streams, the
+//! headers learned but not held (`pending`), holders (inside the scheduler)
+//! and bans. It has no sockets, no tasks and no clock: the shell reports what
+//! happened, with the time, and performs what the mesh asks for. The same
+//! `Mesh` runs inside the libp2p node (`crate::node`) and, by the thousand,
+//! inside the simulator (`crate::sim`), like quinn-proto's `Connection`
+//! inside quinn and inside its tests.
+//!
+//! # How a shell drives it
+//!
+//! 1. Report each event with the `handle_*` method that names it, passing
+//!    `now`: a neighbour up or down ([`Mesh::handle_peer_up`]), an RTT, an
+//!    announcement ([`Mesh::handle_announce`], which answers gossip's
+//!    validation), an offer ([`Mesh::handle_offer`], which answers it), a
+//!    header list, the end of a download or an upload, a cache read or
+//!    write, a peer that broke the protocol; or a command: [`Mesh::follow`],
+//!    [`Mesh::unfollow`], [`Mesh::inject`], [`Mesh::demand`].
+//! 2. Drain [`Mesh::poll_output`] until it returns `None` and perform each
+//!    [`Output`] in order (an output may depend on the one before: a ban
+//!    follows the gossip validation that caused it).
+//! 3. Sleep until [`Mesh::poll_timeout`], then call [`Mesh::handle_timeout`]
+//!    (and drain again). Any `handle_*` call may change the timeout.
+//!
+//! Every transfer the mesh starts ([`Output::Push`], [`Output::Pull`],
+//! [`Output::FetchOrigin`]) and every offer it accepts must be reported
+//! exactly once ([`Mesh::handle_download`], [`Mesh::handle_upload`]), also
+//! when the mesh cancelled it ([`Output::Cancel`]): report it failed.
+//!
+//! Peers are any `Copy + Ord + Hash` type: libp2p's `PeerId` in the node, a
+//! number in the simulator.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use meshcast_proto::pb::{self, DeclineReason};
+use meshcast_proto::{
+    SegmentId, SignedHeader, StreamId, StreamKey, VerifiedDescriptor, VerifiedHeader,
+};
+use prost::Message as _;
+
+pub mod scheduler;
+pub mod store;
+mod streams;
+#[cfg(test)]
+mod tests;
+
+use scheduler::{Action, Decision, Outcome, Scheduler, TransferId};
+use store::{Inserted, Store};
+use streams::Followed;
+pub use streams::Seed;
+
+/// Headers answered to one header list: well within a 64 KiB frame.
+pub const MAX_LISTED: usize = 200;
+/// Pages of a VOD's header index read from one peer: 100,000 headers, the
+/// most segments a playlist may list per rendition in the ingest (a bound on
+/// what a peer can make this node hold).
+pub const MAX_INDEX_PAGES: u32 = 500;
+/// Unheld headers remembered at once, all streams together.
+pub const MAX_PENDING: usize = 200_000;
+/// How often headers that left every live window are forgotten.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The mesh's settings. The node builds it from its configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub scheduler: scheduler::Config,
+    /// Most bytes of segments held in memory.
+    pub store_max_bytes: u64,
+    /// Live segments published this long before a stream's newest are kept
+    /// first and downloaded at all.
+    pub live_window: Duration,
+    /// How long a peer that sent bad data stays banned.
+    pub ban_duration: Duration,
+    /// Push nothing (a publisher on a thin uplink): announce, and leave the
+    /// first copies to the origin.
+    pub announce_only: bool,
+    /// The node writes segments to a disk cache ([`Output::WriteCache`]).
+    pub disk_cache: bool,
+    /// Most bytes of VOD segments seeded, all VODs together.
+    pub seed_capacity: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            scheduler: scheduler::Config::default(),
+            store_max_bytes: 512 << 20,
+            live_window: Duration::from_secs(30),
+            ban_duration: Duration::from_secs(600),
+            announce_only: false,
+            disk_cache: false,
+            seed_capacity: (512 << 20) / 10 * 9,
+        }
+    }
+}
+
+/// Where a stored segment came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source<P> {
+    /// Signed by this node (the publisher).
+    Injected,
+    /// Offered by a neighbour and accepted.
+    Push(P),
+    /// Asked of a neighbour.
+    Pull(P),
+    /// Fetched over HTTP because the mesh was late.
+    Origin,
+    /// Read back from this node's disk cache.
+    Cache,
+}
+
+impl<P> Source<P> {
+    /// The neighbour that sent it, if one did.
+    pub fn peer(&self) -> Option<&P> {
+        match self {
+            Source::Push(p) | Source::Pull(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// A metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Source::Injected => "publisher",
+            Source::Push(_) => "push",
+            Source::Pull(_) => "pull",
+            Source::Origin => "origin",
+            Source::Cache => "cache",
+        }
+    }
+}
+
+/// What failed verification, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A segment header that does not decode or whose signature does not verify.
+    Header,
+    /// A body longer, shorter or other than its signed header says.
+    Body,
+    /// A DHT record that is not a valid stream descriptor.
+    Descriptor,
+}
+
+/// Why a transfer or an exchange ended without what it was for, as the shell
+/// classifies it. Only [`Broken::Misbehaved`] is ever held against a peer:
+/// slowness, resets and cancellations are the internet, not an attack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broken {
+    /// Timed out, reset, refused, cancelled, closed.
+    Failed(String),
+    /// Bytes that fail verification or break the protocol.
+    Misbehaved {
+        reason: String,
+        failure: Option<Failure>,
+    },
+}
+
+/// How a push (our offer) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Accepted, and the whole body sent.
+    Delivered,
+    Declined(DeclineReason),
+}
+
+/// The answer to an offer ([`Mesh::handle_offer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OfferReply {
+    /// Receive the body, verify it against `header`, and report the download
+    /// as `transfer`.
+    Accept {
+        transfer: TransferId,
+        header: VerifiedHeader,
+    },
+    Decline(DeclineReason),
+    /// The offer does not verify; the peer is banned (see the outputs).
+    Reject(String),
+}
+
+/// What gossip should do with an announcement ([`Mesh::handle_announce`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Valid: forward it.
+    Accept,
+    /// Not ours to judge (a stream not followed): do not forward.
+    Ignore,
+    /// Invalid: penalise the peer that forwarded it.
+    Reject,
+}
+
+/// What the shell performs, drained with [`Mesh::poll_output`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output<P> {
+    /// Offer a held segment to `peer` and send `body` if it accepts. Report
+    /// with [`Mesh::handle_upload`].
+    Push {
+        transfer: TransferId,
+        peer: P,
+        header: VerifiedHeader,
+        body: Bytes,
+    },
+    /// Ask `peer` for a segment, verified against `key`. Report with
+    /// [`Mesh::handle_download`].
+    Pull {
+        transfer: TransferId,
+        peer: P,
+        id: SegmentId,
+        key: StreamKey,
+    },
+    /// Fetch a late segment over HTTP and verify it against `header`.
+    /// Report with [`Mesh::handle_download`].
+    FetchOrigin {
+        transfer: TransferId,
+        url: String,
+        header: VerifiedHeader,
+    },
+    /// Abandon a transfer: it timed out, or another one delivered. It must
+    /// still be reported (as failed, unless it completed first).
+    Cancel {
+        transfer: TransferId,
+    },
+    /// Ask `peer` what it holds of `stream`: page 0 is a live stream's
+    /// newest headers; pages 1, 2, … a VOD's index in id order, after
+    /// `after`. Report with [`Mesh::handle_headers`].
+    RequestHeaders {
+        peer: P,
+        stream: StreamId,
+        page: u32,
+        after: Option<SegmentId>,
+    },
+    /// A stream is followed (`first`: it was not before): subscribe to its
+    /// announcements, provide it in the DHT, and if `first`, load what the
+    /// disk cache holds of it ([`Mesh::handle_cache_loaded`]).
+    Follow {
+        descriptor: VerifiedDescriptor,
+        first: bool,
+    },
+    /// A stream is no longer followed: unsubscribe, stop providing.
+    Unfollow {
+        stream: StreamId,
+    },
+    /// Gossip an announcement on the topic of one rendition of a stream.
+    Gossip {
+        stream: StreamId,
+        rendition: u32,
+        announce: Bytes,
+    },
+    /// Disconnect and refuse `peer` until [`Output::Unban`].
+    Ban {
+        peer: P,
+        reason: String,
+        failure: Option<Failure>,
+    },
+    Unban {
+        peer: P,
+    },
+    /// A verified segment entered the store.
+    Stored {
+        header: VerifiedHeader,
+        source: Source<P>,
+        bytes: u64,
+    },
+    /// Write a verified segment to the disk cache; report what the cache
+    /// deleted with [`Mesh::handle_cache_written`].
+    WriteCache {
+        header: VerifiedHeader,
+        body: Bytes,
+    },
+    /// A viewer wants a segment held only on disk: read it back and report
+    /// with [`Mesh::handle_cache_read`].
+    ReadCache {
+        id: SegmentId,
+    },
+    /// Bytes from the origin failed verification (no peer to blame).
+    VerificationFailed(Failure),
+    /// Something went wrong that the node survives.
+    Warning(String),
+}
+
+/// A download in flight: what it brings, from whom, since when.
+#[derive(Debug, Clone, Copy)]
+struct Download<P> {
+    id: SegmentId,
+    source: Source<P>,
+    started: Instant,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Mesh<P> {
+    config: Config,
+    /// This node's id as bytes: its share of a VOD (rendezvous hashing).
+    me: Vec<u8>,
+    scheduler: Scheduler<P>,
+    store: store::Shared,
+    /// Segments in the disk cache (or being written to it), with their sizes.
+    on_disk: HashMap<SegmentId, u64>,
+    streams: HashMap<StreamId, Followed>,
+    /// Verified headers of segments learned but not held.
+    pending: HashMap<SegmentId, VerifiedHeader>,
+    neighbours: BTreeSet<P>,
+    banned: HashMap<P, Instant>,
+    downloads: HashMap<TransferId, Download<P>>,
+    outputs: VecDeque<Output<P>>,
+    next_prune: Option<Instant>,
+}
+
+impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
+    /// `me` is this node's id (any stable bytes); `seed` seeds the scheduler's
+    /// randomness (choice of push targets).
+    pub fn new(config: Config, me: &[u8], seed: u64) -> Self {
+        let mut scheduler_config = config.scheduler.clone();
+        if config.announce_only {
+            scheduler_config.push_parallel = 0;
+        }
+        Self {
+            scheduler: Scheduler::new(scheduler_config, seed),
+            store: store::Shared::new(Store::new(config.store_max_bytes, config.live_window)),
+            config,
+            me: me.to_vec(),
+            on_disk: HashMap::new(),
+            streams: HashMap::new(),
+            pending: HashMap::new(),
+            neighbours: BTreeSet::new(),
+            banned: HashMap::new(),
+            downloads: HashMap::new(),
+            outputs: VecDeque::new(),
+            next_prune: None,
+        }
+    }
+
+    /// The store, for readers (serving tasks, the gateway, tests).
+    pub fn store(&self) -> &store::Shared {
+        &self.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The next thing for the shell to do.
+    pub fn poll_output(&mut self) -> Option<Output<P>> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Mesh::handle_timeout`] has work next, if ever.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        let bans = self.banned.values().min().copied();
+        [self.scheduler.next_wakeup(now), bans, self.next_prune]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Runs timers: pulls, transfer timeouts, origin fallback, unbans,
+    /// forgetting headers that left the live window.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.scheduler.tick(now);
+        let expired: Vec<P> = self
+            .banned
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in expired {
+            self.banned.remove(&peer);
+            self.outputs.push_back(Output::Unban { peer });
+        }
+        if self.next_prune.is_some_and(|at| at <= now) {
+            self.prune_pending();
+            self.next_prune = (!self.pending.is_empty()).then_some(now + PRUNE_INTERVAL);
+        }
+        self.drain(now);
+    }
+
+    pub fn is_banned(&self, peer: &P) -> bool {
+        self.banned.contains_key(peer)
+    }
+
+    /// A followed stream's seed choice and descriptor issue time: a newer
+    /// descriptor of it (a live stream that ended) is followed again.
+    pub fn followed(&self, stream: &StreamId) -> Option<(Seed, u64)> {
+        self.streams
+            .get(stream)
+            .map(|f| (f.seed, f.descriptor.descriptor().issued_at_us))
+    }
+
+    /// Is the segment held, in memory or on disk?
+    pub fn holds(&self, id: &SegmentId) -> bool {
+        self.store.lock().contains(id) || self.on_disk.contains_key(id)
+    }
+
+    /// Headers known but not held (a VOD's index, live segments on their way).
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    // ---- peers ----
+
+    /// A neighbour segments can be exchanged with (a direct connection: the
+    /// shell decides). It is asked what it holds of every followed stream.
+    pub fn handle_peer_up(&mut self, peer: P, now: Instant) {
+        if self.banned.contains_key(&peer) || !self.neighbours.insert(peer) {
+            return;
+        }
+        self.scheduler.peer_connected(peer);
+        let streams: Vec<StreamId> = self.streams.keys().copied().collect();
+        for stream in streams {
+            self.request_headers(peer, stream);
+        }
+        self.drain(now);
+    }
+
+    /// The neighbour is gone. Its transfers are still reported as they end.
+    pub fn handle_peer_down(&mut self, peer: P, now: Instant) {
+        if self.neighbours.remove(&peer) {
+            self.scheduler.peer_disconnected(peer);
+        }
+        self.drain(now);
+    }
+
+    pub fn handle_rtt(&mut self, peer: P, rtt: Duration) {
+        self.scheduler.rtt(peer, rtt);
+    }
+
+    /// The shell caught `peer` breaking the protocol on a stream it opened
+    /// (a bad frame, a bad header in an offer or a list).
+    pub fn handle_misbehaviour(
+        &mut self,
+        peer: P,
+        reason: String,
+        failure: Option<Failure>,
+        now: Instant,
+    ) {
+        self.ban(peer, reason, failure, now);
+        self.drain(now);
+    }
+
+    // ---- commands ----
+
+    /// Follows a stream (again: a newer descriptor replaces the old one, and
+    /// the larger seed choice is kept).
+    pub fn follow(&mut self, descriptor: VerifiedDescriptor, seed: Seed, now: Instant) {
+        let key = descriptor.stream_key();
+        self.store
+            .lock()
+            .set_vod(key.id, !descriptor.descriptor().live);
+        let previous = self.streams.remove(&key.id);
+        let first = previous.is_none();
+        let followed = match previous {
+            Some(p) => p.renewed(descriptor.clone(), seed),
+            None => Followed::new(descriptor.clone(), seed),
+        };
+        self.streams.insert(key.id, followed);
+        self.outputs.push_back(Output::Follow { descriptor, first });
+        let peers: Vec<P> = self.neighbours.iter().copied().collect();
+        for peer in peers {
+            self.request_headers(peer, key.id);
+        }
+        self.drain(now);
+    }
+
+    /// Stops following a stream: its headers are forgotten; what the store
+    /// holds of it ages out like anything else.
+    pub fn unfollow(&mut self, stream: &StreamId, now: Instant) {
+        if self.streams.remove(stream).is_none() {
+            return;
+        }
+        let unheld: Vec<SegmentId> = self
+            .pending
+            .keys()
+            .filter(|id| id.stream == *stream)
+            .copied()
+            .collect();
+        for id in unheld {
+            self.pending.remove(&id);
+            self.scheduler.evicted(&id);
+        }
+        self.outputs.push_back(Output::Unfollow { stream: *stream });
+        self.drain(now);
+    }
+
+    /// Adds a segment this node signed (the publisher): store, announce, push.
+    pub fn inject(&mut self, header: VerifiedHeader, body: Bytes, now: Instant) {
+        let id = header.id();
+        self.wanted(&header);
+        let announce = pb::Announce {
+            headers: vec![header.signed().to_pb()],
+        };
+        self.outputs.push_back(Output::Gossip {
+            stream: id.stream,
+            rendition: id.rendition,
+            announce: announce.encode_to_vec().into(),
+        });
+        if self.insert(header, body, Source::Injected) {
+            self.scheduler.held(id, self.size_of(&id), now);
+        }
+        self.drain(now);
+    }
+
+    /// A viewer needs segment `id` of a followed stream within `within`: from
+    /// the disk cache, a holder in the mesh, or the origin before `within`
+    /// runs out (half the time for the mesh, half for the origin). A live
+    /// segment whose header is not known yet is not fetched: it will be
+    /// pushed or announced.
+    pub fn demand(&mut self, id: SegmentId, within: Duration, now: Instant) {
+        let Some(live) = self.streams.get(&id.stream).map(Followed::live) else {
+            return;
+        };
+        if self.store.lock().contains(&id) {
+            return;
+        }
+        if self.on_disk.contains_key(&id) {
+            self.outputs.push_back(Output::ReadCache { id });
+            return;
+        }
+        let size = self.pending.get(&id).map(|h| h.info().length);
+        if live && size.is_none() {
+            return;
+        }
+        self.scheduler
+            .demand(id, size.unwrap_or(0), now + within / 2, now);
+        self.drain(now);
+    }
+
+    // ---- what peers send ----
+
+    /// A gossiped announcement from `from` (forwarder), first published by
+    /// `author` if gossip knows. Every header must verify against a followed
+    /// stream's key; a forwarder of a bad one is banned.
+    pub fn handle_announce(
+        &mut self,
+        from: P,
+        author: Option<P>,
+        data: &[u8],
+        now: Instant,
+    ) -> Acceptance {
+        let acceptance = self.announce(from, author, data, now);
+        if acceptance == Acceptance::Reject {
+            self.ban(
+                from,
+                "announced a header that does not verify".into(),
+                Some(Failure::Header),
+                now,
+            );
+        }
+        self.drain(now);
+        acceptance
+    }
+
+    fn announce(&mut self, from: P, author: Option<P>, data: &[u8], now: Instant) -> Acceptance {
+        let Ok(announce) = pb::Announce::decode(data) else {
+            return Acceptance::Reject;
+        };
+        for header in announce.headers {
+            let Ok(signed) = SignedHeader::from_pb(&header) else {
+                return Acceptance::Reject;
+            };
+            if !self.streams.contains_key(&signed.info.id.stream) {
+                return Acceptance::Ignore;
+            }
+            let Some(verified) = self.verify(signed) else {
+                return Acceptance::Reject;
+            };
+            self.learn(verified, author.or(Some(from)), now);
+        }
+        Acceptance::Accept
+    }
+
+    /// A neighbour offers a segment. Accepted only if it is wanted and
+    /// neither held nor being received (no node gets the same bytes twice).
+    pub fn handle_offer(
+        &mut self,
+        peer: P,
+        header: Option<&pb::SegmentHeader>,
+        now: Instant,
+    ) -> OfferReply {
+        let reply = self.offer(peer, header, now);
+        if let OfferReply::Reject(reason) = &reply {
+            self.ban(
+                peer,
+                format!("offered a bad header: {reason}"),
+                Some(Failure::Header),
+                now,
+            );
+        }
+        self.drain(now);
+        reply
+    }
+
+    fn offer(&mut self, peer: P, header: Option<&pb::SegmentHeader>, now: Instant) -> OfferReply {
+        let Some(header) = header else {
+            return OfferReply::Reject("offer without a header".into());
+        };
+        let signed = match SignedHeader::from_pb(header) {
+            Ok(signed) => signed,
+            Err(e) => return OfferReply::Reject(e.to_string()),
+        };
+        if !self.streams.contains_key(&signed.info.id.stream) {
+            return OfferReply::Decline(DeclineReason::NotWanted);
+        }
+        let Some(verified) = self.verify(signed) else {
+            return OfferReply::Reject("the signature does not verify".into());
+        };
+        let id = verified.id();
+        if self.holds(&id) {
+            return OfferReply::Decline(DeclineReason::AlreadyHave);
+        }
+        if !self.wanted(&verified) {
+            return OfferReply::Decline(DeclineReason::NotWanted);
+        }
+        let size = verified.info().length;
+        self.pending.entry(id).or_insert_with(|| verified.clone());
+        self.schedule_prune(now);
+        match self.scheduler.offered(id, size, peer, now) {
+            Decision::Accept(transfer) => {
+                self.downloads.insert(
+                    transfer,
+                    Download {
+                        id,
+                        source: Source::Push(peer),
+                        started: now,
+                    },
+                );
+                OfferReply::Accept {
+                    transfer,
+                    header: verified,
+                }
+            }
+            Decision::Decline(reason) => OfferReply::Decline(reason),
+        }
+    }
+
+    /// A header list from `peer` (see [`Output::RequestHeaders`]).
+    pub fn handle_headers(
+        &mut self,
+        peer: P,
+        stream: StreamId,
+        page: u32,
+        result: Result<Vec<pb::SegmentHeader>, Broken>,
+        now: Instant,
+    ) {
+        match result {
+            Ok(headers) => self.headers_listed(peer, stream, page, headers, now),
+            Err(Broken::Misbehaved { reason, failure }) => self.ban(peer, reason, failure, now),
+            Err(Broken::Failed(_)) => {}
+        }
+        self.drain(now);
+    }
+
+    fn headers_listed(
+        &mut self,
+        peer: P,
+        stream: StreamId,
+        page: u32,
+        headers: Vec<pb::SegmentHeader>,
+        now: Instant,
+    ) {
+        if !self.streams.contains_key(&stream) {
+            return;
+        }
+        let last = headers.len() < MAX_LISTED || page >= MAX_INDEX_PAGES;
+        let mut after = None;
+        for header in &headers {
+            let verified = SignedHeader::from_pb(header)
+                .ok()
+                .filter(|h| h.info.id.stream == stream)
+                .and_then(|h| self.verify(h));
+            let Some(verified) = verified else {
+                self.ban(
+                    peer,
+                    "listed a header that does not verify".into(),
+                    Some(Failure::Header),
+                    now,
+                );
+                return;
+            };
+            after = Some(verified.id());
+            self.learn(verified, Some(peer), now);
+        }
+        if page > 0 {
+            match after {
+                Some(after) if !last => self.outputs.push_back(Output::RequestHeaders {
+                    peer,
+                    stream,
+                    page: page + 1,
+                    after: Some(after),
+                }),
+                _ => self.plan_seed(stream, now),
+            }
+        }
+    }
+
+    /// A download ended: a pull, an accepted push, or an origin fetch.
+    /// `Ok(None)`: the peer does not hold the segment.
+    pub fn handle_download(
+        &mut self,
+        transfer: TransferId,
+        result: Result<Option<(VerifiedHeader, Bytes)>, Broken>,
+        now: Instant,
+    ) {
+        let Some(download) = self.downloads.remove(&transfer) else {
+            return;
+        };
+        let peer = download.source.peer().copied();
+        let outcome = match result {
+            Ok(Some((header, body))) => {
+                let bytes = body.len() as u64;
+                self.insert(header, body, download.source);
+                Outcome::Done {
+                    bytes,
+                    elapsed: now.saturating_duration_since(download.started),
+                }
+            }
+            Ok(None) => Outcome::Absent,
+            Err(Broken::Misbehaved { reason, failure }) => {
+                match peer {
+                    Some(peer) => self.ban(peer, reason, failure, now),
+                    None => {
+                        if let Some(failure) = failure {
+                            self.outputs.push_back(Output::VerificationFailed(failure));
+                        }
+                        self.outputs.push_back(Output::Warning(format!(
+                            "origin fetch of {}: {reason}",
+                            download.id
+                        )));
+                    }
+                }
+                Outcome::Misbehaved
+            }
+            Err(Broken::Failed(reason)) => {
+                if peer.is_none() {
+                    self.outputs.push_back(Output::Warning(format!(
+                        "origin fetch of {} failed: {reason}",
+                        download.id
+                    )));
+                }
+                Outcome::Failed
+            }
+        };
+        self.scheduler.finished(transfer, outcome, now);
+        self.drain(now);
+    }
+
+    /// A push ([`Output::Push`]) ended.
+    pub fn handle_upload(
+        &mut self,
+        transfer: TransferId,
+        peer: P,
+        result: Result<Pushed, Broken>,
+        now: Instant,
+    ) {
+        let outcome = match result {
+            Ok(Pushed::Delivered) => Outcome::Done {
+                bytes: 0,
+                elapsed: Duration::ZERO,
+            },
+            Ok(Pushed::Declined(reason)) => Outcome::Declined(reason),
+            Err(Broken::Misbehaved { reason, failure }) => {
+                self.ban(peer, reason, failure, now);
+                Outcome::Misbehaved
+            }
+            Err(Broken::Failed(_)) => Outcome::Failed,
+        };
+        self.scheduler.finished(transfer, outcome, now);
+        self.drain(now);
+    }
+
+    // ---- the disk cache ----
+
+    /// What the disk cache holds of a stream just followed: segments loaded
+    /// back into memory (verified), and every segment on disk with its size.
+    pub fn handle_cache_loaded(
+        &mut self,
+        stream: StreamId,
+        loaded: Vec<(VerifiedHeader, Bytes)>,
+        on_disk: Vec<(SegmentId, u64)>,
+        now: Instant,
+    ) {
+        if !self.streams.contains_key(&stream) {
+            return;
+        }
+        for (id, size) in &on_disk {
+            self.on_disk.insert(*id, *size);
+        }
+        for (header, body) in loaded {
+            let id = header.id();
+            self.wanted(&header);
+            let size = body.len() as u64;
+            let inserted = self.store.lock().insert(header, body);
+            if let Inserted::New { evicted } = inserted {
+                self.scheduler.held(id, size, now);
+                self.forget_evicted(evicted);
+            }
+        }
+        if let Some(followed) = self.streams.get_mut(&stream) {
+            followed.count_held(on_disk);
+        }
+        self.drain(now);
+    }
+
+    /// A write ([`Output::WriteCache`]) finished: `written` says whether it
+    /// landed; `deleted` is what the cache dropped to stay within its bound.
+    pub fn handle_cache_written(
+        &mut self,
+        id: SegmentId,
+        written: bool,
+        deleted: Vec<SegmentId>,
+        now: Instant,
+    ) {
+        if !written {
+            self.on_disk.remove(&id);
+        }
+        for gone in deleted {
+            self.on_disk.remove(&gone);
+            if !self.store.lock().contains(&gone) {
+                self.scheduler.evicted(&gone);
+            }
+        }
+        self.drain(now);
+    }
+
+    /// A read ([`Output::ReadCache`]) finished: the segment, or `None` if the
+    /// file was gone or damaged (the shell deletes it).
+    pub fn handle_cache_read(
+        &mut self,
+        id: SegmentId,
+        read: Option<(VerifiedHeader, Bytes)>,
+        now: Instant,
+    ) {
+        match read {
+            Some((header, body)) => {
+                let size = body.len() as u64;
+                if self.insert(header, body, Source::Cache) {
+                    self.scheduler.held(id, size, now);
+                }
+            }
+            None => {
+                self.on_disk.remove(&id);
+                self.scheduler.evicted(&id);
+            }
+        }
+        self.drain(now);
+    }
+
+    // ---- inside ----
+
+    /// A header as verified before (pending or held), if `signed` is that
+    /// very header: a header arrives many times (gossip, offers, lists) and
+    /// an Ed25519 check each time would cost more than the rest together.
+    fn verify(&self, signed: SignedHeader) -> Option<VerifiedHeader> {
+        let id = signed.info.id;
+        let known = self
+            .pending
+            .get(&id)
+            .cloned()
+            .or_else(|| self.store.lock().header(&id).cloned());
+        if let Some(known) = known
+            && known.signed() == &signed
+        {
+            return Some(known);
+        }
+        let key = self.streams.get(&id.stream)?.key();
+        signed.verify(&key).ok()
+    }
+
+    fn size_of(&self, id: &SegmentId) -> u64 {
+        self.store.lock().header(id).map_or(0, |h| h.info().length)
+    }
+
+    /// A verified header of a followed stream: remember it and tell the
+    /// scheduler. A VOD's headers are all remembered (its index), and
+    /// downloaded by themselves only if this node seeds them.
+    fn learn(&mut self, header: VerifiedHeader, holder: Option<P>, now: Instant) {
+        let id = header.id();
+        let wanted = self.wanted(&header);
+        let live = self.streams.get(&id.stream).is_none_or(Followed::live);
+        if (live && !wanted) || self.holds(&id) {
+            return;
+        }
+        if !self.pending.contains_key(&id) && self.pending.len() >= MAX_PENDING {
+            return;
+        }
+        let size = header.info().length;
+        self.pending.entry(id).or_insert(header);
+        self.schedule_prune(now);
+        if live {
+            self.scheduler.header_learned(id, size, holder, now);
+        } else {
+            self.scheduler.header_known(id, size, holder, now);
+            if wanted {
+                self.scheduler.seed(id, size, now);
+            }
+        }
+    }
+
+    fn wanted(&mut self, header: &VerifiedHeader) -> bool {
+        let (window, capacity) = (self.config.live_window, self.config.seed_capacity);
+        self.streams
+            .get_mut(&header.id().stream)
+            .is_some_and(|f| f.wanted(header, window, capacity))
+    }
+
+    /// Chooses what a VOD followed with a budget seeds, once its index is read.
+    fn plan_seed(&mut self, stream: StreamId, now: Instant) {
+        let capacity = self.config.seed_capacity;
+        let Some(followed) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let chosen = followed.plan(&self.me, &self.pending, capacity);
+        for (id, size) in chosen {
+            self.scheduler.seed(id, size, now);
+        }
+    }
+
+    fn request_headers(&mut self, peer: P, stream: StreamId) {
+        let live = self.streams.get(&stream).is_none_or(Followed::live);
+        self.outputs.push_back(Output::RequestHeaders {
+            peer,
+            stream,
+            page: if live { 0 } else { 1 },
+            after: None,
+        });
+    }
+
+    fn ban(&mut self, peer: P, reason: String, failure: Option<Failure>, now: Instant) {
+        if self.banned.contains_key(&peer) {
+            return;
+        }
+        self.banned.insert(peer, now + self.config.ban_duration);
+        if self.neighbours.remove(&peer) {
+            self.scheduler.peer_disconnected(peer);
+        }
+        self.outputs.push_back(Output::Ban {
+            peer,
+            reason,
+            failure,
+        });
+    }
+
+    /// Stores a verified segment; true if it is new.
+    fn insert(&mut self, header: VerifiedHeader, body: Bytes, source: Source<P>) -> bool {
+        let id = header.id();
+        let bytes = body.len() as u64;
+        self.pending.remove(&id);
+        if self.config.disk_cache && !self.on_disk.contains_key(&id) {
+            self.on_disk.insert(id, bytes);
+            self.outputs.push_back(Output::WriteCache {
+                header: header.clone(),
+                body: body.clone(),
+            });
+        }
+        let inserted = self.store.lock().insert(header.clone(), body);
+        match inserted {
+            Inserted::New { evicted } => {
+                self.forget_evicted(evicted);
+                self.outputs.push_back(Output::Stored {
+                    header,
+                    source,
+                    bytes,
+                });
+                true
+            }
+            Inserted::AlreadyHeld => false,
+            Inserted::TooLarge => {
+                self.outputs.push_back(Output::Warning(format!(
+                    "segment {id} ({bytes} bytes) is larger than the whole store"
+                )));
+                false
+            }
+        }
+    }
+
+    /// Segments the memory store dropped are no longer held, unless on disk.
+    fn forget_evicted(&mut self, evicted: Vec<SegmentId>) {
+        for id in evicted {
+            if !self.on_disk.contains_key(&id) {
+                self.scheduler.evicted(&id);
+            }
+        }
+    }
+
+    fn schedule_prune(&mut self, now: Instant) {
+        if self.next_prune.is_none() {
+            self.next_prune = Some(now + PRUNE_INTERVAL);
+        }
+    }
+
+    /// Forgets headers of live segments that left every live window unheld
+    /// (a VOD's header index stays: any of it may be asked for).
+    fn prune_pending(&mut self) {
+        let window = u64::try_from(self.config.live_window.as_micros()).unwrap_or(u64::MAX);
+        let streams = &self.streams;
+        self.pending.retain(|id, header| {
+            streams
+                .get(&id.stream)
+                .is_some_and(|s| s.keeps(header, window))
+        });
+    }
+
+    /// Turns the scheduler's actions into outputs.
+    fn drain(&mut self, now: Instant) {
+        while let Some(action) = self.scheduler.poll_action() {
+            match action {
+                Action::Offer { transfer, peer, id } => {
+                    let segment = self.store.lock().get(&id);
+                    match segment {
+                        Some(segment) => self.outputs.push_back(Output::Push {
+                            transfer,
+                            peer,
+                            header: segment.header,
+                            body: segment.body,
+                        }),
+                        None => self.scheduler.finished(transfer, Outcome::Failed, now),
+                    }
+                }
+                Action::Pull { transfer, peer, id } => {
+                    let Some(key) = self.streams.get(&id.stream).map(Followed::key) else {
+                        self.scheduler.finished(transfer, Outcome::Failed, now);
+                        continue;
+                    };
+                    self.downloads.insert(
+                        transfer,
+                        Download {
+                            id,
+                            source: Source::Pull(peer),
+                            started: now,
+                        },
+                    );
+                    self.outputs.push_back(Output::Pull {
+                        transfer,
+                        peer,
+                        id,
+                        key,
+                    });
+                }
+                Action::FetchOrigin { transfer, id } => match self.origin(&id) {
+                    Some((url, header)) => {
+                        self.downloads.insert(
+                            transfer,
+                            Download {
+                                id,
+                                source: Source::Origin,
+                                started: now,
+                            },
+                        );
+                        self.outputs.push_back(Output::FetchOrigin {
+                            transfer,
+                            url,
+                            header,
+                        });
+                    }
+                    None => {
+                        // Demanded before its header was known, the mesh did
+                        // not have it: without the signed URI and hash the
+                        // origin cannot be asked.
+                        if self.pending.contains_key(&id) {
+                            self.outputs.push_back(Output::Warning(format!(
+                                "segment {id} is late and its stream names no origin to fetch it from"
+                            )));
+                        }
+                        self.scheduler.finished(transfer, Outcome::Failed, now);
+                    }
+                },
+                Action::Cancel { transfer } => self.outputs.push_back(Output::Cancel { transfer }),
+            }
+        }
+    }
+
+    /// A late segment's origin URL, and the header to verify its bytes with.
+    fn origin(&self, id: &SegmentId) -> Option<(String, VerifiedHeader)> {
+        let header = self.pending.get(id)?;
+        let descriptor = self.streams.get(&id.stream)?.descriptor.descriptor();
+        let url = descriptor.segment_url(id.rendition, &header.info().uri)?;
+        Some((url, header.clone()))
+    }
+}

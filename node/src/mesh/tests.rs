@@ -1,0 +1,504 @@
+//! The mesh's policies, driven through [`Mesh`] with no network: a few
+//! meshes wired by [`Net`], which performs their outputs at once (a transfer
+//! completes in the call that starts it) unless a test holds them back.
+
+use std::collections::{BTreeMap, HashMap};
+
+use meshcast_proto::{Descriptor, PublisherKey, Rendition, SegmentInfo};
+
+use super::*;
+
+const START_S: u64 = 1_000;
+
+struct Fixture {
+    key: PublisherKey,
+    descriptor: VerifiedDescriptor,
+}
+
+impl Fixture {
+    fn new(live: bool, origin: &str) -> Self {
+        let key = PublisherKey::from_seed([7; 32]);
+        let descriptor = Descriptor {
+            publisher: key.public(),
+            name: "test".into(),
+            renditions: vec![Rendition {
+                id: 0,
+                name: "only".into(),
+                bandwidth: 1_000_000,
+                codecs: String::new(),
+                width: 0,
+                height: 0,
+                uri: "v0/index.m3u8".into(),
+            }],
+            origin_url: origin.into(),
+            segment_duration_ms: 2_000,
+            live,
+            issued_at_us: 1,
+            private: false,
+        }
+        .sign(&key)
+        .expect("valid descriptor");
+        Self { key, descriptor }
+    }
+
+    fn stream(&self) -> StreamId {
+        self.descriptor.stream_key().id
+    }
+
+    /// Segment `seq`: `size` bytes, published 2 s after the one before.
+    fn segment(&self, seq: u64, size: usize) -> (VerifiedHeader, Bytes) {
+        let body = Bytes::from(vec![seq as u8; size]);
+        let info = SegmentInfo::for_body(
+            SegmentId::media(self.stream(), 0, seq),
+            &body,
+            2_000_000,
+            (START_S + 2 * seq) * 1_000_000,
+        )
+        .with_uri(format!("seg-{seq}.ts"));
+        let header = info
+            .sign(&self.key)
+            .verify(&self.descriptor.stream_key())
+            .expect("signed by the publisher");
+        (header, body)
+    }
+}
+
+/// Meshes numbered from 0, all neighbours of each other unless cut, an
+/// origin serving URLs, and a clock.
+struct Net {
+    nodes: Vec<Mesh<u32>>,
+    now: Instant,
+    origin: HashMap<String, Bytes>,
+    origin_fetches: Vec<String>,
+    /// Peers that answer every pull `Absent` (announce-only publishers).
+    announce_only: Vec<u32>,
+    /// Transfers held back, for tests that look at them before they end.
+    held: Vec<(u32, Output<u32>)>,
+    hold: bool,
+    /// Every output any node produced, in order, for assertions.
+    log: Vec<(u32, Output<u32>)>,
+}
+
+impl Net {
+    fn new(configs: Vec<Config>) -> Self {
+        let nodes = configs
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| Mesh::new(c, &(i as u32).to_be_bytes(), i as u64))
+            .collect();
+        Self {
+            nodes,
+            now: Instant::now(),
+            origin: HashMap::new(),
+            origin_fetches: Vec::new(),
+            announce_only: Vec::new(),
+            held: Vec::new(),
+            hold: false,
+            log: Vec::new(),
+        }
+    }
+
+    fn connect(&mut self, a: u32, b: u32) {
+        let now = self.now;
+        self.nodes[a as usize].handle_peer_up(b, now);
+        self.nodes[b as usize].handle_peer_up(a, now);
+        self.run();
+    }
+
+    fn follow(&mut self, node: u32, fixture: &Fixture) {
+        let now = self.now;
+        self.nodes[node as usize].follow(fixture.descriptor.clone(), Seed::All, now);
+        self.run();
+    }
+
+    /// Advances the clock, running every timer on the way.
+    fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        loop {
+            let next = self
+                .nodes
+                .iter()
+                .filter_map(|m| m.poll_timeout(self.now))
+                .min()
+                .filter(|t| *t <= end);
+            let Some(at) = next else { break };
+            self.now = at.max(self.now);
+            let now = self.now;
+            for node in &mut self.nodes {
+                if node.poll_timeout(now).is_some_and(|t| t <= now) {
+                    node.handle_timeout(now);
+                }
+            }
+            self.run();
+        }
+        self.now = end;
+    }
+
+    /// Performs every output until all meshes are quiet.
+    fn run(&mut self) {
+        loop {
+            let mut any = false;
+            for i in 0..self.nodes.len() {
+                while let Some(output) = self.nodes[i].poll_output() {
+                    any = true;
+                    self.log.push((i as u32, output.clone()));
+                    if self.hold && matches!(output, Output::Push { .. } | Output::Pull { .. }) {
+                        self.held.push((i as u32, output));
+                    } else {
+                        self.perform(i as u32, output);
+                    }
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+
+    fn perform(&mut self, from: u32, output: Output<u32>) {
+        let now = self.now;
+        match output {
+            Output::Push {
+                transfer,
+                peer,
+                header,
+                body,
+            } => {
+                let offer = header.signed().to_pb();
+                let reply = self.nodes[peer as usize].handle_offer(from, Some(&offer), now);
+                let result = match reply {
+                    OfferReply::Accept {
+                        transfer: t,
+                        header,
+                    } => {
+                        self.nodes[peer as usize].handle_download(t, Ok(Some((header, body))), now);
+                        Ok(Pushed::Delivered)
+                    }
+                    OfferReply::Decline(reason) => Ok(Pushed::Declined(reason)),
+                    OfferReply::Reject(reason) => Err(Broken::Failed(reason)),
+                };
+                self.nodes[from as usize].handle_upload(transfer, peer, result, now);
+            }
+            Output::Pull {
+                transfer, peer, id, ..
+            } => {
+                let held = if self.announce_only.contains(&peer) {
+                    None
+                } else {
+                    self.nodes[peer as usize].store().lock().get(&id)
+                };
+                let result = held.map(|s| (s.header, s.body));
+                self.nodes[from as usize].handle_download(transfer, Ok(result), now);
+            }
+            Output::FetchOrigin {
+                transfer,
+                url,
+                header,
+            } => {
+                self.origin_fetches.push(url.clone());
+                let result = match self.origin.get(&url) {
+                    Some(body) => Ok(Some((header, body.clone()))),
+                    None => Err(Broken::Failed("404".into())),
+                };
+                self.nodes[from as usize].handle_download(transfer, result, now);
+            }
+            Output::RequestHeaders {
+                peer, stream, page, ..
+            } => {
+                let headers: Vec<pb::SegmentHeader> = self.nodes[peer as usize]
+                    .store()
+                    .lock()
+                    .headers(&stream)
+                    .iter()
+                    .map(SignedHeader::to_pb)
+                    .collect();
+                self.nodes[from as usize].handle_headers(peer, stream, page, Ok(headers), now);
+            }
+            Output::Gossip { announce, .. } => {
+                for to in 0..self.nodes.len() as u32 {
+                    if to != from {
+                        self.nodes[to as usize].handle_announce(from, Some(from), &announce, now);
+                    }
+                }
+            }
+            // Cancels, bans, follows, stores: recorded in the log.
+            _ => {}
+        }
+    }
+
+    fn holds(&self, node: u32, id: &SegmentId) -> bool {
+        self.nodes[node as usize].store().lock().contains(id)
+    }
+
+    fn stored(&self, node: u32) -> BTreeMap<SegmentId, Source<u32>> {
+        self.log
+            .iter()
+            .filter(|(n, _)| *n == node)
+            .filter_map(|(_, o)| match o {
+                Output::Stored { header, source, .. } => Some((header.id(), *source)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn bans(&self, node: u32) -> Vec<u32> {
+        self.log
+            .iter()
+            .filter(|(n, _)| *n == node)
+            .filter_map(|(_, o)| match o {
+                Output::Ban { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn config() -> Config {
+    Config {
+        live_window: Duration::from_secs(30),
+        ..Config::default()
+    }
+}
+
+/// Pushes reach every neighbour: a publisher's segment is offered, accepted
+/// once by each node, and forwarded; nobody gets it twice.
+#[test]
+fn injected_segments_are_pushed_to_every_node_once() {
+    let f = Fixture::new(true, "");
+    let mut net = Net::new(vec![config(); 4]);
+    for n in 0..4 {
+        net.follow(n, &f);
+    }
+    net.connect(0, 1);
+    net.connect(1, 2);
+    net.connect(2, 3);
+    let (header, body) = f.segment(1, 1000);
+    let id = header.id();
+    net.nodes[0].inject(header, body, net.now);
+    net.run();
+    for n in 1..4 {
+        assert!(net.holds(n, &id), "node {n}");
+        assert_eq!(net.stored(n).len(), 1, "node {n}");
+        assert!(matches!(net.stored(n)[&id], Source::Push(_)));
+    }
+}
+
+/// A node that joins after segments were published asks its neighbours for
+/// their header lists and pulls the live window.
+#[test]
+fn late_joiner_pulls_the_live_window() {
+    let f = Fixture::new(true, "");
+    let mut net = Net::new(vec![config(); 2]);
+    net.follow(0, &f);
+    for seq in 1..=3 {
+        let (header, body) = f.segment(seq, 500);
+        net.nodes[0].inject(header, body, net.now);
+    }
+    net.run();
+    net.follow(1, &f);
+    net.connect(0, 1);
+    // The list arrives at once; pulls wait `pull_delay` for a push first.
+    assert!(net.stored(1).is_empty());
+    net.advance(Duration::from_secs(1));
+    let stored = net.stored(1);
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert!(stored.values().all(|s| *s == Source::Pull(0)));
+}
+
+/// An announce-only publisher pushes nothing and answers pulls `Absent`: the
+/// follower learns the segment by gossip, finds no holder, and fetches it
+/// from the origin at the URL the descriptor and the header resolve to.
+#[test]
+fn announce_only_publisher_leaves_the_first_copy_to_the_origin() {
+    let f = Fixture::new(true, "https://origin.example/live/master.m3u8");
+    let publisher = Config {
+        announce_only: true,
+        ..config()
+    };
+    let mut net = Net::new(vec![publisher, config()]);
+    net.announce_only.push(0);
+    net.follow(0, &f);
+    net.follow(1, &f);
+    net.connect(0, 1);
+    let (header, body) = f.segment(4, 800);
+    let id = header.id();
+    let url = "https://origin.example/live/v0/seg-4.ts".to_string();
+    net.origin.insert(url.clone(), body.clone());
+    net.nodes[0].inject(header, body, net.now);
+    net.run();
+    assert!(
+        !net.log
+            .iter()
+            .any(|(n, o)| *n == 0 && matches!(o, Output::Push { .. })),
+        "an announce-only node pushes nothing"
+    );
+    assert!(!net.holds(1, &id));
+    let origin_after = config().scheduler.origin_after;
+    net.advance(origin_after - Duration::from_millis(100));
+    assert!(net.origin_fetches.is_empty(), "not before the deadline");
+    net.advance(Duration::from_millis(200));
+    assert_eq!(net.origin_fetches, vec![url]);
+    assert_eq!(net.stored(1).get(&id), Some(&Source::Origin));
+}
+
+/// A segment the store evicted is no longer held: offered again, it is
+/// accepted, not declined as "already have".
+#[test]
+fn an_evicted_segment_is_accepted_again() {
+    let f = Fixture::new(true, "");
+    let small = Config {
+        store_max_bytes: 2_500,
+        ..config()
+    };
+    let mut net = Net::new(vec![config(), small]);
+    net.follow(0, &f);
+    net.follow(1, &f);
+    net.connect(0, 1);
+    for seq in 1..=3 {
+        let (header, body) = f.segment(seq, 1_000);
+        net.nodes[0].inject(header, body, net.now);
+        net.run();
+    }
+    let first = f.segment(1, 1_000).0.id();
+    assert!(
+        !net.holds(1, &first),
+        "evicted: the store holds 2,500 bytes"
+    );
+    assert!(!net.nodes[1].holds(&first));
+    let (header, _) = f.segment(1, 1_000);
+    let reply = net.nodes[1].handle_offer(0, Some(&header.signed().to_pb()), net.now);
+    assert!(
+        matches!(reply, OfferReply::Accept { .. }),
+        "declined an evicted segment: {reply:?}"
+    );
+}
+
+/// Headers that do not verify get their sender banned — announced, offered
+/// or listed — and the ban ends after `ban_duration`.
+#[test]
+fn forgers_are_banned_and_unbanned_later() {
+    let f = Fixture::new(true, "");
+    let mut net = Net::new(vec![config(); 2]);
+    net.follow(0, &f);
+    net.follow(1, &f);
+    net.connect(0, 1);
+    let (header, _) = f.segment(1, 100);
+    let mut forged = header.signed().clone();
+    forged.info.hash[0] ^= 1;
+    let announce = pb::Announce {
+        headers: vec![forged.to_pb()],
+    }
+    .encode_to_vec();
+    let now = net.now;
+    assert_eq!(
+        net.nodes[1].handle_announce(0, Some(0), &announce, now),
+        Acceptance::Reject
+    );
+    net.run();
+    assert_eq!(net.bans(1), vec![0]);
+    assert!(net.nodes[1].is_banned(&0));
+
+    // Offers and lists ban too (a second node to ban).
+    let mut net = Net::new(vec![config(); 3]);
+    for n in 0..3 {
+        net.follow(n, &f);
+    }
+    let now = net.now;
+    let reply = net.nodes[2].handle_offer(0, Some(&forged.to_pb()), now);
+    assert!(matches!(reply, OfferReply::Reject(_)), "{reply:?}");
+    net.nodes[2].handle_headers(1, f.stream(), 0, Ok(vec![forged.to_pb()]), now);
+    net.run();
+    assert_eq!(net.bans(2), vec![0, 1]);
+
+    // A banned peer is no neighbour, and comes back after the ban.
+    net.nodes[2].handle_peer_up(0, now);
+    net.run();
+    assert!(net.nodes[2].is_banned(&0));
+    net.advance(config().ban_duration + Duration::from_secs(1));
+    assert!(!net.nodes[2].is_banned(&0));
+    assert!(
+        net.log
+            .iter()
+            .any(|(n, o)| *n == 2 && *o == Output::Unban { peer: 0 })
+    );
+}
+
+/// A body that fails verification bans the peer that sent it; the segment
+/// is pulled from another holder.
+#[test]
+fn a_bad_body_bans_its_sender_and_another_holder_serves() {
+    let f = Fixture::new(true, "");
+    let mut net = Net::new(vec![config(); 3]);
+    for n in 0..3 {
+        net.follow(n, &f);
+    }
+    net.connect(0, 1);
+    net.connect(0, 2);
+    net.connect(1, 2);
+    net.hold = true;
+    let (header, body) = f.segment(1, 300);
+    let id = header.id();
+    // Node 2 learns the header from both 0 and 1 (gossip), pulls from one.
+    for from in [0, 1] {
+        net.nodes[from as usize].inject(header.clone(), body.clone(), net.now);
+    }
+    net.run();
+    net.held.clear();
+    net.advance(Duration::from_millis(200));
+    let (_, pull) = net
+        .held
+        .iter()
+        .find(|(n, o)| *n == 2 && matches!(o, Output::Pull { .. }))
+        .cloned()
+        .expect("node 2 pulls");
+    let Output::Pull { transfer, peer, .. } = pull else {
+        unreachable!()
+    };
+    let now = net.now;
+    net.nodes[2].handle_download(
+        transfer,
+        Err(Broken::Misbehaved {
+            reason: "body does not match its hash".into(),
+            failure: Some(Failure::Body),
+        }),
+        now,
+    );
+    net.hold = false;
+    net.run();
+    assert_eq!(net.bans(2), vec![peer]);
+    net.advance(Duration::from_millis(100));
+    let other = 1 - peer;
+    assert_eq!(net.stored(2).get(&id), Some(&Source::Pull(other)));
+}
+
+/// A header seen before is not verified again (it is the same signed
+/// header), but a different one with the same id is.
+#[test]
+fn known_headers_are_not_verified_twice_but_forgeries_are_caught() {
+    let f = Fixture::new(true, "");
+    let mut net = Net::new(vec![config(); 2]);
+    net.follow(1, &f);
+    let (header, _) = f.segment(1, 100);
+    let announce = |h: &SignedHeader| {
+        pb::Announce {
+            headers: vec![h.to_pb()],
+        }
+        .encode_to_vec()
+    };
+    let now = net.now;
+    let good = announce(header.signed());
+    assert_eq!(
+        net.nodes[1].handle_announce(0, None, &good, now),
+        Acceptance::Accept
+    );
+    assert_eq!(
+        net.nodes[1].handle_announce(0, None, &good, now),
+        Acceptance::Accept
+    );
+    let mut forged = header.signed().clone();
+    forged.info.length += 1;
+    assert_eq!(
+        net.nodes[1].handle_announce(0, None, &announce(&forged), now),
+        Acceptance::Reject
+    );
+}

@@ -1,0 +1,216 @@
+//! The [`Node`] handle: what the rest of the program holds of a running node.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use libp2p::{Multiaddr, PeerId};
+use meshcast_proto::{SegmentId, SignedHeader, StreamId, VerifiedDescriptor, VerifiedHeader};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::cache::Cache;
+use crate::mesh::Seed;
+use crate::mesh::store::{self, Segment};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: Multiaddr, reason: String },
+    #[error("cannot build the libp2p stack: {0}")]
+    Setup(String),
+    #[error("the node has stopped")]
+    Stopped,
+    #[error("stream {0} not found in the DHT")]
+    StreamNotFound(StreamId),
+    #[error("cannot dial {addr}: {reason}")]
+    Dial { addr: Multiaddr, reason: String },
+}
+
+/// Where a stored segment came from.
+pub type Source = crate::mesh::Source<PeerId>;
+
+/// What a node reports to whoever listens (tests, benches, metrics).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A verified segment entered the store.
+    Stored {
+        id: SegmentId,
+        source: Source,
+        bytes: u64,
+        at: Instant,
+    },
+    /// A peer sent bad data and is banned.
+    Banned { peer: PeerId, reason: String },
+    /// Something went wrong that the node survived (origin errors, dial failures).
+    Warning { message: String },
+    /// A direct connection to a peer opened while this node was connected to
+    /// it only through a relay (hole punching, or a dial either way):
+    /// segments can flow, and the circuit is being closed. Only a side that
+    /// still sees the circuit open reports it: the other may see the circuit
+    /// close before the direct connection lands.
+    RelayUpgraded { peer: PeerId },
+}
+
+/// Counters, read by benches and (later) metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub mesh_bytes_in: AtomicU64,
+    pub origin_bytes_in: AtomicU64,
+    pub bans: AtomicU64,
+}
+
+pub(super) enum Command {
+    Info(oneshot::Sender<Info>),
+    Dial(Multiaddr, oneshot::Sender<Result<(), NodeError>>),
+    Follow(VerifiedDescriptor, Seed, oneshot::Sender<()>),
+    Demand(SegmentId, Duration),
+    Publish(VerifiedDescriptor, oneshot::Sender<()>),
+    FindStream(StreamId, oneshot::Sender<Option<VerifiedDescriptor>>),
+    Inject(VerifiedHeader, Bytes, oneshot::Sender<()>),
+}
+
+/// What [`Node::info`] returns.
+#[derive(Debug, Clone)]
+pub struct Info {
+    pub peer_id: PeerId,
+    pub listen_addrs: Vec<Multiaddr>,
+    pub connected: Vec<PeerId>,
+}
+
+/// A handle to a running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    pub(super) peer_id: PeerId,
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) store: store::Shared,
+    pub(super) cache: Option<Arc<Mutex<Cache>>>,
+    pub(super) events: broadcast::Sender<Event>,
+    pub(super) stats: Arc<Stats>,
+}
+
+impl Node {
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Events from now on. A slow reader loses the oldest (the channel is bounded).
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// A held segment.
+    pub fn segment(&self, id: &SegmentId) -> Option<Segment> {
+        self.store.lock().get(id)
+    }
+
+    /// Headers of every segment of `stream` held in memory.
+    pub fn headers(&self, stream: &StreamId) -> Vec<SignedHeader> {
+        self.store.lock().headers(stream)
+    }
+
+    /// Every segment of `stream` this node can serve: in memory or in its
+    /// disk cache.
+    pub fn holdings(&self, stream: &StreamId) -> BTreeSet<SegmentId> {
+        let mut held: BTreeSet<SegmentId> =
+            self.headers(stream).iter().map(|h| h.info.id).collect();
+        if let Some(cache) = &self.cache {
+            held.extend(lock(cache).held(stream).into_iter().map(|(id, _)| id));
+        }
+        held
+    }
+
+    /// Bytes in the disk cache (0 without one).
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache.as_ref().map_or(0, |c| lock(c).used_bytes())
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    pub async fn info(&self) -> Result<Info, NodeError> {
+        self.ask(Command::Info).await
+    }
+
+    /// Connects to a peer (a multiaddr ending in /p2p/<peer id> is best).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
+        self.ask(|tx| Command::Dial(addr, tx)).await?
+    }
+
+    /// Starts following a stream: subscribe to its announcements, keep its
+    /// live window (a VOD: all of it), answer for it.
+    pub async fn follow(&self, descriptor: VerifiedDescriptor) -> Result<(), NodeError> {
+        self.follow_with(descriptor, Seed::All).await
+    }
+
+    /// Follows a stream, downloading by itself only `seed` of it if it is a
+    /// VOD. Following a stream already followed keeps the larger choice.
+    pub async fn follow_with(
+        &self,
+        descriptor: VerifiedDescriptor,
+        seed: Seed,
+    ) -> Result<(), NodeError> {
+        self.ask(|tx| Command::Follow(descriptor, seed, tx)).await
+    }
+
+    /// A viewer needs segment `id` of a followed stream within `within`:
+    /// fetch it now if it is not held (from this node's disk cache, a holder
+    /// in the mesh, or the origin before `within` runs out). Watch
+    /// [`Event::Stored`] for its arrival. A segment of a live stream whose
+    /// header is not known yet is not fetched: it will be pushed or announced.
+    pub async fn demand(&self, id: SegmentId, within: Duration) -> Result<(), NodeError> {
+        self.commands
+            .send(Command::Demand(id, within))
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Publishes a stream descriptor in the DHT and follows the stream.
+    pub async fn publish(&self, descriptor: VerifiedDescriptor) -> Result<(), NodeError> {
+        self.ask(|tx| Command::Publish(descriptor, tx)).await
+    }
+
+    /// Looks a stream up in the DHT, retrying until `timeout`.
+    pub async fn find_stream(
+        &self,
+        id: StreamId,
+        timeout: Duration,
+    ) -> Result<VerifiedDescriptor, NodeError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(found) = self.ask(|tx| Command::FindStream(id, tx)).await? {
+                return Ok(found);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::StreamNotFound(id));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Adds a segment this node signed (the publisher): store, announce, push.
+    pub async fn inject(&self, header: VerifiedHeader, body: Bytes) -> Result<(), NodeError> {
+        self.ask(|tx| Command::Inject(header, body, tx)).await
+    }
+}
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves a consistent store or cache
+    // (every method finishes its bookkeeping before returning), so poisoning
+    // is ignored.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}

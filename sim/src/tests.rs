@@ -1,0 +1,93 @@
+//! Small runs: the model behaves, and a seed fixes every figure.
+
+use std::time::Duration;
+
+use crate::{BadKind, Scenario, run};
+
+fn small() -> Scenario {
+    Scenario {
+        nodes: 40,
+        duration: Duration::from_secs(12),
+        bitrate_bps: 1e6,
+        ..Scenario::default()
+    }
+}
+
+fn quiet(scenario: &Scenario) -> crate::Report {
+    run(scenario, &mut |_| {}).expect("a valid scenario")
+}
+
+#[test]
+fn same_seed_same_figures_other_seed_other_figures() {
+    let scenario = Scenario {
+        churn_per_min: 0.3,
+        bad: 0.1,
+        ..small()
+    };
+    let a = quiet(&scenario);
+    let b = quiet(&scenario);
+    assert_eq!(a.figures(), b.figures());
+    let c = quiet(&Scenario {
+        seed: 2,
+        ..scenario
+    });
+    assert_ne!(a.figures(), c.figures());
+}
+
+#[test]
+fn a_healthy_mesh_delivers_everything_once_without_the_origin() {
+    let r = quiet(&Scenario {
+        nat: 0.0,
+        ..small()
+    });
+    assert_eq!(r.expected_pairs, 40 * 6);
+    assert_eq!(r.delivered, 1.0, "{r:#?}");
+    assert!(r.duplicate_ratio < 1.01, "{r:#?}");
+    assert_eq!(r.origin_bytes, 0, "{r:#?}");
+    assert_eq!(r.bans, 0);
+    // 1 Mbit/s in 2 s segments: 250 kB over 10 Mbit/s uplinks, a few hops.
+    assert!(r.propagation_p95_s < 2.0, "{r:#?}");
+    assert!(r.upload_none < 0.9, "pushes spread the upload: {r:#?}");
+}
+
+#[test]
+fn stalling_peers_cost_time_but_are_never_banned_and_nobody_honest_is() {
+    let r = quiet(&Scenario {
+        bad: 0.2,
+        bad_kind: BadKind::Stall,
+        ..small()
+    });
+    assert_eq!(r.bans, 0, "nothing a staller sends fails verification");
+    assert!(r.delivered > 0.95, "{r:#?}");
+}
+
+#[test]
+fn forgers_are_banned_and_honest_peers_are_not() {
+    let r = quiet(&Scenario {
+        bad: 0.2,
+        bad_kind: BadKind::Forge,
+        ..small()
+    });
+    assert!(r.bans > 0, "{r:#?}");
+    assert_eq!(r.honest_bans, 0, "{r:#?}");
+    assert!(r.delivered > 0.95, "{r:#?}");
+}
+
+#[test]
+fn nodes_that_leave_and_join_do_not_stop_the_stream() {
+    let r = quiet(&Scenario {
+        churn_per_min: 0.5,
+        ..small()
+    });
+    assert!(r.delivered > 0.95, "{r:#?}");
+}
+
+#[test]
+fn bad_settings_are_clear_errors() {
+    let bad = Scenario {
+        nat: 1.5,
+        ..small()
+    };
+    let error = run(&bad, &mut |_| {}).unwrap_err();
+    assert!(error.contains("nat"), "{error}");
+}

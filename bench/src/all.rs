@@ -10,11 +10,12 @@ use anyhow::Context;
 use super::mesh::MeshBench;
 use super::progress::Progress;
 use super::report::{self, FanoutSection, FanoutStep, MeshRun, Report, fig};
-use super::{netns, offload, rss, throughput, vod};
+use super::{netns, offload, rss, sim, throughput, vod};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "mesh",
+    "sim",
     "offload",
     "vod",
     "fanout",
@@ -34,7 +35,7 @@ pub struct AllArgs {
     /// Folder for `<date>.json`, `<date>.md` and `<date>.svg` (created if missing).
     #[arg(long, value_name = "DIR", default_value = "bench/results")]
     pub out: PathBuf,
-    /// Run only these sections (comma-separated): mesh, offload, vod,
+    /// Run only these sections (comma-separated): mesh, sim, offload, vod,
     /// fanout, throughput, rss, netns.
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SECTIONS))]
     pub only: Vec<String>,
@@ -44,6 +45,7 @@ pub struct AllArgs {
 struct Plan {
     mesh_nodes: Vec<usize>,
     mesh: MeshBench,
+    sim: sim::Plan,
     offload: offload::Plan,
     vod: vod::Plan,
     fanout_sessions: Vec<usize>,
@@ -65,6 +67,7 @@ impl Plan {
                     segments: 4,
                     interval: Duration::from_millis(500),
                 },
+                sim: sim::Plan::new(true),
                 offload: offload::Plan {
                     viewers: vec![20],
                     segment_duration: Duration::from_secs(1),
@@ -106,6 +109,7 @@ impl Plan {
                     segments: 10,
                     interval: Duration::from_secs(1),
                 },
+                sim: sim::Plan::new(false),
                 offload: offload::Plan {
                     viewers: vec![100, 1000],
                     segment_duration: Duration::from_secs(2),
@@ -147,7 +151,7 @@ impl Plan {
     }
 
     fn steps(&self) -> u64 {
-        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 4) as u64
+        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 5) as u64
     }
 }
 
@@ -178,6 +182,11 @@ pub fn run(args: AllArgs) -> anyhow::Result<()> {
                 progress.step();
             }
         }
+        if wanted("sim") {
+            let result = sim::section(&plan.sim, &progress).await;
+            report.record("sim", result, |r, s| r.sim = Some(s));
+        }
+        progress.step();
         if wanted("offload") {
             let result = offload::run(&plan.offload, &progress).await;
             report.record("offload", result, |r, s| r.offload = Some(s));

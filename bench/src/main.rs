@@ -1,6 +1,6 @@
 //! `meshcast-bench`: benchmarks of meshcast that print figures.
 //!
-//! `mesh` and `relay` are single benches; `all` runs the whole suite and
+//! `mesh`, `relay` and `sim` are single benches; `all` runs the whole suite and
 //! writes a JSON, Markdown and SVG report (see `docs/benchmarks.md`). The
 //! hidden `peer` and `node` subcommands are processes the suite spawns of
 //! this program; the roles under test (`meshcast relay`, `node`, `publish`,
@@ -26,6 +26,7 @@ mod proc;
 mod progress;
 mod report;
 mod rss;
+mod sim;
 mod throughput;
 mod vod;
 
@@ -85,6 +86,10 @@ enum Command {
     /// the mesh under network conditions. Writes `<out>/<date>.json`,
     /// `<out>/<date>.md` and `<out>/<date>.svg`.
     All(all::AllArgs),
+    /// The whole-node simulator: thousands of mesh cores over a modelled
+    /// internet (uplinks and downlinks shared fairly, regional latency, NAT,
+    /// churn, misbehaving peers). Deterministic for a seed.
+    Sim(sim::SimArgs),
     /// The far end of the throughput bench (started by `all`).
     #[command(hide = true)]
     Peer(throughput::PeerArgs),
@@ -127,6 +132,7 @@ fn main() -> ExitCode {
             json,
         ),
         Command::All(args) => all::run(args),
+        Command::Sim(args) => sim::run_cli(args),
         Command::Peer(args) => throughput::peer(args),
         Command::Node(args) => netns::node(args),
     };

@@ -348,6 +348,7 @@ pub struct Report {
     pub machine: Machine,
     pub elapsed: Fig,
     pub mesh: Vec<MeshRun>,
+    pub sim: Option<super::sim::SimSection>,
     pub offload: Option<OffloadSection>,
     pub vod: Option<VodSection>,
     pub fanout: Option<FanoutSection>,
@@ -386,6 +387,7 @@ impl Report {
             },
             elapsed: fig(0.0, "s"),
             mesh: Vec::new(),
+            sim: None,
             offload: None,
             vod: None,
             fanout: None,
@@ -425,6 +427,7 @@ impl Report {
 
 fn goals(r: &Report) -> Vec<Goal> {
     let mut goals = Vec::new();
+    goals.extend(super::sim::goal(r.sim.as_ref()));
     // Offload at the largest audience measured (1,000 viewers in the full run).
     let run = r
         .offload
@@ -644,6 +647,7 @@ pub fn markdown(r: &Report, stem: &str) -> String {
         }
     }
 
+    super::sim::markdown(w, r.sim.as_ref());
     let _ = writeln!(w, "\n## Origin offload\n");
     match &r.offload {
         None => {

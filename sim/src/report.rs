@@ -1,5 +1,6 @@
 //! What a run measured, and its figures.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::scenario::Scenario;
@@ -15,6 +16,11 @@ pub(crate) struct Measured {
     pub honest_bans: u64,
     pub warnings: u64,
     pub events: u64,
+    /// Transfers started (pushes offered, pulls, origin fetches) and
+    /// cancelled by the mesh (timed out, or another copy arrived first).
+    pub transfers: u64,
+    pub cancelled: u64,
+    pub outcomes: BTreeMap<&'static str, u64>,
 }
 
 /// The figures of one run. Fractions are 0–1; times are seconds.
@@ -41,6 +47,13 @@ pub struct Report {
     pub bans: u64,
     /// Bans of peers that did nothing wrong: the goal is 0.
     pub honest_bans: u64,
+    /// Transfers started, and the share the mesh cancelled (a timeout, or
+    /// another copy first): bandwidth spent for nothing.
+    pub transfers: u64,
+    pub cancelled: f64,
+    /// What became of the transfers, by kind and outcome: where the time
+    /// and the bandwidth went.
+    pub outcomes: BTreeMap<&'static str, u64>,
     /// Upload per honest node, bytes: mean, max, and the share of honest
     /// nodes that uploaded nothing.
     pub upload_mean_bytes: f64,
@@ -87,6 +100,9 @@ impl Report {
             origin_fetches: m.origin_fetches,
             bans: m.bans,
             honest_bans: m.honest_bans,
+            transfers: m.transfers,
+            cancelled: ratio(m.cancelled as f64, m.transfers as f64),
+            outcomes: m.outcomes.clone(),
             upload_mean_bytes: uploads.iter().sum::<u64>() as f64 / honest,
             upload_max_bytes: uploads.iter().copied().max().unwrap_or(0),
             upload_none: uploads.iter().filter(|u| **u == 0).count() as f64 / honest,
@@ -111,7 +127,7 @@ impl Report {
     pub fn markdown_row(&self, label: &str) -> String {
         let mb = |b: f64| b / 1e6;
         format!(
-            "| {label} | {} | {:.2}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2}% | {} | {:.1} | {:.1} | {:.0}% | {:.0} s | {:.0} MB |",
+            "| {label} | {} | {:.2}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.2}% | {} | {:.0}% | {:.1} | {:.1} | {:.0}% | {:.0} s | {:.0} MB |",
             self.scenario.nodes,
             self.delivered * 100.0,
             self.propagation_p50_s,
@@ -121,6 +137,7 @@ impl Report {
             self.duplicate_ratio,
             self.origin_fraction * 100.0,
             self.honest_bans,
+            self.cancelled * 100.0,
             mb(self.upload_mean_bytes),
             mb(self.upload_max_bytes as f64),
             self.upload_none * 100.0,
@@ -130,8 +147,8 @@ impl Report {
     }
 
     pub fn markdown_header() -> &'static str {
-        "| scenario | nodes | delivered | p50 s | p95 s | p99 s | max s | duplicates | origin | honest bans | upload mean MB | upload max MB | uploaded nothing | sim wall | sim memory |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| scenario | nodes | delivered | p50 s | p95 s | p99 s | max s | duplicates | origin | honest bans | cancelled | upload mean MB | upload max MB | uploaded nothing | sim wall | sim memory |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     }
 }
 

@@ -54,6 +54,12 @@ pub struct Scenario {
     /// How long a node waits for the mesh before fetching a live segment
     /// from the origin (the node's `origin_after`, 4 s by default).
     pub origin_after: Duration,
+    /// How long a node waits for a push before pulling a segment it heard
+    /// of (the node's `pull_delay`, 150 ms by default).
+    pub pull_delay: Duration,
+    /// A transfer running longer is cancelled and retried elsewhere (the
+    /// node's `transfer_timeout`, 5 s by default).
+    pub transfer_timeout: Duration,
     pub seed: u64,
 }
 
@@ -77,6 +83,8 @@ impl Default for Scenario {
             bad: 0.0,
             bad_kind: BadKind::Stall,
             origin_after: Duration::from_secs(4),
+            pull_delay: Duration::from_millis(150),
+            transfer_timeout: Duration::from_secs(5),
             seed: 1,
         }
     }

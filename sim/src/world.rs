@@ -333,6 +333,8 @@ impl World {
         let bad = (!publisher && self.rng.r#gen::<f64>() < self.sc.bad).then_some(self.sc.bad_kind);
         let mut config = mesh::Config::default();
         config.scheduler.origin_after = self.sc.origin_after;
+        config.scheduler.pull_delay = self.sc.pull_delay;
+        config.scheduler.transfer_timeout = self.sc.transfer_timeout;
         let mut mesh = Mesh::new(config, &id.to_be_bytes(), self.sc.seed ^ u64::from(id));
         mesh.follow(self.descriptor.clone(), Seed::All, self.base + self.now);
         self.nodes.push(Node {
@@ -572,7 +574,17 @@ impl World {
         }
     }
 
+    fn count(&mut self, outcome: &'static str) {
+        *self.m.outcomes.entry(outcome).or_default() += 1;
+    }
+
     fn new_xfer(&mut self, xfer: Xfer) -> u64 {
+        self.count(match xfer.kind {
+            Kind::Push => "push offered",
+            Kind::Pull => "pull asked",
+            Kind::Origin => "origin fetched",
+        });
+        self.m.transfers += 1;
         self.next_xfer += 1;
         let id = self.next_xfer;
         self.by_tid.insert((xfer.a, xfer.a_tid), id);
@@ -603,6 +615,14 @@ impl World {
             Some(m) => m.handle_offer(a, Some(&header), now),
             None => return,
         };
+        self.count(match &reply {
+            OfferReply::Accept { .. } => "push accepted",
+            OfferReply::Decline(DeclineReason::InFlight) => "push declined: in flight",
+            OfferReply::Decline(DeclineReason::AlreadyHave) => "push declined: already have",
+            OfferReply::Decline(DeclineReason::Busy) => "push declined: busy",
+            OfferReply::Decline(_) => "push declined: other",
+            OfferReply::Reject(_) => "push rejected",
+        });
         let answer = match reply {
             OfferReply::Accept { transfer, .. } => {
                 if let Some(t) = self.xfers.get_mut(&x) {
@@ -655,6 +675,7 @@ impl World {
                 .mesh
                 .as_ref()
                 .is_some_and(|m| m.store().lock().contains(&id));
+        self.count(if holds { "pull served" } else { "pull absent" });
         if holds {
             let delay = self.one_way(b, a);
             self.start_flow(Some(b), a, x, delay);
@@ -672,6 +693,13 @@ impl World {
             return;
         };
         self.forget_tid(&t);
+        self.count(match (t.kind, t.flow.is_some()) {
+            (Kind::Push, true) => "push ended mid-body",
+            (Kind::Push, false) => "push ended before the body",
+            (Kind::Pull, true) => "pull ended mid-body",
+            (Kind::Pull, false) => "pull ended before the body",
+            (Kind::Origin, _) => "origin fetch ended early",
+        });
         if let Some(flow) = t.flow {
             self.stop_flow(flow);
         }
@@ -799,6 +827,11 @@ impl World {
             return;
         };
         self.forget_tid(&t);
+        self.count(match t.kind {
+            Kind::Push => "push delivered",
+            Kind::Pull => "pull delivered",
+            Kind::Origin => "origin delivered",
+        });
         let bytes = self.sc.segment_bytes() as u64;
         let (header, body) = self.segments[t.seq as usize].clone();
         let (sender, receiver, rtid) = match t.kind {
@@ -941,6 +974,7 @@ impl World {
             }
             Output::Cancel { transfer } => {
                 if let Some(x) = self.by_tid.get(&(node, transfer)).copied() {
+                    self.m.cancelled += 1;
                     self.fail(x);
                 }
             }

@@ -417,7 +417,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         let due: Vec<SegmentId> = self
             .segments
             .iter()
-            .filter(|(_, s)| !s.held && self.pull_at(s).is_some_and(|at| now >= at))
+            .filter(|(_, s)| {
+                // The origin's deadline may come before the first pull (a
+                // pull delay longer than the origin wait): it is due too.
+                let origin_due = !s.origin_tried && self.origin_at(s).is_some_and(|at| now >= at);
+                !s.held && (origin_due || self.pull_at(s).is_some_and(|at| now >= at))
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in due {

@@ -502,3 +502,42 @@ fn known_headers_are_not_verified_twice_but_forgeries_are_caught() {
         Acceptance::Reject
     );
 }
+
+/// The origin's deadline holds even when it comes before the first pull
+/// (a pull delay longer than the origin wait), and the timeout the mesh asks
+/// for is never in the past once it has run (a shell would spin).
+#[test]
+fn the_origin_deadline_holds_before_the_first_pull_and_timers_do_not_spin() {
+    let f = Fixture::new(true, "https://origin.example/live/master.m3u8");
+    let mut slow_pull = config();
+    slow_pull.scheduler.pull_delay = Duration::from_secs(20);
+    let mut net = Net::new(vec![config(), slow_pull]);
+    net.follow(1, &f);
+    let (header, body) = f.segment(2, 100);
+    let id = header.id();
+    net.origin
+        .insert("https://origin.example/live/v0/seg-2.ts".into(), body);
+    let announce = pb::Announce {
+        headers: vec![header.signed().to_pb()],
+    }
+    .encode_to_vec();
+    let now = net.now;
+    net.nodes[1].handle_announce(0, Some(0), &announce, now);
+    net.run();
+    let mut t = net.now;
+    let mut wakeups = 0;
+    while let Some(at) = net.nodes[1].poll_timeout(t) {
+        assert!(at >= t, "a timeout in the past after handle_timeout ran");
+        if at > now + Duration::from_secs(10) {
+            break;
+        }
+        t = at;
+        net.nodes[1].handle_timeout(t);
+        net.now = t;
+        net.run();
+        wakeups += 1;
+        assert!(wakeups < 100, "the mesh keeps waking up");
+    }
+    assert_eq!(net.stored(1).get(&id), Some(&Source::Origin));
+    assert!(net.origin_fetches.len() == 1);
+}

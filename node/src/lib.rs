@@ -38,6 +38,3 @@ pub fn unix_now_us() -> u64 {
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
-
-#[cfg(test)]
-mod sim;

@@ -43,6 +43,8 @@ use meshcast_proto::{
 use prost::Message as _;
 
 pub mod scheduler;
+#[cfg(test)]
+mod scheduler_sim;
 pub mod store;
 mod streams;
 #[cfg(test)]
@@ -338,10 +340,6 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
         &self.store
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     /// The next thing for the shell to do.
     pub fn poll_output(&mut self) -> Option<Output<P>> {
         self.outputs.pop_front()
@@ -392,11 +390,6 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
     /// Is the segment held, in memory or on disk?
     pub fn holds(&self, id: &SegmentId) -> bool {
         self.store.lock().contains(id) || self.on_disk.contains_key(id)
-    }
-
-    /// Headers known but not held (a VOD's index, live segments on their way).
-    pub fn pending(&self) -> usize {
-        self.pending.len()
     }
 
     // ---- peers ----

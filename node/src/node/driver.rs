@@ -713,7 +713,6 @@ impl Driver {
         behaviour.blocked.block_peer(peer);
         behaviour.gossipsub.blacklist_peer(&peer);
         behaviour.kad.remove_peer(&peer);
-        self.stats.bans.fetch_add(1, Relaxed);
         self.emit(Event::Banned { peer, reason });
     }
 

@@ -1,4 +1,9 @@
-//! A seeded, deterministic simulation of many schedulers exchanging segments.
+//! The scheduler's unit tests: a seeded, deterministic simulation of many
+//! [`Scheduler`]s alone, below the mesh (no headers, no store, no
+//! verification), for what only the scheduler decides: push fan-out, retries
+//! of hung transfers, declines, VOD seeds and demands. Policies of the whole
+//! core are tested through [`Mesh`](super::Mesh) in `tests.rs`; the mesh at
+//! scale, whole cores over a modelled internet, is the `meshcast-sim` crate.
 //!
 //! Each node runs a real [`Scheduler`]; the simulator plays the network: links
 //! with fixed latencies, an upload bandwidth per node shared by its concurrent
@@ -15,7 +20,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::mesh::scheduler::{Action, Config, Decision, Outcome, Scheduler, TransferId};
+use super::scheduler::{Action, Config, Decision, Outcome, Scheduler, TransferId};
 
 type Node = u32;
 

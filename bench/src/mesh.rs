@@ -1,13 +1,15 @@
 //! `meshcast-bench mesh`: propagation through a mesh of real swarms.
 //!
-//! Starts a publisher and `nodes` nodes in this process, all on QUIC over
-//! 127.0.0.1. Every node dials the publisher and up to four earlier nodes
+//! Starts a publisher and `nodes` nodes in this process, all on QUIC, each
+//! on a loopback address of its own (see [`loopback`]). Every node dials the publisher and up to four earlier nodes
 //! (seeded, so runs are comparable). The publisher signs `segments` synthetic
 //! segments of `segment_bytes` each, one every `interval`, and injects them.
 //! Reported: the time from injection to "held by node" over every
 //! (node, segment) pair, the duplicate ratio (bytes received by all nodes ÷
 //! the bytes they needed), and the origin bytes (the publisher's ingest: the
 //! synthetic stream has no HTTP origin, so nodes cannot fall back to one).
+//! When a pair is missing, the report says which: per segment, per node, and
+//! for each node missing something its peers and what its events said.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -46,6 +48,114 @@ pub struct MeshReport {
     pub duplicate_ratio: f64,
     pub origin_bytes: u64,
     pub stream_bytes: u64,
+    /// Pairs delivered by the publisher itself (pushed or pulled), of
+    /// `delivered`: the rest came from other nodes.
+    pub from_publisher: usize,
+    /// (node, segment) pairs found in the nodes' stores at the end (the
+    /// events above may have been lost by a lagging reader; these cannot).
+    pub held: usize,
+    /// Per segment sequence, how many nodes do not hold it at the end.
+    pub missing_by_segment: Vec<usize>,
+    /// Nodes that hold no segment at the end, and nodes that hold some but not all.
+    pub nodes_without_any: usize,
+    pub nodes_partial: usize,
+    /// Nodes whose stores differ from what their events said.
+    pub event_store_mismatches: usize,
+    /// Every node missing something, with what may say why.
+    pub missing: Vec<MissingNode>,
+    /// Peers connected per node at the end: fewest, mean, most. Each node
+    /// dials at most five; the DHT's queries and provider dials add the
+    /// rest, and every one is a neighbour that segments are offered to.
+    pub peers: (usize, f64, usize),
+}
+
+/// A node that does not hold every segment at the end.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MissingNode {
+    /// Its place in the join order (0: the first node after the publisher).
+    pub index: usize,
+    pub peer: String,
+    /// Segment sequences it does not hold.
+    pub missing: Vec<u64>,
+    /// Peers connected at the end, and whether the publisher is among them.
+    pub connected: usize,
+    pub to_publisher: bool,
+    /// Dials to earlier nodes that failed at the start.
+    pub failed_dials: usize,
+    /// What its event stream said besides `Stored`.
+    pub warnings: Vec<String>,
+    pub bans: Vec<String>,
+    /// Events its collector lost (broadcast lag).
+    pub lagged: u64,
+}
+
+impl MeshReport {
+    /// Lines saying which pairs are missing; none when every pair was delivered.
+    pub fn missing_lines(&self) -> Vec<String> {
+        let expected = self.nodes * self.segments;
+        if self.delivered >= expected && self.held >= expected {
+            return Vec::new();
+        }
+        let mut lines = vec![
+            format!(
+                "missing: {} of {} pairs by the events, {} of {} held in the stores at the end; {} node(s) whose stores and events disagree",
+                expected - self.delivered.min(expected),
+                expected,
+                expected - self.held.min(expected),
+                expected,
+                self.event_store_mismatches
+            ),
+            format!(
+                "missing per segment (nodes without it, by sequence): {:?}",
+                self.missing_by_segment
+            ),
+            format!(
+                "nodes missing something: {} hold nothing, {} hold some; peers per node: {} fewest, {:.1} mean, {} most",
+                self.nodes_without_any,
+                self.nodes_partial,
+                self.peers.0,
+                self.peers.1,
+                self.peers.2
+            ),
+        ];
+        const SHOWN: usize = 20;
+        for m in self.missing.iter().take(SHOWN) {
+            lines.push(format!(
+                "  node {:>3} {}: missing {:?}; {} connected{}, {} failed dial(s), {} lagged event(s); warnings {:?}; bans {:?}",
+                m.index,
+                m.peer,
+                m.missing,
+                m.connected,
+                if m.to_publisher {
+                    " (the publisher among them)"
+                } else {
+                    " (NOT to the publisher)"
+                },
+                m.failed_dials,
+                m.lagged,
+                m.warnings,
+                m.bans
+            ));
+        }
+        if self.missing.len() > SHOWN {
+            lines.push(format!(
+                "  … and {} more node(s) (all of them in --json)",
+                self.missing.len() - SHOWN
+            ));
+        }
+        lines
+    }
+}
+
+/// What one node's event stream said during the run.
+#[derive(Default)]
+struct Heard {
+    stored: HashMap<u64, Instant>,
+    /// Segments the publisher itself sent (pushed or pulled).
+    from_publisher: usize,
+    warnings: Vec<String>,
+    bans: Vec<String>,
+    lagged: u64,
 }
 
 struct Running {
@@ -59,10 +169,30 @@ impl Drop for Running {
     }
 }
 
-fn bench_config() -> Config {
+/// The loopback address of the `n`th swarm (0: the publisher): one each.
+///
+/// Gossipsub's peer scoring penalises peers that share an IP (P6, IP
+/// colocation: `(peers on the IP - 10)² × -5`). With every swarm on
+/// 127.0.0.1, each peer of a node with 14 or more peers scores below the
+/// publish threshold (-50): `publish` finds no peer
+/// (`NoPeersSubscribedToTopic`) and nothing is gossiped at all, which no
+/// deployment of distinct hosts sees. Linux routes all of 127.0.0.0/8 to
+/// the loopback interface, and a QUIC swarm dials from the address it
+/// listens on, so each swarm is a host of its own.
+fn loopback(n: usize) -> std::net::Ipv4Addr {
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    std::net::Ipv4Addr::new(
+        127,
+        (n / 254 / 254 % 254) as u8,
+        (n / 254 % 254) as u8,
+        (n % 254 + 1) as u8,
+    )
+}
+
+fn bench_config(n: usize) -> Config {
     Config {
         listen: vec![
-            "/ip4/127.0.0.1/udp/0/quic-v1"
+            format!("/ip4/{}/udp/0/quic-v1", loopback(n))
                 .parse()
                 .expect("valid multiaddr"),
         ],
@@ -72,8 +202,9 @@ fn bench_config() -> Config {
     }
 }
 
-async fn start() -> Result<(Running, libp2p::Multiaddr), NodeError> {
-    let (node, driver) = Node::new(bench_config(), Keypair::generate_ed25519())?;
+/// Starts swarm `n` (0: the publisher).
+async fn start(n: usize) -> Result<(Running, libp2p::Multiaddr), NodeError> {
+    let (node, driver) = Node::new(bench_config(n), Keypair::generate_ed25519())?;
     let driver = tokio::spawn(driver.run());
     let running = Running { node, driver };
     for _ in 0..100 {
@@ -117,18 +248,23 @@ pub async fn run(bench: &MeshBench, progress: impl Fn(&str)) -> Result<MeshRepor
     let stream = descriptor.stream_key();
 
     progress(&format!("starting a publisher and {} nodes", bench.nodes));
-    let (publisher, publisher_addr) = start().await?;
+    let (publisher, publisher_addr) = start(0).await?;
     publisher.node.follow(descriptor.clone()).await?;
     let mut nodes: Vec<(Running, libp2p::Multiaddr)> = Vec::with_capacity(bench.nodes);
     let mut events = Vec::with_capacity(bench.nodes);
+    let mut failed_dials = Vec::with_capacity(bench.nodes);
     for i in 0..bench.nodes {
-        let (running, addr) = start().await?;
+        let (running, addr) = start(i + 1).await?;
         events.push(running.node.events());
         running.node.dial(publisher_addr.clone()).await?;
+        let mut failed = 0;
         for _ in 0..4.min(i) {
             let neighbour = &nodes[rng.gen_range(0..i)].1;
-            let _ = running.node.dial(neighbour.clone()).await;
+            if running.node.dial(neighbour.clone()).await.is_err() {
+                failed += 1;
+            }
         }
+        failed_dials.push(failed);
         running.node.follow(descriptor.clone()).await?;
         nodes.push((running, addr));
     }
@@ -141,21 +277,30 @@ pub async fn run(bench: &MeshBench, progress: impl Fn(&str)) -> Result<MeshRepor
         + bench.interval * u32::try_from(bench.segments).unwrap_or(u32::MAX)
         + Duration::from_secs(30);
     let segments = bench.segments;
+    let publisher_id = publisher.node.peer_id();
     let collectors: Vec<_> = events
         .into_iter()
         .map(|mut receiver| {
             tokio::spawn(async move {
-                let mut stored: HashMap<u64, Instant> = HashMap::new();
-                while stored.len() < segments {
+                let mut heard = Heard::default();
+                while heard.stored.len() < segments {
                     match tokio::time::timeout_at(collect_until, receiver.recv()).await {
-                        Ok(Ok(Event::Stored { id, at, .. })) => {
-                            stored.entry(id.sequence).or_insert(at);
+                        Ok(Ok(Event::Stored { id, at, source, .. })) => {
+                            heard.stored.entry(id.sequence).or_insert(at);
+                            if source.peer() == Some(&publisher_id) {
+                                heard.from_publisher += 1;
+                            }
                         }
-                        Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                        Ok(Ok(Event::Warning { message })) => heard.warnings.push(message),
+                        Ok(Ok(Event::Banned { peer, reason })) => {
+                            heard.bans.push(format!("{peer}: {reason}"))
+                        }
+                        Ok(Ok(_)) => {}
+                        Ok(Err(broadcast::error::RecvError::Lagged(n))) => heard.lagged += n,
                         Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => break,
                     }
                 }
-                stored
+                heard
             })
         })
         .collect();
@@ -181,22 +326,21 @@ pub async fn run(bench: &MeshBench, progress: impl Fn(&str)) -> Result<MeshRepor
     progress("waiting for every node to hold every segment");
     let expected = bench.nodes * bench.segments;
     let mut latencies = Vec::with_capacity(expected);
+    let mut heard_all = Vec::with_capacity(bench.nodes);
+    let mut from_publisher = 0;
     for collector in collectors {
-        let stored = collector
+        let heard = collector
             .await
             .map_err(|e| NodeError::Setup(format!("an event collector failed: {e}")))?;
-        for (sequence, at) in stored {
-            if let Some(start) = injected.get(&sequence) {
+        for (sequence, at) in &heard.stored {
+            if let Some(start) = injected.get(sequence) {
                 latencies.push(at.saturating_duration_since(*start));
             }
         }
+        from_publisher += heard.from_publisher;
+        heard_all.push(heard);
     }
-    latencies.sort();
-    let pick = |p: f64| -> f64 {
-        latencies
-            .get(((latencies.len().saturating_sub(1)) as f64 * p).round() as usize)
-            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
-    };
+
     let stream_bytes = (bench.segment_bytes * bench.segments) as u64;
     let received: u64 = nodes
         .iter()
@@ -209,7 +353,73 @@ pub async fn run(bench: &MeshBench, progress: impl Fn(&str)) -> Result<MeshRepor
         .iter()
         .map(|(n, _)| n.node.stats().origin_bytes_in.load(Relaxed))
         .sum();
-    Ok(MeshReport {
+    // What the stores hold at the end, against what the events said (read
+    // with the counters above, before the slower look at each node's peers).
+    let holdings: Vec<Vec<bool>> = nodes
+        .iter()
+        .map(|(running, _)| {
+            (0..bench.segments as u64)
+                .map(|sequence| {
+                    running
+                        .node
+                        .segment(&SegmentId::media(stream.id, 0, sequence))
+                        .is_some()
+                })
+                .collect()
+        })
+        .collect();
+    let mut peers = Vec::with_capacity(bench.nodes);
+    let mut held = 0;
+    let mut missing_by_segment = vec![0; bench.segments];
+    let (mut nodes_without_any, mut nodes_partial, mut event_store_mismatches) = (0, 0, 0);
+    let mut missing = Vec::new();
+    for (index, (((running, _), heard), holds)) in
+        nodes.iter().zip(heard_all).zip(holdings).enumerate()
+    {
+        let info = running.node.info().await?;
+        peers.push(info.connected.len());
+        let count = holds.iter().filter(|h| **h).count();
+        held += count;
+        let said: Vec<bool> = (0..bench.segments as u64)
+            .map(|sequence| heard.stored.contains_key(&sequence))
+            .collect();
+        if said != holds {
+            event_store_mismatches += 1;
+        }
+        if count == bench.segments {
+            continue;
+        }
+        if count == 0 {
+            nodes_without_any += 1;
+        } else {
+            nodes_partial += 1;
+        }
+        let mut absent = Vec::new();
+        for (sequence, has) in holds.iter().enumerate() {
+            if !has {
+                missing_by_segment[sequence] += 1;
+                absent.push(sequence as u64);
+            }
+        }
+        missing.push(MissingNode {
+            index,
+            peer: running.node.peer_id().to_string(),
+            missing: absent,
+            connected: info.connected.len(),
+            to_publisher: info.connected.contains(&publisher_id),
+            failed_dials: failed_dials[index],
+            warnings: heard.warnings,
+            bans: heard.bans,
+            lagged: heard.lagged,
+        });
+    }
+    latencies.sort();
+    let pick = |p: f64| -> f64 {
+        latencies
+            .get(((latencies.len().saturating_sub(1)) as f64 * p).round() as usize)
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+    };
+    let report = MeshReport {
         nodes: bench.nodes,
         segment_bytes: bench.segment_bytes,
         segments: bench.segments,
@@ -221,5 +431,21 @@ pub async fn run(bench: &MeshBench, progress: impl Fn(&str)) -> Result<MeshRepor
         duplicate_ratio: received as f64 / (stream_bytes * bench.nodes as u64).max(1) as f64,
         origin_bytes: stream_bytes + node_origin,
         stream_bytes,
-    })
+        from_publisher,
+        held,
+        missing_by_segment,
+        nodes_without_any,
+        nodes_partial,
+        event_store_mismatches,
+        missing,
+        peers: (
+            peers.iter().copied().min().unwrap_or(0),
+            peers.iter().sum::<usize>() as f64 / peers.len().max(1) as f64,
+            peers.iter().copied().max().unwrap_or(0),
+        ),
+    };
+    for line in report.missing_lines() {
+        eprintln!("bench: {line}");
+    }
+    Ok(report)
 }

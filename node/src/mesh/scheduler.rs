@@ -195,6 +195,10 @@ pub struct Scheduler<P> {
     transfers: BTreeMap<TransferId, Transfer<P>>,
     next_transfer: TransferId,
     actions: VecDeque<Action<P>>,
+    /// Held segments with neighbours still to offer them to that found
+    /// every upload slot taken, by when they were learned: the newest gets
+    /// the next free slot.
+    starved: BTreeSet<(Instant, SegmentId)>,
     rng: StdRng,
 }
 
@@ -207,6 +211,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             transfers: BTreeMap::new(),
             next_transfer: 1,
             actions: VecDeque::new(),
+            starved: BTreeSet::new(),
             rng: StdRng::seed_from_u64(seed),
         }
     }
@@ -377,7 +382,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     }
                     _ => {}
                 }
-                self.pump_offers(t.id, now);
+                self.queue_offers(t.id);
+                self.pump_starved(now);
             }
             Kind::Pull(peer) | Kind::PushIn(peer) => {
                 seg.downloads.remove(&transfer);
@@ -570,20 +576,26 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         if !seg.held {
             return;
         }
-        let room = self
-            .config
-            .push_parallel
-            .saturating_sub(seg.offers_in_flight)
-            .min(self.config.max_uploads.saturating_sub(uploads));
-        if room == 0 {
-            return;
-        }
         let mut candidates: Vec<P> = self
             .peers
             .keys()
             .filter(|p| !seg.holders.contains(p) && !seg.offered.contains(p))
             .copied()
             .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let slots = self.config.max_uploads.saturating_sub(uploads);
+        let room = self
+            .config
+            .push_parallel
+            .saturating_sub(seg.offers_in_flight)
+            .min(slots);
+        if room < candidates.len() && slots <= room {
+            // Out of upload slots, not out of its own parallelism: nothing
+            // of its own will call it back, so it waits for any slot.
+            self.starved.insert((seg.learned, id));
+        }
         candidates.shuffle(&mut self.rng);
         candidates.truncate(room);
         for peer in candidates {
@@ -592,6 +604,30 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             }
             let transfer = self.start(id, Kind::Offer(peer), now);
             self.actions.push_back(Action::Offer { transfer, peer, id });
+        }
+    }
+
+    /// A held segment may have neighbours left to offer it to: it takes its
+    /// turn for the next free slot, newest first.
+    fn queue_offers(&mut self, id: SegmentId) {
+        if let Some(seg) = self.segments.get(&id)
+            && seg.held
+        {
+            self.starved.insert((seg.learned, id));
+        }
+    }
+
+    /// Upload slots freed: the segments that waited for one get them, newest
+    /// first (a segment that became held while every slot was taken would
+    /// otherwise never be offered: with its announcement lost, nobody would
+    /// learn of it).
+    fn pump_starved(&mut self, now: Instant) {
+        while self.active_uploads() < self.config.max_uploads {
+            let Some((learned, id)) = self.starved.pop_last() else {
+                break;
+            };
+            let _ = learned;
+            self.pump_offers(id, now);
         }
     }
 
@@ -646,6 +682,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             .filter(|(_, t)| now.saturating_duration_since(t.started) >= timeout)
             .map(|(id, _)| *id)
             .collect();
+        let mut freed = Vec::new();
         for transfer in expired {
             self.actions.push_back(Action::Cancel { transfer });
             // Reported as failed right away; a late report of the same id is ignored.
@@ -654,7 +691,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             };
             if let Some(seg) = self.segments.get_mut(&t.id) {
                 match t.kind {
-                    Kind::Offer(_) => seg.offers_in_flight = seg.offers_in_flight.saturating_sub(1),
+                    Kind::Offer(_) => {
+                        seg.offers_in_flight = seg.offers_in_flight.saturating_sub(1);
+                        freed.push(t.id);
+                    }
                     Kind::Pull(peer) | Kind::PushIn(peer) => {
                         seg.downloads.remove(&transfer);
                         seg.failed.insert(peer, now);
@@ -665,6 +705,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 }
             }
         }
+        // An offer that timed out frees a slot like one that ended.
+        for id in freed {
+            self.queue_offers(id);
+        }
+        self.pump_starved(now);
     }
 }
 

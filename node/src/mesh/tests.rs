@@ -541,3 +541,76 @@ fn the_origin_deadline_holds_before_the_first_pull_and_timers_do_not_spin() {
     assert_eq!(net.stored(1).get(&id), Some(&Source::Origin));
     assert!(net.origin_fetches.len() == 1);
 }
+
+/// Segments the publisher offered (`Output::Push`), by sequence.
+fn offered(net: &Net, node: u32) -> Vec<u64> {
+    net.log
+        .iter()
+        .filter(|(n, _)| *n == node)
+        .filter_map(|(_, o)| match o {
+            Output::Push { header, .. } => Some(header.id().sequence),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A publisher with two upload slots, one offer at a time per segment, and
+/// two neighbours; segments 0 and 1 take both slots with offers held back,
+/// so segment 2 becomes held while no slot is free.
+fn publisher_with_full_upload_slots(f: &Fixture) -> Net {
+    let mut publisher = config();
+    publisher.scheduler.max_uploads = 2;
+    publisher.scheduler.push_parallel = 1;
+    let mut net = Net::new(vec![publisher, config(), config()]);
+    for n in 0..3 {
+        net.follow(n, f);
+    }
+    net.connect(0, 1);
+    net.connect(0, 2);
+    net.hold = true;
+    for seq in 0..3 {
+        let (header, body) = f.segment(seq, 1000);
+        let now = net.now;
+        net.nodes[0].inject(header, body, now);
+        net.run();
+    }
+    assert_eq!(offered(&net, 0), vec![0, 1], "both slots taken, none left");
+    net
+}
+
+/// The 100-node bench's lost segment: one injected while every upload slot
+/// was taken was never offered, because a freed slot only went on with the
+/// segment whose offer ended. With no gossip (or gossip lost), nobody else
+/// learns of it.
+#[test]
+fn a_segment_held_while_every_upload_slot_is_taken_is_offered_once_one_frees() {
+    let f = Fixture::new(true, "");
+    let mut net = publisher_with_full_upload_slots(&f);
+    while !net.held.is_empty() {
+        let (from, output) = net.held.remove(0);
+        net.perform(from, output);
+        net.run();
+    }
+    let offers = offered(&net, 0);
+    assert!(offers.contains(&2), "segment 2 never offered: {offers:?}");
+    for n in 1..3 {
+        for seq in 0..3 {
+            assert!(
+                net.holds(n, &SegmentId::media(f.stream(), 0, seq)),
+                "node {n} seq {seq}"
+            );
+        }
+    }
+}
+
+/// The same when the offers in flight time out instead of ending.
+#[test]
+fn a_segment_held_while_every_upload_slot_is_taken_is_offered_once_offers_time_out() {
+    let f = Fixture::new(true, "");
+    let mut net = publisher_with_full_upload_slots(&f);
+    net.held.clear(); // never answered
+    let timeout = config().scheduler.transfer_timeout;
+    net.advance(timeout + Duration::from_secs(1));
+    let offers = offered(&net, 0);
+    assert!(offers.contains(&2), "segment 2 never offered: {offers:?}");
+}

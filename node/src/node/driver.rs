@@ -564,7 +564,10 @@ impl Driver {
                         .gossipsub
                         .publish(topic, announce.to_vec())
                     {
-                        tracing::debug!("announcement on {stream}/{rendition} not gossiped: {e}");
+                        // No subscribed peer, or none that gossip trusts (its
+                        // peer score): nodes learn of the segment only when
+                        // it is pushed to them. Worth seeing without debug logs.
+                        tracing::info!("announcement on {stream}/{rendition} not gossiped: {e}");
                     }
                 }
                 Output::Ban {
@@ -713,6 +716,7 @@ impl Driver {
         behaviour.blocked.block_peer(peer);
         behaviour.gossipsub.blacklist_peer(&peer);
         behaviour.kad.remove_peer(&peer);
+        self.stats.bans.fetch_add(1, Relaxed);
         self.emit(Event::Banned { peer, reason });
     }
 

@@ -58,6 +58,7 @@ pub enum Event {
 pub struct Stats {
     pub mesh_bytes_in: AtomicU64,
     pub origin_bytes_in: AtomicU64,
+    pub bans: AtomicU64,
 }
 
 pub(super) enum Command {

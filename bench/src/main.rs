@@ -19,6 +19,7 @@ use meshcast_node::unix_now_us as now_us;
 use mesh::{MeshBench, MeshReport};
 
 mod all;
+mod idle;
 mod mesh;
 mod netns;
 mod offload;
@@ -81,6 +82,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// CPU and wake-ups of a `meshcast node` child process with many idle
+    /// peers connected (a stream is followed, nothing published).
+    Idle {
+        /// In-process peers connected to the node.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        peers: u32,
+        /// Measured seconds, after a 10 s settle time.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        seconds: u64,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The whole suite: mesh propagation, origin offload, relay fan-out,
     /// segment-protocol throughput against raw QUIC, node memory and (as root)
     /// the mesh under network conditions. Writes `<out>/<date>.json`,
@@ -131,6 +145,17 @@ fn main() -> ExitCode {
             },
             json,
         ),
+        Command::Idle {
+            peers,
+            seconds,
+            json,
+        } => idle(
+            idle::IdleBench {
+                peers: peers as usize,
+                duration: Duration::from_secs(seconds),
+            },
+            json,
+        ),
         Command::All(args) => all::run(args),
         Command::Sim(args) => sim::run_cli(args),
         Command::Peer(args) => throughput::peer(args),
@@ -170,6 +195,19 @@ fn mesh(bench: MeshBench, json: bool) -> anyhow::Result<()> {
             report.delivered,
             report.nodes * report.segments
         );
+    }
+    Ok(())
+}
+
+fn idle(bench: idle::IdleBench, json: bool) -> anyhow::Result<()> {
+    // The peers have no bootstrap peer: Kademlia warns of it every second.
+    init_logs("warn,libp2p_kad=error");
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(idle::run(&bench, |phase| eprintln!("bench: {phase}")))?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        idle::print(&report);
     }
     Ok(())
 }

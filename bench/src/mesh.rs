@@ -179,7 +179,7 @@ impl Drop for Running {
 /// deployment of distinct hosts sees. Linux routes all of 127.0.0.0/8 to
 /// the loopback interface, and a QUIC swarm dials from the address it
 /// listens on, so each swarm is a host of its own.
-fn loopback(n: usize) -> std::net::Ipv4Addr {
+pub(crate) fn loopback(n: usize) -> std::net::Ipv4Addr {
     let n = u32::try_from(n).unwrap_or(u32::MAX);
     std::net::Ipv4Addr::new(
         127,

@@ -12,7 +12,6 @@ use serde::Serialize;
 
 use super::mesh::{self, MeshBench};
 use super::progress::Progress;
-use super::report::{Goal, fig};
 
 #[derive(Debug, clap::Args)]
 pub struct SimArgs {
@@ -345,31 +344,6 @@ pub async fn section(plan: &Plan, progress: &Progress) -> anyhow::Result<SimSect
             sim,
             swarms,
         }),
-    })
-}
-
-/// The simulator's own goal: 10,000 nodes for 60 s of stream within 5
-/// minutes (on this machine, one core).
-pub fn goal(section: Option<&SimSection>) -> Option<Goal> {
-    let run = section?
-        .runs
-        .iter()
-        .filter(|r| r.report.scenario.duration >= Duration::from_secs(60))
-        .max_by(|a, b| {
-            (a.report.scenario.nodes, a.report.wall_s)
-                .partial_cmp(&(b.report.scenario.nodes, b.report.wall_s))
-                .unwrap_or(std::cmp::Ordering::Equal)
-        })?;
-    let r = &run.report;
-    Some(Goal {
-        name: "simulator at scale",
-        target: "10,000 nodes × 60 s of stream in ≤ 5 min",
-        measured: Some(fig(r.wall_s, "s")),
-        met: r.scenario.nodes >= 10_000 && r.wall_s <= 300.0,
-        note: format!(
-            "{} nodes ({}), {:.0} MB peak",
-            r.scenario.nodes, run.label, r.peak_rss_mb
-        ),
     })
 }
 

@@ -331,9 +331,31 @@ fn bench_all_quick_reports_every_section() {
         report["netns"]
     );
 
-    // Goals: five, each met or missed.
+    // The simulator: its quick scenarios, every figure a share or a time,
+    // and the check against real swarms.
+    let runs = report["sim"]["runs"].as_array().expect("sim runs");
+    assert_eq!(runs.len(), 2, "{}", report["sim"]);
+    for run in runs {
+        let r = &run["report"];
+        for share in ["delivered", "origin_fraction", "cancelled", "upload_none"] {
+            let v = r[share].as_f64().expect(share);
+            assert!((0.0..=1.0).contains(&v), "{share} {v}");
+        }
+        assert!(r["delivered"].as_f64().unwrap() > 0.9, "{r}");
+        assert!(r["propagation_p95_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["duplicate_ratio"].as_f64().unwrap() >= 1.0, "{r}");
+        assert!(r["events"].as_u64().unwrap() > 0, "{r}");
+    }
+    let check = &report["sim"]["check"];
+    assert_eq!(check["sim"]["delivered"].as_f64(), Some(1.0), "{check}");
+    assert!(
+        check["swarms"]["delivered"].as_u64().unwrap() > 0,
+        "{check}"
+    );
+
+    // Goals: six, each met or missed.
     let goals = report["goals"].as_array().expect("goals");
-    assert_eq!(goals.len(), 5);
+    assert_eq!(goals.len(), 6);
     for goal in goals {
         assert!(goal["met"].is_boolean(), "{goal}");
         assert!(
@@ -348,6 +370,7 @@ fn bench_all_quick_reports_every_section() {
     for heading in [
         "## Goals",
         "## Mesh propagation",
+        "## Simulator",
         "## Origin offload",
         "## On-demand video (VOD)",
         "## Relay fan-out",

@@ -10,10 +10,10 @@ use anyhow::Context;
 use super::mesh::MeshBench;
 use super::progress::Progress;
 use super::report::{self, FanoutSection, FanoutStep, MeshRun, Report, fig};
-use super::{netns, offload, rss, sim, throughput, vod};
+use super::{idle, netns, offload, rss, sim, throughput, vod};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "mesh",
     "sim",
     "offload",
@@ -21,6 +21,7 @@ pub const SECTIONS: [&str; 8] = [
     "fanout",
     "throughput",
     "rss",
+    "idle",
     "netns",
 ];
 
@@ -36,7 +37,7 @@ pub struct AllArgs {
     #[arg(long, value_name = "DIR", default_value = "bench/results")]
     pub out: PathBuf,
     /// Run only these sections (comma-separated): mesh, sim, offload, vod,
-    /// fanout, throughput, rss, netns.
+    /// fanout, throughput, rss, idle, netns.
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SECTIONS))]
     pub only: Vec<String>,
 }
@@ -52,6 +53,7 @@ struct Plan {
     fanout_duration: Duration,
     throughput: throughput::Plan,
     rss: rss::Plan,
+    idle: idle::IdleBench,
     netns: Option<netns::Plan>,
 }
 
@@ -98,6 +100,10 @@ impl Plan {
                     live_window: Duration::from_secs(30),
                     duration: Duration::from_secs(6),
                 },
+                idle: idle::IdleBench {
+                    peers: 10,
+                    duration: Duration::from_secs(3),
+                },
                 netns: None,
             }
         } else {
@@ -140,6 +146,10 @@ impl Plan {
                     live_window: Duration::from_secs(30),
                     duration: Duration::from_secs(40),
                 },
+                idle: idle::IdleBench {
+                    peers: 100,
+                    duration: Duration::from_secs(20),
+                },
                 netns: Some(netns::Plan {
                     nodes_per_namespace: 3,
                     segments: 10,
@@ -151,7 +161,7 @@ impl Plan {
     }
 
     fn steps(&self) -> u64 {
-        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 5) as u64
+        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 6) as u64
     }
 }
 
@@ -214,6 +224,22 @@ pub fn run(args: AllArgs) -> anyhow::Result<()> {
         if wanted("rss") {
             let result = rss::run(&plan.rss, &progress).await;
             report.record("rss", result, |r, s| r.rss = Some(s));
+        }
+        progress.step();
+        if wanted("idle") {
+            let result = idle::run(&plan.idle, |phase| {
+                progress.phase(&format!("idle: {phase}"))
+            })
+            .await;
+            if let Ok(r) = &result {
+                progress.note(&format!(
+                    "idle {} peers: {:.2}% of a core, {:.0} wake-ups/s",
+                    r.peers,
+                    r.cpu_core_share * 100.0,
+                    r.wakeups_per_second
+                ));
+            }
+            report.record("idle", result, |r, s| r.idle = Some(s));
         }
         progress.step();
         if wanted("netns") {

@@ -354,6 +354,7 @@ pub struct Report {
     pub fanout: Option<FanoutSection>,
     pub throughput: Option<ThroughputSection>,
     pub rss: Option<RssSection>,
+    pub idle: Option<super::idle::IdleReport>,
     pub netns: Option<NetnsSection>,
     pub goals: Vec<Goal>,
     pub errors: Vec<SectionError>,
@@ -393,6 +394,7 @@ impl Report {
             fanout: None,
             throughput: None,
             rss: None,
+            idle: None,
             netns: None,
             goals: Vec::new(),
             errors: Vec::new(),
@@ -453,6 +455,13 @@ fn sim_goal(section: Option<&super::sim::SimSection>) -> Option<Goal> {
 fn goals(r: &Report) -> Vec<Goal> {
     let mut goals = Vec::new();
     goals.extend(sim_goal(r.sim.as_ref()));
+    goals.extend(r.idle.as_ref().map(|i| Goal {
+        name: "idle peer cost",
+        target: "≤ 1 % of a core with 100 idle peers",
+        measured: Some(fig(i.cpu_core_share * 100.0, "% of a core")),
+        met: i.peers >= 100 && i.goal_met,
+        note: format!("{} peers, {:.0} wake-ups/s", i.peers, i.wakeups_per_second),
+    }));
     // Offload at the largest audience measured (1,000 viewers in the full run).
     let run = r
         .offload
@@ -923,6 +932,22 @@ pub fn markdown(r: &Report, stem: &str) -> String {
         }
     }
 
+    let _ = writeln!(w, "\n## Idle peers\n");
+    match &r.idle {
+        Some(i) => {
+            let _ = writeln!(
+                w,
+                "One `meshcast node` with {} idle peers, {:.0} s measured: {:.2} % of a core, {:.0} wake-ups/s (goal ≤ 1 % of a core at 100 peers).",
+                i.peers,
+                i.seconds,
+                i.cpu_core_share * 100.0,
+                i.wakeups_per_second
+            );
+        }
+        None => {
+            let _ = writeln!(w, "Not run.");
+        }
+    }
     let _ = writeln!(w, "\n## Network conditions\n");
     match &r.netns {
         None => {

@@ -353,9 +353,16 @@ fn bench_all_quick_reports_every_section() {
         "{check}"
     );
 
-    // Goals: six, each met or missed.
+    // Idle peers: the node's CPU share and wake-ups, finite and positive.
+    let idle = &report["idle"];
+    assert_eq!(idle["peers"].as_u64(), Some(10), "{idle}");
+    let cpu = idle["cpu_core_share"].as_f64().expect("cpu");
+    assert!((0.0..=2.0).contains(&cpu), "{idle}");
+    assert!(idle["wakeups_per_second"].as_f64().unwrap() > 0.0, "{idle}");
+
+    // Goals: seven, each met or missed.
     let goals = report["goals"].as_array().expect("goals");
-    assert_eq!(goals.len(), 6);
+    assert_eq!(goals.len(), 7);
     for goal in goals {
         assert!(goal["met"].is_boolean(), "{goal}");
         assert!(
@@ -376,6 +383,7 @@ fn bench_all_quick_reports_every_section() {
         "## Relay fan-out",
         "## Segment protocol throughput",
         "## Node memory",
+        "## Idle peers",
         "## Network conditions",
     ] {
         assert!(

@@ -14,6 +14,7 @@ use libp2p::identity::Keypair;
 use meshcast_node::{Config, Node};
 use meshcast_proto::{Descriptor, PublisherKey, Rendition};
 
+use super::mesh::Running;
 use super::mesh::loopback;
 use super::proc::{Spawned, cpu_seconds, gauge, meshcast, scrape};
 
@@ -42,17 +43,6 @@ pub struct IdleReport {
     /// This process (the peers) as a share of one core, divided by the peers.
     pub peer_core_share: f64,
     pub goal_met: bool,
-}
-
-struct Running {
-    node: Node,
-    driver: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
 }
 
 async fn start(n: usize) -> anyhow::Result<Running> {

@@ -158,9 +158,11 @@ struct Heard {
     lagged: u64,
 }
 
-struct Running {
-    node: Node,
-    driver: JoinHandle<()>,
+/// An in-process node and its driver's task, aborted when dropped (the
+/// mesh, RSS and idle benches' peers).
+pub(crate) struct Running {
+    pub(crate) node: Node,
+    pub(crate) driver: JoinHandle<()>,
 }
 
 impl Drop for Running {

@@ -18,6 +18,7 @@ use meshcast_proto::{Descriptor, PublisherKey, Rendition, SegmentId, SegmentInfo
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::mesh::Running;
 use super::proc::{Spawned, cpu_seconds, gauge, memory, meshcast, scrape};
 use super::progress::Progress;
 use super::report::{RssSection, fig, seconds};
@@ -33,17 +34,6 @@ pub struct Plan {
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-
-struct Running {
-    node: Node,
-    driver: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
-}
 
 async fn start(config: Config) -> anyhow::Result<(Running, Multiaddr)> {
     let (node, driver) = Node::new(config, Keypair::generate_ed25519())?;

@@ -479,7 +479,7 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
 
     /// Adds a segment this node signed (the publisher): store, announce, push.
     pub fn inject(&mut self, header: VerifiedHeader, body: Bytes, now: Instant) {
-        let id = header.id();
+        let (id, size) = (header.id(), body.len() as u64);
         self.wanted(&header);
         let announce = pb::Announce {
             headers: vec![header.signed().to_pb()],
@@ -490,7 +490,7 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
             announce: announce.encode_to_vec().into(),
         });
         if self.insert(header, body, Source::Injected) {
-            self.scheduler.held(id, self.size_of(&id), now);
+            self.scheduler.held(id, size, now);
         }
         self.drain(now);
     }
@@ -859,10 +859,6 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
         }
         let key = self.streams.get(&id.stream)?.key();
         signed.verify(&key).ok()
-    }
-
-    fn size_of(&self, id: &SegmentId) -> u64 {
-        self.store.lock().header(id).map_or(0, |h| h.info().length)
     }
 
     /// A verified header of a followed stream: remember it and tell the

@@ -623,10 +623,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// learn of it).
     fn pump_starved(&mut self, now: Instant) {
         while self.active_uploads() < self.config.max_uploads {
-            let Some((learned, id)) = self.starved.pop_last() else {
+            let Some((_, id)) = self.starved.pop_last() else {
                 break;
             };
-            let _ = learned;
             self.pump_offers(id, now);
         }
     }

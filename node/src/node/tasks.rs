@@ -93,10 +93,9 @@ impl Tasks {
         loop {
             match self.set.join_next().await {
                 Some(Ok(done)) => {
-                    if let Done::Download { transfer, .. } | Done::Upload { transfer, .. } = &done {
-                        self.cancels.remove(transfer);
-                    }
-                    if let Done::Inbound {
+                    if let Done::Download { transfer, .. }
+                    | Done::Upload { transfer, .. }
+                    | Done::Inbound {
                         download: Some((transfer, _)),
                         ..
                     } = &done

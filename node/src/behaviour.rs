@@ -8,8 +8,6 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
     StreamProtocol, allow_block_list, autonat, dcutr, gossipsub, identify, kad, ping, relay,
 };
-use meshcast_proto::pb;
-use prost::Message as _;
 
 use crate::config::Config;
 
@@ -155,22 +153,45 @@ pub fn topic(stream: &meshcast_proto::StreamId, rendition: u32) -> gossipsub::Id
     gossipsub::IdentTopic::new(format!("meshcast/v1/{stream}/{rendition}"))
 }
 
-/// Message ids derive from the announced segment id, so the same segment
-/// announced twice (by a retrying publisher) is one message.
+/// The stream and rendition a topic hash names, if it is one of ours.
+pub fn parse_topic(topic: &gossipsub::TopicHash) -> Option<crate::mesh::Topic> {
+    let rest = topic.as_str().strip_prefix("meshcast/v1/")?;
+    let (stream, rendition) = rest.split_once('/')?;
+    Some(crate::mesh::Topic {
+        stream: stream.parse().ok()?,
+        rendition: rendition.parse().ok()?,
+    })
+}
+
+/// Message ids are the hash of the whole message, which the mesh verifies
+/// before gossip forwards it: the same announcement sent twice (a retrying
+/// publisher) is one message, and no one can take the id of an announcement
+/// that is still to come. (Ids from the announced segment id, read before
+/// any signature check, let a peer that announced forged headers for the
+/// next sequence numbers first have the real announcements dropped as
+/// duplicates.)
 fn message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
-    let segment = pb::Announce::decode(message.data.as_slice())
-        .ok()
-        .and_then(|a| a.headers.into_iter().next())
-        .map(|h| {
-            let mut id = h.stream_id.to_vec();
-            id.extend_from_slice(&h.rendition.to_be_bytes());
-            id.extend_from_slice(&h.kind.to_be_bytes());
-            id.extend_from_slice(&h.sequence.to_be_bytes());
-            id
-        });
-    match segment {
-        Some(id) => gossipsub::MessageId::from(id),
-        // Not an announcement: validation will reject it; any stable id does.
-        None => gossipsub::MessageId::from(blake3::hash(&message.data).as_bytes().to_vec()),
+    gossipsub::MessageId::from(blake3::hash(&message.data).as_bytes().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshcast_proto::StreamId;
+
+    #[test]
+    fn topics_name_a_stream_and_a_rendition() {
+        let stream = StreamId::from_bytes(&[7; 32]).expect("32 bytes");
+        let topic = topic(&stream, 3).hash();
+        assert_eq!(
+            parse_topic(&topic),
+            Some(crate::mesh::Topic {
+                stream,
+                rendition: 3
+            })
+        );
+        for other in ["meshcast/v1/zz/1", "meshcast/v2/x/1", "other"] {
+            assert_eq!(parse_topic(&gossipsub::TopicHash::from_raw(other)), None);
+        }
     }
 }

@@ -137,12 +137,22 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How long peers may take on the segment-exchange streams: silence up
+    /// to `read_timeout`, bodies at the scheduler's `min_rate` at least.
+    pub fn pace(&self) -> crate::exchange::Pace {
+        crate::exchange::Pace {
+            frame: self.read_timeout,
+            min_rate: self.scheduler.min_rate,
+        }
+    }
+
     /// The mesh core's share of the configuration. `cache_max_bytes`: the
     /// disk cache's bound, when there is one.
     pub fn mesh(&self, cache_max_bytes: Option<u64>) -> mesh::Config {
         mesh::Config {
             scheduler: self.scheduler.clone(),
             store_max_bytes: self.store_max_bytes,
+            store_max_segments: mesh::store::Store::DEFAULT_MAX_SEGMENTS,
             live_window: self.live_window,
             ban_duration: self.ban_duration,
             announce_only: self.announce_only,

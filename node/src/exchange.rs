@@ -5,10 +5,14 @@
 //! - push: `PushOffer{header}` → `PushAccept` (then the body) or `PushDecline{reason}`.
 //! - headers: `ListHeaders{stream}` → `Announce{headers}`.
 //!
-//! Every read has a timeout and goes through a [`Decoder`] with hard limits;
-//! bodies are verified chunk by chunk against the signed header before they are
-//! returned. Errors that prove a peer dishonest are marked
-//! ([`ExchangeError::is_misbehaviour`]) so the node bans it.
+//! Every read and every write has a deadline ([`Pace`]: one per control frame,
+//! one per body from a minimum rate) and every read goes through a
+//! [`Decoder`] with hard limits; bodies are verified chunk by chunk against
+//! the signed header before they are returned. Errors that prove a peer
+//! dishonest are marked ([`ExchangeError::is_misbehaviour`]) so the node bans
+//! it. A stream that ends early, even inside a body, is not one of them: a
+//! sender that gives up on a slow transfer (or restarts) ends its stream the
+//! same way, since libp2p's streams can be finished but not reset.
 
 use std::time::Duration;
 
@@ -30,6 +34,41 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/meshcast/segment/1");
 /// Bytes read from the stream at a time: the decoder never holds more than
 /// one frame plus one read.
 const READ_CHUNK: usize = 64 * 1024;
+/// A body's buffer starts this large and grows as bytes arrive: a peer's
+/// signed length reserves nothing it has not sent.
+const BODY_START: usize = 64 * 1024;
+
+/// How long a peer may take. Slow is not dishonest, but a transfer that
+/// crawls below `min_rate` holds a stream, a task and memory that honest
+/// peers need: it is ended (not held against the peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// Longest silence on a read, and longest time for one control frame to
+    /// arrive or be sent.
+    pub frame: Duration,
+    /// Bytes per second a body must at least move at, on average.
+    pub min_rate: u64,
+}
+
+impl Pace {
+    /// 64 KiB/s (0.5 Mbit/s): a tenth of a 10 Mbit/s home uplink shared by
+    /// five parallel uploads. Below it, an 8 MiB segment would take over two
+    /// minutes: no live viewer waits that long.
+    pub const DEFAULT_MIN_RATE: u64 = 64 * 1024;
+
+    pub fn new(frame: Duration) -> Self {
+        Self {
+            frame,
+            min_rate: Self::DEFAULT_MIN_RATE,
+        }
+    }
+
+    /// The time a body of `len` bytes may take: one frame's time plus its
+    /// length at `min_rate`.
+    pub fn body(&self, len: u64) -> Duration {
+        self.frame + Duration::from_secs_f64(len as f64 / self.min_rate.max(1) as f64)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
@@ -37,6 +76,8 @@ pub enum ExchangeError {
     Io(#[from] std::io::Error),
     #[error("peer sent nothing for {0:?}")]
     Timeout(Duration),
+    #[error("{what} took longer than {limit:?}")]
+    TooSlow { what: &'static str, limit: Duration },
     #[error("stream closed early")]
     Closed,
     #[error("could not open stream: {0}")]
@@ -73,12 +114,22 @@ impl ExchangeError {
 
     /// True when the error proves the peer sent bad data on purpose or by
     /// malfunction: forged or altered headers, bytes that do not match, frames
-    /// over the limits. Timeouts and closed streams are not misbehaviour.
+    /// over the limits. Timeouts, slowness and streams that end early (inside
+    /// a body too: a cancelled or restarted sender) are not misbehaviour.
     pub fn is_misbehaviour(&self) -> bool {
-        matches!(
-            self,
-            Self::Frame(_) | Self::Body(_) | Self::Verify(_) | Self::Decode(_) | Self::Protocol(_)
-        )
+        match self {
+            Self::Frame(FrameError::Truncated { .. }) => false,
+            Self::Frame(_)
+            | Self::Body(_)
+            | Self::Verify(_)
+            | Self::Decode(_)
+            | Self::Protocol(_) => true,
+            Self::Io(_)
+            | Self::Timeout(_)
+            | Self::TooSlow { .. }
+            | Self::Closed
+            | Self::Open(_) => false,
+        }
     }
 }
 
@@ -89,17 +140,24 @@ pub struct Framed<S = Stream> {
     stream: S,
     decoder: Decoder,
     buf: Box<[u8]>,
-    read_timeout: Duration,
+    pace: Pace,
 }
 
 impl<S> Framed<S> {
+    /// `read_timeout`: see [`Pace::frame`]; bodies move at
+    /// [`Pace::DEFAULT_MIN_RATE`] at least (see [`Framed::with_pace`]).
     pub fn new(stream: S, limits: Limits, read_timeout: Duration) -> Self {
         Self {
             stream,
             decoder: Decoder::new(limits),
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
-            read_timeout,
+            pace: Pace::new(read_timeout),
         }
+    }
+
+    pub fn with_pace(mut self, pace: Pace) -> Self {
+        self.pace = pace;
+        self
     }
 
     pub fn limits(&self) -> &Limits {
@@ -113,27 +171,50 @@ impl<S> Framed<S> {
 }
 
 impl<S: AsyncRead + Unpin> Framed<S> {
-    async fn next_item(&mut self) -> Result<Item, ExchangeError> {
+    /// The next frame or body chunk. Silence longer than [`Pace::frame`] is a
+    /// [`ExchangeError::Timeout`]; with `frame_deadline`, a frame whose first
+    /// byte has arrived must also be complete within [`Pace::frame`] of it
+    /// (else [`ExchangeError::TooSlow`]): a byte now and then does not keep
+    /// a stream, and the task serving it, alive.
+    async fn next_item(&mut self, frame_deadline: bool) -> Result<Item, ExchangeError> {
+        let silence = self.pace.frame;
+        let mut started =
+            (frame_deadline && self.decoder.buffered() > 0).then(tokio::time::Instant::now);
         loop {
             if let Some(item) = self.decoder.next_item()? {
                 return Ok(item);
             }
-            let read = tokio::time::timeout(self.read_timeout, self.stream.read(&mut self.buf))
+            let wait = match started {
+                Some(at) => (at + silence).saturating_duration_since(tokio::time::Instant::now()),
+                None => silence,
+            };
+            let read = tokio::time::timeout(wait, self.stream.read(&mut self.buf))
                 .await
-                .map_err(|_| ExchangeError::Timeout(self.read_timeout))??;
+                .map_err(|_| match started {
+                    Some(_) => ExchangeError::TooSlow {
+                        what: "a control frame",
+                        limit: silence,
+                    },
+                    None => ExchangeError::Timeout(silence),
+                })??;
             if read == 0 {
                 self.decoder.finish()?;
                 return Err(ExchangeError::Closed);
             }
             self.decoder.feed(&self.buf[..read]);
+            if frame_deadline && started.is_none() {
+                started = Some(tokio::time::Instant::now());
+            }
         }
     }
 
-    /// Reads one control frame as message `M`; `Ok(None)` at a clean end of stream.
+    /// Reads one control frame as message `M`; `Ok(None)` at a clean end of
+    /// stream. Once its first byte is in, the whole frame must arrive within
+    /// [`Pace::frame`].
     pub async fn read_frame<M: prost::Message + Default>(
         &mut self,
     ) -> Result<Option<M>, ExchangeError> {
-        match self.next_item().await {
+        match self.next_item(true).await {
             Ok(Item::Frame(bytes)) => Ok(Some(frame::decode::<M>(bytes)?)),
             Ok(Item::Body { .. }) => {
                 Err(ExchangeError::Protocol("body bytes where a frame was due"))
@@ -152,16 +233,32 @@ impl<S: AsyncRead + Unpin> Framed<S> {
             .ok_or(ExchangeError::Protocol("empty message"))
     }
 
-    /// Reads and verifies the body announced by `header`.
+    /// Reads and verifies the body announced by `header`, within
+    /// [`Pace::body`] of its length.
     pub async fn read_body(&mut self, header: &VerifiedHeader) -> Result<Bytes, ExchangeError> {
+        let limit = self.pace.body(header.info().length);
+        tokio::time::timeout(limit, self.read_body_unpaced(header))
+            .await
+            .map_err(|_| ExchangeError::TooSlow {
+                what: "a segment body",
+                limit,
+            })?
+    }
+
+    async fn read_body_unpaced(&mut self, header: &VerifiedHeader) -> Result<Bytes, ExchangeError> {
         let max = self.decoder.limits().max_segment;
         let mut verifier = header.body_verifier(max)?;
-        self.decoder.expect_body(header.info().length)?;
-        // Sized once from the signed length, already checked against
-        // max_segment above: no reallocation (and copy) as the body grows.
-        let mut body = BytesMut::with_capacity(usize::try_from(header.info().length).unwrap_or(0));
+        let length = header.info().length;
+        self.decoder.expect_body(length)?;
+        // Grown as bytes arrive (a few copies as it doubles), never reserved
+        // from the signed length: a peer that accepts or announces a 16 MiB
+        // body and sends 1 byte holds 64 KiB of ours, not 16 MiB.
+        let start = usize::try_from(length)
+            .unwrap_or(usize::MAX)
+            .min(BODY_START);
+        let mut body = BytesMut::with_capacity(start);
         loop {
-            match self.next_item().await? {
+            match self.next_item(false).await? {
                 Item::Body { chunk, last } => {
                     verifier.update(&chunk)?;
                     body.extend_from_slice(&chunk);
@@ -177,10 +274,17 @@ impl<S: AsyncRead + Unpin> Framed<S> {
 }
 
 impl<S: AsyncWrite + Unpin> Framed<S> {
-    /// Writes one control frame.
+    /// Writes one control frame, within [`Pace::frame`]: a peer that stops
+    /// reading does not hold the task.
     pub async fn send_frame<M: prost::Message>(&mut self, msg: &M) -> Result<(), ExchangeError> {
         let bytes = frame::encode(msg, self.decoder.limits())?;
-        self.stream.write_all(&bytes).await?;
+        let limit = self.pace.frame;
+        tokio::time::timeout(limit, self.stream.write_all(&bytes))
+            .await
+            .map_err(|_| ExchangeError::TooSlow {
+                what: "writing a control frame",
+                limit,
+            })??;
         Ok(())
     }
 
@@ -188,14 +292,27 @@ impl<S: AsyncWrite + Unpin> Framed<S> {
         self.send_frame(&pb::MeshMessage { body: Some(body) }).await
     }
 
+    /// Writes a body, within [`Pace::body`] of its length.
     pub async fn send_body(&mut self, body: &[u8]) -> Result<(), ExchangeError> {
-        self.stream.write_all(body).await?;
+        let limit = self.pace.body(body.len() as u64);
+        tokio::time::timeout(limit, self.stream.write_all(body))
+            .await
+            .map_err(|_| ExchangeError::TooSlow {
+                what: "writing a segment body",
+                limit,
+            })??;
         Ok(())
     }
 
-    /// Flushes and half-closes our side.
+    /// Flushes and half-closes our side, within [`Pace::frame`].
     pub async fn finish(mut self) -> Result<(), ExchangeError> {
-        self.stream.close().await?;
+        let limit = self.pace.frame;
+        tokio::time::timeout(limit, self.stream.close())
+            .await
+            .map_err(|_| ExchangeError::TooSlow {
+                what: "closing the stream",
+                limit,
+            })??;
         Ok(())
     }
 }
@@ -304,6 +421,17 @@ mod tests {
         });
         assert_eq!(failure(&header), Some(Failure::Header));
         assert!(matches!(ExchangeError::Closed.broken(), Broken::Failed(_)));
+        // A sender that gave up mid-body (cancelled, restarted) is not dishonest.
+        let cut = ExchangeError::Frame(FrameError::Truncated {
+            inside: "a segment body",
+            missing: 10,
+        });
+        assert!(matches!(cut.broken(), Broken::Failed(_)));
+        let slow = ExchangeError::TooSlow {
+            what: "a segment body",
+            limit: Duration::from_secs(1),
+        };
+        assert!(matches!(slow.broken(), Broken::Failed(_)));
         let protocol = ExchangeError::Protocol("unexpected first message").broken();
         assert!(matches!(protocol, Broken::Misbehaved { failure: None, .. }));
     }

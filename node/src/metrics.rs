@@ -23,6 +23,9 @@ pub const PEERS_CONNECTED: &str = "meshcast_peers_connected";
 pub const VERIFICATION_FAILURES: &str = "meshcast_verification_failures_total";
 /// Peers banned for sending bad data.
 pub const BANS: &str = "meshcast_bans_total";
+/// Inbound segment-exchange streams reset at once: over the node's limit or
+/// the sending peer's share of it.
+pub const STREAMS_REFUSED: &str = "meshcast_streams_refused_total";
 /// Time from a segment's signed publish time to its arrival in this node's store.
 pub const PROPAGATION: &str = "meshcast_propagation_seconds";
 /// Browser sessions open now.
@@ -173,6 +176,10 @@ pub fn ban() {
     counter!(BANS).increment(1);
 }
 
+pub fn inbound_refused() {
+    counter!(STREAMS_REFUSED).increment(1);
+}
+
 /// Records a segment's propagation time: `now_us - published_at_us`, both
 /// microseconds since the Unix epoch (a publisher clock ahead of ours counts
 /// as zero).
@@ -260,6 +267,10 @@ pub fn register(version: &str) {
         "Headers, bodies and DHT descriptors that failed verification"
     );
     describe_counter!(BANS, "Peers banned for sending bad data");
+    describe_counter!(
+        STREAMS_REFUSED,
+        "Inbound segment streams reset at once: over the node's limit or one peer's share"
+    );
     describe_histogram!(
         PROPAGATION,
         Unit::Seconds,
@@ -294,6 +305,7 @@ pub fn register(version: &str) {
         counter!(VERIFICATION_FAILURES, "what" => what.label()).increment(0);
     }
     counter!(BANS).increment(0);
+    counter!(STREAMS_REFUSED).increment(0);
     counter!(BROWSER_SESSIONS_TOTAL).increment(0);
     gauge!(BROWSER_SESSIONS).increment(0.0);
     for result in RequestResult::ALL {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use meshcast_node::mesh::scheduler::TransferId;
 use meshcast_node::mesh::{
-    self, Acceptance, Broken, Failure, Mesh, OfferReply, Output, Pushed, Seed, Source,
+    self, Acceptance, Broken, Failure, Mesh, OfferReply, Output, Pushed, Seed, Source, Topic,
 };
 use meshcast_proto::pb::{self, DeclineReason};
 use meshcast_proto::{
@@ -45,6 +45,7 @@ enum Event {
     Gossip {
         to: u32,
         from: u32,
+        topic: Topic,
         seq: u64,
         data: Bytes,
     },
@@ -426,6 +427,7 @@ impl World {
             Event::Gossip {
                 to,
                 from,
+                topic,
                 seq,
                 data,
             } => {
@@ -433,8 +435,9 @@ impl World {
                     return;
                 }
                 let Some(m) = self.mesh(to) else { return };
-                if m.handle_announce(from, Some(PUBLISHER), &data, now) == Acceptance::Accept {
-                    self.flood(to, Some(from), seq, data);
+                if m.handle_announce(from, Some(PUBLISHER), topic, &data, now) == Acceptance::Accept
+                {
+                    self.flood(to, Some(from), topic, seq, data);
                 }
             }
             Event::Offer(x) => self.offer_arrives(x),
@@ -552,7 +555,7 @@ impl World {
         Some(headers.iter().map(SignedHeader::to_pb).collect())
     }
 
-    fn flood(&mut self, from: u32, except: Option<u32>, seq: u64, data: Bytes) {
+    fn flood(&mut self, from: u32, except: Option<u32>, topic: Topic, seq: u64, data: Bytes) {
         let neighbours: Vec<u32> = self.nodes[from as usize]
             .neighbours
             .iter()
@@ -566,6 +569,7 @@ impl World {
                     Event::Gossip {
                         to,
                         from,
+                        topic,
                         seq,
                         data: data.clone(),
                     },
@@ -992,13 +996,18 @@ impl World {
                     },
                 );
             }
-            Output::Gossip { announce, .. } => {
+            Output::Gossip {
+                stream,
+                rendition,
+                announce,
+            } => {
+                let topic = Topic { stream, rendition };
                 let seq = pb::Announce::decode(announce.as_ref())
                     .ok()
                     .and_then(|a| a.headers.first().map(|h| h.sequence))
                     .unwrap_or_default();
                 self.nodes[node as usize].seen.insert(seq);
-                self.flood(node, None, seq, announce);
+                self.flood(node, None, topic, seq, announce);
             }
             Output::Ban { peer, .. } => {
                 self.m.bans += 1;

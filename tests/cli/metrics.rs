@@ -451,6 +451,7 @@ fn node_and_relay_metrics_move_with_the_live_stream() {
             ("meshcast_peers_connected", "gauge"),
             ("meshcast_verification_failures_total", "counter"),
             ("meshcast_bans_total", "counter"),
+            ("meshcast_streams_refused_total", "counter"),
             ("meshcast_propagation_seconds", "histogram"),
             ("meshcast_browser_sessions", "gauge"),
             ("meshcast_browser_sessions_total", "counter"),

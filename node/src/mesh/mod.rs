@@ -63,6 +63,14 @@ pub const MAX_LISTED: usize = 200;
 pub const MAX_INDEX_PAGES: u32 = 500;
 /// Unheld headers remembered at once, all streams together.
 pub const MAX_PENDING: usize = 200_000;
+/// Headers in one announcement. The publisher announces one segment per
+/// message; a few more leave room for parts (low latency). More is someone
+/// making every node verify and forward a batch.
+pub const MAX_ANNOUNCED: usize = 8;
+/// Segment ids remembered as announced through gossip, and headers
+/// remembered as verified (beyond those pending or held): enough for every
+/// rendition of a few streams over a live window.
+const MAX_RECENT: usize = 4096;
 /// How often headers that left every live window are forgotten.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -72,6 +80,8 @@ pub struct Config {
     pub scheduler: scheduler::Config,
     /// Most bytes of segments held in memory.
     pub store_max_bytes: u64,
+    /// Most segments held in memory, whatever their size.
+    pub store_max_segments: usize,
     /// Live segments published this long before a stream's newest are kept
     /// first and downloaded at all.
     pub live_window: Duration,
@@ -91,6 +101,7 @@ impl Default for Config {
         Self {
             scheduler: scheduler::Config::default(),
             store_max_bytes: 512 << 20,
+            store_max_segments: Store::DEFAULT_MAX_SEGMENTS,
             live_window: Duration::from_secs(30),
             ban_duration: Duration::from_secs(600),
             announce_only: false,
@@ -183,12 +194,22 @@ pub enum OfferReply {
     Reject(String),
 }
 
+/// The gossip topic an announcement came on: one rendition of one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Topic {
+    pub stream: StreamId,
+    pub rendition: u32,
+}
+
 /// What gossip should do with an announcement ([`Mesh::handle_announce`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acceptance {
     /// Valid: forward it.
     Accept,
-    /// Not ours to judge (a stream not followed): do not forward.
+    /// Not ours to judge (a stream not followed), or nothing new (every
+    /// header was announced before, or is older than the live window): do
+    /// not forward, and hold nothing against the sender, whose view may
+    /// differ.
     Ignore,
     /// Invalid: penalise the peer that forwarded it.
     Reject,
@@ -307,8 +328,46 @@ pub struct Mesh<P> {
     neighbours: BTreeSet<P>,
     banned: HashMap<P, Instant>,
     downloads: HashMap<TransferId, Download<P>>,
+    /// Segments announced through gossip, oldest first: an announcement
+    /// that brings none new is not forwarded again (re-wrapped replays).
+    announced: Recent<SegmentId, ()>,
+    /// Headers whose signature was checked, beyond pending and held ones.
+    verified: Recent<SegmentId, VerifiedHeader>,
     outputs: VecDeque<Output<P>>,
     next_prune: Option<Instant>,
+}
+
+/// A map that forgets its oldest entries beyond a bound.
+#[derive(Debug)]
+struct Recent<K, V> {
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
+    max: usize,
+}
+
+impl<K: Copy + Eq + Hash, V> Recent<K, V> {
+    fn new(max: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            max,
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<&V> {
+        self.map.get(key)
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        if self.map.insert(key, value).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > self.max {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
 }
 
 impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
@@ -321,7 +380,10 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
         }
         Self {
             scheduler: Scheduler::new(scheduler_config, seed),
-            store: store::Shared::new(Store::new(config.store_max_bytes, config.live_window)),
+            store: store::Shared::new(
+                Store::new(config.store_max_bytes, config.live_window)
+                    .with_max_segments(config.store_max_segments),
+            ),
             config,
             me: me.to_vec(),
             on_disk: HashMap::new(),
@@ -330,6 +392,8 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
             neighbours: BTreeSet::new(),
             banned: HashMap::new(),
             downloads: HashMap::new(),
+            announced: Recent::new(MAX_RECENT),
+            verified: Recent::new(MAX_RECENT),
             outputs: VecDeque::new(),
             next_prune: None,
         }
@@ -522,46 +586,90 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
 
     // ---- what peers send ----
 
-    /// A gossiped announcement from `from` (forwarder), first published by
-    /// `author` if gossip knows. Every header must verify against a followed
-    /// stream's key; a forwarder of a bad one is banned.
+    /// A gossiped announcement on `topic` from `from` (forwarder), first
+    /// published by `author` if gossip knows. Rejected (and the forwarder
+    /// banned) unless it holds 1 to [`MAX_ANNOUNCED`] distinct headers, all of
+    /// the topic's stream and rendition, all verifying against the stream's
+    /// key: what any honest node concludes alike from the message alone.
+    /// Ignored when it brings nothing new.
     pub fn handle_announce(
         &mut self,
         from: P,
         author: Option<P>,
+        topic: Topic,
         data: &[u8],
         now: Instant,
     ) -> Acceptance {
-        let acceptance = self.announce(from, author, data, now);
-        if acceptance == Acceptance::Reject {
-            self.ban(
-                from,
-                "announced a header that does not verify".into(),
-                Some(Failure::Header),
-                now,
-            );
-        }
+        let acceptance = match self.announce(author.unwrap_or(from), topic, data, now) {
+            Ok(acceptance) => acceptance,
+            Err(reason) => {
+                self.ban(
+                    from,
+                    format!("gossiped a bad announcement: {reason}"),
+                    Some(Failure::Header),
+                    now,
+                );
+                Acceptance::Reject
+            }
+        };
         self.drain(now);
         acceptance
     }
 
-    fn announce(&mut self, from: P, author: Option<P>, data: &[u8], now: Instant) -> Acceptance {
-        let Ok(announce) = pb::Announce::decode(data) else {
-            return Acceptance::Reject;
-        };
-        for header in announce.headers {
-            let Ok(signed) = SignedHeader::from_pb(&header) else {
-                return Acceptance::Reject;
-            };
-            if !self.streams.contains_key(&signed.info.id.stream) {
-                return Acceptance::Ignore;
-            }
-            let Some(verified) = self.verify(signed) else {
-                return Acceptance::Reject;
-            };
-            self.learn(verified, author.or(Some(from)), now);
+    fn announce(
+        &mut self,
+        holder: P,
+        topic: Topic,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<Acceptance, &'static str> {
+        let announce = pb::Announce::decode(data).map_err(|_| "does not decode")?;
+        if !self.streams.contains_key(&topic.stream) {
+            return Ok(Acceptance::Ignore);
         }
-        Acceptance::Accept
+        if announce.headers.is_empty() {
+            return Err("no header");
+        }
+        if announce.headers.len() > MAX_ANNOUNCED {
+            return Err("too many headers");
+        }
+        let mut signed = Vec::with_capacity(announce.headers.len());
+        for header in &announce.headers {
+            let header = SignedHeader::from_pb(header).map_err(|_| "a header does not decode")?;
+            let id = header.info.id;
+            if id.stream != topic.stream || id.rendition != topic.rendition {
+                return Err("a header of another stream or rendition than its topic");
+            }
+            if signed.iter().any(|h: &SignedHeader| h.info.id == id) {
+                return Err("the same segment twice");
+            }
+            signed.push(header);
+        }
+        let window = u64::try_from(self.config.live_window.as_micros()).unwrap_or(u64::MAX);
+        let mut new = false;
+        for header in signed {
+            let id = header.info.id;
+            // An old header replayed: no signature check, nothing learned.
+            // (Its signature is checked if it claims to be recent.)
+            let stale = self
+                .streams
+                .get(&id.stream)
+                .is_some_and(|s| s.stale(header.info.published_at_us, window));
+            if stale {
+                continue;
+            }
+            let verified = self.verify(header).ok_or("a header does not verify")?;
+            if self.announced.get(&id).is_none() {
+                self.announced.insert(id, ());
+                new = true;
+            }
+            self.learn(verified, Some(holder), now);
+        }
+        Ok(if new {
+            Acceptance::Accept
+        } else {
+            Acceptance::Ignore
+        })
     }
 
     /// A neighbour offers a segment. Accepted only if it is wanted and
@@ -842,23 +950,27 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
 
     // ---- inside ----
 
-    /// A header as verified before (pending or held), if `signed` is that
-    /// very header: a header arrives many times (gossip, offers, lists) and
-    /// an Ed25519 check each time would cost more than the rest together.
-    fn verify(&self, signed: SignedHeader) -> Option<VerifiedHeader> {
+    /// A header as verified before (pending, held, or among the last
+    /// verified), if `signed` is that very header: a header arrives many
+    /// times (gossip, offers, lists, replays) and an Ed25519 check each time
+    /// would cost more than the rest together.
+    fn verify(&mut self, signed: SignedHeader) -> Option<VerifiedHeader> {
         let id = signed.info.id;
         let known = self
             .pending
             .get(&id)
             .cloned()
             .or_else(|| self.store.lock().header(&id).cloned());
+        let known = known.or_else(|| self.verified.get(&id).cloned());
         if let Some(known) = known
             && known.signed() == &signed
         {
             return Some(known);
         }
         let key = self.streams.get(&id.stream)?.key();
-        signed.verify(&key).ok()
+        let verified = signed.verify(&key).ok()?;
+        self.verified.insert(id, verified.clone());
+        Some(verified)
     }
 
     /// A verified header of a followed stream: remember it and tell the

@@ -16,7 +16,8 @@
 //!   but has not started receiving the segment `pull_delay` later pulls it from
 //!   the best known holder (lowest expected time from measured RTT and
 //!   throughput). At most one download of a segment runs at a time; one that
-//!   exceeds `transfer_timeout` is cancelled and retried at another holder.
+//!   outlives its deadline (`transfer_timeout` plus its size at `min_rate`)
+//!   is cancelled and retried at another holder.
 //! - **Deadline.** A segment not held `origin_after` after its header was
 //!   learned is fetched from the origin, racing any download in progress: the
 //!   one case where two downloads of one segment may run at once.
@@ -50,14 +51,25 @@ pub struct Config {
     pub push_parallel: usize,
     /// How long to wait for a push before pulling a known segment.
     pub pull_delay: Duration,
-    /// A transfer running longer is cancelled and retried elsewhere.
+    /// A transfer gets this long (to connect and start) plus its size at
+    /// `min_rate`; running longer, it is cancelled and retried elsewhere.
+    /// Never held against the peer: it may just be slow.
     pub transfer_timeout: Duration,
+    /// The slowest transfer worth finishing, in bytes per second: see
+    /// [`Scheduler::deadline`].
+    pub min_rate: u64,
     /// A segment not held this long after its header arrived comes from the origin.
     pub origin_after: Duration,
     /// Concurrent downloads, all segments together.
     pub max_downloads: usize,
     /// Concurrent uploads, all segments together.
     pub max_uploads: usize,
+    /// Concurrent downloads from one peer (pulls and accepted pushes): no
+    /// peer takes every download slot, or holds memory for more bodies.
+    pub max_downloads_per_peer: usize,
+    /// Concurrent origin fetches: a burst of late segments (a stream that
+    /// announces much and delivers nothing) does not become a burst of HTTP.
+    pub max_origin_fetches: usize,
     /// Bookkeeping of a segment is dropped this long after it was learned.
     pub forget_after: Duration,
     /// A holder a download failed from is tried again after this long
@@ -74,9 +86,12 @@ impl Default for Config {
             push_parallel: 3,
             pull_delay: Duration::from_millis(150),
             transfer_timeout: Duration::from_secs(5),
+            min_rate: 64 * 1024,
             origin_after: Duration::from_secs(4),
             max_downloads: 16,
             max_uploads: 24,
+            max_downloads_per_peer: 6,
+            max_origin_fetches: 8,
             forget_after: Duration::from_secs(300),
             retry_after: Duration::from_secs(1),
             seed_origin_after: Duration::from_secs(60),
@@ -142,7 +157,8 @@ enum Kind<P> {
 struct Transfer<P> {
     id: SegmentId,
     kind: Kind<P>,
-    started: Instant,
+    /// Cancelled if still running then.
+    deadline: Instant,
 }
 
 /// Whether, and how urgently, a known segment is wanted.
@@ -180,7 +196,47 @@ struct Peer {
     rtt: Option<Duration>,
     /// Smoothed download throughput from this peer, bytes per second.
     throughput: Option<f64>,
+    /// Downloads from it that failed or stalled since its last success.
+    strikes: u32,
+    /// Not asked for anything before then: it kept failing.
+    benched_until: Option<Instant>,
 }
+
+impl Peer {
+    /// A download from this peer failed or stalled. After `BENCH_AFTER` in a
+    /// row it is not pulled from for a while (doubling, up to `BENCH_MAX`):
+    /// a holder that announces and never delivers (a Sybil, or an uplink
+    /// that cannot keep up) stops costing every segment a timeout. It is not
+    /// banned: slow is not dishonest, and it still pushes and is pushed to.
+    fn strike(&mut self, now: Instant) {
+        self.strikes = self.strikes.saturating_add(1);
+        if let Some(over) = self.strikes.checked_sub(BENCH_AFTER) {
+            let bench = BENCH_FIRST.saturating_mul(1 << over.min(8)).min(BENCH_MAX);
+            self.benched_until = Some(now + bench);
+        }
+    }
+
+    fn succeeded(&mut self) {
+        self.strikes = 0;
+        self.benched_until = None;
+    }
+
+    /// How much worse than its expected time it ranks: each strike doubles it.
+    fn penalty(&self) -> f64 {
+        f64::from(1u32 << self.strikes.min(16))
+    }
+}
+
+/// Segments tracked at most: beyond it the oldest held ones with nothing in
+/// flight are forgotten early (a stream of tiny segments would otherwise
+/// grow the bookkeeping for `forget_after`).
+const MAX_TRACKED: usize = 50_000;
+
+/// Failed downloads in a row that bench a holder, and for how long at first
+/// and at most.
+const BENCH_AFTER: u32 = 3;
+const BENCH_FIRST: Duration = Duration::from_secs(15);
+const BENCH_MAX: Duration = Duration::from_secs(240);
 
 /// Assumed when a peer has not been measured yet: optimistic enough to try it.
 const DEFAULT_THROUGHPUT: f64 = 10e6;
@@ -358,7 +414,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         if !seg.downloads.is_empty() {
             return Decision::Decline(DeclineReason::InFlight);
         }
-        if active >= self.config.max_downloads {
+        if active >= self.config.max_downloads
+            || self.downloads_from(&from) >= self.config.max_downloads_per_peer
+        {
             return Decision::Decline(DeclineReason::Busy);
         }
         let transfer = self.start(id, Kind::PushIn(from), now);
@@ -394,6 +452,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                             let rate = bytes as f64 / elapsed.as_secs_f64().max(1e-4);
                             p.throughput =
                                 Some(p.throughput.map_or(rate, |old| 0.7 * old + 0.3 * rate));
+                            p.succeeded();
                         }
                         self.mark_held(t.id, now);
                     }
@@ -403,6 +462,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     }
                     _ => {
                         seg.failed.insert(peer, now);
+                        if let Some(p) = self.peers.get_mut(&peer) {
+                            p.strike(now);
+                        }
                     }
                 }
             }
@@ -442,6 +504,26 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 || !s.downloads.is_empty()
                 || (!s.held && matches!(s.want, Want::Now { .. }))
         });
+        if self.segments.len() > MAX_TRACKED {
+            self.forget_oldest_held(MAX_TRACKED / 10 * 9);
+        }
+    }
+
+    /// Forgets held segments with nothing in flight, oldest first, until at
+    /// most `keep` segments are tracked (or none such is left). A forgotten
+    /// segment is no longer offered to neighbours that missed it: they pull.
+    fn forget_oldest_held(&mut self, keep: usize) {
+        let mut idle: Vec<(Instant, SegmentId)> = self
+            .segments
+            .iter()
+            .filter(|(_, s)| s.held && s.downloads.is_empty() && s.offers_in_flight == 0)
+            .map(|(id, s)| (s.learned, *id))
+            .collect();
+        idle.sort_unstable();
+        let excess = self.segments.len().saturating_sub(keep);
+        for (_, id) in idle.into_iter().take(excess) {
+            self.segments.remove(&id);
+        }
     }
 
     /// When a wanted segment is first pulled.
@@ -466,11 +548,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// a time in the past unless a tick at `now` would act, so a shell that
     /// sleeps until then does not spin.
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
-        let timeouts = self
-            .transfers
-            .values()
-            .map(|t| t.started + self.config.transfer_timeout);
+        let timeouts = self.transfers.values().map(|t| t.deadline);
         let room = self.active_downloads() < self.config.max_downloads;
+        let origin_room = self.origin_fetches() < self.config.max_origin_fetches;
         let segments = self.segments.values().filter(|s| !s.held).flat_map(|s| {
             let pull = match self.pull_at(s) {
                 None => None,
@@ -478,24 +558,39 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 Some(pull_at) if pull_at > now => Some(pull_at),
                 Some(_) if room => {
                     // When the first connected holder may be tried (again).
+                    // A holder at its download limit is woken for by the
+                    // end of one of its downloads, not by the clock.
                     let holder = s
                         .holders
                         .iter()
-                        .filter(|p| self.peers.contains_key(p))
-                        .map(|p| {
-                            s.failed
-                                .get(p)
-                                .map_or(now, |at| *at + self.config.retry_after)
-                        })
+                        .filter_map(|p| self.ready_at(s, p, now))
                         .min();
                     holder.or_else(|| self.probe_candidate(s).map(|_| now))
                 }
                 Some(_) => None,
             };
-            let origin = self.origin_at(s).filter(|_| !s.origin_tried);
+            // At the origin fetch limit, a finished fetch wakes the next.
+            let origin = self
+                .origin_at(s)
+                .filter(|_| !s.origin_tried && (origin_room || self.origin_at(s) > Some(now)));
             [pull, origin].into_iter().flatten()
         });
         timeouts.chain(segments).min()
+    }
+
+    /// When `peer`, a holder of `s`, may be asked for it: not before a failed
+    /// download from it is `retry_after` old, nor while it is benched
+    /// ([`Peer::strike`]); never while it is gone or at its download limit.
+    fn ready_at(&self, s: &Segment<P>, peer: &P, now: Instant) -> Option<Instant> {
+        let stats = self.peers.get(peer)?;
+        if self.downloads_from(peer) >= self.config.max_downloads_per_peer {
+            return None;
+        }
+        let retry = s.failed.get(peer).map(|at| *at + self.config.retry_after);
+        [Some(now), retry, stats.benched_until]
+            .into_iter()
+            .flatten()
+            .max()
     }
 
     /// A neighbour to ask for a demanded segment no known holder can serve:
@@ -522,6 +617,20 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             .count()
     }
 
+    fn downloads_from(&self, peer: &P) -> usize {
+        self.transfers
+            .values()
+            .filter(|t| matches!(t.kind, Kind::Pull(p) | Kind::PushIn(p) if p == *peer))
+            .count()
+    }
+
+    fn origin_fetches(&self) -> usize {
+        self.transfers
+            .values()
+            .filter(|t| t.kind == Kind::Origin)
+            .count()
+    }
+
     fn active_uploads(&self) -> usize {
         self.transfers
             .values()
@@ -529,17 +638,22 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             .count()
     }
 
+    /// When a transfer of `size` bytes started at `now` is given up: judged
+    /// by the rate it needs, not by a fixed time, so that a large segment on
+    /// a thin uplink is not cut off (and its bytes wasted) just for being
+    /// large.
+    pub fn deadline(&self, size: u64, now: Instant) -> Instant {
+        let rate = self.config.min_rate.max(1) as f64;
+        now + self.config.transfer_timeout + Duration::from_secs_f64(size as f64 / rate)
+    }
+
     fn start(&mut self, id: SegmentId, kind: Kind<P>, now: Instant) -> TransferId {
         let transfer = self.next_transfer;
         self.next_transfer += 1;
-        self.transfers.insert(
-            transfer,
-            Transfer {
-                id,
-                kind,
-                started: now,
-            },
-        );
+        let size = self.segments.get(&id).map_or(0, |s| s.size);
+        let deadline = self.deadline(size, now);
+        self.transfers
+            .insert(transfer, Transfer { id, kind, deadline });
         if let Some(seg) = self.segments.get_mut(&id) {
             match kind {
                 Kind::Offer(_) => seg.offers_in_flight += 1,
@@ -639,7 +753,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             return;
         }
         let deadline_passed = self.origin_at(seg).is_some_and(|at| now >= at);
-        if deadline_passed && !seg.origin_tried {
+        let origin_room = self.origin_fetches() < self.config.max_origin_fetches;
+        if deadline_passed && !seg.origin_tried && origin_room {
             if let Some(seg) = self.segments.get_mut(&id) {
                 seg.origin_tried = true;
             }
@@ -654,15 +769,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         let best = seg
             .holders
             .iter()
-            .filter(|p| {
-                seg.failed
-                    .get(p)
-                    .is_none_or(|at| now >= *at + self.config.retry_after)
-            })
+            .filter(|p| self.ready_at(seg, p, now).is_some_and(|at| at <= now))
             .filter_map(|p| {
                 self.peers
                     .get(p)
-                    .map(|stats| (*p, expected_time(stats, size)))
+                    .map(|stats| (*p, expected_time(stats, size) * stats.penalty()))
             })
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(p, _)| p)
@@ -674,11 +785,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     }
 
     fn expire(&mut self, now: Instant) {
-        let timeout = self.config.transfer_timeout;
         let expired: Vec<TransferId> = self
             .transfers
             .iter()
-            .filter(|(_, t)| now.saturating_duration_since(t.started) >= timeout)
+            .filter(|(_, t)| now >= t.deadline)
             .map(|(id, _)| *id)
             .collect();
         let mut freed = Vec::new();
@@ -697,6 +807,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     Kind::Pull(peer) | Kind::PushIn(peer) => {
                         seg.downloads.remove(&transfer);
                         seg.failed.insert(peer, now);
+                        if let Some(p) = self.peers.get_mut(&peer) {
+                            p.strike(now);
+                        }
                     }
                     Kind::Origin => {
                         seg.downloads.remove(&transfer);

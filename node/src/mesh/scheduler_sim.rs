@@ -412,8 +412,12 @@ fn the_same_seed_gives_the_same_run() {
 fn transfers_that_hang_are_retried_elsewhere() {
     let mut net = healthy(30);
     net.black_holes = vec![3, 4, 5];
+    // A black hole is silent: the shell's silence timeout ends its transfer
+    // long before the rate-scaled deadline would. A high `min_rate` makes
+    // the deadline stand in for it here.
     let config = Config {
         transfer_timeout: Duration::from_millis(500),
+        min_rate: 8 * MIB,
         ..Config::default()
     };
     let report = Sim::new(net, config, 2, MIB).run(4, Duration::from_secs(2));
@@ -589,4 +593,137 @@ fn an_evicted_segment_is_fetched_again_when_demanded() {
         s.poll_action(),
         Some(Action::Pull { peer: 1, .. })
     ));
+}
+
+fn seg(stream: u8, seq: u64) -> SegmentId {
+    SegmentId::media(
+        StreamId::from_bytes(&[stream; 32]).expect("32 bytes"),
+        0,
+        seq,
+    )
+}
+
+/// The pulls the scheduler asks for, by peer.
+fn pulls(s: &mut Scheduler<u32>) -> Vec<(TransferId, u32)> {
+    std::iter::from_fn(|| s.poll_action())
+        .filter_map(|a| match a {
+            Action::Pull { transfer, peer, .. } => Some((transfer, peer)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A holder that announces and never delivers (a Sybil staller) costs a
+/// few failed pulls, then is benched: others are asked first, and it gets
+/// another chance later. Never banned: it may just be slow.
+#[test]
+fn a_holder_that_keeps_failing_is_benched_and_the_others_serve() {
+    let start = Instant::now();
+    let config = Config::default();
+    let mut s: Scheduler<u32> = Scheduler::new(config.clone(), 0);
+    let (staller, honest) = (1, 2);
+    s.peer_connected(staller);
+    s.peer_connected(honest);
+    // The staller looks fastest (lowest RTT), so it is asked first.
+    s.rtt(staller, Duration::from_millis(1));
+    s.rtt(honest, Duration::from_millis(100));
+    let mut now = start;
+    let mut asked_staller = 0;
+    for seq in 0..10 {
+        let id = seg(3, seq);
+        s.header_learned(id, 1000, Some(staller), now);
+        s.header_learned(id, 1000, Some(honest), now);
+        now += config.pull_delay;
+        s.tick(now);
+        loop {
+            let pulls = pulls(&mut s);
+            let Some(&(transfer, peer)) = pulls.first() else {
+                panic!("segment {seq}: no pull")
+            };
+            if peer == honest {
+                let done = Outcome::Done {
+                    bytes: 1000,
+                    elapsed: Duration::from_millis(100),
+                };
+                s.finished(transfer, done, now);
+                break;
+            }
+            asked_staller += 1;
+            s.finished(transfer, Outcome::Failed, now);
+            now += config.retry_after;
+            s.tick(now);
+        }
+        now += Duration::from_secs(1);
+    }
+    // Three strikes, then benched for 15 s: the other seven segments never
+    // wait for it.
+    assert_eq!(
+        asked_staller, 3,
+        "the staller was asked {asked_staller} times"
+    );
+    // After the bench it gets another chance (it may have recovered).
+    now += Duration::from_secs(15);
+    let id = seg(3, 100);
+    s.header_learned(id, 1000, Some(staller), now);
+    s.header_learned(id, 1000, Some(honest), now);
+    s.tick(now + config.pull_delay);
+    assert_eq!(pulls(&mut s).first().map(|p| p.1), Some(staller));
+}
+
+/// One peer cannot take every download slot: its offers are declined
+/// `Busy` beyond its share, while another peer's are accepted.
+#[test]
+fn one_peer_gets_a_bounded_share_of_downloads() {
+    let now = Instant::now();
+    let config = Config::default();
+    let mut s: Scheduler<u32> = Scheduler::new(config.clone(), 0);
+    s.peer_connected(1);
+    s.peer_connected(2);
+    for seq in 0..config.max_downloads_per_peer as u64 {
+        assert!(matches!(
+            s.offered(seg(4, seq), 10, 1, now),
+            Decision::Accept(_)
+        ));
+    }
+    assert_eq!(
+        s.offered(seg(4, 100), 10, 1, now),
+        Decision::Decline(DeclineReason::Busy)
+    );
+    assert!(matches!(
+        s.offered(seg(4, 101), 10, 2, now),
+        Decision::Accept(_)
+    ));
+}
+
+/// Late segments by the hundred do not become a hundred HTTP fetches at
+/// once; each finished fetch starts the next, and the timer does not spin.
+#[test]
+fn origin_fetches_in_flight_are_bounded() {
+    let start = Instant::now();
+    let config = Config::default();
+    let mut s: Scheduler<u32> = Scheduler::new(config.clone(), 0);
+    for seq in 0..100 {
+        s.header_learned(seg(5, seq), 10, None, start);
+    }
+    let late = start + config.origin_after;
+    s.tick(late);
+    let fetches: Vec<TransferId> = std::iter::from_fn(|| s.poll_action())
+        .filter_map(|a| match a {
+            Action::FetchOrigin { transfer, .. } => Some(transfer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fetches.len(), config.max_origin_fetches);
+    if let Some(wake) = s.next_wakeup(late) {
+        assert!(wake > late, "a wake-up in the past would spin the shell");
+    }
+    let done = Outcome::Done {
+        bytes: 10,
+        elapsed: Duration::from_millis(10),
+    };
+    s.finished(fetches[0], done, late);
+    let next = std::iter::from_fn(|| s.poll_action())
+        .filter(|a| matches!(a, Action::FetchOrigin { .. }))
+        .count();
+    assert_eq!(next, 1, "a finished fetch starts the next one");
 }

@@ -61,6 +61,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct Store {
     max_bytes: u64,
+    max_segments: usize,
     live_window_us: u64,
     used: u64,
     entries: HashMap<SegmentId, Entry>,
@@ -72,9 +73,11 @@ pub struct Store {
 }
 
 impl Store {
+    /// A store of at most `max_bytes` of bodies, and [`Store::DEFAULT_MAX_SEGMENTS`].
     pub fn new(max_bytes: u64, live_window: Duration) -> Self {
         Self {
             max_bytes,
+            max_segments: Self::DEFAULT_MAX_SEGMENTS,
             live_window_us: u64::try_from(live_window.as_micros()).unwrap_or(u64::MAX),
             used: 0,
             entries: HashMap::new(),
@@ -84,6 +87,17 @@ impl Store {
             vods: HashSet::new(),
             clock: 0,
         }
+    }
+
+    /// Segments held at most, whatever their size: a stream of tiny (or
+    /// empty) segments costs an entry each, which a byte bound alone would
+    /// never limit. 16,384 is nine hours of 2 s segments in one rendition.
+    pub const DEFAULT_MAX_SEGMENTS: usize = 16_384;
+
+    /// Sets the most segments held (at least 1).
+    pub fn with_max_segments(mut self, max: usize) -> Self {
+        self.max_segments = max.max(1);
+        self
     }
 
     pub fn used_bytes(&self) -> u64 {
@@ -200,6 +214,15 @@ impl Store {
     /// window first, then LRU among the rest. Never evicts `keep`.
     fn evict(&mut self, keep: SegmentId) -> Vec<SegmentId> {
         let mut evicted = Vec::new();
+        // Over the entry bound (only many tiny segments get there): least
+        // recently used first, live window or not, one step each.
+        while self.entries.len() > self.max_segments {
+            let Some(id) = self.lru.values().find(|id| **id != keep).copied() else {
+                break;
+            };
+            self.remove(&id);
+            evicted.push(id);
+        }
         for live_too in [false, true] {
             if self.used <= self.max_bytes {
                 break;
@@ -337,5 +360,20 @@ mod tests {
         let (h, b) = seg(&key, &live, 1, 1001, 0);
         assert_eq!(store.insert(h, b), Inserted::TooLarge);
         assert_eq!(store.headers(&live.id).len(), 1);
+    }
+
+    #[test]
+    fn empty_segments_are_bounded_by_count() {
+        let key = PublisherKey::from_seed([9; 32]);
+        let stream = StreamKey::new(key.public(), "tiny");
+        let mut store = Store::new(1 << 20, Duration::from_secs(30)).with_max_segments(100);
+        for seq in 0..1_000 {
+            let (header, body) = seg(&key, &stream, seq, 0, seq);
+            assert!(matches!(store.insert(header, body), Inserted::New { .. }));
+            assert!(store.len() <= 100);
+        }
+        assert_eq!(store.len(), 100);
+        assert!(store.contains(&SegmentId::media(stream.id, 0, 999)));
+        assert!(!store.contains(&SegmentId::media(stream.id, 0, 899)));
     }
 }

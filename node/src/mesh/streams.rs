@@ -112,6 +112,13 @@ impl Followed {
         false
     }
 
+    /// A live header published more than `window_us` before the newest one
+    /// seen: too old to download or announce (a replay, or a very late
+    /// straggler). The newest moves only with verified headers.
+    pub(super) fn stale(&self, published_us: u64, window_us: u64) -> bool {
+        self.live() && published_us.saturating_add(window_us) < self.newest_us
+    }
+
     /// Is an unheld header still worth remembering? A VOD's always (any of
     /// it may be asked for); a live one while within twice the window.
     pub(super) fn keeps(&self, header: &VerifiedHeader, window_us: u64) -> bool {

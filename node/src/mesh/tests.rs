@@ -17,10 +17,14 @@ struct Fixture {
 
 impl Fixture {
     fn new(live: bool, origin: &str) -> Self {
+        Self::new_named(live, origin, "test")
+    }
+
+    fn new_named(live: bool, origin: &str, name: &str) -> Self {
         let key = PublisherKey::from_seed([7; 32]);
         let descriptor = Descriptor {
             publisher: key.public(),
-            name: "test".into(),
+            name: name.into(),
             renditions: vec![Rendition {
                 id: 0,
                 name: "only".into(),
@@ -47,9 +51,14 @@ impl Fixture {
 
     /// Segment `seq`: `size` bytes, published 2 s after the one before.
     fn segment(&self, seq: u64, size: usize) -> (VerifiedHeader, Bytes) {
+        self.segment_of(0, seq, size)
+    }
+
+    /// Segment `seq` of a rendition.
+    fn segment_of(&self, rendition: u32, seq: u64, size: usize) -> (VerifiedHeader, Bytes) {
         let body = Bytes::from(vec![seq as u8; size]);
         let info = SegmentInfo::for_body(
-            SegmentId::media(self.stream(), 0, seq),
+            SegmentId::media(self.stream(), rendition, seq),
             &body,
             2_000_000,
             (START_S + 2 * seq) * 1_000_000,
@@ -214,10 +223,21 @@ impl Net {
                     .collect();
                 self.nodes[from as usize].handle_headers(peer, stream, page, Ok(headers), now);
             }
-            Output::Gossip { announce, .. } => {
+            Output::Gossip {
+                stream,
+                rendition,
+                announce,
+            } => {
+                let topic = Topic { stream, rendition };
                 for to in 0..self.nodes.len() as u32 {
                     if to != from {
-                        self.nodes[to as usize].handle_announce(from, Some(from), &announce, now);
+                        self.nodes[to as usize].handle_announce(
+                            from,
+                            Some(from),
+                            topic,
+                            &announce,
+                            now,
+                        );
                     }
                 }
             }
@@ -391,7 +411,7 @@ fn forgers_are_banned_and_unbanned_later() {
     .encode_to_vec();
     let now = net.now;
     assert_eq!(
-        net.nodes[1].handle_announce(0, Some(0), &announce, now),
+        net.nodes[1].handle_announce(0, Some(0), topic_of(&header), &announce, now),
         Acceptance::Reject
     );
     net.run();
@@ -472,9 +492,10 @@ fn a_bad_body_bans_its_sender_and_another_holder_serves() {
 }
 
 /// A header seen before is not verified again (it is the same signed
-/// header), but a different one with the same id is.
+/// header), but a different one with the same id is. An announcement that
+/// brings nothing new is not forwarded (and not held against its sender).
 #[test]
-fn known_headers_are_not_verified_twice_but_forgeries_are_caught() {
+fn known_headers_are_not_verified_twice_replays_are_not_forwarded_and_forgeries_are_caught() {
     let f = Fixture::new(true, "");
     let mut net = Net::new(vec![config(); 2]);
     net.follow(1, &f);
@@ -488,17 +509,17 @@ fn known_headers_are_not_verified_twice_but_forgeries_are_caught() {
     let now = net.now;
     let good = announce(header.signed());
     assert_eq!(
-        net.nodes[1].handle_announce(0, None, &good, now),
+        net.nodes[1].handle_announce(0, None, topic_of(&header), &good, now),
         Acceptance::Accept
     );
     assert_eq!(
-        net.nodes[1].handle_announce(0, None, &good, now),
-        Acceptance::Accept
+        net.nodes[1].handle_announce(0, None, topic_of(&header), &good, now),
+        Acceptance::Ignore
     );
     let mut forged = header.signed().clone();
     forged.info.length += 1;
     assert_eq!(
-        net.nodes[1].handle_announce(0, None, &announce(&forged), now),
+        net.nodes[1].handle_announce(0, None, topic_of(&header), &announce(&forged), now),
         Acceptance::Reject
     );
 }
@@ -522,7 +543,7 @@ fn the_origin_deadline_holds_before_the_first_pull_and_timers_do_not_spin() {
     }
     .encode_to_vec();
     let now = net.now;
-    net.nodes[1].handle_announce(0, Some(0), &announce, now);
+    net.nodes[1].handle_announce(0, Some(0), topic_of(&header), &announce, now);
     net.run();
     let mut t = net.now;
     let mut wakeups = 0;
@@ -613,4 +634,74 @@ fn a_segment_held_while_every_upload_slot_is_taken_is_offered_once_offers_time_o
     net.advance(timeout + Duration::from_secs(1));
     let offers = offered(&net, 0);
     assert!(offers.contains(&2), "segment 2 never offered: {offers:?}");
+}
+
+fn topic_of(header: &VerifiedHeader) -> Topic {
+    Topic {
+        stream: header.id().stream,
+        rendition: header.id().rendition,
+    }
+}
+
+/// What any honest node rejects from the message alone: no header, too many,
+/// a header of another stream or rendition than the topic, one segment
+/// twice. Its forwarder is banned; an old header replayed is only ignored
+/// (no signature check), and so is a stream not followed.
+#[test]
+fn malformed_announcements_are_rejected_and_old_ones_ignored_unverified() {
+    let f = Fixture::new(true, "");
+    let other = Fixture::new_named(true, "", "other");
+    let mut net = Net::new(vec![config(); 2]);
+    net.follow(1, &f);
+    let encode = |headers: Vec<pb::SegmentHeader>| pb::Announce { headers }.encode_to_vec();
+    let (h1, _) = f.segment(1, 100);
+    let topic = topic_of(&h1);
+    let now = net.now;
+    let many: Vec<pb::SegmentHeader> = (1..=MAX_ANNOUNCED as u64 + 1)
+        .map(|seq| f.segment(seq, 10).0.signed().to_pb())
+        .collect();
+    let (wrong_rendition, _) = f.segment_of(1, 2, 100);
+    let bad = [
+        encode(Vec::new()),
+        encode(many),
+        encode(vec![h1.signed().to_pb(), h1.signed().to_pb()]),
+        encode(vec![wrong_rendition.signed().to_pb()]),
+        b"\xff\xff\xff".to_vec(),
+    ];
+    for (peer, data) in bad.iter().enumerate() {
+        let peer = peer as u32 + 10;
+        assert_eq!(
+            net.nodes[1].handle_announce(peer, None, topic, data, now),
+            Acceptance::Reject,
+            "announcement {peer}"
+        );
+        assert!(net.nodes[1].is_banned(&peer));
+    }
+    // Not followed: not ours to judge.
+    let (foreign, _) = other.segment(1, 100);
+    assert_eq!(
+        net.nodes[1].handle_announce(
+            2,
+            None,
+            topic_of(&foreign),
+            &encode(vec![foreign.signed().to_pb()]),
+            now
+        ),
+        Acceptance::Ignore
+    );
+    // A recent header, then one published far outside the live window
+    // before it whose signature is broken: ignored without a check (a
+    // forged recent one would have been rejected).
+    let (recent, _) = f.segment(100, 100);
+    assert_eq!(
+        net.nodes[1].handle_announce(3, None, topic, &encode(vec![recent.signed().to_pb()]), now),
+        Acceptance::Accept
+    );
+    let mut old = f.segment(2, 100).0.signed().clone();
+    old.info.hash[0] ^= 1;
+    assert_eq!(
+        net.nodes[1].handle_announce(3, None, topic, &encode(vec![old.to_pb()]), now),
+        Acceptance::Ignore
+    );
+    assert!(!net.nodes[1].is_banned(&3) && !net.nodes[1].is_banned(&2));
 }

@@ -38,6 +38,11 @@ const REPUT_INTERVAL: Duration = Duration::from_secs(5);
 pub(super) const MAX_PROVIDER_DIALS: usize = 8;
 /// Concurrent inbound streams; more are reset at once.
 const MAX_INBOUND: usize = 128;
+/// Concurrent inbound streams of one peer: a peer that holds its share open
+/// (trickling, or never reading) leaves the rest to the others. An honest
+/// peer needs a few: pulls and offers of the segments of a couple of
+/// renditions, and a header list.
+pub(super) const MAX_INBOUND_PER_PEER: usize = 16;
 
 /// Owns the swarm and everything that moves. Run it with [`Driver::run`].
 pub struct Driver {
@@ -55,6 +60,7 @@ pub struct Driver {
     http: reqwest::Client,
     tasks: Tasks,
     inbound: usize,
+    inbound_by_peer: HashMap<PeerId, usize>,
     pub(super) finds:
         HashMap<kad::QueryId, (StreamId, oneshot::Sender<Option<VerifiedDescriptor>>)>,
     published: Vec<kad::Record>,
@@ -171,7 +177,7 @@ impl Driver {
             faults: config.faults,
         };
         let driver = Driver {
-            tasks: Tasks::new(config.limits, config.read_timeout),
+            tasks: Tasks::new(config.limits, config.pace()),
             config,
             swarm,
             control,
@@ -184,6 +190,7 @@ impl Driver {
             stats,
             http,
             inbound: 0,
+            inbound_by_peer: HashMap::new(),
             finds: HashMap::new(),
             published: Vec::new(),
             last_reput: None,
@@ -410,11 +417,20 @@ impl Driver {
     }
 
     fn on_inbound(&mut self, peer: PeerId, stream: libp2p::Stream) {
-        if self.inbound >= MAX_INBOUND || self.mesh.is_banned(&peer) {
-            return; // dropping the stream resets it
+        let of_peer = self.inbound_by_peer.entry(peer).or_default();
+        if self.inbound >= MAX_INBOUND || *of_peer >= MAX_INBOUND_PER_PEER {
+            // Dropping the stream resets it. Not misbehaviour: the peer may
+            // just be in a hurry (it retries elsewhere or later).
+            metrics::inbound_refused();
+            return;
         }
+        if self.mesh.is_banned(&peer) {
+            return;
+        }
+        *of_peer += 1;
         self.inbound += 1;
-        let framed = Framed::new(stream, self.config.limits, self.config.read_timeout);
+        let framed = Framed::new(stream, self.config.limits, self.config.read_timeout)
+            .with_pace(self.config.pace());
         let shared = self.shared.clone();
         let span = self.peer_span(peer);
         use tracing::Instrument as _;
@@ -471,6 +487,12 @@ impl Driver {
                 result,
             } => {
                 self.inbound = self.inbound.saturating_sub(1);
+                if let Some(count) = self.inbound_by_peer.get_mut(&peer) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        self.inbound_by_peer.remove(&peer);
+                    }
+                }
                 if let Some((transfer, result)) = download {
                     self.mesh.handle_download(transfer, result.map(Some), now);
                 }
@@ -736,17 +758,22 @@ impl Driver {
             .publish(topic, announce.encode_to_vec());
     }
 
-    /// Gossip's verdict on an announcement, from the mesh.
+    /// Gossip's verdict on an announcement, from the mesh. A message on a
+    /// topic that is not one of ours is rejected: we never subscribed to it.
     pub(super) fn on_announce(
         &mut self,
         from: PeerId,
         author: Option<PeerId>,
+        topic: &libp2p::gossipsub::TopicHash,
         data: &[u8],
     ) -> libp2p::gossipsub::MessageAcceptance {
         use libp2p::gossipsub::MessageAcceptance as M;
+        let Some(topic) = behaviour::parse_topic(topic) else {
+            return M::Reject;
+        };
         match self
             .mesh
-            .handle_announce(from, author, data, Instant::now())
+            .handle_announce(from, author, topic, data, Instant::now())
         {
             Acceptance::Accept => M::Accept,
             Acceptance::Ignore => M::Ignore,

@@ -178,7 +178,12 @@ impl Driver {
                 message_id,
                 message,
             }) => {
-                let acceptance = self.on_announce(propagation_source, message.source, &message.data);
+                let acceptance = self.on_announce(
+                    propagation_source,
+                    message.source,
+                    &message.topic,
+                    &message.data,
+                );
                 // Reported before the mesh's ban (performed after this
                 // event) blacklists the peer.
                 self.swarm

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use libp2p::PeerId;
@@ -21,7 +20,7 @@ use tracing::Instrument as _;
 use super::handle::lock;
 use crate::cache::{self, Cache};
 use crate::config::Faults;
-use crate::exchange::{self, ExchangeError, Framed};
+use crate::exchange::{self, ExchangeError, Framed, Pace};
 use crate::ingest::source::fetch_url;
 use crate::mesh::scheduler::TransferId;
 use crate::mesh::{Broken, Failure, Pushed};
@@ -75,16 +74,16 @@ pub(super) struct Tasks {
     set: JoinSet<Done>,
     cancels: HashMap<TransferId, oneshot::Sender<()>>,
     limits: Limits,
-    timeout: Duration,
+    pace: Pace,
 }
 
 impl Tasks {
-    pub(super) fn new(limits: Limits, timeout: Duration) -> Self {
+    pub(super) fn new(limits: Limits, pace: Pace) -> Self {
         Self {
             set: JoinSet::new(),
             cancels: HashMap::new(),
             limits,
-            timeout,
+            pace,
         }
     }
 
@@ -163,12 +162,12 @@ impl Tasks {
         (header, body): (SignedHeader, Bytes),
         span: tracing::Span,
     ) {
-        let (limits, timeout) = (self.limits, self.timeout);
+        let (limits, pace) = (self.limits, self.pace);
         let bytes = body.len() as u64;
         let work = async move {
             let mut control = control;
             let result = async {
-                let framed = open(&mut control, peer, limits, timeout).await?;
+                let framed = open(&mut control, peer, limits, pace).await?;
                 exchange::push(framed, &header, &body).await
             }
             .await;
@@ -196,11 +195,11 @@ impl Tasks {
         (id, key): (SegmentId, StreamKey),
         span: tracing::Span,
     ) {
-        let (limits, timeout) = (self.limits, self.timeout);
+        let (limits, pace) = (self.limits, self.pace);
         let work = async move {
             let mut control = control;
             let result = async {
-                let framed = open(&mut control, peer, limits, timeout).await?;
+                let framed = open(&mut control, peer, limits, pace).await?;
                 exchange::pull(framed, id, &key).await
             }
             .await;
@@ -243,11 +242,11 @@ impl Tasks {
         (stream, page, after): (StreamId, u32, Option<SegmentId>),
         span: tracing::Span,
     ) {
-        let (limits, timeout) = (self.limits, self.timeout);
+        let (limits, pace) = (self.limits, self.pace);
         let task = async move {
             let mut control = control;
             let result = async {
-                let framed = open(&mut control, peer, limits, timeout).await?;
+                let framed = open(&mut control, peer, limits, pace).await?;
                 exchange::list_headers(framed, stream, page > 0, after).await
             }
             .await;
@@ -342,13 +341,14 @@ pub(super) async fn open(
     control: &mut libp2p_stream::Control,
     peer: PeerId,
     limits: Limits,
-    timeout: Duration,
+    pace: Pace,
 ) -> Result<Framed, ExchangeError> {
+    let timeout = pace.frame;
     let stream = tokio::time::timeout(timeout, control.open_stream(peer, exchange::PROTOCOL))
         .await
         .map_err(|_| ExchangeError::Timeout(timeout))?
         .map_err(|e| ExchangeError::Open(e.to_string()))?;
-    Ok(Framed::new(stream, limits, timeout))
+    Ok(Framed::new(stream, limits, timeout).with_pace(pace))
 }
 
 /// Fetches a segment from the origin: bytes other than the ones the

@@ -84,6 +84,9 @@ pub struct Faults {
     pub corrupt_bodies: bool,
     /// Offer and announce headers whose signatures do not verify.
     pub forge_headers: bool,
+    /// Send segment bodies at most this many bytes per second: an honest
+    /// node on a thin uplink.
+    pub upload_rate: Option<u64>,
 }
 
 impl Faults {

@@ -141,6 +141,8 @@ pub struct Framed<S = Stream> {
     decoder: Decoder,
     buf: Box<[u8]>,
     pace: Pace,
+    /// Test-only: bodies are written at most this fast (bytes per second).
+    throttle: Option<u64>,
 }
 
 impl<S> Framed<S> {
@@ -152,7 +154,16 @@ impl<S> Framed<S> {
             decoder: Decoder::new(limits),
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
             pace: Pace::new(read_timeout),
+            throttle: None,
         }
+    }
+
+    /// Writes bodies at most `rate` bytes per second: a slow uplink, for
+    /// tests ([`crate::Faults::upload_rate`]).
+    #[doc(hidden)]
+    pub fn with_throttle(mut self, rate: Option<u64>) -> Self {
+        self.throttle = rate.filter(|r| *r > 0);
+        self
     }
 
     pub fn with_pace(mut self, pace: Pace) -> Self {
@@ -295,12 +306,25 @@ impl<S: AsyncWrite + Unpin> Framed<S> {
     /// Writes a body, within [`Pace::body`] of its length.
     pub async fn send_body(&mut self, body: &[u8]) -> Result<(), ExchangeError> {
         let limit = self.pace.body(body.len() as u64);
-        tokio::time::timeout(limit, self.stream.write_all(body))
+        tokio::time::timeout(limit, self.write_throttled(body))
             .await
             .map_err(|_| ExchangeError::TooSlow {
                 what: "writing a segment body",
                 limit,
             })??;
+        Ok(())
+    }
+
+    async fn write_throttled(&mut self, body: &[u8]) -> std::io::Result<()> {
+        let Some(rate) = self.throttle else {
+            return self.stream.write_all(body).await;
+        };
+        const SLICE: usize = 16 * 1024;
+        for slice in body.chunks(SLICE) {
+            self.stream.write_all(slice).await?;
+            self.stream.flush().await?;
+            tokio::time::sleep(Duration::from_secs_f64(slice.len() as f64 / rate as f64)).await;
+        }
         Ok(())
     }
 

@@ -11,6 +11,8 @@ use meshcast_node::{Config, Node};
 use meshcast_proto::{SegmentId, StreamId};
 use tokio::task::JoinHandle;
 
+pub mod hostile;
+
 /// An ephemeral port on 127.0.0.1.
 pub fn local() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], 0))

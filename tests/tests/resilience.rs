@@ -34,6 +34,7 @@ async fn a_malicious_node_is_banned_and_honest_nodes_still_get_the_true_segments
         faults: Faults {
             corrupt_bodies: true,
             forge_headers: true,
+            ..Faults::default()
         },
         ..config()
     };

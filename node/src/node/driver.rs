@@ -177,7 +177,7 @@ impl Driver {
             faults: config.faults,
         };
         let driver = Driver {
-            tasks: Tasks::new(config.limits, config.pace()),
+            tasks: Tasks::new(config.limits, config.pace(), config.faults.upload_rate),
             config,
             swarm,
             control,
@@ -430,7 +430,8 @@ impl Driver {
         *of_peer += 1;
         self.inbound += 1;
         let framed = Framed::new(stream, self.config.limits, self.config.read_timeout)
-            .with_pace(self.config.pace());
+            .with_pace(self.config.pace())
+            .with_throttle(self.config.faults.upload_rate);
         let shared = self.shared.clone();
         let span = self.peer_span(peer);
         use tracing::Instrument as _;

@@ -75,15 +75,18 @@ pub(super) struct Tasks {
     cancels: HashMap<TransferId, oneshot::Sender<()>>,
     limits: Limits,
     pace: Pace,
+    /// Test-only upload throttle ([`crate::Faults::upload_rate`]).
+    upload_rate: Option<u64>,
 }
 
 impl Tasks {
-    pub(super) fn new(limits: Limits, pace: Pace) -> Self {
+    pub(super) fn new(limits: Limits, pace: Pace, upload_rate: Option<u64>) -> Self {
         Self {
             set: JoinSet::new(),
             cancels: HashMap::new(),
             limits,
             pace,
+            upload_rate,
         }
     }
 
@@ -162,13 +165,13 @@ impl Tasks {
         (header, body): (SignedHeader, Bytes),
         span: tracing::Span,
     ) {
-        let (limits, pace) = (self.limits, self.pace);
+        let (limits, pace, rate) = (self.limits, self.pace, self.upload_rate);
         let bytes = body.len() as u64;
         let work = async move {
             let mut control = control;
             let result = async {
                 let framed = open(&mut control, peer, limits, pace).await?;
-                exchange::push(framed, &header, &body).await
+                exchange::push(framed.with_throttle(rate), &header, &body).await
             }
             .await;
             Done::Upload {

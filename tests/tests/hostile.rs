@@ -1,0 +1,351 @@
+//! The mesh under slow and hostile peers, over QUIC on loopback: honest
+//! slowness is never banned, one peer cannot starve a node, and gossip
+//! announcements are checked before they are forwarded. The hostile peer is
+//! a bare libp2p swarm speaking our protocols by hand
+//! ([`meshcast_tests::hostile`]).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::AsyncWriteExt;
+use meshcast_node::exchange::PROTOCOL;
+use meshcast_node::{Event, Faults, Source, behaviour};
+use meshcast_proto::{
+    Descriptor, PublisherKey, Rendition, SegmentId, VerifiedDescriptor, VerifiedHeader, pb,
+};
+use meshcast_tests::hostile::Hostile;
+use meshcast_tests::{TestNode, config, eventually, init_logs};
+use prost::Message as _;
+use tokio::sync::broadcast;
+
+/// A live stream with one rendition and no origin: what the mesh does not
+/// deliver, nobody does.
+struct Live {
+    key: PublisherKey,
+    descriptor: VerifiedDescriptor,
+}
+
+impl Live {
+    fn new(name: &str) -> Self {
+        let key = PublisherKey::from_seed([42; 32]);
+        let descriptor = Descriptor {
+            publisher: key.public(),
+            name: name.into(),
+            renditions: vec![Rendition {
+                id: 0,
+                name: "only".into(),
+                bandwidth: 2_000_000,
+                codecs: String::new(),
+                width: 0,
+                height: 0,
+                uri: String::new(),
+            }],
+            origin_url: String::new(),
+            segment_duration_ms: 2_000,
+            live: true,
+            issued_at_us: meshcast_node::unix_now_us(),
+            private: false,
+        }
+        .sign(&key)
+        .expect("descriptor");
+        Self { key, descriptor }
+    }
+
+    fn id(&self, rendition: u32, sequence: u64) -> SegmentId {
+        SegmentId::media(self.descriptor.stream_key().id, rendition, sequence)
+    }
+
+    /// A signed segment of `size` bytes, published now.
+    fn segment(&self, rendition: u32, sequence: u64, size: usize) -> (VerifiedHeader, Bytes) {
+        let body: Vec<u8> = (0..size)
+            .map(|i| (i * 7 + sequence as usize) as u8)
+            .collect();
+        let header = meshcast_proto::SegmentInfo::for_body(
+            self.id(rendition, sequence),
+            &body,
+            2_000_000,
+            meshcast_node::unix_now_us(),
+        )
+        .sign(&self.key)
+        .verify(&self.descriptor.stream_key())
+        .expect("signed");
+        (header, Bytes::from(body))
+    }
+
+    fn topic(&self) -> libp2p::gossipsub::IdentTopic {
+        behaviour::topic(&self.descriptor.stream_key().id, 0)
+    }
+}
+
+fn announce(headers: Vec<pb::SegmentHeader>) -> Vec<u8> {
+    pb::Announce { headers }.encode_to_vec()
+}
+
+/// What `events` reported so far.
+fn drain(events: &mut broadcast::Receiver<Event>) -> Vec<Event> {
+    std::iter::from_fn(|| events.try_recv().ok()).collect()
+}
+
+fn bans(events: &[Event]) -> Vec<(libp2p::PeerId, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Banned { peer, reason } => Some((*peer, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Where `id` came from.
+fn source_of(events: &[Event], id: SegmentId) -> Option<Source> {
+    events.iter().find_map(|e| match e {
+        Event::Stored {
+            id: got, source, ..
+        } if *got == id => Some(*source),
+        _ => None,
+    })
+}
+
+/// A push that takes longer than the 5 s transfer timeout on a slow uplink
+/// (1.2 MB at 160 KiB/s: about 7.5 s) arrives, and nobody is banned. (A
+/// fixed 5 s timeout cancelled it; the sender's task ended its stream
+/// cleanly mid-body, and the receiver banned it for a truncated body.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_sender_on_a_slow_uplink_is_not_banned_and_its_push_arrives() {
+    init_logs();
+    let live = Live::new("slow-uplink");
+    let slow = TestNode::start(meshcast_node::Config {
+        faults: Faults {
+            upload_rate: Some(160 * 1024),
+            ..Faults::default()
+        },
+        ..config()
+    })
+    .await;
+    let receiver = TestNode::start(config()).await;
+    let mut sender_events = slow.node.events();
+    let mut events = receiver.node.events();
+    slow.node
+        .follow(live.descriptor.clone())
+        .await
+        .expect("follow");
+    receiver
+        .node
+        .follow(live.descriptor.clone())
+        .await
+        .expect("follow");
+    receiver.node.dial(slow.addr.clone()).await.expect("dial");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (header, body) = live.segment(0, 0, 1_200_000);
+    let id = header.id();
+    slow.node.inject(header, body).await.expect("inject");
+    let arrived = eventually(Duration::from_secs(30), || async {
+        receiver.node.segment(&id).map(|_| ())
+    })
+    .await;
+    assert!(arrived.is_some(), "the slow push never arrived");
+    let events = drain(&mut events);
+    assert_eq!(
+        source_of(&events, id),
+        Some(Source::Push(slow.node.peer_id()))
+    );
+    assert_eq!(bans(&events), Vec::new(), "the receiver banned someone");
+    assert_eq!(
+        bans(&drain(&mut sender_events)),
+        Vec::new(),
+        "the sender banned someone"
+    );
+}
+
+/// One peer opens 128 segment streams to a publisher and trickles a byte of
+/// a frame every 2 s on each. An honest node still pulls every segment from
+/// the publisher (it pushes nothing, so pulls are inbound streams). The
+/// trickler holds at most its own share of streams, each for at most one
+/// frame's time, and is not banned for it: slowness is not misbehaviour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_trickling_many_streams_does_not_stop_a_node_serving_others() {
+    init_logs();
+    let live = Live::new("trickle");
+    let mut publisher_config = config();
+    publisher_config.scheduler.push_parallel = 0;
+    let publisher = TestNode::start(publisher_config).await;
+    publisher
+        .node
+        .follow(live.descriptor.clone())
+        .await
+        .expect("follow");
+    let mut publisher_events = publisher.node.events();
+
+    let hostile = Hostile::start();
+    hostile.dial(publisher.addr.clone()).await.expect("dial");
+    let mut tricklers = Vec::new();
+    for _ in 0..128 {
+        let mut control = hostile.control.clone();
+        let peer = publisher.node.peer_id();
+        tricklers.push(tokio::spawn(async move {
+            let Ok(mut stream) = control.open_stream(peer, PROTOCOL).await else {
+                return;
+            };
+            // A frame that claims 64 bytes, sent one byte at a time.
+            let _ = stream.write_all(&[64]).await;
+            for _ in 0..60 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if stream.write_all(&[0x0a]).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let viewer = TestNode::start(config()).await;
+    viewer
+        .node
+        .follow(live.descriptor.clone())
+        .await
+        .expect("follow");
+    let mut events = viewer.node.events();
+    viewer
+        .node
+        .dial(publisher.addr.clone())
+        .await
+        .expect("dial");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for sequence in 0..4 {
+        let (header, body) = live.segment(0, sequence, 50_000);
+        publisher.node.inject(header, body).await.expect("inject");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for sequence in 0..4 {
+        let id = live.id(0, sequence);
+        let got = eventually(Duration::from_secs(15), || async {
+            viewer.node.segment(&id).map(|_| ())
+        })
+        .await;
+        assert!(got.is_some(), "{id} never reached the viewer");
+    }
+    let events = drain(&mut events);
+    for sequence in 0..4 {
+        assert_eq!(
+            source_of(&events, live.id(0, sequence)),
+            Some(Source::Pull(publisher.node.peer_id()))
+        );
+    }
+    assert!(
+        bans(&drain(&mut publisher_events))
+            .iter()
+            .all(|(peer, _)| *peer != hostile.peer_id),
+        "a slow peer was banned"
+    );
+    for trickler in tricklers {
+        trickler.abort();
+    }
+}
+
+/// Gossip message ids are the hash of the message: a peer that announces a
+/// forged header for the next sequence number first cannot have the real
+/// announcement dropped as a duplicate. (With ids from the unverified
+/// segment id, the real one was dropped and the node never learned of it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_squatted_gossip_message_id_does_not_drop_the_real_announcement() {
+    init_logs();
+    let live = Live::new("squat");
+    // The publisher pushes nothing: the node learns of the segment only
+    // through its announcement, then pulls it.
+    let mut publisher_config = config();
+    publisher_config.scheduler.push_parallel = 0;
+    let publisher = TestNode::start(publisher_config).await;
+    publisher
+        .node
+        .follow(live.descriptor.clone())
+        .await
+        .expect("follow");
+    let node = TestNode::start(config()).await;
+    node.node
+        .follow(live.descriptor.clone())
+        .await
+        .expect("follow");
+    let mut events = node.node.events();
+    node.node.dial(publisher.addr.clone()).await.expect("dial");
+    let hostile = Hostile::start();
+    hostile.subscribe(live.topic()).await;
+    hostile.dial(node.addr.clone()).await.expect("dial");
+    // Gossipsub learns subscriptions and builds its mesh on heartbeats.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let (real, body) = live.segment(0, 0, 20_000);
+    let mut forged = real.signed().clone();
+    forged.info.hash[0] ^= 1;
+    hostile
+        .publish(live.topic(), announce(vec![forged.to_pb()]))
+        .await
+        .expect("the squatter publishes");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    publisher
+        .node
+        .inject(real.clone(), body)
+        .await
+        .expect("inject");
+    let got = eventually(Duration::from_secs(10), || async {
+        node.node.segment(&real.id()).map(|_| ())
+    })
+    .await;
+    assert!(got.is_some(), "the real announcement was dropped");
+    let events = drain(&mut events);
+    assert_eq!(
+        source_of(&events, real.id()),
+        Some(Source::Pull(publisher.node.peer_id()))
+    );
+    assert!(
+        bans(&events)
+            .iter()
+            .any(|(peer, _)| *peer == hostile.peer_id),
+        "the squatter's forged header was not held against it"
+    );
+}
+
+/// Announcements any honest node rejects from the message alone: no
+/// header, more than the cap, a header of another rendition than its topic,
+/// bytes that do not decode. Each gets its sender banned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_oversized_mismatched_and_garbled_announcements_get_their_sender_banned() {
+    init_logs();
+    let live = Live::new("bad-announcements");
+    let node = TestNode::start(config()).await;
+    node.node
+        .follow(live.descriptor.clone())
+        .await
+        .expect("follow");
+    let mut events = node.node.events();
+    let too_many: Vec<pb::SegmentHeader> = (0..=meshcast_node::mesh::MAX_ANNOUNCED as u64)
+        .map(|sequence| live.segment(0, sequence, 100).0.signed().to_pb())
+        .collect();
+    let other_rendition = live.segment(1, 0, 100).0.signed().to_pb();
+    let cases = [
+        ("empty", announce(Vec::new())),
+        ("oversized", announce(too_many)),
+        ("mismatched", announce(vec![other_rendition])),
+        ("garbled", vec![0xff; 40]),
+    ];
+    let mut hostiles = Vec::new();
+    for (name, data) in cases {
+        let hostile = Hostile::start();
+        hostile.subscribe(live.topic()).await;
+        hostile.dial(node.addr.clone()).await.expect("dial");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        hostile
+            .publish(live.topic(), data)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: not published: {e}"));
+        let banned = eventually(Duration::from_secs(5), || {
+            let found = bans(&drain(&mut events))
+                .into_iter()
+                .any(|(peer, _)| peer == hostile.peer_id);
+            async move { found.then_some(()) }
+        })
+        .await;
+        assert!(banned.is_some(), "{name}: the sender was not banned");
+        hostiles.push(hostile);
+    }
+}

@@ -27,6 +27,11 @@ struct Live {
 
 impl Live {
     fn new(name: &str) -> Self {
+        Self::issued(name, meshcast_node::unix_now_us())
+    }
+
+    /// The stream's descriptor as issued at `issued_at_us`.
+    fn issued(name: &str, issued_at_us: u64) -> Self {
         let key = PublisherKey::from_seed([42; 32]);
         let descriptor = Descriptor {
             publisher: key.public(),
@@ -43,7 +48,7 @@ impl Live {
             origin_url: String::new(),
             segment_duration_ms: 2_000,
             live: true,
-            issued_at_us: meshcast_node::unix_now_us(),
+            issued_at_us,
             private: false,
         }
         .sign(&key)
@@ -348,4 +353,53 @@ async fn empty_oversized_mismatched_and_garbled_announcements_get_their_sender_b
         assert!(banned.is_some(), "{name}: the sender was not banned");
         hostiles.push(hostile);
     }
+}
+
+/// A DHT node that does not follow a stream keeps the newest valid
+/// descriptor it was given: an old one replayed (validly signed, long ago)
+/// does not replace it, so lookups keep finding the current one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_descriptor_replayed_into_the_dht_loses_to_the_newer_one() {
+    init_logs();
+    let now = meshcast_node::unix_now_us();
+    let old = Live::issued("replayed", now - 3_600_000_000);
+    let new = Live::issued("replayed", now);
+    let stream = new.descriptor.stream_key().id;
+    assert_eq!(old.descriptor.stream_key().id, stream);
+
+    let dht = TestNode::start(config()).await;
+    let publisher = TestNode::start(config()).await;
+    publisher.node.dial(dht.addr.clone()).await.expect("dial");
+    let replayer = TestNode::start(config()).await;
+    replayer.node.dial(dht.addr.clone()).await.expect("dial");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    publisher
+        .node
+        .publish(new.descriptor.clone())
+        .await
+        .expect("publish");
+    let issued = |d: &VerifiedDescriptor| d.descriptor().issued_at_us;
+    let stored = eventually(Duration::from_secs(10), || async {
+        let found = dht.node.find_stream(stream, Duration::ZERO).await.ok()?;
+        (issued(&found) == now).then_some(())
+    })
+    .await;
+    assert!(
+        stored.is_some(),
+        "the new descriptor never reached the DHT node"
+    );
+
+    replayer
+        .node
+        .publish(old.descriptor.clone())
+        .await
+        .expect("replay");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let found = dht
+        .node
+        .find_stream(stream, Duration::ZERO)
+        .await
+        .expect("still found");
+    assert_eq!(issued(&found), now, "the replayed old descriptor won");
 }

@@ -277,8 +277,38 @@ impl Driver {
                     }
                     Some(_) => {}
                     None => {
-                        let _ = self.swarm.behaviour_mut().kad.store_mut().put(record);
+                        // The newest valid descriptor wins here too: an old
+                        // one replayed does not replace what we keep.
+                        let store = self.swarm.behaviour_mut().kad.store_mut();
+                        let kept = store
+                            .get(&record.key)
+                            .and_then(|r| descriptor_from_record(&r, &id))
+                            .map(|d| d.descriptor().issued_at_us);
+                        if kept.is_none_or(|kept| issued > kept) {
+                            let _ = store.put(record);
+                        }
                     }
+                }
+            }
+            // Provider records are how followers of a stream find each
+            // other: stored (within the DHT store's bounds) for any key that
+            // can name a stream. Kademlia checks that the record names its
+            // sender as the provider.
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::AddProvider {
+                        record: Some(record),
+                    },
+            } => {
+                if StreamId::from_bytes(record.key.as_ref()).is_ok()
+                    && let Err(e) = self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .store_mut()
+                        .add_provider(record)
+                {
+                    tracing::debug!("provider record not stored: {e}");
                 }
             }
             _ => {}

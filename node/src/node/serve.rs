@@ -115,10 +115,7 @@ async fn answer(
                 }
                 index_page(shared, &stream, after.as_ref())
             } else {
-                let mut headers = shared.store.lock().headers(&stream);
-                // The newest are the most useful to a late joiner.
-                let skip = headers.len().saturating_sub(MAX_LISTED);
-                headers.drain(skip..).map(|h| h.to_pb()).collect()
+                newest(shared.store.lock().headers(&stream))
             };
             framed
                 .send(Body::Announce(pb::Announce { headers }))
@@ -208,4 +205,39 @@ fn index_page(
         .take(MAX_LISTED)
         .map(|h| h.to_pb())
         .collect()
+}
+
+/// The newest [`MAX_LISTED`] headers by publish time, oldest first: what a
+/// late joiner of a live stream needs. (Id order would favour a rendition
+/// or a numbering that sorts last, not the newest segments.)
+fn newest(mut headers: Vec<SignedHeader>) -> Vec<pb::SegmentHeader> {
+    headers.sort_by_key(|h| (h.info.published_at_us, h.info.id));
+    let skip = headers.len().saturating_sub(MAX_LISTED);
+    headers.drain(skip..).map(|h| h.to_pb()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshcast_proto::{PublisherKey, SegmentInfo, StreamKey};
+
+    #[test]
+    fn header_lists_carry_the_newest_by_publish_time() {
+        let key = PublisherKey::from_seed([5; 32]);
+        let stream = StreamKey::new(key.public(), "list");
+        // Rendition 1 is newer than rendition 0 at every sequence number
+        // until 150, then rendition 0 goes on alone to 400: the newest 200
+        // are rendition 0's last 200, whatever the id order says.
+        let mut headers = Vec::new();
+        for (rendition, last) in [(0u32, 400u64), (1, 150)] {
+            for seq in 0..last {
+                let published = seq * 2_000_000 + u64::from(rendition);
+                let id = SegmentId::media(stream.id, rendition, seq);
+                headers.push(SegmentInfo::for_body(id, b"x", 2_000_000, published).sign(&key));
+            }
+        }
+        let listed = newest(headers);
+        assert_eq!(listed.len(), MAX_LISTED);
+        assert!(listed.iter().all(|h| h.rendition == 0 && h.sequence >= 200));
+    }
 }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::Context;
-use meshcast_sim::{BadKind, Report as SimReport, Scenario};
+use meshcast_sim::{Report as SimReport, Scenario};
 use serde::Serialize;
 
 use super::mesh::{self, MeshBench};
@@ -51,13 +51,14 @@ pub struct SimArgs {
     /// Share of nodes replaced per minute, e.g. 30%/min.
     #[arg(long, default_value = "0%/min", value_parser = parse_churn)]
     churn: f64,
-    /// Share of nodes that misbehave, e.g. 10%.
+    /// Share of nodes that stall, e.g. 10%: they accept transfers, send and
+    /// read nothing, and claim to hold every segment (Sybil holders).
     #[arg(long, default_value = "0%", value_parser = parse_share)]
-    bad: f64,
-    /// How they misbehave: stall (accept, send nothing, claim to hold
-    /// everything) or forge (send bytes that fail verification).
-    #[arg(long, default_value = "stall", value_parser = parse_bad_kind)]
-    bad_kind: BadKind,
+    stallers: f64,
+    /// Share of nodes that forge, e.g. 10%: they send bytes that fail
+    /// verification.
+    #[arg(long, default_value = "0%", value_parser = parse_share)]
+    forgers: f64,
     /// Neighbours each node dials.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
     degree: u32,
@@ -97,8 +98,8 @@ impl SimArgs {
             nat: self.nat,
             punch_success: self.punch,
             churn_per_min: self.churn,
-            bad: self.bad,
-            bad_kind: self.bad_kind,
+            stallers: self.stallers,
+            forgers: self.forgers,
             origin_after: self.origin_after,
             pull_delay: self.pull_delay,
             transfer_timeout: self.transfer_timeout,
@@ -151,14 +152,6 @@ pub fn parse_share(text: &str) -> Result<f64, String> {
 /// Churn: `30%/min` (or a share per minute without the suffix).
 pub fn parse_churn(text: &str) -> Result<f64, String> {
     parse_share(text.trim().trim_end_matches("/min"))
-}
-
-fn parse_bad_kind(text: &str) -> Result<BadKind, String> {
-    match text {
-        "stall" => Ok(BadKind::Stall),
-        "forge" => Ok(BadKind::Forge),
-        _ => Err(format!("{text}: stall or forge")),
-    }
 }
 
 /// `meshcast-bench sim`.
@@ -258,8 +251,7 @@ fn references(nodes: &[u32]) -> Vec<(String, Scenario)> {
             format!("{n} nodes, 30%/min churn, 10% stalling"),
             Scenario {
                 churn_per_min: 0.3,
-                bad: 0.1,
-                bad_kind: BadKind::Stall,
+                stallers: 0.1,
                 ..base
             },
         ));
@@ -404,6 +396,5 @@ mod tests {
         assert_eq!(parse_share("0.1"), Ok(0.1));
         assert!(parse_share("120%").unwrap_err().contains("between"));
         assert_eq!(parse_churn("30%/min"), Ok(0.3));
-        assert!(parse_bad_kind("sneaky").is_err());
     }
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum BadKind {
     /// Accept every transfer, send and read nothing, and claim in header
-    /// lists to hold every segment published: the peer costs others a
-    /// `transfer_timeout` per attempt and is never caught (nothing it sends
-    /// fails verification).
+    /// lists to hold every segment published (a Sybil holder): the peer
+    /// costs others a timeout per attempt until they bench it, and is never
+    /// banned (nothing it sends fails verification).
     Stall,
     /// Send bytes that fail verification: caught and banned by the first
     /// honest peer that receives them.
@@ -48,9 +48,10 @@ pub struct Scenario {
     /// Share of nodes replaced per minute: a node leaves abruptly, a fresh
     /// one joins.
     pub churn_per_min: f64,
-    /// Share of nodes that misbehave, and how.
-    pub bad: f64,
-    pub bad_kind: BadKind,
+    /// Share of nodes that stall ([`BadKind::Stall`]).
+    pub stallers: f64,
+    /// Share of nodes that forge ([`BadKind::Forge`]).
+    pub forgers: f64,
     /// How long a node waits for the mesh before fetching a live segment
     /// from the origin (the node's `origin_after`, 4 s by default).
     pub origin_after: Duration,
@@ -80,8 +81,8 @@ impl Default for Scenario {
             nat: 0.6,
             punch_success: 0.7,
             churn_per_min: 0.0,
-            bad: 0.0,
-            bad_kind: BadKind::Stall,
+            stallers: 0.0,
+            forgers: 0.0,
             origin_after: Duration::from_secs(4),
             pull_delay: Duration::from_millis(150),
             transfer_timeout: Duration::from_secs(5),
@@ -91,6 +92,17 @@ impl Default for Scenario {
 }
 
 impl Scenario {
+    /// How a node drawn `roll` (uniform in 0..1) misbehaves, if it does.
+    pub fn bad_kind(&self, roll: f64) -> Option<BadKind> {
+        if roll < self.stallers {
+            Some(BadKind::Stall)
+        } else if roll < self.stallers + self.forgers {
+            Some(BadKind::Forge)
+        } else {
+            None
+        }
+    }
+
     /// Bytes in one segment.
     pub fn segment_bytes(&self) -> usize {
         (self.bitrate_bps / 8.0 * self.segment.as_secs_f64()).round() as usize
@@ -114,7 +126,11 @@ impl Scenario {
         };
         share("nat", self.nat)?;
         share("punch success", self.punch_success)?;
-        share("bad", self.bad)?;
+        share("stallers", self.stallers)?;
+        share("forgers", self.forgers)?;
+        if self.stallers + self.forgers > 1.0 {
+            return Err("stallers and forgers together must be at most 100% of the nodes".into());
+        }
         share("churn per minute", self.churn_per_min)?;
         if self.nodes < 2 {
             return Err("at least 2 nodes".into());

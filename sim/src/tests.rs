@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{BadKind, Scenario, run};
+use crate::{Scenario, run};
 
 fn small() -> Scenario {
     Scenario {
@@ -21,7 +21,7 @@ fn quiet(scenario: &Scenario) -> crate::Report {
 fn same_seed_same_figures_other_seed_other_figures() {
     let scenario = Scenario {
         churn_per_min: 0.3,
-        bad: 0.1,
+        stallers: 0.1,
         ..small()
     };
     let a = quiet(&scenario);
@@ -53,8 +53,7 @@ fn a_healthy_mesh_delivers_everything_once_without_the_origin() {
 #[test]
 fn stalling_peers_cost_time_but_are_never_banned_and_nobody_honest_is() {
     let r = quiet(&Scenario {
-        bad: 0.2,
-        bad_kind: BadKind::Stall,
+        stallers: 0.2,
         ..small()
     });
     assert_eq!(r.bans, 0, "nothing a staller sends fails verification");
@@ -64,8 +63,7 @@ fn stalling_peers_cost_time_but_are_never_banned_and_nobody_honest_is() {
 #[test]
 fn forgers_are_banned_and_honest_peers_are_not() {
     let r = quiet(&Scenario {
-        bad: 0.2,
-        bad_kind: BadKind::Forge,
+        forgers: 0.2,
         ..small()
     });
     assert!(r.bans > 0, "{r:#?}");
@@ -90,4 +88,36 @@ fn bad_settings_are_clear_errors() {
     };
     let error = run(&bad, &mut |_| {}).unwrap_err();
     assert!(error.contains("nat"), "{error}");
+}
+
+/// The hostile mesh, scaled down: 10 % Sybil stallers and 10 %
+/// forgers. No honest peer is banned, every honest node gets every segment,
+/// and the origin serves at most twice its share of the honest run (per
+/// honest node and segment).
+#[test]
+fn sybil_stallers_and_forgers_ban_no_honest_peer_and_at_most_double_the_origin() {
+    let base = Scenario {
+        nodes: 100,
+        ..small()
+    };
+    let honest = quiet(&base);
+    let hostile = quiet(&Scenario {
+        stallers: 0.1,
+        forgers: 0.1,
+        ..base
+    });
+    assert_eq!(hostile.honest_bans, 0, "{hostile:#?}");
+    assert_eq!(hostile.delivered, 1.0, "{hostile:#?}");
+    let share = |r: &crate::Report| r.origin_bytes as f64 / r.expected_pairs.max(1) as f64;
+    eprintln!(
+        "origin per pair: honest {} hostile {}",
+        share(&honest),
+        share(&hostile)
+    );
+    assert!(
+        share(&hostile) <= 2.0 * share(&honest),
+        "origin bytes per delivered pair: {} hostile vs {} honest",
+        share(&hostile),
+        share(&honest)
+    );
 }

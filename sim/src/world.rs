@@ -331,7 +331,12 @@ impl World {
         let id = self.nodes.len() as u32;
         let place = Place::random(&mut self.rng);
         let nat = !publisher && self.rng.r#gen::<f64>() < self.sc.nat;
-        let bad = (!publisher && self.rng.r#gen::<f64>() < self.sc.bad).then_some(self.sc.bad_kind);
+        let roll = self.rng.r#gen::<f64>();
+        let bad = if publisher {
+            None
+        } else {
+            self.sc.bad_kind(roll)
+        };
         let mut config = mesh::Config::default();
         config.scheduler.origin_after = self.sc.origin_after;
         config.scheduler.pull_delay = self.sc.pull_delay;

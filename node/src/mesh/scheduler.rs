@@ -15,9 +15,15 @@
 //! - **Lazy pull.** Headers also spread by gossip. A node that knows a header
 //!   but has not started receiving the segment `pull_delay` later pulls it from
 //!   the best known holder (lowest expected time from measured RTT and
-//!   throughput). At most one download of a segment runs at a time; one that
-//!   outlives its deadline (`transfer_timeout` plus its size at `min_rate`)
-//!   is cancelled and retried at another holder.
+//!   throughput, doubled per recent failure). At most one download of a
+//!   segment runs at a time, unless it stalls (three times its expected
+//!   time, plus a second): then its peer takes a strike and a second holder
+//!   is asked alongside, first to finish wins. One that outlives its
+//!   deadline (`transfer_timeout` plus its size at `min_rate`) is cancelled.
+//!   A holder with three failures or stalls in a row is benched (not asked)
+//!   for 15 s, doubling up to 4 min; a success clears its record. Nobody is
+//!   banned for being slow: only bytes that fail verification are held
+//!   against a peer, by the mesh core.
 //! - **Deadline.** A segment not held `origin_after` after its header was
 //!   learned is fetched from the origin, racing any download in progress: the
 //!   one case where two downloads of one segment may run at once.
@@ -159,6 +165,11 @@ struct Transfer<P> {
     kind: Kind<P>,
     /// Cancelled if still running then.
     deadline: Instant,
+    /// A download from a peer still running then is stalled (see
+    /// [`stall_after`]): its peer takes a strike, and another holder may be
+    /// asked, or another push accepted, alongside it.
+    stall_at: Option<Instant>,
+    stalled: bool,
 }
 
 /// Whether, and how urgently, a known segment is wanted.
@@ -191,7 +202,7 @@ struct Segment<P> {
     origin_tried: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Peer {
     rtt: Option<Duration>,
     /// Smoothed download throughput from this peer, bytes per second.
@@ -405,13 +416,13 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     pub fn offered(&mut self, id: SegmentId, size: u64, from: P, now: Instant) -> Decision {
         self.header_learned(id, size, Some(from), now);
         let active = self.active_downloads();
-        let Some(seg) = self.segments.get_mut(&id) else {
+        let Some(seg) = self.segments.get(&id) else {
             return Decision::Decline(DeclineReason::NotWanted);
         };
         if seg.held {
             return Decision::Decline(DeclineReason::AlreadyHave);
         }
-        if !seg.downloads.is_empty() {
+        if self.busy(seg) {
             return Decision::Decline(DeclineReason::InFlight);
         }
         if active >= self.config.max_downloads
@@ -462,7 +473,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     }
                     _ => {
                         seg.failed.insert(peer, now);
-                        if let Some(p) = self.peers.get_mut(&peer) {
+                        if let Some(p) = self.peers.get_mut(&peer)
+                            && !t.stalled
+                        {
                             p.strike(now);
                         }
                     }
@@ -482,6 +495,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// [`next_wakeup`](Self::next_wakeup) or after any report.
     pub fn tick(&mut self, now: Instant) {
         self.expire(now);
+        self.mark_stalled(now);
         let due: Vec<SegmentId> = self
             .segments
             .iter()
@@ -548,13 +562,16 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// a time in the past unless a tick at `now` would act, so a shell that
     /// sleeps until then does not spin.
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
-        let timeouts = self.transfers.values().map(|t| t.deadline);
+        let timeouts = self.transfers.values().flat_map(|t| {
+            let stall = t.stall_at.filter(|_| !t.stalled);
+            [Some(t.deadline), stall].into_iter().flatten()
+        });
         let room = self.active_downloads() < self.config.max_downloads;
         let origin_room = self.origin_fetches() < self.config.max_origin_fetches;
         let segments = self.segments.values().filter(|s| !s.held).flat_map(|s| {
             let pull = match self.pull_at(s) {
                 None => None,
-                Some(_) if !s.downloads.is_empty() => None,
+                Some(_) if self.busy(s) => None,
                 Some(pull_at) if pull_at > now => Some(pull_at),
                 Some(_) if room => {
                     // When the first connected holder may be tried (again).
@@ -576,6 +593,47 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             [pull, origin].into_iter().flatten()
         });
         timeouts.chain(segments).min()
+    }
+
+    /// A download of the segment is under way that is worth waiting for: one
+    /// not stalled, or already two from peers (a stalled one and its stand-in).
+    fn busy(&self, s: &Segment<P>) -> bool {
+        let running = s.downloads.iter().filter_map(|t| self.transfers.get(t));
+        let mut from_peers = 0;
+        for t in running {
+            if !t.stalled {
+                return true;
+            }
+            from_peers += 1;
+        }
+        from_peers >= 2
+    }
+
+    fn downloading_from(&self, s: &Segment<P>, peer: &P) -> bool {
+        s.downloads.iter().any(|t| {
+            self.transfers
+                .get(t)
+                .is_some_and(|t| matches!(t.kind, Kind::Pull(p) | Kind::PushIn(p) if p == *peer))
+        })
+    }
+
+    /// Downloads past their stall time: their peer takes a strike (once),
+    /// and the segment may be asked of another holder alongside.
+    fn mark_stalled(&mut self, now: Instant) {
+        let mut stalled = Vec::new();
+        for t in self.transfers.values_mut() {
+            if !t.stalled && t.stall_at.is_some_and(|at| at <= now) {
+                t.stalled = true;
+                if let Kind::Pull(p) | Kind::PushIn(p) = t.kind {
+                    stalled.push(p);
+                }
+            }
+        }
+        for peer in stalled {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.strike(now);
+            }
+        }
     }
 
     /// When `peer`, a holder of `s`, may be asked for it: not before a failed
@@ -652,8 +710,23 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         self.next_transfer += 1;
         let size = self.segments.get(&id).map_or(0, |s| s.size);
         let deadline = self.deadline(size, now);
-        self.transfers
-            .insert(transfer, Transfer { id, kind, deadline });
+        let stall_at = match kind {
+            Kind::Pull(p) | Kind::PushIn(p) => {
+                let stats = self.peers.get(&p).cloned().unwrap_or_default();
+                Some(now + stall_after(&stats, size))
+            }
+            Kind::Offer(_) | Kind::Origin => None,
+        };
+        self.transfers.insert(
+            transfer,
+            Transfer {
+                id,
+                kind,
+                deadline,
+                stall_at,
+                stalled: false,
+            },
+        );
         if let Some(seg) = self.segments.get_mut(&id) {
             match kind {
                 Kind::Offer(_) => seg.offers_in_flight += 1,
@@ -762,7 +835,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             self.actions.push_back(Action::FetchOrigin { transfer, id });
             return;
         }
-        if !seg.downloads.is_empty() || active >= self.config.max_downloads {
+        if self.busy(seg) || active >= self.config.max_downloads {
             return;
         }
         let size = seg.size;
@@ -770,6 +843,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             .holders
             .iter()
             .filter(|p| self.ready_at(seg, p, now).is_some_and(|at| at <= now))
+            .filter(|p| !self.downloading_from(seg, p))
             .filter_map(|p| {
                 self.peers
                     .get(p)
@@ -807,7 +881,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     Kind::Pull(peer) | Kind::PushIn(peer) => {
                         seg.downloads.remove(&transfer);
                         seg.failed.insert(peer, now);
-                        if let Some(p) = self.peers.get_mut(&peer) {
+                        if let Some(p) = self.peers.get_mut(&peer)
+                            && !t.stalled
+                        {
                             p.strike(now);
                         }
                     }
@@ -824,6 +900,17 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         self.pump_starved(now);
     }
 }
+
+/// How long a download from `peer` may run before it counts as stalled:
+/// three times its expected time, plus a second for a busy uplink or a slow
+/// start. A stalled download goes on (it may still finish first); it only
+/// stops blocking a second source. A slow but honest peer is measured on
+/// every completion, so its expected time follows it.
+fn stall_after(peer: &Peer, size: u64) -> Duration {
+    Duration::from_secs_f64(3.0 * expected_time(peer, size)) + STALL_GRACE
+}
+
+const STALL_GRACE: Duration = Duration::from_secs(1);
 
 /// Seconds a download of `size` bytes from this peer is expected to take.
 fn expected_time(peer: &Peer, size: u64) -> f64 {

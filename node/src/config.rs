@@ -19,6 +19,9 @@ pub struct Config {
     pub external: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
     pub store_max_bytes: u64,
+    /// Most segments held in memory, whatever their size: empty or tiny
+    /// segments cost an entry each, which the byte bound never limits.
+    pub store_max_segments: usize,
     pub live_window: Duration,
     pub scheduler: scheduler::Config,
     pub limits: Limits,
@@ -119,6 +122,7 @@ impl Default for Config {
             external: Vec::new(),
             bootstrap: Vec::new(),
             store_max_bytes: 512 << 20,
+            store_max_segments: mesh::store::Store::DEFAULT_MAX_SEGMENTS,
             live_window: Duration::from_secs(30),
             scheduler: scheduler::Config::default(),
             limits: Limits::default(),
@@ -155,7 +159,7 @@ impl Config {
         mesh::Config {
             scheduler: self.scheduler.clone(),
             store_max_bytes: self.store_max_bytes,
-            store_max_segments: mesh::store::Store::DEFAULT_MAX_SEGMENTS,
+            store_max_segments: self.store_max_segments,
             live_window: self.live_window,
             ban_duration: self.ban_duration,
             announce_only: self.announce_only,

@@ -66,7 +66,10 @@ impl Pace {
     /// The time a body of `len` bytes may take: one frame's time plus its
     /// length at `min_rate`.
     pub fn body(&self, len: u64) -> Duration {
-        self.frame + Duration::from_secs_f64(len as f64 / self.min_rate.max(1) as f64)
+        // At most a day: the length is the peer's to choose (within the
+        // frame limits checked after this).
+        let secs = (len as f64 / self.min_rate.max(1) as f64).min(86_400.0);
+        self.frame + Duration::from_secs_f64(secs)
     }
 }
 

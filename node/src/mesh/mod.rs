@@ -57,12 +57,14 @@ pub use streams::Seed;
 
 /// Headers answered to one header list: well within a 64 KiB frame.
 pub const MAX_LISTED: usize = 200;
-/// Pages of a VOD's header index read from one peer: 100,000 headers, the
-/// most segments a playlist may list per rendition in the ingest (a bound on
-/// what a peer can make this node hold).
-pub const MAX_INDEX_PAGES: u32 = 500;
-/// Unheld headers remembered at once, all streams together.
-pub const MAX_PENDING: usize = 200_000;
+/// Pages of a VOD's header index read from one peer: 50,000 headers, a
+/// 27-hour VOD in 2 s segments (a bound on what a peer can make this node
+/// hold).
+pub const MAX_INDEX_PAGES: u32 = 250;
+/// Unheld headers remembered at once, all streams together: about 25 MB at
+/// most. Live streams need their windows (a few hundred); the rest is VOD
+/// indexes.
+pub const MAX_PENDING: usize = 50_000;
 /// Headers in one announcement. The publisher announces one segment per
 /// message; a few more leave room for parts (low latency). More is someone
 /// making every node verify and forward a batch.
@@ -325,6 +327,10 @@ pub struct Mesh<P> {
     streams: HashMap<StreamId, Followed>,
     /// Verified headers of segments learned but not held.
     pending: HashMap<SegmentId, VerifiedHeader>,
+    /// The live ones among them by publish time: when `pending` is full, the
+    /// oldest live header makes room for a new one (a flood of headers
+    /// pushes out its own oldest, never the newest).
+    live_pending: BTreeSet<(u64, SegmentId)>,
     neighbours: BTreeSet<P>,
     banned: HashMap<P, Instant>,
     downloads: HashMap<TransferId, Download<P>>,
@@ -389,6 +395,7 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
             on_disk: HashMap::new(),
             streams: HashMap::new(),
             pending: HashMap::new(),
+            live_pending: BTreeSet::new(),
             neighbours: BTreeSet::new(),
             banned: HashMap::new(),
             downloads: HashMap::new(),
@@ -534,7 +541,7 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
             .copied()
             .collect();
         for id in unheld {
-            self.pending.remove(&id);
+            self.forget_pending(&id);
             self.scheduler.evicted(&id);
         }
         self.outputs.push_back(Output::Unfollow { stream: *stream });
@@ -715,7 +722,7 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
             return OfferReply::Decline(DeclineReason::NotWanted);
         }
         let size = verified.info().length;
-        self.pending.entry(id).or_insert_with(|| verified.clone());
+        self.remember(verified.clone());
         self.schedule_prune(now);
         match self.scheduler.offered(id, size, peer, now) {
             Decision::Accept(transfer) => {
@@ -983,11 +990,10 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
         if (live && !wanted) || self.holds(&id) {
             return;
         }
-        if !self.pending.contains_key(&id) && self.pending.len() >= MAX_PENDING {
+        let size = header.info().length;
+        if !self.remember(header) {
             return;
         }
-        let size = header.info().length;
-        self.pending.entry(id).or_insert(header);
         self.schedule_prune(now);
         if live {
             self.scheduler.header_learned(id, size, holder, now);
@@ -1047,7 +1053,7 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
     fn insert(&mut self, header: VerifiedHeader, body: Bytes, source: Source<P>) -> bool {
         let id = header.id();
         let bytes = body.len() as u64;
-        self.pending.remove(&id);
+        self.forget_pending(&id);
         if self.config.disk_cache && !self.on_disk.contains_key(&id) {
             self.on_disk.insert(id, bytes);
             self.outputs.push_back(Output::WriteCache {
@@ -1101,6 +1107,41 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
                 .get(&id.stream)
                 .is_some_and(|s| s.keeps(header, window))
         });
+        let pending = &self.pending;
+        self.live_pending.retain(|(_, id)| pending.contains_key(id));
+    }
+
+    /// Remembers an unheld header; false if there is no room (the bound is
+    /// reached and no older live header can make way).
+    fn remember(&mut self, header: VerifiedHeader) -> bool {
+        let id = header.id();
+        if self.pending.contains_key(&id) {
+            return true;
+        }
+        let live = self.streams.get(&id.stream).is_none_or(Followed::live);
+        let published = header.info().published_at_us;
+        if self.pending.len() >= MAX_PENDING {
+            let oldest = self.live_pending.first().copied();
+            match oldest {
+                Some((at, old)) if live && at < published => {
+                    self.forget_pending(&old);
+                    self.scheduler.evicted(&old);
+                }
+                _ => return false,
+            }
+        }
+        if live {
+            self.live_pending.insert((published, id));
+        }
+        self.pending.insert(id, header);
+        true
+    }
+
+    fn forget_pending(&mut self, id: &SegmentId) {
+        if let Some(header) = self.pending.remove(id) {
+            self.live_pending
+                .remove(&(header.info().published_at_us, *id));
+        }
     }
 
     /// Turns the scheduler's actions into outputs.

@@ -193,13 +193,15 @@ struct Segment<P> {
     learned: Instant,
     want: Want,
     held: bool,
-    holders: BTreeSet<P>,
+    holders: PeerSet<P>,
     /// Peers a download from failed at, and when: retried after `retry_after`.
-    failed: BTreeMap<P, Instant>,
-    offered: BTreeSet<P>,
+    failed: PeerTimes<P>,
+    offered: PeerSet<P>,
     downloads: BTreeSet<TransferId>,
     offers_in_flight: usize,
     origin_tried: bool,
+    /// Its key in `origin_queue`, if queued.
+    queued_origin: Option<Instant>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -211,6 +213,7 @@ struct Peer {
     strikes: u32,
     /// Not asked for anything before then: it kept failing.
     benched_until: Option<Instant>,
+    struck_at: Option<Instant>,
 }
 
 impl Peer {
@@ -220,6 +223,13 @@ impl Peer {
     /// that cannot keep up) stops costing every segment a timeout. It is not
     /// banned: slow is not dishonest, and it still pushes and is pushed to.
     fn strike(&mut self, now: Instant) {
+        // Failures within a second of the last strike are one incident (a
+        // burst of transfers that a moment's overload or a reset ended
+        // together), not several.
+        if self.struck_at.is_some_and(|at| now < at + STRIKE_COALESCE) {
+            return;
+        }
+        self.struck_at = Some(now);
         self.strikes = self.strikes.saturating_add(1);
         if let Some(over) = self.strikes.checked_sub(BENCH_AFTER) {
             let bench = BENCH_FIRST.saturating_mul(1 << over.min(8)).min(BENCH_MAX);
@@ -238,16 +248,94 @@ impl Peer {
     }
 }
 
-/// Segments tracked at most: beyond it the oldest held ones with nothing in
-/// flight are forgotten early (a stream of tiny segments would otherwise
-/// grow the bookkeeping for `forget_after`).
-const MAX_TRACKED: usize = 50_000;
+/// Segments tracked at most (checked once a second): beyond it the oldest
+/// with nothing in flight and nobody waiting are forgotten early (a flood of
+/// tiny segments would otherwise grow the bookkeeping for `forget_after`).
+const MAX_TRACKED: usize = 16_384;
+
+/// Live segments wanted and not held at once, all streams together: the
+/// live windows of a few streams of many renditions. Beyond it the oldest
+/// are given up (no longer downloaded): a publisher that signs headers
+/// faster than they can be fetched would otherwise make every timer of the
+/// node scan an ever longer list.
+const MAX_LIVE_WANTED: usize = 4096;
+
+/// How often tracked segments are swept for forgetting.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Strikes closer together than this count once.
+const STRIKE_COALESCE: Duration = Duration::from_secs(1);
 
 /// Failed downloads in a row that bench a holder, and for how long at first
 /// and at most.
 const BENCH_AFTER: u32 = 3;
 const BENCH_FIRST: Duration = Duration::from_secs(15);
 const BENCH_MAX: Duration = Duration::from_secs(240);
+
+/// A few peers, in the order they came. A segment has a handful of holders
+/// and offers (its node's neighbours at most): a vector is a fraction of a
+/// B-tree's first node (eleven peer ids, about a kilobyte, allocated even
+/// for one), and tens of thousands of segments may be tracked.
+#[derive(Debug)]
+struct PeerSet<P>(Vec<P>);
+
+impl<P> Default for PeerSet<P> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<P: PartialEq + Copy> PeerSet<P> {
+    fn insert(&mut self, peer: P) {
+        if !self.0.contains(&peer) {
+            self.0.push(peer);
+        }
+    }
+
+    fn remove(&mut self, peer: &P) {
+        self.0.retain(|p| p != peer);
+    }
+
+    fn contains(&self, peer: &P) -> bool {
+        self.0.contains(peer)
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, P> {
+        self.0.iter()
+    }
+}
+
+/// Peers with a time each (when a download from them failed), as small as
+/// [`PeerSet`].
+#[derive(Debug)]
+struct PeerTimes<P>(Vec<(P, Instant)>);
+
+impl<P> Default for PeerTimes<P> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<P: PartialEq + Copy> PeerTimes<P> {
+    fn insert(&mut self, peer: P, at: Instant) {
+        match self.0.iter_mut().find(|(p, _)| *p == peer) {
+            Some(entry) => entry.1 = at,
+            None => self.0.push((peer, at)),
+        }
+    }
+
+    fn get(&self, peer: &P) -> Option<&Instant> {
+        self.0.iter().find(|(p, _)| p == peer).map(|(_, at)| at)
+    }
+
+    fn contains_key(&self, peer: &P) -> bool {
+        self.get(peer).is_some()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
 
 /// Assumed when a peer has not been measured yet: optimistic enough to try it.
 const DEFAULT_THROUGHPUT: f64 = 10e6;
@@ -266,6 +354,16 @@ pub struct Scheduler<P> {
     /// every upload slot taken, by when they were learned: the newest gets
     /// the next free slot.
     starved: BTreeSet<(Instant, SegmentId)>,
+    /// Segments wanted and not held: the only ones timers act on. Kept
+    /// apart so that a timer costs what is in flight, not everything tracked
+    /// (a VOD's whole index, a flood of tiny segments).
+    wanted: BTreeSet<SegmentId>,
+    /// The live ones among them, oldest first: at most `MAX_LIVE_WANTED`.
+    live: BTreeSet<(Instant, SegmentId)>,
+    /// Wanted segments not yet asked of the origin, by when they will be.
+    origin_queue: BTreeSet<(Instant, SegmentId)>,
+    /// When tracked segments are next swept for forgetting.
+    next_sweep: Option<Instant>,
     rng: StdRng,
 }
 
@@ -279,6 +377,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             next_transfer: 1,
             actions: VecDeque::new(),
             starved: BTreeSet::new(),
+            wanted: BTreeSet::new(),
+            live: BTreeSet::new(),
+            origin_queue: BTreeSet::new(),
+            next_sweep: None,
             rng: StdRng::seed_from_u64(seed),
         }
     }
@@ -322,6 +424,48 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         if let Some(peer) = holder {
             seg.holders.insert(peer);
         }
+        self.refresh(id);
+    }
+
+    /// Keeps `id`'s membership of `wanted` true to its state.
+    fn refresh(&mut self, id: SegmentId) {
+        let Some(s) = self.segments.get_mut(&id) else {
+            self.wanted.remove(&id);
+            return;
+        };
+        let wanted = !s.held && s.want != Want::No;
+        if wanted {
+            self.wanted.insert(id);
+        } else {
+            self.wanted.remove(&id);
+        }
+        if wanted && s.want == Want::Live {
+            self.live.insert((s.learned, id));
+        } else {
+            self.live.remove(&(s.learned, id));
+        }
+        let origin = origin_time(&self.config, s).filter(|_| wanted && !s.origin_tried);
+        if s.queued_origin != origin {
+            if let Some(old) = s.queued_origin {
+                self.origin_queue.remove(&(old, id));
+            }
+            if let Some(at) = origin {
+                self.origin_queue.insert((at, id));
+            }
+            s.queued_origin = origin;
+        }
+        while self.live.len() > MAX_LIVE_WANTED {
+            let Some((_, oldest)) = self.live.pop_first() else {
+                break;
+            };
+            self.wanted.remove(&oldest);
+            if let Some(seg) = self.segments.get_mut(&oldest) {
+                seg.want = Want::No;
+                if let Some(at) = seg.queued_origin.take() {
+                    self.origin_queue.remove(&(at, oldest));
+                }
+            }
+        }
     }
 
     /// A header was learned that is not wanted (yet): a VOD's header index.
@@ -356,6 +500,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             seg.want = Want::No;
             seg.origin_tried = false;
         }
+        self.refresh(*id);
     }
 
     fn want_now(
@@ -387,6 +532,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             seg.failed.clear();
             seg.origin_tried = false;
         }
+        self.refresh(id);
     }
 
     fn entry(&mut self, id: SegmentId, size: u64, now: Instant) -> &mut Segment<P> {
@@ -395,12 +541,13 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             learned: now,
             want: Want::No,
             held: false,
-            holders: BTreeSet::new(),
-            failed: BTreeMap::new(),
-            offered: BTreeSet::new(),
+            holders: PeerSet::default(),
+            failed: PeerTimes::default(),
+            offered: PeerSet::default(),
             downloads: BTreeSet::new(),
             offers_in_flight: 0,
             origin_tried: false,
+            queued_origin: None,
         })
     }
 
@@ -460,9 +607,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     Outcome::Done { bytes, elapsed } => {
                         seg.holders.insert(peer);
                         if let Some(p) = self.peers.get_mut(&peer) {
-                            let rate = bytes as f64 / elapsed.as_secs_f64().max(1e-4);
-                            p.throughput =
-                                Some(p.throughput.map_or(rate, |old| 0.7 * old + 0.3 * rate));
+                            if bytes >= MEASURABLE {
+                                let rate = bytes as f64 / elapsed.as_secs_f64().max(1e-4);
+                                p.throughput =
+                                    Some(p.throughput.map_or(rate, |old| 0.7 * old + 0.3 * rate));
+                            }
                             p.succeeded();
                         }
                         self.mark_held(t.id, now);
@@ -496,20 +645,48 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     pub fn tick(&mut self, now: Instant) {
         self.expire(now);
         self.mark_stalled(now);
-        let due: Vec<SegmentId> = self
-            .segments
+        // Origin deadlines, in order, as far as fetches may start.
+        let room = self
+            .config
+            .max_origin_fetches
+            .saturating_sub(self.origin_fetches());
+        let origin_due: Vec<SegmentId> = self
+            .origin_queue
             .iter()
-            .filter(|(_, s)| {
-                // The origin's deadline may come before the first pull (a
-                // pull delay longer than the origin wait): it is due too.
-                let origin_due = !s.origin_tried && self.origin_at(s).is_some_and(|at| now >= at);
-                !s.held && (origin_due || self.pull_at(s).is_some_and(|at| now >= at))
-            })
-            .map(|(id, _)| *id)
+            .take_while(|(at, _)| *at <= now)
+            .take(room)
+            .map(|(_, id)| *id)
             .collect();
-        for id in due {
+        for id in origin_due {
             self.schedule_download(id, now);
         }
+        // Pulls, only while one could start: with every download slot (or
+        // every holder's share) taken, the end of a download calls this
+        // again, and a backlog of thousands costs nothing meanwhile.
+        if self.pull_room(now) {
+            let due: Vec<SegmentId> = self
+                .wanted
+                .iter()
+                .filter_map(|id| self.segments.get(id).map(|s| (id, s)))
+                .filter(|(_, s)| self.pull_at(s).is_some_and(|at| now >= at) && !self.busy(s))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in due {
+                if !self.pull_room(now) {
+                    break;
+                }
+                self.schedule_download(id, now);
+            }
+        }
+        if self.next_sweep.is_none_or(|at| at <= now) {
+            self.sweep(now);
+        }
+    }
+
+    /// Forgets what was learned more than `forget_after` ago (at most once
+    /// a second: a report may come every millisecond).
+    fn sweep(&mut self, now: Instant) {
+        self.next_sweep = Some(now + SWEEP_INTERVAL);
         let forget = self.config.forget_after;
         // Seeded and demanded segments stay until they arrive: nobody would
         // ask for them again.
@@ -519,18 +696,29 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 || (!s.held && matches!(s.want, Want::Now { .. }))
         });
         if self.segments.len() > MAX_TRACKED {
-            self.forget_oldest_held(MAX_TRACKED / 10 * 9);
+            self.forget_oldest(MAX_TRACKED / 10 * 9);
         }
+        let segments = &self.segments;
+        self.wanted.retain(|id| segments.contains_key(id));
+        self.live.retain(|(_, id)| segments.contains_key(id));
+        self.origin_queue
+            .retain(|(_, id)| segments.contains_key(id));
     }
 
-    /// Forgets held segments with nothing in flight, oldest first, until at
-    /// most `keep` segments are tracked (or none such is left). A forgotten
-    /// segment is no longer offered to neighbours that missed it: they pull.
-    fn forget_oldest_held(&mut self, keep: usize) {
+    /// Forgets segments with nothing in flight and nobody waiting for them
+    /// (held, known, or live), oldest first, until at most `keep` are
+    /// tracked or none such is left. A forgotten held segment is no longer
+    /// offered to neighbours that missed it (they pull); a forgotten live one
+    /// was too old to matter.
+    fn forget_oldest(&mut self, keep: usize) {
         let mut idle: Vec<(Instant, SegmentId)> = self
             .segments
             .iter()
-            .filter(|(_, s)| s.held && s.downloads.is_empty() && s.offers_in_flight == 0)
+            .filter(|(_, s)| {
+                s.downloads.is_empty()
+                    && s.offers_in_flight == 0
+                    && !matches!(s.want, Want::Now { .. })
+            })
             .map(|(id, s)| (s.learned, *id))
             .collect();
         idle.sort_unstable();
@@ -551,11 +739,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
 
     /// When a wanted segment not held yet is fetched from the origin.
     fn origin_at(&self, s: &Segment<P>) -> Option<Instant> {
-        match s.want {
-            Want::No => None,
-            Want::Live => Some(s.learned + self.config.origin_after),
-            Want::Now { origin_at, .. } => Some(origin_at),
-        }
+        origin_time(&self.config, s)
     }
 
     /// The next time [`tick`](Self::tick) has something to do, if any. Never
@@ -566,33 +750,54 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             let stall = t.stall_at.filter(|_| !t.stalled);
             [Some(t.deadline), stall].into_iter().flatten()
         });
-        let room = self.active_downloads() < self.config.max_downloads;
         let origin_room = self.origin_fetches() < self.config.max_origin_fetches;
-        let segments = self.segments.values().filter(|s| !s.held).flat_map(|s| {
-            let pull = match self.pull_at(s) {
-                None => None,
-                Some(_) if self.busy(s) => None,
-                Some(pull_at) if pull_at > now => Some(pull_at),
-                Some(_) if room => {
-                    // When the first connected holder may be tried (again).
-                    // A holder at its download limit is woken for by the
-                    // end of one of its downloads, not by the clock.
-                    let holder = s
-                        .holders
-                        .iter()
-                        .filter_map(|p| self.ready_at(s, p, now))
-                        .min();
-                    holder.or_else(|| self.probe_candidate(s).map(|_| now))
-                }
-                Some(_) => None,
-            };
-            // At the origin fetch limit, a finished fetch wakes the next.
-            let origin = self
-                .origin_at(s)
-                .filter(|_| !s.origin_tried && (origin_room || self.origin_at(s) > Some(now)));
-            [pull, origin].into_iter().flatten()
+        // At the origin fetch limit, a finished fetch wakes the next.
+        let origin = self
+            .origin_queue
+            .first()
+            .map(|(at, _)| *at)
+            .filter(|at| origin_room || *at > now);
+        let benches = self
+            .peers
+            .values()
+            .filter_map(|p| p.benched_until)
+            .filter(|at| *at > now)
+            .min();
+        let room = self.pull_room(now);
+        let wanted = self
+            .wanted
+            .iter()
+            .filter(|_| room)
+            .filter_map(|id| self.segments.get(id));
+        let segments = wanted.flat_map(|s| match self.pull_at(s) {
+            None => None,
+            Some(_) if self.busy(s) => None,
+            Some(pull_at) if pull_at > now => Some(pull_at),
+            Some(_) => {
+                // When the first connected holder may be tried (again).
+                // A holder at its download limit is woken for by the
+                // end of one of its downloads, not by the clock.
+                let holder = s
+                    .holders
+                    .iter()
+                    .filter(|p| !self.downloading_from(s, p))
+                    .filter_map(|p| self.ready_at(s, p, now))
+                    .min();
+                holder.or_else(|| self.probe_candidate(s).map(|_| now))
+            }
         });
+        let segments = segments.chain(origin).chain(benches);
         timeouts.chain(segments).min()
+    }
+
+    /// Whether a pull could start now: a download slot free, and a peer
+    /// not benched with its share of downloads not taken.
+    fn pull_room(&self, now: Instant) -> bool {
+        self.active_downloads() < self.config.max_downloads
+            && self.peers.iter().any(|(p, stats)| {
+                stats.benched_until.is_none_or(|at| at <= now)
+                    && self.downloads_from(p) < self.config.max_downloads_per_peer
+            })
     }
 
     /// A download of the segment is under way that is worth waiting for: one
@@ -659,7 +864,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         }
         self.peers
             .keys()
-            .find(|p| !s.failed.contains_key(p) && !s.holders.contains(p))
+            .find(|p| {
+                !s.failed.contains_key(p) && !s.holders.contains(p) && !self.downloading_from(s, p)
+            })
             .copied()
     }
 
@@ -702,7 +909,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// large.
     pub fn deadline(&self, size: u64, now: Instant) -> Instant {
         let rate = self.config.min_rate.max(1) as f64;
-        now + self.config.transfer_timeout + Duration::from_secs_f64(size as f64 / rate)
+        now + self.config.transfer_timeout + seconds(size as f64 / rate)
     }
 
     fn start(&mut self, id: SegmentId, kind: Kind<P>, now: Instant) -> TransferId {
@@ -751,6 +958,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             self.transfers.remove(&transfer);
             self.actions.push_back(Action::Cancel { transfer });
         }
+        self.refresh(id);
         self.pump_offers(id, now);
     }
 
@@ -831,6 +1039,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             if let Some(seg) = self.segments.get_mut(&id) {
                 seg.origin_tried = true;
             }
+            self.refresh(id);
             let transfer = self.start(id, Kind::Origin, now);
             self.actions.push_back(Action::FetchOrigin { transfer, id });
             return;
@@ -901,19 +1110,43 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     }
 }
 
+/// When a segment not held is fetched from the origin, by how it is wanted.
+fn origin_time<P>(config: &Config, s: &Segment<P>) -> Option<Instant> {
+    match s.want {
+        Want::No => None,
+        Want::Live => Some(s.learned + config.origin_after),
+        Want::Now { origin_at, .. } => Some(origin_at),
+    }
+}
+
 /// How long a download from `peer` may run before it counts as stalled:
 /// three times its expected time, plus a second for a busy uplink or a slow
 /// start. A stalled download goes on (it may still finish first); it only
 /// stops blocking a second source. A slow but honest peer is measured on
 /// every completion, so its expected time follows it.
 fn stall_after(peer: &Peer, size: u64) -> Duration {
-    Duration::from_secs_f64(3.0 * expected_time(peer, size)) + STALL_GRACE
+    seconds(3.0 * expected_time(peer, size)) + STALL_GRACE
 }
 
 const STALL_GRACE: Duration = Duration::from_secs(1);
 
+/// A computed wait, at most a day: sizes come from the network (a signed
+/// length may be anything), and neither a NaN nor an overflow may panic.
+fn seconds(secs: f64) -> Duration {
+    const DAY: f64 = 86_400.0;
+    if secs.is_nan() || secs <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(secs.min(DAY))
+}
+
+/// Transfers smaller than this say nothing of a peer's throughput (a
+/// round trip dominates them, and an empty one would measure 0 B/s).
+const MEASURABLE: u64 = 64 * 1024;
+
 /// Seconds a download of `size` bytes from this peer is expected to take.
 fn expected_time(peer: &Peer, size: u64) -> f64 {
     let rtt = peer.rtt.unwrap_or(DEFAULT_RTT).as_secs_f64();
-    rtt + size as f64 / peer.throughput.unwrap_or(DEFAULT_THROUGHPUT)
+    // At least 1 B/s: a measured zero would make every time infinite.
+    rtt + size as f64 / peer.throughput.unwrap_or(DEFAULT_THROUGHPUT).max(1.0)
 }

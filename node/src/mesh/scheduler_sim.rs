@@ -727,3 +727,28 @@ fn origin_fetches_in_flight_are_bounded() {
         .count();
     assert_eq!(next, 1, "a finished fetch starts the next one");
 }
+
+/// Sizes come from the network: an empty segment (whose transfer measures
+/// 0 B/s) and the largest length a header can sign give finite timers, not
+/// a panic.
+#[test]
+fn empty_and_enormous_segments_give_finite_timers() {
+    let now = Instant::now();
+    let mut s: Scheduler<u32> = Scheduler::new(Config::default(), 0);
+    s.peer_connected(1);
+    for (seq, size) in [(0, 0), (1, 0), (2, u64::MAX)] {
+        let Decision::Accept(t) = s.offered(seg(6, seq), size, 1, now) else {
+            panic!("offer {seq} declined")
+        };
+        s.tick(now + Duration::from_secs(2));
+        let done = Outcome::Done {
+            bytes: size.min(1 << 20),
+            elapsed: Duration::ZERO,
+        };
+        s.finished(t, done, now + Duration::from_secs(2));
+    }
+    s.header_learned(seg(6, 3), u64::MAX, Some(1), now);
+    s.tick(now + Duration::from_secs(1));
+    assert!(s.next_wakeup(now).is_some());
+    assert!(s.deadline(u64::MAX, now) <= now + Duration::from_secs(86_400 + 60));
+}

@@ -12,6 +12,7 @@ use meshcast_proto::{SegmentId, StreamId};
 use tokio::task::JoinHandle;
 
 pub mod hostile;
+pub mod live;
 
 /// An ephemeral port on 127.0.0.1.
 pub fn local() -> std::net::SocketAddr {

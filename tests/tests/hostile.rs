@@ -6,81 +6,15 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::AsyncWriteExt;
 use meshcast_node::exchange::PROTOCOL;
-use meshcast_node::{Event, Faults, Source, behaviour};
-use meshcast_proto::{
-    Descriptor, PublisherKey, Rendition, SegmentId, VerifiedDescriptor, VerifiedHeader, pb,
-};
+use meshcast_node::{Event, Faults, Source};
+use meshcast_proto::{SegmentId, VerifiedDescriptor, pb};
 use meshcast_tests::hostile::Hostile;
+use meshcast_tests::live::Live;
 use meshcast_tests::{TestNode, config, eventually, init_logs};
 use prost::Message as _;
 use tokio::sync::broadcast;
-
-/// A live stream with one rendition and no origin: what the mesh does not
-/// deliver, nobody does.
-struct Live {
-    key: PublisherKey,
-    descriptor: VerifiedDescriptor,
-}
-
-impl Live {
-    fn new(name: &str) -> Self {
-        Self::issued(name, meshcast_node::unix_now_us())
-    }
-
-    /// The stream's descriptor as issued at `issued_at_us`.
-    fn issued(name: &str, issued_at_us: u64) -> Self {
-        let key = PublisherKey::from_seed([42; 32]);
-        let descriptor = Descriptor {
-            publisher: key.public(),
-            name: name.into(),
-            renditions: vec![Rendition {
-                id: 0,
-                name: "only".into(),
-                bandwidth: 2_000_000,
-                codecs: String::new(),
-                width: 0,
-                height: 0,
-                uri: String::new(),
-            }],
-            origin_url: String::new(),
-            segment_duration_ms: 2_000,
-            live: true,
-            issued_at_us,
-            private: false,
-        }
-        .sign(&key)
-        .expect("descriptor");
-        Self { key, descriptor }
-    }
-
-    fn id(&self, rendition: u32, sequence: u64) -> SegmentId {
-        SegmentId::media(self.descriptor.stream_key().id, rendition, sequence)
-    }
-
-    /// A signed segment of `size` bytes, published now.
-    fn segment(&self, rendition: u32, sequence: u64, size: usize) -> (VerifiedHeader, Bytes) {
-        let body: Vec<u8> = (0..size)
-            .map(|i| (i * 7 + sequence as usize) as u8)
-            .collect();
-        let header = meshcast_proto::SegmentInfo::for_body(
-            self.id(rendition, sequence),
-            &body,
-            2_000_000,
-            meshcast_node::unix_now_us(),
-        )
-        .sign(&self.key)
-        .verify(&self.descriptor.stream_key())
-        .expect("signed");
-        (header, Bytes::from(body))
-    }
-
-    fn topic(&self) -> libp2p::gossipsub::IdentTopic {
-        behaviour::topic(&self.descriptor.stream_key().id, 0)
-    }
-}
 
 fn announce(headers: Vec<pb::SegmentHeader>) -> Vec<u8> {
     pb::Announce { headers }.encode_to_vec()
@@ -402,84 +336,4 @@ async fn an_old_descriptor_replayed_into_the_dht_loses_to_the_newer_one() {
         .await
         .expect("still found");
     assert_eq!(issued(&found), now, "the replayed old descriptor won");
-}
-
-/// Resident memory of this process, bytes.
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
-
-/// A publisher (of a stream some node follows) that signs a flood of empty
-/// segments cannot grow that node without bound: the store keeps at most
-/// its entry bound whatever the segments weigh, and the bookkeeping around
-/// it is bounded too. (The store bounded bytes only: every empty segment
-/// was kept.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_empty_segments_leaves_a_node_bounded_in_entries_and_memory() {
-    init_logs();
-    const SEGMENTS: u64 = 100_000;
-    let live = Live::new("empty-flood");
-    let stream = live.descriptor.stream_key().id;
-    let publisher = TestNode::start(config()).await;
-    publisher
-        .node
-        .follow(live.descriptor.clone())
-        .await
-        .expect("follow");
-    // A store bound well below the flood, so that the test shows it bite.
-    let max = 2_000;
-    let node = TestNode::start(meshcast_node::Config {
-        store_max_segments: max,
-        ..config()
-    })
-    .await;
-    node.node
-        .follow(live.descriptor.clone())
-        .await
-        .expect("follow");
-    node.node.dial(publisher.addr.clone()).await.expect("dial");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss();
-    let mut most = 0;
-    // In batches the node keeps up with, so that nearly every segment
-    // reaches it and its store has to evict.
-    const BATCH: u64 = 1_000;
-    for batch in 0..SEGMENTS / BATCH {
-        for sequence in batch * BATCH..(batch + 1) * BATCH {
-            let (header, body) = live.segment(0, sequence, 0);
-            publisher.node.inject(header, body).await.expect("inject");
-        }
-        let last = live.id(0, (batch + 1) * BATCH - 1);
-        eventually(Duration::from_secs(10), || async {
-            node.node.segment(&last).map(|_| ())
-        })
-        .await;
-        most = most.max(node.node.holdings(&stream).len());
-    }
-    let last = live.id(0, SEGMENTS - 1);
-    let got = eventually(Duration::from_secs(60), || async {
-        node.node.segment(&last).map(|_| ())
-    })
-    .await;
-    eprintln!("held {} at most {most}", node.node.holdings(&stream).len());
-    assert!(got.is_some(), "the last segment never arrived");
-    let held = node.node.holdings(&stream).len();
-    most = most.max(held);
-    assert!(most <= max, "the node held {most} segments (bound {max})");
-    assert!(
-        held >= max / 2,
-        "only {held} held: the flood did not arrive"
-    );
-    let grown = rss().saturating_sub(before);
-    eprintln!("the process grew by {} MB", grown >> 20);
-    // Two nodes' worth of bounded state (store entries, pending headers,
-    // the scheduler's tracked segments, gossip caches) is some tens of MB;
-    // 100,000 of everything kept was about 300 MB.
-    assert!(grown < 150 << 20, "the process grew by {} MB", grown >> 20);
 }

@@ -251,12 +251,7 @@ impl<S: AsyncRead + Unpin> Framed<S> {
     /// [`Pace::body`] of its length.
     pub async fn read_body(&mut self, header: &VerifiedHeader) -> Result<Bytes, ExchangeError> {
         let limit = self.pace.body(header.info().length);
-        tokio::time::timeout(limit, self.read_body_unpaced(header))
-            .await
-            .map_err(|_| ExchangeError::TooSlow {
-                what: "a segment body",
-                limit,
-            })?
+        within(limit, "a segment body", self.read_body_unpaced(header)).await?
     }
 
     async fn read_body_unpaced(&mut self, header: &VerifiedHeader) -> Result<Bytes, ExchangeError> {
@@ -293,12 +288,12 @@ impl<S: AsyncWrite + Unpin> Framed<S> {
     pub async fn send_frame<M: prost::Message>(&mut self, msg: &M) -> Result<(), ExchangeError> {
         let bytes = frame::encode(msg, self.decoder.limits())?;
         let limit = self.pace.frame;
-        tokio::time::timeout(limit, self.stream.write_all(&bytes))
-            .await
-            .map_err(|_| ExchangeError::TooSlow {
-                what: "writing a control frame",
-                limit,
-            })??;
+        within(
+            limit,
+            "writing a control frame",
+            self.stream.write_all(&bytes),
+        )
+        .await??;
         Ok(())
     }
 
@@ -309,12 +304,7 @@ impl<S: AsyncWrite + Unpin> Framed<S> {
     /// Writes a body, within [`Pace::body`] of its length.
     pub async fn send_body(&mut self, body: &[u8]) -> Result<(), ExchangeError> {
         let limit = self.pace.body(body.len() as u64);
-        tokio::time::timeout(limit, self.write_throttled(body))
-            .await
-            .map_err(|_| ExchangeError::TooSlow {
-                what: "writing a segment body",
-                limit,
-            })??;
+        within(limit, "writing a segment body", self.write_throttled(body)).await??;
         Ok(())
     }
 
@@ -334,14 +324,20 @@ impl<S: AsyncWrite + Unpin> Framed<S> {
     /// Flushes and half-closes our side, within [`Pace::frame`].
     pub async fn finish(mut self) -> Result<(), ExchangeError> {
         let limit = self.pace.frame;
-        tokio::time::timeout(limit, self.stream.close())
-            .await
-            .map_err(|_| ExchangeError::TooSlow {
-                what: "closing the stream",
-                limit,
-            })??;
+        within(limit, "closing the stream", self.stream.close()).await??;
         Ok(())
     }
+}
+
+/// Runs `work` for at most `limit`; [`ExchangeError::TooSlow`] after.
+async fn within<T>(
+    limit: Duration,
+    what: &'static str,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, ExchangeError> {
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| ExchangeError::TooSlow { what, limit })
 }
 
 /// Decodes and verifies a header received for stream `key`.

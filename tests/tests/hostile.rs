@@ -45,6 +45,20 @@ fn source_of(events: &[Event], id: SegmentId) -> Option<Source> {
     })
 }
 
+/// A publisher of `live` that pushes nothing: nodes learn of its segments
+/// from announcements or header lists, and pull them.
+async fn quiet_publisher(live: &Live) -> TestNode {
+    let mut publisher_config = config();
+    publisher_config.scheduler.push_parallel = 0;
+    let publisher = TestNode::start(publisher_config).await;
+    publisher
+        .node
+        .follow(live.descriptor.clone())
+        .await
+        .expect("follow");
+    publisher
+}
+
 /// A push that takes longer than the 5 s transfer timeout on a slow uplink
 /// (1.2 MB at 160 KiB/s: about 7.5 s) arrives, and nobody is banned. (A
 /// fixed 5 s timeout cancelled it; the sender's task ended its stream
@@ -106,14 +120,7 @@ async fn an_honest_sender_on_a_slow_uplink_is_not_banned_and_its_push_arrives() 
 async fn a_peer_trickling_many_streams_does_not_stop_a_node_serving_others() {
     init_logs();
     let live = Live::new("trickle");
-    let mut publisher_config = config();
-    publisher_config.scheduler.push_parallel = 0;
-    let publisher = TestNode::start(publisher_config).await;
-    publisher
-        .node
-        .follow(live.descriptor.clone())
-        .await
-        .expect("follow");
+    let publisher = quiet_publisher(&live).await;
     let mut publisher_events = publisher.node.events();
 
     let hostile = Hostile::start();
@@ -192,14 +199,7 @@ async fn a_squatted_gossip_message_id_does_not_drop_the_real_announcement() {
     let live = Live::new("squat");
     // The publisher pushes nothing: the node learns of the segment only
     // through its announcement, then pulls it.
-    let mut publisher_config = config();
-    publisher_config.scheduler.push_parallel = 0;
-    let publisher = TestNode::start(publisher_config).await;
-    publisher
-        .node
-        .follow(live.descriptor.clone())
-        .await
-        .expect("follow");
+    let publisher = quiet_publisher(&live).await;
     let node = TestNode::start(config()).await;
     node.node
         .follow(live.descriptor.clone())

@@ -331,11 +331,12 @@ impl World {
         let id = self.nodes.len() as u32;
         let place = Place::random(&mut self.rng);
         let nat = !publisher && self.rng.r#gen::<f64>() < self.sc.nat;
-        let roll = self.rng.r#gen::<f64>();
+        // Drawn for nodes only, as before stallers and forgers were two
+        // shares: a seed gives the same network as it did.
         let bad = if publisher {
             None
         } else {
-            self.sc.bad_kind(roll)
+            self.sc.bad_kind(self.rng.r#gen::<f64>())
         };
         let mut config = mesh::Config::default();
         config.scheduler.origin_after = self.sc.origin_after;
@@ -1001,12 +1002,7 @@ impl World {
                     },
                 );
             }
-            Output::Gossip {
-                stream,
-                rendition,
-                announce,
-            } => {
-                let topic = Topic { stream, rendition };
+            Output::Gossip { topic, announce } => {
                 let seq = pb::Announce::decode(announce.as_ref())
                     .ok()
                     .and_then(|a| a.headers.first().map(|h| h.sequence))

@@ -270,8 +270,7 @@ pub enum Output<P> {
     },
     /// Gossip an announcement on the topic of one rendition of a stream.
     Gossip {
-        stream: StreamId,
-        rendition: u32,
+        topic: Topic,
         announce: Bytes,
     },
     /// Disconnect and refuse `peer` until [`Output::Unban`].
@@ -556,8 +555,10 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
             headers: vec![header.signed().to_pb()],
         };
         self.outputs.push_back(Output::Gossip {
-            stream: id.stream,
-            rendition: id.rendition,
+            topic: Topic {
+                stream: id.stream,
+                rendition: id.rendition,
+            },
             announce: announce.encode_to_vec().into(),
         });
         if self.insert(header, body, Source::Injected) {

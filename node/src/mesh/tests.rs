@@ -223,12 +223,7 @@ impl Net {
                     .collect();
                 self.nodes[from as usize].handle_headers(peer, stream, page, Ok(headers), now);
             }
-            Output::Gossip {
-                stream,
-                rendition,
-                announce,
-            } => {
-                let topic = Topic { stream, rendition };
+            Output::Gossip { topic, announce } => {
                 for to in 0..self.nodes.len() as u32 {
                     if to != from {
                         self.nodes[to as usize].handle_announce(

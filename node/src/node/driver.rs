@@ -29,7 +29,7 @@ use crate::cache::Cache;
 use crate::config::Config;
 use crate::exchange::{self, Framed};
 use crate::ingest::source::{FetchLimits, http_client};
-use crate::mesh::{Acceptance, Mesh, OfferReply, Output, Seed};
+use crate::mesh::{Acceptance, Mesh, OfferReply, Output, Seed, Topic};
 use crate::metrics::{self, Class, Direction, LocalGauge};
 
 /// Least time between re-publications of our DHT records on new connections.
@@ -417,8 +417,8 @@ impl Driver {
     }
 
     fn on_inbound(&mut self, peer: PeerId, stream: libp2p::Stream) {
-        let of_peer = self.inbound_by_peer.entry(peer).or_default();
-        if self.inbound >= MAX_INBOUND || *of_peer >= MAX_INBOUND_PER_PEER {
+        let of_peer = self.inbound_by_peer.get(&peer).copied().unwrap_or(0);
+        if self.inbound >= MAX_INBOUND || of_peer >= MAX_INBOUND_PER_PEER {
             // Dropping the stream resets it. Not misbehaviour: the peer may
             // just be in a hurry (it retries elsewhere or later).
             metrics::inbound_refused();
@@ -427,7 +427,9 @@ impl Driver {
         if self.mesh.is_banned(&peer) {
             return;
         }
-        *of_peer += 1;
+        // Entries only for peers with a stream open: the map stays as small
+        // as the streams it counts.
+        self.inbound_by_peer.insert(peer, of_peer + 1);
         self.inbound += 1;
         let framed = Framed::new(stream, self.config.limits, self.config.read_timeout)
             .with_pace(self.config.pace())
@@ -575,17 +577,13 @@ impl Driver {
                 }
                 Output::Follow { descriptor, first } => self.follow(&descriptor, first),
                 Output::Unfollow { stream } => self.unfollow(&stream),
-                Output::Gossip {
-                    stream,
-                    rendition,
-                    announce,
-                } => {
-                    let topic = behaviour::topic(&stream, rendition);
+                Output::Gossip { topic, announce } => {
+                    let Topic { stream, rendition } = topic;
                     if let Err(e) = self
                         .swarm
                         .behaviour_mut()
                         .gossipsub
-                        .publish(topic, announce.to_vec())
+                        .publish(behaviour::topic(&stream, rendition), announce.to_vec())
                     {
                         // No subscribed peer, or none that gossip trusts (its
                         // peer score): nodes learn of the segment only when

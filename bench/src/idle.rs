@@ -16,7 +16,7 @@ use meshcast_proto::{Descriptor, PublisherKey, Rendition};
 
 use super::mesh::Running;
 use super::mesh::loopback;
-use super::proc::{Spawned, cpu_seconds, gauge, meshcast, scrape};
+use super::proc::{Spawned, cpu_seconds, gauge, meshcast_node, scrape};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time between the last peer joining and the measurement.
@@ -154,17 +154,7 @@ pub async fn run(bench: &IdleBench, phase: impl Fn(&str)) -> anyhow::Result<Idle
     .sign(&key)?;
     let stream = descriptor.stream_key();
     let mut peers: Vec<Running> = Vec::with_capacity(bench.peers);
-    let mut command = meshcast()?;
-    command
-        .arg("node")
-        .arg("--data-dir")
-        .arg(tmp.path().join("node"))
-        .args([
-            "--listen",
-            "/ip4/127.0.0.1/udp/0/quic-v1",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ]);
+    let mut command = meshcast_node(&tmp.path().join("node"))?;
     if bench.peers > 0 {
         phase("starting the publishing peer");
         let publisher = start(1).await?;

@@ -251,6 +251,20 @@ pub fn meshcast() -> anyhow::Result<Command> {
     Ok(quiet(Command::new(meshcast_path()?)))
 }
 
+/// `meshcast node` on loopback with its own data directory and a metrics
+/// endpoint on an ephemeral port (printed on its `metrics` line): the
+/// process the node benches measure. Add its other flags.
+pub fn meshcast_node(data_dir: &std::path::Path) -> anyhow::Result<Command> {
+    let mut command = meshcast()?;
+    command.arg("node").arg("--data-dir").arg(data_dir).args([
+        "--listen",
+        "/ip4/127.0.0.1/udp/0/quic-v1",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    Ok(command)
+}
+
 /// This program (`meshcast-bench`), for its hidden `peer` and `node`
 /// subcommands.
 pub fn bench_self() -> anyhow::Result<PathBuf> {

@@ -19,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::mesh::Running;
-use super::proc::{Spawned, cpu_seconds, gauge, memory, meshcast, scrape};
+use super::proc::{Spawned, cpu_seconds, gauge, memory, meshcast_node, scrape};
 use super::progress::Progress;
 use super::report::{RssSection, fig, seconds};
 
@@ -101,23 +101,15 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<RssSection>
 
     progress.phase("node RSS: starting `meshcast node`");
     let window = format!("{}s", plan.live_window.as_secs());
-    let mut command = meshcast()?;
-    command
-        .arg("node")
-        .arg("--data-dir")
-        .arg(tmp.path().join("node"))
-        .args([
-            "--listen",
-            "/ip4/127.0.0.1/udp/0/quic-v1",
-            "--bootstrap",
-            &publisher_addr.to_string(),
-            "--follow",
-            &stream.id.to_string(),
-            "--live-window",
-            &window,
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ]);
+    let mut command = meshcast_node(&tmp.path().join("node"))?;
+    command.args([
+        "--bootstrap",
+        &publisher_addr.to_string(),
+        "--follow",
+        &stream.id.to_string(),
+        "--live-window",
+        &window,
+    ]);
     let mut child = Spawned::spawn("node", command)?;
     let metrics = child.line("metrics", START_TIMEOUT).await?;
     let node_addr: Multiaddr = child

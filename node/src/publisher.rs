@@ -102,6 +102,10 @@ pub struct Publisher {
     events: broadcast::Sender<PublishEvent>,
     injected_segments: AtomicU64,
     injected_bytes: AtomicU64,
+    /// When this run started (its first descriptor's issue time), signed
+    /// into every header: a restarted publisher may number segments from
+    /// the start again, and nodes tell its headers from the last run's.
+    epoch_us: u64,
 }
 
 impl Publisher {
@@ -195,6 +199,7 @@ impl Publisher {
         node.publish(descriptor.clone()).await?;
         let (events, _) = broadcast::channel(1024);
         Ok(Self {
+            epoch_us: descriptor.descriptor().issued_at_us,
             node,
             stream: descriptor.stream_key(),
             key,
@@ -337,6 +342,7 @@ impl Publisher {
         let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
         let header = SegmentInfo::for_body(id, &body, duration_us, now_us())
             .with_uri(uri)
+            .with_epoch(self.epoch_us)
             .sign(&self.key)
             .verify(&self.stream);
         let header = match header {

@@ -26,6 +26,11 @@ pub struct SegmentInfo {
     /// playlist URL: the fallback when the mesh is late. Signed, so no peer
     /// can redirect a fallback fetch.
     pub uri: String,
+    /// When the publisher process started, in µs since the Unix epoch. A
+    /// restarted publisher may number segments again from the start of a
+    /// restarted origin; its headers carry a newer epoch, so a node tells
+    /// which of two valid headers for one id is current (the newer epoch).
+    pub epoch_us: u64,
 }
 
 impl SegmentInfo {
@@ -38,7 +43,14 @@ impl SegmentInfo {
             hash: *blake3::hash(body).as_bytes(),
             published_at_us,
             uri: String::new(),
+            epoch_us: 0,
         }
+    }
+
+    /// Sets the publisher's epoch (its start time, see [`Self::epoch_us`]).
+    pub fn with_epoch(mut self, epoch_us: u64) -> Self {
+        self.epoch_us = epoch_us;
+        self
     }
 
     /// Sets the origin URI of the segment.
@@ -58,6 +70,7 @@ impl SegmentInfo {
             .raw(&self.hash)
             .u64(self.published_at_us)
             .str(&self.uri)
+            .u64(self.epoch_us)
             .finish()
     }
 
@@ -115,6 +128,7 @@ impl SignedHeader {
             hash: info.hash.to_vec().into(),
             published_at_us: info.published_at_us,
             uri: info.uri.clone(),
+            epoch_us: info.epoch_us,
             signature: self.signature.to_vec().into(),
         }
     }
@@ -133,6 +147,7 @@ impl SignedHeader {
                 hash: fixed("hash", &msg.hash)?,
                 published_at_us: msg.published_at_us,
                 uri: msg.uri.clone(),
+                epoch_us: msg.epoch_us,
             },
             signature: fixed("signature", &msg.signature)?,
         })

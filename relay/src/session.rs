@@ -165,8 +165,19 @@ async fn send_server(control: &mut Control, msg: &pb::ServerMessage) -> Result<(
 }
 
 async fn descriptor(shared: &Shared, id: StreamId) -> Result<VerifiedDescriptor, Refusal> {
-    if let Some(known) = lock(&shared.streams).get(&id).cloned() {
-        return Ok(known);
+    let known = lock(&shared.streams).get(&id).cloned();
+    if let Some(known) = known {
+        // The node keeps the newest descriptor it has seen (a live stream
+        // that ended is put again as a VOD): serve that one.
+        let newest = shared.node.known_descriptor(id).await.ok().flatten();
+        let issued = |d: &VerifiedDescriptor| d.descriptor().issued_at_us;
+        return Ok(match newest {
+            Some(newest) if issued(&newest) > issued(&known) => {
+                lock(&shared.streams).insert(id, newest.clone());
+                newest
+            }
+            _ => known,
+        });
     }
     let found = shared
         .node

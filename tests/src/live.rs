@@ -49,8 +49,20 @@ impl Live {
 
     /// A signed segment of `size` bytes, published now.
     pub fn segment(&self, rendition: u32, sequence: u64, size: usize) -> (VerifiedHeader, Bytes) {
+        self.segment_of_run(0, rendition, sequence, size)
+    }
+
+    /// A segment as a publisher run started at `epoch_us` signs it: runs
+    /// give one id different bytes.
+    pub fn segment_of_run(
+        &self,
+        epoch_us: u64,
+        rendition: u32,
+        sequence: u64,
+        size: usize,
+    ) -> (VerifiedHeader, Bytes) {
         let body: Vec<u8> = (0..size)
-            .map(|i| (i * 7 + sequence as usize) as u8)
+            .map(|i| (i as u64 * 7 + sequence + epoch_us) as u8)
             .collect();
         let header = meshcast_proto::SegmentInfo::for_body(
             self.id(rendition, sequence),
@@ -58,6 +70,7 @@ impl Live {
             2_000_000,
             meshcast_node::unix_now_us(),
         )
+        .with_epoch(epoch_us)
         .sign(&self.key)
         .verify(&self.descriptor.stream_key())
         .expect("signed");

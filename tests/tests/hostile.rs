@@ -293,7 +293,7 @@ async fn empty_oversized_mismatched_and_garbled_announcements_get_their_sender_b
 /// descriptor it was given: an old one replayed (validly signed, long ago)
 /// does not replace it, so lookups keep finding the current one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_old_descriptor_replayed_into_the_dht_loses_to_the_newer_one() {
+async fn an_old_descriptor_replayed_into_the_dht_loses_to_the_newer_one_in_lookups_too() {
     init_logs();
     let now = meshcast_node::unix_now_us();
     let old = Live::issued("replayed", now - 3_600_000_000);
@@ -336,4 +336,109 @@ async fn an_old_descriptor_replayed_into_the_dht_loses_to_the_newer_one() {
         .await
         .expect("still found");
     assert_eq!(issued(&found), now, "the replayed old descriptor won");
+
+    // A lookup hears from the DHT node (new) and from a peer that keeps the
+    // old one as its own (it published it before it joined): the newest
+    // wins whichever answers first. (Each lookup is a new DHT query;
+    // before, the first answer won.)
+    let stale = TestNode::start(config()).await;
+    stale
+        .node
+        .publish(old.descriptor.clone())
+        .await
+        .expect("publish alone");
+    let looker = TestNode::start(config()).await;
+    looker.node.dial(stale.addr.clone()).await.expect("dial");
+    looker.node.dial(dht.addr.clone()).await.expect("dial");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for lookup in 0..6 {
+        let found = looker
+            .node
+            .find_stream(stream, Duration::from_secs(5))
+            .await
+            .expect("found");
+        assert_eq!(issued(&found), now, "lookup {lookup} returned the old one");
+    }
+}
+
+/// A publisher restarts (a new process, the same key) with its origin's
+/// numbering restarted: segment 0 again, other bytes, a newer epoch. The
+/// node replaces the earlier run's segment 0 with the new one and drops the
+/// earlier run's segment 1. A peer replaying the earlier run's headers
+/// afterwards changes nothing, and is not banned: they are validly signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_publishers_new_headers_win() {
+    init_logs();
+    let live = Live::new("restart");
+    let node = TestNode::start(config()).await;
+    node.node
+        .follow(live.descriptor.clone())
+        .await
+        .expect("follow");
+    let mut events = node.node.events();
+    let first_run = TestNode::start(config()).await;
+    first_run
+        .node
+        .follow(live.descriptor.clone())
+        .await
+        .expect("follow");
+    node.node.dial(first_run.addr.clone()).await.expect("dial");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let earlier: Vec<_> = (0..2)
+        .map(|seq| live.segment_of_run(1_000, 0, seq, 30_000))
+        .collect();
+    for (header, body) in &earlier {
+        first_run
+            .node
+            .inject(header.clone(), body.clone())
+            .await
+            .expect("inject");
+    }
+    let got = eventually(Duration::from_secs(10), || async {
+        node.node.segment(&earlier[1].0.id()).map(|_| ())
+    })
+    .await;
+    assert!(got.is_some(), "the first run's segments never arrived");
+    drop(first_run);
+
+    let second_run = TestNode::start(config()).await;
+    second_run
+        .node
+        .follow(live.descriptor.clone())
+        .await
+        .expect("follow");
+    node.node.dial(second_run.addr.clone()).await.expect("dial");
+    let hostile = Hostile::start();
+    hostile.subscribe(live.topic()).await;
+    hostile.dial(node.addr.clone()).await.expect("dial");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (again, body) = live.segment_of_run(2_000, 0, 0, 30_000);
+    assert_eq!(again.id(), earlier[0].0.id());
+    second_run
+        .node
+        .inject(again.clone(), body.clone())
+        .await
+        .expect("inject");
+    let replaced = eventually(Duration::from_secs(10), || async {
+        let held = node.node.segment(&again.id())?;
+        (held.body == body).then_some(())
+    })
+    .await;
+    assert!(replaced.is_some(), "the node kept the earlier run's bytes");
+    assert!(
+        node.node.segment(&earlier[1].0.id()).is_none(),
+        "the earlier run's segment 1 is still served"
+    );
+
+    let replay: Vec<_> = earlier.iter().map(|(h, _)| h.signed().to_pb()).collect();
+    hostile
+        .publish(live.topic(), announce(replay))
+        .await
+        .expect("the replayer publishes");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = node.node.segment(&again.id()).expect("still held");
+    assert_eq!(held.body, body, "the replay brought the earlier run back");
+    assert!(node.node.segment(&earlier[1].0.id()).is_none());
+    assert!(hostile.is_connected(node.node.peer_id()).await);
+    assert_eq!(bans(&drain(&mut events)), Vec::new());
 }

@@ -333,9 +333,10 @@ pub struct Mesh<P> {
     neighbours: BTreeSet<P>,
     banned: HashMap<P, Instant>,
     downloads: HashMap<TransferId, Download<P>>,
-    /// Segments announced through gossip, oldest first: an announcement
-    /// that brings none new is not forwarded again (re-wrapped replays).
-    announced: Recent<SegmentId, ()>,
+    /// Segments announced through gossip, with their publisher epoch,
+    /// oldest first: an announcement that brings none new is not forwarded
+    /// again (re-wrapped replays); a restarted publisher's is new.
+    announced: Recent<(SegmentId, u64), ()>,
     /// Headers whose signature was checked, beyond pending and held ones.
     verified: Recent<SegmentId, VerifiedHeader>,
     outputs: VecDeque<Output<P>>,
@@ -667,8 +668,12 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
                 continue;
             }
             let verified = self.verify(header).ok_or("a header does not verify")?;
-            if self.announced.get(&id).is_none() {
-                self.announced.insert(id, ());
+            if !self.current(&verified) {
+                continue;
+            }
+            let epoch = verified.info().epoch_us;
+            if self.announced.get(&(id, epoch)).is_none() {
+                self.announced.insert((id, epoch), ());
                 new = true;
             }
             self.learn(verified, Some(holder), now);
@@ -716,6 +721,9 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
             return OfferReply::Reject("the signature does not verify".into());
         };
         let id = verified.id();
+        if !self.current(&verified) {
+            return OfferReply::Decline(DeclineReason::NotWanted);
+        }
         if self.holds(&id) {
             return OfferReply::Decline(DeclineReason::AlreadyHave);
         }
@@ -817,6 +825,9 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
         };
         let peer = download.source.peer().copied();
         let outcome = match result {
+            // A header of a publisher run since superseded: the peer does
+            // not hold the current segment of that id.
+            Ok(Some((header, _))) if !self.current(&header) => Outcome::Absent,
             Ok(Some((header, body))) => {
                 let bytes = body.len() as u64;
                 self.insert(header, body, download.source);
@@ -893,6 +904,15 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
         if !self.streams.contains_key(&stream) {
             return;
         }
+        // Only the newest run among what was cached, newest first so that
+        // it becomes current before the files are listed (a newer run
+        // found later drops them all).
+        let mut loaded = loaded;
+        loaded.sort_by_key(|(header, _)| std::cmp::Reverse(header.info().epoch_us));
+        let loaded: Vec<_> = loaded
+            .into_iter()
+            .filter(|(header, _)| self.current(header))
+            .collect();
         for (id, size) in &on_disk {
             self.on_disk.insert(*id, *size);
         }
@@ -942,13 +962,13 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
         now: Instant,
     ) {
         match read {
-            Some((header, body)) => {
+            Some((header, body)) if self.current(&header) => {
                 let size = body.len() as u64;
                 if self.insert(header, body, Source::Cache) {
                     self.scheduler.held(id, size, now);
                 }
             }
-            None => {
+            _ => {
                 self.on_disk.remove(&id);
                 self.scheduler.evicted(&id);
             }
@@ -986,6 +1006,9 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
     /// downloaded by themselves only if this node seeds them.
     fn learn(&mut self, header: VerifiedHeader, holder: Option<P>, now: Instant) {
         let id = header.id();
+        if !self.current(&header) {
+            return;
+        }
         let wanted = self.wanted(&header);
         let live = self.streams.get(&id.stream).is_none_or(Followed::live);
         if (live && !wanted) || self.holds(&id) {
@@ -1003,6 +1026,57 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
             if wanted {
                 self.scheduler.seed(id, size, now);
             }
+        }
+    }
+
+    /// Is this verified header of its publisher's current run? Not if a
+    /// newer epoch was seen: a restarted publisher superseded it, and may
+    /// name its id again with other bytes. A newer epoch becomes current,
+    /// and everything known of the older runs is dropped.
+    fn current(&mut self, header: &VerifiedHeader) -> bool {
+        let stream = header.id().stream;
+        let epoch = header.info().epoch_us;
+        let Some(followed) = self.streams.get_mut(&stream) else {
+            return false;
+        };
+        if epoch < followed.epoch_us {
+            return false;
+        }
+        if epoch > followed.epoch_us {
+            let first = followed.epoch_us == 0;
+            followed.epoch_us = epoch;
+            self.restarted(stream, epoch, first);
+        }
+        true
+    }
+
+    /// The publisher of `stream` started a new run at `epoch_us`: drops the
+    /// older runs' segments, held, pending and on disk (the disk's are
+    /// listed by id only, so all of the stream's go; they are fetched again
+    /// when wanted).
+    fn restarted(&mut self, stream: StreamId, epoch_us: u64, first: bool) {
+        let held = self.store.lock().remove_older_epochs(&stream, epoch_us);
+        let pending = self
+            .pending
+            .iter()
+            .filter(|(id, h)| id.stream == stream && h.info().epoch_us < epoch_us)
+            .map(|(id, _)| *id);
+        let on_disk = self.on_disk.keys().filter(|id| id.stream == stream);
+        let old: BTreeSet<SegmentId> = held
+            .into_iter()
+            .chain(pending)
+            .chain(on_disk.copied())
+            .collect();
+        for id in &old {
+            self.forget_pending(id);
+            self.on_disk.remove(id);
+            self.scheduler.superseded(id);
+        }
+        if !first || !old.is_empty() {
+            self.outputs.push_back(Output::Warning(format!(
+                "the publisher of stream {stream} restarted: dropped {} segments of its earlier runs",
+                old.len()
+            )));
         }
     }
 
@@ -1053,6 +1127,9 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
     /// Stores a verified segment; true if it is new.
     fn insert(&mut self, header: VerifiedHeader, body: Bytes, source: Source<P>) -> bool {
         let id = header.id();
+        if !self.current(&header) {
+            return false;
+        }
         let bytes = body.len() as u64;
         self.forget_pending(&id);
         if self.config.disk_cache && !self.on_disk.contains_key(&id) {

@@ -503,6 +503,18 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         self.refresh(*id);
     }
 
+    /// A restarted publisher superseded the segment: what is known of it
+    /// (who holds it, who was offered it, who failed) was about other
+    /// bytes under the same id. Transfers in flight end as they will.
+    pub fn superseded(&mut self, id: &SegmentId) {
+        if let Some(seg) = self.segments.get_mut(id) {
+            seg.holders = PeerSet::default();
+            seg.offered = PeerSet::default();
+            seg.failed = PeerTimes::default();
+        }
+        self.evicted(id);
+    }
+
     fn want_now(
         &mut self,
         id: SegmentId,

@@ -191,6 +191,28 @@ impl Store {
             .collect()
     }
 
+    /// Drops every segment of `stream` signed in a publisher epoch before
+    /// `epoch_us`: a restarted publisher superseded them, and may reuse
+    /// their ids for other bytes.
+    pub fn remove_older_epochs(&mut self, stream: &StreamId, epoch_us: u64) -> Vec<SegmentId> {
+        let old: Vec<SegmentId> = self
+            .by_stream
+            .get(stream)
+            .into_iter()
+            .flatten()
+            .filter(|id| {
+                self.entries
+                    .get(id)
+                    .is_some_and(|e| e.segment.header.info().epoch_us < epoch_us)
+            })
+            .copied()
+            .collect();
+        for id in &old {
+            self.remove(id);
+        }
+        old
+    }
+
     /// Says whether a stream is a VOD, whose segments are all evicted least
     /// recently used first, or live (the default), whose live window stays.
     pub fn set_vod(&mut self, stream: StreamId, vod: bool) {

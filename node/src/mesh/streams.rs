@@ -50,6 +50,9 @@ pub(super) struct Followed {
     pub(super) descriptor: VerifiedDescriptor,
     /// Publish time of the newest segment seen: where the live window ends.
     newest_us: u64,
+    /// The newest publisher epoch of a verified header: the publisher's
+    /// current run. Headers of older runs are superseded.
+    pub(super) epoch_us: u64,
     pub(super) seed: Seed,
     /// A VOD: the segments chosen for seeding, and their bytes.
     planned: HashSet<SegmentId>,
@@ -61,6 +64,7 @@ impl Followed {
         Self {
             descriptor,
             newest_us: 0,
+            epoch_us: 0,
             seed,
             planned: HashSet::new(),
             planned_bytes: 0,

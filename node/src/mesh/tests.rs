@@ -700,3 +700,69 @@ fn malformed_announcements_are_rejected_and_old_ones_ignored_unverified() {
     );
     assert!(!net.nodes[1].is_banned(&3) && !net.nodes[1].is_banned(&2));
 }
+
+/// A publisher restarted with its origin's numbering: segment 1 again, with
+/// other bytes and a newer epoch. Every node replaces what it held of the
+/// earlier run with the new one, drops the earlier run's other segments, and
+/// ignores the earlier run's headers from then on (validly signed, so
+/// nobody is banned for them).
+#[test]
+fn a_restarted_publishers_new_headers_win() {
+    let f = Fixture::new(true, "");
+    let mut net = Net::new(vec![config(); 3]);
+    for n in 0..3 {
+        net.follow(n, &f);
+    }
+    net.connect(0, 1);
+    net.connect(1, 2);
+    let run = |epoch: u64, seq: u64, fill: u8| {
+        let body = Bytes::from(vec![fill; 300]);
+        let header = SegmentInfo::for_body(
+            SegmentId::media(f.stream(), 0, seq),
+            &body,
+            2_000_000,
+            (START_S + u64::from(fill)) * 1_000_000,
+        )
+        .with_epoch(epoch)
+        .sign(&f.key)
+        .verify(&f.descriptor.stream_key())
+        .expect("signed");
+        (header, body)
+    };
+    let first: Vec<_> = (1..=3).map(|seq| run(100, seq, seq as u8)).collect();
+    for (header, body) in &first {
+        net.nodes[0].inject(header.clone(), body.clone(), net.now);
+    }
+    net.run();
+    assert!((1..3).all(|n| (1..=3).all(|seq| net.holds(n, &first[seq - 1].0.id()))));
+
+    let (again, body) = run(200, 1, 10);
+    net.nodes[0].inject(again.clone(), body.clone(), net.now);
+    net.run();
+    for n in 0..3 {
+        let held = net.nodes[n as usize].store().lock().get(&again.id());
+        assert_eq!(held.map(|s| s.body), Some(body.clone()), "node {n}");
+        for old in &first[1..] {
+            assert!(!net.holds(n, &old.0.id()), "node {n} kept {}", old.0.id());
+        }
+    }
+
+    // The earlier run's headers, offered, announced or listed again, are
+    // not current: declined or ignored, and no one is banned.
+    let (old2, old2_body) = first[1].clone();
+    let now = net.now;
+    let reply = net.nodes[2].handle_offer(1, Some(&old2.signed().to_pb()), now);
+    assert!(matches!(reply, OfferReply::Decline(_)), "{reply:?}");
+    let announce = pb::Announce {
+        headers: vec![old2.signed().to_pb()],
+    }
+    .encode_to_vec();
+    let acceptance = net.nodes[2].handle_announce(1, None, topic_of(&old2), &announce, now);
+    assert_eq!(acceptance, Acceptance::Ignore);
+    net.nodes[0].inject(old2.clone(), old2_body, now);
+    net.run();
+    for n in 0..3 {
+        assert!(!net.holds(n, &old2.id()), "node {n} took the earlier run");
+        assert!(net.bans(n).is_empty(), "node {n} banned someone");
+    }
+}

@@ -44,6 +44,21 @@ const MAX_INBOUND: usize = 128;
 /// renditions, and a header list.
 pub(super) const MAX_INBOUND_PER_PEER: usize = 16;
 
+/// Valid descriptors a lookup waits for before it answers (or until the
+/// query ends): the newest of them wins, so a peer that keeps an old
+/// descriptor, or replays one, cannot answer alone.
+pub(super) const FIND_QUORUM: usize = 3;
+
+/// A DHT lookup of a stream's descriptor in flight.
+pub(super) struct Find {
+    pub(super) stream: StreamId,
+    pub(super) reply: oneshot::Sender<Option<VerifiedDescriptor>>,
+    /// The newest valid descriptor found so far.
+    pub(super) newest: Option<VerifiedDescriptor>,
+    /// Valid descriptors found so far.
+    pub(super) valid: usize,
+}
+
 /// Owns the swarm and everything that moves. Run it with [`Driver::run`].
 pub struct Driver {
     pub(super) config: Config,
@@ -61,8 +76,7 @@ pub struct Driver {
     tasks: Tasks,
     inbound: usize,
     inbound_by_peer: HashMap<PeerId, usize>,
-    pub(super) finds:
-        HashMap<kad::QueryId, (StreamId, oneshot::Sender<Option<VerifiedDescriptor>>)>,
+    pub(super) finds: HashMap<kad::QueryId, Find>,
     published: Vec<kad::Record>,
     last_reput: Option<Instant>,
     pub(super) dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<(), NodeError>>>,
@@ -393,27 +407,45 @@ impl Driver {
                 self.mesh.follow(descriptor, Seed::All, now);
                 let _ = reply.send(());
             }
+            Command::KnownDescriptor(id, reply) => {
+                let _ = reply.send(self.known_descriptor(&id));
+            }
             Command::FindStream(id, reply) => {
                 let key = kad::RecordKey::new(id.as_bytes());
-                let local = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .store_mut()
-                    .get(&key)
-                    .map(|r| r.into_owned());
-                if let Some(found) = local.and_then(|r| descriptor_from_record(&r, &id)) {
+                if let Some(found) = self.known_descriptor(&id) {
                     let _ = reply.send(Some(found));
                     return;
                 }
                 let query = self.swarm.behaviour_mut().kad.get_record(key);
-                self.finds.insert(query, (id, reply));
+                self.finds.insert(
+                    query,
+                    Find {
+                        stream: id,
+                        reply,
+                        newest: None,
+                        valid: 0,
+                    },
+                );
             }
             Command::Inject(header, body, reply) => {
                 self.mesh.inject(header, body, now);
                 let _ = reply.send(());
             }
         }
+    }
+
+    /// The descriptor of `id` in the local DHT store: the newest this node
+    /// has seen (followed, published, or put to it).
+    fn known_descriptor(&mut self, id: &StreamId) -> Option<VerifiedDescriptor> {
+        let key = kad::RecordKey::new(id.as_bytes());
+        let local = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .store_mut()
+            .get(&key)
+            .map(|r| r.into_owned());
+        local.and_then(|r| descriptor_from_record(&r, id))
     }
 
     fn on_inbound(&mut self, peer: PeerId, stream: libp2p::Stream) {

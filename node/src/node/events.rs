@@ -6,9 +6,9 @@ use std::time::Instant;
 use libp2p::kad::store::RecordStore as _;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, dcutr, gossipsub, identify, kad, ping};
-use meshcast_proto::StreamId;
+use meshcast_proto::{StreamId, VerifiedDescriptor};
 
-use super::driver::{Driver, MAX_PROVIDER_DIALS, descriptor_from_record, peer_span};
+use super::driver::{Driver, FIND_QUORUM, MAX_PROVIDER_DIALS, descriptor_from_record, peer_span};
 use super::handle::NodeError;
 use super::nat::{log_relay_client_event, log_relay_server_event};
 use crate::behaviour::{self, BehaviourEvent};
@@ -204,25 +204,34 @@ impl Driver {
                 step,
                 ..
             } => {
-                let found = match result {
-                    Ok(kad::GetRecordOk::FoundRecord(peer_record)) => {
-                        let found = self.finds.get(&id).and_then(|(stream, _)| {
-                            descriptor_from_record(&peer_record.record, stream)
-                        });
-                        if found.is_none() && self.finds.contains_key(&id) {
+                let Some(find) = self.finds.get_mut(&id) else {
+                    return;
+                };
+                if let Ok(kad::GetRecordOk::FoundRecord(peer_record)) = result {
+                    match descriptor_from_record(&peer_record.record, &find.stream) {
+                        Some(found) => {
+                            find.valid += 1;
+                            let issued = |d: &VerifiedDescriptor| d.descriptor().issued_at_us;
+                            if find
+                                .newest
+                                .as_ref()
+                                .is_none_or(|n| issued(&found) > issued(n))
+                            {
+                                find.newest = Some(found);
+                            }
+                        }
+                        None => {
                             metrics::verification_failure(Failure::Descriptor);
                             tracing::debug!(
                                 peer = ?peer_record.peer,
                                 "the DHT returned a record that is not a valid descriptor of the stream"
                             );
                         }
-                        found
                     }
-                    _ => None,
-                };
-                if found.is_some() || step.last {
-                    if let Some((_, reply)) = self.finds.remove(&id) {
-                        let _ = reply.send(found);
+                }
+                if find.valid >= FIND_QUORUM || step.last {
+                    if let Some(find) = self.finds.remove(&id) {
+                        let _ = find.reply.send(find.newest);
                     }
                     if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
                         query.finish();

@@ -68,6 +68,7 @@ pub(super) enum Command {
     Demand(SegmentId, Duration),
     Publish(VerifiedDescriptor, oneshot::Sender<()>),
     FindStream(StreamId, oneshot::Sender<Option<VerifiedDescriptor>>),
+    KnownDescriptor(StreamId, oneshot::Sender<Option<VerifiedDescriptor>>),
     Inject(VerifiedHeader, Bytes, oneshot::Sender<()>),
 }
 
@@ -184,7 +185,20 @@ impl Node {
         self.ask(|tx| Command::Publish(descriptor, tx)).await
     }
 
-    /// Looks a stream up in the DHT, retrying until `timeout`.
+    /// The newest descriptor of `stream` this node knows, without asking the
+    /// DHT: the one it follows, or a newer one put to it since. A gateway
+    /// calls this to serve a newer descriptor (a live stream that ended and
+    /// became a VOD) rather than the one it found first.
+    pub async fn known_descriptor(
+        &self,
+        stream: StreamId,
+    ) -> Result<Option<VerifiedDescriptor>, NodeError> {
+        self.ask(|tx| Command::KnownDescriptor(stream, tx)).await
+    }
+
+    /// Looks a stream up in the DHT, retrying until `timeout`. Waits for a
+    /// few valid descriptors (or the end of the lookup) and returns the
+    /// newest, so an old one replayed by a peer does not win.
     pub async fn find_stream(
         &self,
         id: StreamId,

@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
-use futures::AsyncWriteExt;
-use meshcast_node::exchange::PROTOCOL;
+use futures::{AsyncWriteExt, StreamExt};
+use meshcast_node::exchange::{Framed, PROTOCOL};
 use meshcast_node::{Event, Faults, Source};
+use meshcast_proto::frame::Limits;
 use meshcast_proto::{SegmentId, VerifiedDescriptor, pb};
 use meshcast_tests::hostile::Hostile;
 use meshcast_tests::live::Live;
@@ -441,4 +442,109 @@ async fn a_restarted_publishers_new_headers_win() {
     assert!(node.node.segment(&earlier[1].0.id()).is_none());
     assert!(hostile.is_connected(node.node.peer_id()).await);
     assert_eq!(bans(&drain(&mut events)), Vec::new());
+}
+
+/// A peer announces a real header, then stalls the pull it draws: it
+/// answers with the real header and trickles the body at 20 bytes a
+/// second. The node asks another holder alongside and has the segment
+/// sooner than any fixed transfer timeout (5 s here; the stalled pull's own
+/// deadline is later still), and bans nobody: a stall may be a slow peer.
+/// (Before, the next holder was tried only once the stalled pull timed out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_pulls_move_to_another_holder() {
+    init_logs();
+    let live = Live::new("stall");
+    let publisher = quiet_publisher(&live).await;
+    let node_config = config();
+    let transfer_timeout = node_config.scheduler.transfer_timeout;
+    let node = TestNode::start(node_config).await;
+    node.node
+        .follow(live.descriptor.clone())
+        .await
+        .expect("follow");
+    let mut events = node.node.events();
+    let (header, body) = live.segment(0, 0, 200_000);
+    let id = header.id();
+
+    let hostile = Hostile::start();
+    hostile.subscribe(live.topic()).await;
+    let mut incoming = hostile
+        .control
+        .clone()
+        .accept(PROTOCOL)
+        .expect("accept segment streams");
+    let (asked_tx, mut asked) = tokio::sync::mpsc::channel(16);
+    let deliver = header.signed().to_pb();
+    let trickled = body.clone();
+    let staller = tokio::spawn(async move {
+        while let Some((_, stream)) = incoming.next().await {
+            let (deliver, body) = (deliver.clone(), trickled.clone());
+            let asked_tx = asked_tx.clone();
+            tokio::spawn(async move {
+                let mut framed = Framed::new(stream, Limits::default(), Duration::from_secs(60));
+                match framed.read_message().await {
+                    Ok(pb::mesh_message::Body::Want(_)) => {
+                        let _ = asked_tx.try_send(tokio::time::Instant::now());
+                    }
+                    // A header list: it holds nothing yet.
+                    Ok(pb::mesh_message::Body::ListHeaders(_)) => {
+                        let empty = pb::mesh_message::Body::Announce(pb::Announce::default());
+                        let _ = framed.send(empty).await;
+                        let _ = framed.finish().await;
+                        return;
+                    }
+                    _ => return,
+                }
+                let answer = pb::mesh_message::Body::Deliver(pb::Deliver {
+                    header: Some(deliver),
+                });
+                if framed.send(answer).await.is_err() {
+                    return;
+                }
+                for byte in body.iter() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if framed.send_body(&[*byte]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    hostile.dial(node.addr.clone()).await.expect("dial");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The staller is the only holder the node knows of: it draws the pull.
+    let announced = eventually(Duration::from_secs(10), || async {
+        let data = announce(vec![header.signed().to_pb()]);
+        hostile.publish(live.topic(), data).await.ok()
+    })
+    .await;
+    assert!(announced.is_some(), "the staller could not announce");
+    let asked_at = match tokio::time::timeout(Duration::from_secs(10), asked.recv()).await {
+        Ok(Some(at)) => at,
+        _ => panic!("the node never pulled from the staller"),
+    };
+    // Now the publisher holds it too; the node learns so from its header
+    // list on connecting.
+    publisher.node.inject(header, body).await.expect("inject");
+    node.node.dial(publisher.addr.clone()).await.expect("dial");
+    let got = eventually(Duration::from_secs(30), || async {
+        node.node.segment(&id).map(|_| ())
+    })
+    .await;
+    assert!(got.is_some(), "the segment never arrived");
+    let waited = asked_at.elapsed();
+    assert!(
+        waited < transfer_timeout,
+        "the segment took {waited:?} after the stalled pull began: \
+         another holder was asked only once it timed out"
+    );
+    let events = drain(&mut events);
+    assert_eq!(
+        source_of(&events, id),
+        Some(Source::Pull(publisher.node.peer_id()))
+    );
+    assert_eq!(bans(&events), Vec::new(), "a staller is not a forger");
+    assert!(hostile.is_connected(node.node.peer_id()).await);
+    staller.abort();
 }

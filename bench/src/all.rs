@@ -10,12 +10,13 @@ use anyhow::Context;
 use super::mesh::MeshBench;
 use super::progress::Progress;
 use super::report::{self, FanoutSection, FanoutStep, MeshRun, Report, fig};
-use super::{idle, netns, offload, rss, sim, throughput, vod};
+use super::{hostile, idle, netns, offload, rss, sim, throughput, vod};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 9] = [
+pub const SECTIONS: [&str; 10] = [
     "mesh",
     "sim",
+    "hostile",
     "offload",
     "vod",
     "fanout",
@@ -36,8 +37,8 @@ pub struct AllArgs {
     /// Folder for `<date>.json`, `<date>.md` and `<date>.svg` (created if missing).
     #[arg(long, value_name = "DIR", default_value = "bench/results")]
     pub out: PathBuf,
-    /// Run only these sections (comma-separated): mesh, sim, offload, vod,
-    /// fanout, throughput, rss, idle, netns.
+    /// Run only these sections (comma-separated): mesh, sim, hostile,
+    /// offload, vod, fanout, throughput, rss, idle, netns.
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SECTIONS))]
     pub only: Vec<String>,
 }
@@ -47,6 +48,7 @@ struct Plan {
     mesh_nodes: Vec<usize>,
     mesh: MeshBench,
     sim: sim::Plan,
+    hostile: hostile::Plan,
     offload: offload::Plan,
     vod: vod::Plan,
     fanout_sessions: Vec<usize>,
@@ -70,6 +72,7 @@ impl Plan {
                     interval: Duration::from_millis(500),
                 },
                 sim: sim::Plan::new(true),
+                hostile: hostile::Plan::new(true),
                 offload: offload::Plan {
                     viewers: vec![20],
                     segment_duration: Duration::from_secs(1),
@@ -116,6 +119,7 @@ impl Plan {
                     interval: Duration::from_secs(1),
                 },
                 sim: sim::Plan::new(false),
+                hostile: hostile::Plan::new(false),
                 offload: offload::Plan {
                     viewers: vec![100, 1000],
                     segment_duration: Duration::from_secs(2),
@@ -161,7 +165,7 @@ impl Plan {
     }
 
     fn steps(&self) -> u64 {
-        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 6) as u64
+        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 7) as u64
     }
 }
 
@@ -169,7 +173,7 @@ pub fn run(args: AllArgs) -> anyhow::Result<()> {
     crate::init_logs("error");
     let wanted = |section: &str| args.only.is_empty() || args.only.iter().any(|s| s == section);
     // These run `meshcast` child processes: say now, not per section, if it is missing.
-    if ["offload", "vod", "fanout", "rss"]
+    if ["hostile", "offload", "vod", "fanout", "rss"]
         .iter()
         .any(|s| wanted(s))
     {
@@ -195,6 +199,11 @@ pub fn run(args: AllArgs) -> anyhow::Result<()> {
         if wanted("sim") {
             let result = sim::section(&plan.sim, &progress).await;
             report.record("sim", result, |r, s| r.sim = Some(s));
+        }
+        progress.step();
+        if wanted("hostile") {
+            let result = hostile::run(&plan.hostile, &progress).await;
+            report.record("hostile", result, |r, s| r.hostile = Some(s));
         }
         progress.step();
         if wanted("offload") {

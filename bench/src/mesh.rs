@@ -24,7 +24,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use meshcast_node::unix_now_us as now_us;
-use meshcast_node::{Config, Event, Node, NodeError};
+use meshcast_node::{Config, Event, Faults, Node, NodeError};
 
 #[derive(Debug, Clone)]
 pub struct MeshBench {
@@ -34,9 +34,37 @@ pub struct MeshBench {
     pub interval: Duration,
 }
 
+/// Hostile nodes joining among the honest ones (the report's hostile-mesh
+/// section): real nodes with the hidden test faults switched on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hostile {
+    /// Nodes that offer and announce forged headers and corrupt bodies.
+    pub forgers: usize,
+    /// Nodes that answer every transfer at [`STALLER_RATE`]: Sybil holders
+    /// that hold slots without ever being wrong.
+    pub stallers: usize,
+}
+
+/// A staller's upload rate: a 250 kB segment takes two minutes.
+pub const STALLER_RATE: u64 = 2_000;
+
+impl Hostile {
+    fn count(&self) -> usize {
+        self.forgers + self.stallers
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MeshReport {
+    /// Honest nodes: every figure below is theirs.
     pub nodes: usize,
+    /// Hostile nodes among them (see [`Hostile`]).
+    pub forgers: usize,
+    pub stallers: usize,
+    /// Bans of an honest peer (the publisher included) by an honest node.
+    pub honest_bans: usize,
+    /// Hostile nodes banned by at least one honest node.
+    pub hostile_banned: usize,
     pub segment_bytes: usize,
     pub segments: usize,
     /// (node, segment) pairs delivered, of `nodes × segments`.
@@ -155,6 +183,7 @@ struct Heard {
     from_publisher: usize,
     warnings: Vec<String>,
     bans: Vec<String>,
+    banned: Vec<libp2p::PeerId>,
     lagged: u64,
 }
 
@@ -191,8 +220,9 @@ pub(crate) fn loopback(n: usize) -> std::net::Ipv4Addr {
     )
 }
 
-fn bench_config(n: usize) -> Config {
+fn bench_config(n: usize, faults: Faults) -> Config {
     Config {
+        faults,
         listen: vec![
             format!("/ip4/{}/udp/0/quic-v1", loopback(n))
                 .parse()
@@ -205,8 +235,8 @@ fn bench_config(n: usize) -> Config {
 }
 
 /// Starts swarm `n` (0: the publisher).
-async fn start(n: usize) -> Result<(Running, libp2p::Multiaddr), NodeError> {
-    let (node, driver) = Node::new(bench_config(n), Keypair::generate_ed25519())?;
+async fn start(n: usize, faults: Faults) -> Result<(Running, libp2p::Multiaddr), NodeError> {
+    let (node, driver) = Node::new(bench_config(n, faults), Keypair::generate_ed25519())?;
     let driver = tokio::spawn(driver.run());
     let running = Running { node, driver };
     for _ in 0..100 {
@@ -222,6 +252,43 @@ async fn start(n: usize) -> Result<(Running, libp2p::Multiaddr), NodeError> {
 
 /// Runs the benchmark; `progress` hears about each phase.
 pub async fn run(bench: &MeshBench, progress: impl Fn(&str)) -> Result<MeshReport, NodeError> {
+    run_with(bench, Hostile::default(), progress).await
+}
+
+/// The faults of the `total` nodes: `hostile` of them, at seeded places
+/// (the same for the same counts).
+fn faults_of(total: usize, hostile: Hostile) -> Vec<Faults> {
+    let mut faults = vec![Faults::default(); total];
+    let mut rng = StdRng::seed_from_u64(7);
+    let places = rand::seq::index::sample(&mut rng, total, hostile.count().min(total));
+    for (k, place) in places.into_iter().enumerate() {
+        faults[place] = if k < hostile.forgers {
+            Faults {
+                forge_headers: true,
+                corrupt_bodies: true,
+                ..Faults::default()
+            }
+        } else {
+            Faults {
+                upload_rate: Some(STALLER_RATE),
+                ..Faults::default()
+            }
+        };
+    }
+    faults
+}
+
+fn is_hostile(faults: &Faults) -> bool {
+    faults.forge_headers || faults.corrupt_bodies || faults.upload_rate.is_some()
+}
+
+/// [`run`] with hostile nodes joining among the `bench.nodes` honest ones;
+/// the report is about the honest ones.
+pub async fn run_with(
+    bench: &MeshBench,
+    hostile: Hostile,
+    progress: impl Fn(&str),
+) -> Result<MeshReport, NodeError> {
     let mut rng = StdRng::seed_from_u64(2026);
     let key = PublisherKey::from_seed([3; 32]);
     let descriptor = Descriptor {
@@ -249,27 +316,50 @@ pub async fn run(bench: &MeshBench, progress: impl Fn(&str)) -> Result<MeshRepor
     .map_err(|e| NodeError::Setup(e.to_string()))?;
     let stream = descriptor.stream_key();
 
-    progress(&format!("starting a publisher and {} nodes", bench.nodes));
-    let (publisher, publisher_addr) = start(0).await?;
+    let total = bench.nodes + hostile.count();
+    let faults = faults_of(total, hostile);
+    if hostile.count() == 0 {
+        progress(&format!("starting a publisher and {} nodes", bench.nodes));
+    } else {
+        progress(&format!(
+            "starting a publisher, {} nodes, {} forgers and {} stallers",
+            bench.nodes, hostile.forgers, hostile.stallers
+        ));
+    }
+    let (publisher, publisher_addr) = start(0, Faults::default()).await?;
     publisher.node.follow(descriptor.clone()).await?;
-    let mut nodes: Vec<(Running, libp2p::Multiaddr)> = Vec::with_capacity(bench.nodes);
+    let mut all: Vec<(Running, libp2p::Multiaddr)> = Vec::with_capacity(total);
     let mut events = Vec::with_capacity(bench.nodes);
     let mut failed_dials = Vec::with_capacity(bench.nodes);
-    for i in 0..bench.nodes {
-        let (running, addr) = start(i + 1).await?;
-        events.push(running.node.events());
+    let mut hostile_peers = std::collections::HashSet::new();
+    for i in 0..total {
+        let (running, addr) = start(i + 1, faults[i]).await?;
+        let honest = !is_hostile(&faults[i]);
+        if honest {
+            events.push(running.node.events());
+        } else {
+            hostile_peers.insert(running.node.peer_id());
+        }
         running.node.dial(publisher_addr.clone()).await?;
         let mut failed = 0;
         for _ in 0..4.min(i) {
-            let neighbour = &nodes[rng.gen_range(0..i)].1;
+            let neighbour = &all[rng.gen_range(0..i)].1;
             if running.node.dial(neighbour.clone()).await.is_err() {
                 failed += 1;
             }
         }
-        failed_dials.push(failed);
+        if honest {
+            failed_dials.push(failed);
+        }
         running.node.follow(descriptor.clone()).await?;
-        nodes.push((running, addr));
+        all.push((running, addr));
     }
+    // The figures are the honest nodes'; the hostile ones only take part.
+    let (nodes, _hostile_nodes): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .zip(&faults)
+        .partition(|(_, f)| !is_hostile(f));
+    let nodes: Vec<(Running, libp2p::Multiaddr)> = nodes.into_iter().map(|(n, _)| n).collect();
     // Gossipsub builds its mesh on heartbeats (500 ms): give it a few.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -295,7 +385,8 @@ pub async fn run(bench: &MeshBench, progress: impl Fn(&str)) -> Result<MeshRepor
                         }
                         Ok(Ok(Event::Warning { message })) => heard.warnings.push(message),
                         Ok(Ok(Event::Banned { peer, reason })) => {
-                            heard.bans.push(format!("{peer}: {reason}"))
+                            heard.bans.push(format!("{peer}: {reason}"));
+                            heard.banned.push(peer);
                         }
                         Ok(Ok(_)) => {}
                         Ok(Err(broadcast::error::RecvError::Lagged(n))) => heard.lagged += n,
@@ -330,6 +421,7 @@ pub async fn run(bench: &MeshBench, progress: impl Fn(&str)) -> Result<MeshRepor
     let mut latencies = Vec::with_capacity(expected);
     let mut heard_all = Vec::with_capacity(bench.nodes);
     let mut from_publisher = 0;
+    let (mut honest_bans, mut hostile_banned) = (0, std::collections::HashSet::new());
     for collector in collectors {
         let heard = collector
             .await
@@ -340,6 +432,13 @@ pub async fn run(bench: &MeshBench, progress: impl Fn(&str)) -> Result<MeshRepor
             }
         }
         from_publisher += heard.from_publisher;
+        for peer in &heard.banned {
+            if hostile_peers.contains(peer) {
+                hostile_banned.insert(*peer);
+            } else {
+                honest_bans += 1;
+            }
+        }
         heard_all.push(heard);
     }
 
@@ -423,6 +522,10 @@ pub async fn run(bench: &MeshBench, progress: impl Fn(&str)) -> Result<MeshRepor
     };
     let report = MeshReport {
         nodes: bench.nodes,
+        forgers: hostile.forgers,
+        stallers: hostile.stallers,
+        honest_bans,
+        hostile_banned: hostile_banned.len(),
         segment_bytes: bench.segment_bytes,
         segments: bench.segments,
         delivered: latencies.len(),

@@ -248,7 +248,11 @@ pub fn meshcast_path() -> anyhow::Result<PathBuf> {
 /// `Command` for `meshcast` (see [`meshcast_path`]), with `RUST_LOG=error`
 /// unless the caller's environment says otherwise.
 pub fn meshcast() -> anyhow::Result<Command> {
-    Ok(quiet(Command::new(meshcast_path()?)))
+    let mut command = Command::new(meshcast_path()?);
+    // `meshcast` reads MESHCAST_* variables as configuration, and would
+    // refuse this one as an unknown key.
+    command.env_remove(MESHCAST_BIN);
+    Ok(quiet(command))
 }
 
 /// `meshcast node` on loopback with its own data directory and a metrics

@@ -349,6 +349,7 @@ pub struct Report {
     pub elapsed: Fig,
     pub mesh: Vec<MeshRun>,
     pub sim: Option<super::sim::SimSection>,
+    pub hostile: Option<super::hostile::HostileSection>,
     pub offload: Option<OffloadSection>,
     pub vod: Option<VodSection>,
     pub fanout: Option<FanoutSection>,
@@ -389,6 +390,7 @@ impl Report {
             elapsed: fig(0.0, "s"),
             mesh: Vec::new(),
             sim: None,
+            hostile: None,
             offload: None,
             vod: None,
             fanout: None,
@@ -682,6 +684,7 @@ pub fn markdown(r: &Report, stem: &str) -> String {
     }
 
     super::sim::markdown(w, r.sim.as_ref());
+    super::hostile::markdown(w, r.hostile.as_ref());
     let _ = writeln!(w, "\n## Origin offload\n");
     match &r.offload {
         None => {

@@ -35,7 +35,7 @@ pub struct Plan {
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn start(config: Config) -> anyhow::Result<(Running, Multiaddr)> {
+pub(crate) async fn start(config: Config) -> anyhow::Result<(Running, Multiaddr)> {
     let (node, driver) = Node::new(config, Keypair::generate_ed25519())?;
     let running = Running {
         node,
@@ -52,7 +52,7 @@ async fn start(config: Config) -> anyhow::Result<(Running, Multiaddr)> {
     anyhow::bail!("a node did not start listening")
 }
 
-fn loopback() -> Vec<Multiaddr> {
+pub(crate) fn loopback() -> Vec<Multiaddr> {
     vec![
         Multiaddr::from(std::net::Ipv4Addr::LOCALHOST)
             .with(libp2p::multiaddr::Protocol::Udp(0))
@@ -60,7 +60,7 @@ fn loopback() -> Vec<Multiaddr> {
     ]
 }
 
-fn mb(bytes: u64) -> f64 {
+pub(crate) fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 

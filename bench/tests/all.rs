@@ -353,6 +353,40 @@ fn bench_all_quick_reports_every_section() {
         "{check}"
     );
 
+    // The hostile mesh: attackers ban no honest peer, in the simulator and
+    // among real swarms; the honest nodes still get every segment; a node's
+    // memory stays bounded under trickled streams and empty segments.
+    let hostile = &report["hostile"];
+    for run in ["honest", "hostile"] {
+        let r = &hostile["sim"][run];
+        assert_eq!(r["honest_bans"].as_u64(), Some(0), "{r}");
+        assert_eq!(r["delivered"].as_f64(), Some(1.0), "{r}");
+        let s = &hostile["swarms"][run];
+        assert_eq!(s["honest_bans"].as_u64(), Some(0), "{s}");
+        let expected = s["nodes"].as_u64().unwrap() * s["segments"].as_u64().unwrap();
+        assert_eq!(s["delivered"].as_u64(), Some(expected), "{s}");
+    }
+    assert!(
+        hostile["sim"]["hostile"]["bans"].as_u64().unwrap() > 0,
+        "{hostile}"
+    );
+    if !hostile["sim"]["origin_ratio"].is_null() {
+        figure(&report, "/hostile/sim/origin_ratio", 0.0, 1e6);
+    }
+    let attackers = &hostile["swarms"]["hostile"];
+    assert_eq!(attackers["forgers"].as_u64(), Some(1), "{attackers}");
+    assert_eq!(attackers["stallers"].as_u64(), Some(1), "{attackers}");
+    let idle_rss = figure(&report, "/hostile/memory/idle_rss", 1.0, 4096.0);
+    figure(
+        &report,
+        "/hostile/memory/trickle_peak_rss",
+        idle_rss,
+        4096.0,
+    );
+    figure(&report, "/hostile/memory/flood_peak_rss", 1.0, 4096.0);
+    figure(&report, "/hostile/memory/streams_refused", 1.0, 128.0);
+    figure(&report, "/hostile/memory/store_segments", 1.0, 16_384.0);
+
     // Idle peers: the node's CPU share and wake-ups, finite and positive.
     let idle = &report["idle"];
     assert_eq!(idle["peers"].as_u64(), Some(10), "{idle}");
@@ -378,6 +412,7 @@ fn bench_all_quick_reports_every_section() {
         "## Goals",
         "## Mesh propagation",
         "## Simulator",
+        "## Hostile mesh",
         "## Origin offload",
         "## On-demand video (VOD)",
         "## Relay fan-out",

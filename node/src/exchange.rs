@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{Stream, StreamProtocol};
 use meshcast_proto::frame::{self, Decoder, FrameError, Item, Limits};
@@ -261,19 +261,24 @@ impl<S: AsyncRead + Unpin> Framed<S> {
         self.decoder.expect_body(length)?;
         // Grown as bytes arrive (a few copies as it doubles), never reserved
         // from the signed length: a peer that accepts or announces a 16 MiB
-        // body and sends 1 byte holds 64 KiB of ours, not 16 MiB.
-        let start = usize::try_from(length)
-            .unwrap_or(usize::MAX)
-            .min(BODY_START);
-        let mut body = BytesMut::with_capacity(start);
+        // body and sends 1 byte holds 64 KiB of ours, not 16 MiB. Doubling
+        // stops at the signed length, so a whole body, kept in the store,
+        // takes exactly its length (plain doubling left up to twice that).
+        let length = usize::try_from(length).unwrap_or(usize::MAX);
+        let mut body = Vec::with_capacity(length.min(BODY_START));
         loop {
             match self.next_item(false).await? {
                 Item::Body { chunk, last } => {
                     verifier.update(&chunk)?;
+                    let needed = body.len() + chunk.len();
+                    if needed > body.capacity() {
+                        let grown = (body.capacity() * 2).max(needed).min(length);
+                        body.reserve_exact(grown.saturating_sub(body.len()));
+                    }
                     body.extend_from_slice(&chunk);
                     if last {
                         verifier.finish()?;
-                        return Ok(body.freeze());
+                        return Ok(Bytes::from(body));
                     }
                 }
                 Item::Frame(_) => return Err(ExchangeError::Protocol("frame inside a body")),
@@ -326,6 +331,33 @@ impl<S: AsyncWrite + Unpin> Framed<S> {
         let limit = self.pace.frame;
         within(limit, "closing the stream", self.stream.close()).await??;
         Ok(())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
+    /// Half-closes our side after a body of `len` bytes, then waits until
+    /// the peer has read it all and closed its side (within [`Pace::body`]
+    /// of `len`). A write returns once QUIC has *buffered* the bytes, so
+    /// without this wait an upload ends, and the next one starts, while its
+    /// whole body still sits in QUIC's send buffer: on a thin uplink every
+    /// upload at once would. The peer sends nothing more on this stream.
+    pub async fn finish_read(mut self, len: u64) -> Result<(), ExchangeError> {
+        let limit = self.pace.frame;
+        within(limit, "closing the stream", self.stream.close()).await??;
+        let limit = self.pace.body(len);
+        let mut byte = [0u8; 1];
+        let read = within(
+            limit,
+            "the peer reading a body",
+            self.stream.read(&mut byte),
+        )
+        .await?;
+        match read {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(ExchangeError::Protocol("data after a body")),
+            // Closed abruptly: whether the body arrived is unknown.
+            Err(_) => Err(ExchangeError::Closed),
+        }
     }
 }
 
@@ -390,7 +422,7 @@ pub async fn push(
     match framed.read_message().await? {
         Body::PushAccept(_) => {
             framed.send_body(body).await?;
-            framed.finish().await?;
+            framed.finish_read(body.len() as u64).await?;
             Ok(Pushed::Delivered)
         }
         Body::PushDecline(d) => Ok(Pushed::Declined(

@@ -70,6 +70,11 @@ pub struct Config {
     pub max_downloads: usize,
     /// Concurrent uploads, all segments together.
     pub max_uploads: usize,
+    /// Bytes of pushes in flight, all together (one push always may run,
+    /// whatever its size). A push's body sits in QUIC's send buffer until
+    /// the receiver has read it; more in flight than the uplink carries
+    /// buys no speed, only memory (every upload at once on a thin uplink).
+    pub max_upload_bytes: u64,
     /// Concurrent downloads from one peer (pulls and accepted pushes): no
     /// peer takes every download slot, or holds memory for more bodies.
     pub max_downloads_per_peer: usize,
@@ -96,6 +101,7 @@ impl Default for Config {
             origin_after: Duration::from_secs(4),
             max_downloads: 16,
             max_uploads: 24,
+            max_upload_bytes: 4 << 20,
             max_downloads_per_peer: 6,
             max_origin_fetches: 8,
             forget_after: Duration::from_secs(300),
@@ -915,6 +921,34 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             .count()
     }
 
+    /// Bytes of the pushes in flight.
+    fn upload_bytes(&self) -> u64 {
+        self.transfers
+            .values()
+            .filter(|t| matches!(t.kind, Kind::Offer(_)))
+            .filter_map(|t| self.segments.get(&t.id))
+            .map(|s| s.size)
+            .sum()
+    }
+
+    /// Pushes of `size` bytes that may start now: within the upload slots
+    /// and the bytes in flight (one, if none is in flight).
+    fn upload_room(&self, size: u64) -> usize {
+        let uploads = self.active_uploads();
+        let slots = self.config.max_uploads.saturating_sub(uploads);
+        let bytes = self
+            .config
+            .max_upload_bytes
+            .saturating_sub(self.upload_bytes());
+        let by_bytes = usize::try_from(bytes / size.max(1)).unwrap_or(usize::MAX);
+        let by_bytes = if uploads == 0 {
+            by_bytes.max(1)
+        } else {
+            by_bytes
+        };
+        slots.min(by_bytes)
+    }
+
     /// When a transfer of `size` bytes started at `now` is given up: judged
     /// by the rate it needs, not by a fixed time, so that a large segment on
     /// a thin uplink is not cut off (and its bytes wasted) just for being
@@ -976,10 +1010,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
 
     /// Offers a held segment to neighbours not known to hold it.
     fn pump_offers(&mut self, id: SegmentId, now: Instant) {
-        let uploads = self.active_uploads();
         let Some(seg) = self.segments.get(&id) else {
             return;
         };
+        let slots = self.upload_room(seg.size);
         if !seg.held {
             return;
         }
@@ -992,7 +1026,6 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         if candidates.is_empty() {
             return;
         }
-        let slots = self.config.max_uploads.saturating_sub(uploads);
         let room = self
             .config
             .push_parallel
@@ -1033,7 +1066,13 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             let Some((_, id)) = self.starved.pop_last() else {
                 break;
             };
+            let before = self.active_uploads();
             self.pump_offers(id, now);
+            if self.active_uploads() == before && self.starved.iter().any(|(_, s)| *s == id) {
+                // No room for it (its bytes do not fit yet): wait for the
+                // next upload to end.
+                break;
+            }
         }
     }
 

@@ -752,3 +752,42 @@ fn empty_and_enormous_segments_give_finite_timers() {
     assert!(s.next_wakeup(now).is_some());
     assert!(s.deadline(u64::MAX, now) <= now + Duration::from_secs(86_400 + 60));
 }
+
+/// Pushes in flight are bounded in bytes, not only in number: a node with
+/// many neighbours and large segments does not hand every body to QUIC at
+/// once. One push always may run, however large; a finished push lets the
+/// next start.
+#[test]
+fn pushes_in_flight_are_bounded_in_bytes() {
+    let now = Instant::now();
+    let config = Config::default();
+    let mut s: Scheduler<u32> = Scheduler::new(config.clone(), 0);
+    for peer in 1..=50 {
+        s.peer_connected(peer);
+    }
+    let size = 1 << 20;
+    for seq in 0..4 {
+        s.held(seg(7, seq), size, now);
+    }
+    let offers = |s: &mut Scheduler<u32>| -> Vec<TransferId> {
+        std::iter::from_fn(|| s.poll_action())
+            .filter_map(|a| match a {
+                Action::Offer { transfer, .. } => Some(transfer),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = offers(&mut s);
+    assert_eq!(first.len() as u64, config.max_upload_bytes / size);
+    let done = Outcome::Done {
+        bytes: 0,
+        elapsed: Duration::ZERO,
+    };
+    s.finished(first[0], done, now);
+    assert_eq!(offers(&mut s).len(), 1, "a finished push starts the next");
+
+    let mut huge: Scheduler<u32> = Scheduler::new(config.clone(), 0);
+    huge.peer_connected(1);
+    huge.held(seg(8, 0), config.max_upload_bytes * 4, now);
+    assert_eq!(offers(&mut huge).len(), 1, "one push always may run");
+}

@@ -2,10 +2,13 @@
 //!
 //! Sans-I/O: time is passed in. Every live stream keeps the segments published
 //! within `live_window` of its newest segment; those are evicted only when
-//! nothing else is left to evict. A VOD has no live window (its segments were
-//! all published within seconds of each other): see [`Store::set_vod`]. Everything else (older live segments, VOD
-//! segments) is evicted least-recently-used first. Eviction happens on insert,
-//! so `used_bytes() <= max_bytes` holds after every call.
+//! nothing else is left to evict. A live segment that leaves the window is
+//! dropped at once: no viewer asks for it any more, and memory then follows
+//! the window, not the time a node has run (the disk cache, if enabled,
+//! keeps it). A VOD has no live window (its segments were all published
+//! within seconds of each other): see [`Store::set_vod`]; its segments are
+//! evicted least-recently-used first. Eviction happens on insert, so
+//! `used_bytes() <= max_bytes` holds after every call.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -67,6 +70,9 @@ pub struct Store {
     entries: HashMap<SegmentId, Entry>,
     lru: BTreeMap<u64, SegmentId>,
     by_stream: HashMap<StreamId, BTreeSet<SegmentId>>,
+    /// Each stream's segments by publish time: the oldest leave the live
+    /// window first.
+    by_time: HashMap<StreamId, BTreeSet<(u64, SegmentId)>>,
     newest_us: HashMap<StreamId, u64>,
     vods: HashSet<StreamId>,
     clock: u64,
@@ -83,6 +89,7 @@ impl Store {
             entries: HashMap::new(),
             lru: BTreeMap::new(),
             by_stream: HashMap::new(),
+            by_time: HashMap::new(),
             newest_us: HashMap::new(),
             vods: HashSet::new(),
             clock: 0,
@@ -133,6 +140,10 @@ impl Store {
         self.clock += 1;
         self.lru.insert(self.clock, id);
         self.by_stream.entry(id.stream).or_default().insert(id);
+        self.by_time
+            .entry(id.stream)
+            .or_default()
+            .insert((published, id));
         self.entries.insert(
             id,
             Entry {
@@ -235,7 +246,7 @@ impl Store {
     /// Evicts until within bounds: LRU among segments outside their live
     /// window first, then LRU among the rest. Never evicts `keep`.
     fn evict(&mut self, keep: SegmentId) -> Vec<SegmentId> {
-        let mut evicted = Vec::new();
+        let mut evicted = self.drop_past_window(keep);
         // Over the entry bound (only many tiny segments get there): least
         // recently used first, live window or not, one step each.
         while self.entries.len() > self.max_segments {
@@ -267,12 +278,40 @@ impl Store {
         evicted
     }
 
+    /// Drops the segments of `keep`'s stream, if live, that left its live
+    /// window (oldest first; never `keep` itself, a late straggler).
+    fn drop_past_window(&mut self, keep: SegmentId) -> Vec<SegmentId> {
+        let stream = keep.stream;
+        if self.vods.contains(&stream) {
+            return Vec::new();
+        }
+        let newest = self.newest_us.get(&stream).copied().unwrap_or(0);
+        let window = self.live_window_us;
+        let past: Vec<SegmentId> = self
+            .by_time
+            .get(&stream)
+            .into_iter()
+            .flatten()
+            .take_while(|(at, _)| at.saturating_add(window) < newest)
+            .map(|(_, id)| *id)
+            .filter(|id| *id != keep)
+            .collect();
+        for id in &past {
+            self.remove(id);
+        }
+        past
+    }
+
     fn remove(&mut self, id: &SegmentId) {
         if let Some(entry) = self.entries.remove(id) {
             self.lru.remove(&entry.touched);
             self.used -= entry.segment.body.len() as u64;
             if let Some(set) = self.by_stream.get_mut(&id.stream) {
                 set.remove(id);
+            }
+            let published = entry.segment.header.info().published_at_us;
+            if let Some(set) = self.by_time.get_mut(&id.stream) {
+                set.remove(&(published, *id));
             }
         }
     }
@@ -313,35 +352,59 @@ mod tests {
             assert!(matches!(store.insert(h, b), Inserted::New { .. }));
             assert!(store.used_bytes() <= 10_000);
         }
-        // The newest segments (the live window: published within 6 s of the newest) are all there.
+        // The newest segments (the live window: published within 6 s of the
+        // newest) are all there; the older ones left with the window.
         for seq in 16..20 {
             assert!(
                 store.contains(&SegmentId::media(live.id, 0, seq)),
                 "live segment {seq} evicted"
             );
         }
+        assert_eq!(store.len(), 4);
+
+        // A window larger than the byte bound: the bound wins, oldest first.
+        let mut store = Store::new(10_000, Duration::from_secs(60));
+        for seq in 0..20 {
+            let (h, b) = seg(&key, &live, seq, 1000, seq * 2);
+            store.insert(h, b);
+            assert!(store.used_bytes() <= 10_000);
+        }
         assert_eq!(store.len(), 10);
+        assert!(store.contains(&SegmentId::media(live.id, 0, 19)));
     }
 
+    /// Memory follows the live window, not how long the node has run: a
+    /// segment is dropped as soon as it leaves the window, however much room
+    /// is left; a late straggler is kept until the next insert.
     #[test]
-    fn evicts_old_segments_least_recently_used_first() {
+    fn a_live_segment_leaves_memory_with_its_window() {
         let key = PublisherKey::from_seed([1; 32]);
         let live = StreamKey::new(key.public(), "live");
-        let mut store = Store::new(3_000, Duration::from_secs(2));
-        for seq in 0..3 {
-            let (h, b) = seg(&key, &live, seq, 1000, seq * 10);
-            store.insert(h, b);
-        }
-        // Touch segment 0, so segment 1 is the least recently used outside the window.
-        store.get(&SegmentId::media(live.id, 0, 0)).unwrap();
-        let (h, b) = seg(&key, &live, 3, 1000, 30);
+        let mut store = Store::new(1 << 20, Duration::from_secs(5));
+        let id = |seq| SegmentId::media(live.id, 0, seq);
+        let (h, b) = seg(&key, &live, 0, 1000, 0);
+        store.insert(h, b);
+        let (h, b) = seg(&key, &live, 1, 1000, 4);
+        assert_eq!(store.insert(h, b), Inserted::New { evicted: vec![] });
+        let (h, b) = seg(&key, &live, 2, 1000, 8);
         assert_eq!(
             store.insert(h, b),
             Inserted::New {
-                evicted: vec![SegmentId::media(live.id, 0, 1)]
+                evicted: vec![id(0)]
             }
         );
-        assert!(store.contains(&SegmentId::media(live.id, 0, 0)));
+        let (h, b) = seg(&key, &live, 9, 1000, 1);
+        assert_eq!(store.insert(h, b), Inserted::New { evicted: vec![] });
+        assert!(store.contains(&id(9)));
+        let (h, b) = seg(&key, &live, 3, 1000, 12);
+        assert_eq!(
+            store.insert(h, b),
+            Inserted::New {
+                evicted: vec![id(9), id(1)]
+            }
+        );
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.used_bytes(), 2000);
     }
 
     #[test]
@@ -390,7 +453,8 @@ mod tests {
         let stream = StreamKey::new(key.public(), "tiny");
         let mut store = Store::new(1 << 20, Duration::from_secs(30)).with_max_segments(100);
         for seq in 0..1_000 {
-            let (header, body) = seg(&key, &stream, seq, 0, seq);
+            // All published at once: all in the live window.
+            let (header, body) = seg(&key, &stream, seq, 0, 0);
             assert!(matches!(store.insert(header, body), Inserted::New { .. }));
             assert!(store.len() <= 100);
         }

@@ -24,6 +24,7 @@ use super::handle::{Command, Event, Info, Node, NodeError, Source, Stats};
 use super::nat::{Change, Nat};
 use super::serve::{OfferRequest, Offered, Shared, serve};
 use super::tasks::{Done, Tasks, faulty};
+use super::uploads::Uploads;
 use crate::behaviour::{self, Behaviour};
 use crate::cache::Cache;
 use crate::config::Config;
@@ -183,15 +184,23 @@ impl Driver {
             events: events.clone(),
             stats: stats.clone(),
         };
+        let uploads = Uploads::new(config.scheduler.max_upload_bytes);
         let shared = Shared {
             store: mesh.store().clone(),
             cache: cache.clone(),
             offers: offers_tx,
             announce_only: config.announce_only,
             faults: config.faults,
+            uploads: uploads.clone(),
+            serving_wait: config.read_timeout,
         };
         let driver = Driver {
-            tasks: Tasks::new(config.limits, config.pace(), config.faults.upload_rate),
+            tasks: Tasks::new(
+                config.limits,
+                config.pace(),
+                uploads,
+                config.faults.upload_rate,
+            ),
             config,
             swarm,
             control,

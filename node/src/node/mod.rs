@@ -20,6 +20,7 @@ mod handle;
 mod nat;
 mod serve;
 mod tasks;
+mod uploads;
 
 pub use driver::Driver;
 pub use handle::{Event, Info, Node, NodeError, Source, Stats};

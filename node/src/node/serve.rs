@@ -11,10 +11,13 @@ use bytes::Bytes;
 use libp2p::PeerId;
 use meshcast_proto::pb::{self, DeclineReason, mesh_message::Body};
 use meshcast_proto::{SegmentId, SignedHeader, StreamId, VerifiedHeader};
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::handle::lock;
 use super::tasks::{Done, PushIn, faulty, read_cached};
+use super::uploads::Uploads;
 use crate::cache::Cache;
 use crate::config::Faults;
 use crate::exchange::{ExchangeError, Framed};
@@ -48,6 +51,11 @@ pub(super) struct Shared {
     pub(super) offers: mpsc::Sender<OfferRequest>,
     pub(super) announce_only: bool,
     pub(super) faults: Faults,
+    /// Bodies in flight to peers (see [`Uploads`]).
+    pub(super) uploads: Uploads,
+    /// How long a pull waits for room before it is answered `Absent` (the
+    /// puller goes to another holder, or the origin).
+    pub(super) serving_wait: Duration,
 }
 
 /// Serves one inbound stream.
@@ -81,8 +89,17 @@ async fn answer(
             } else {
                 held_segment(shared, &id).await
             };
-            match segment {
-                Some((header, body)) => {
+            // Held, and room to send it: bodies in flight to pullers are
+            // bounded, as pushes are.
+            let permit = match &segment {
+                Some((_, body)) => {
+                    let len = body.len() as u64;
+                    shared.uploads.room(len, shared.serving_wait).await
+                }
+                None => None,
+            };
+            match segment.zip(permit) {
+                Some(((header, body), _permit)) => {
                     let (header, body) = faulty(&shared.faults, header.signed(), &body);
                     framed
                         .send(Body::Deliver(pb::Deliver {
@@ -95,6 +112,8 @@ async fn answer(
                         crate::metrics::Class::Mesh,
                         body.len() as u64,
                     );
+                    // The room is taken until the puller has it all.
+                    return framed.finish_read(body.len() as u64).await;
                 }
                 None => {
                     framed

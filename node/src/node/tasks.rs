@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use libp2p::PeerId;
@@ -18,6 +19,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
 use super::handle::lock;
+use super::uploads::Uploads;
 use crate::cache::{self, Cache};
 use crate::config::Faults;
 use crate::exchange::{self, ExchangeError, Framed, Pace};
@@ -75,17 +77,24 @@ pub(super) struct Tasks {
     cancels: HashMap<TransferId, oneshot::Sender<()>>,
     limits: Limits,
     pace: Pace,
+    uploads: Uploads,
     /// Test-only upload throttle ([`crate::Faults::upload_rate`]).
     upload_rate: Option<u64>,
 }
 
 impl Tasks {
-    pub(super) fn new(limits: Limits, pace: Pace, upload_rate: Option<u64>) -> Self {
+    pub(super) fn new(
+        limits: Limits,
+        pace: Pace,
+        uploads: Uploads,
+        upload_rate: Option<u64>,
+    ) -> Self {
         Self {
             set: JoinSet::new(),
             cancels: HashMap::new(),
             limits,
             pace,
+            uploads,
             upload_rate,
         }
     }
@@ -166,10 +175,16 @@ impl Tasks {
         span: tracing::Span,
     ) {
         let (limits, pace, rate) = (self.limits, self.pace, self.upload_rate);
+        let uploads = self.uploads.clone();
         let bytes = body.len() as u64;
         let work = async move {
             let mut control = control;
             let result = async {
+                // Waits as long as the scheduler lets the push run.
+                let _room = uploads
+                    .room(bytes, Duration::MAX)
+                    .await
+                    .ok_or(ExchangeError::Closed)?;
                 let framed = open(&mut control, peer, limits, pace).await?;
                 exchange::push(framed.with_throttle(rate), &header, &body).await
             }

@@ -1,8 +1,9 @@
 //! The segment store: bounded in bytes, live window first, LRU beyond it.
 //!
 //! Sans-I/O: time is passed in. Every live stream keeps the segments published
-//! within `live_window` of its newest segment; those are evicted only when
-//! nothing else is left to evict. A live segment that leaves the window is
+//! less than `live_window` before its newest segment (a 30 s window of 2 s
+//! segments: 15); those are evicted only when nothing else is left to evict.
+//! A live segment that leaves the window is
 //! dropped at once: no viewer asks for it any more, and memory then follows
 //! the window, not the time a node has run (the disk cache, if enabled,
 //! keeps it). A VOD has no live window (its segments were all published
@@ -240,7 +241,7 @@ impl Store {
             return false;
         }
         let newest = self.newest_us.get(&info.id.stream).copied().unwrap_or(0);
-        info.published_at_us.saturating_add(self.live_window_us) >= newest
+        info.published_at_us.saturating_add(self.live_window_us) > newest
     }
 
     /// Evicts until within bounds: LRU among segments outside their live
@@ -292,7 +293,7 @@ impl Store {
             .get(&stream)
             .into_iter()
             .flatten()
-            .take_while(|(at, _)| at.saturating_add(window) < newest)
+            .take_while(|(at, _)| at.saturating_add(window) <= newest)
             .map(|(_, id)| *id)
             .filter(|id| *id != keep)
             .collect();
@@ -352,15 +353,15 @@ mod tests {
             assert!(matches!(store.insert(h, b), Inserted::New { .. }));
             assert!(store.used_bytes() <= 10_000);
         }
-        // The newest segments (the live window: published within 6 s of the
-        // newest) are all there; the older ones left with the window.
-        for seq in 16..20 {
+        // The newest segments (the live window: published less than 6 s
+        // before the newest) are all there; the older ones left with it.
+        for seq in 17..20 {
             assert!(
                 store.contains(&SegmentId::media(live.id, 0, seq)),
                 "live segment {seq} evicted"
             );
         }
-        assert_eq!(store.len(), 4);
+        assert_eq!(store.len(), 3);
 
         // A window larger than the byte bound: the bound wins, oldest first.
         let mut store = Store::new(10_000, Duration::from_secs(60));

@@ -100,7 +100,7 @@ impl Followed {
         let published = header.info().published_at_us;
         self.newest_us = self.newest_us.max(published);
         if self.live() {
-            return published.saturating_add(window) >= self.newest_us;
+            return published.saturating_add(window) > self.newest_us;
         }
         let id = header.id();
         if self.planned.contains(&id) {
@@ -120,7 +120,7 @@ impl Followed {
     /// seen: too old to download or announce (a replay, or a very late
     /// straggler). The newest moves only with verified headers.
     pub(super) fn stale(&self, published_us: u64, window_us: u64) -> bool {
-        self.live() && published_us.saturating_add(window_us) < self.newest_us
+        self.live() && published_us.saturating_add(window_us) <= self.newest_us
     }
 
     /// Is an unheld header still worth remembering? A VOD's always (any of

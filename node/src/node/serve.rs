@@ -6,13 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use libp2p::PeerId;
 use meshcast_proto::pb::{self, DeclineReason, mesh_message::Body};
 use meshcast_proto::{SegmentId, SignedHeader, StreamId, VerifiedHeader};
-use std::time::Duration;
-
 use tokio::sync::{mpsc, oneshot};
 
 use super::handle::lock;

@@ -24,11 +24,10 @@ use meshcast_proto::{Descriptor, PublisherKey, Rendition, SegmentId, SegmentInfo
 use meshcast_sim::{Report as SimReport, Scenario};
 use serde::Serialize;
 
-use super::mesh::{self, Hostile, MeshBench, MeshReport};
-use super::proc::{Spawned, gauge, memory, meshcast_node, scrape};
+use super::figure::{Fig, fig};
+use super::mesh::{self, Hostile, MeshBench, MeshReport, any_loopback, start_with};
+use super::proc::{Spawned, gauge, mb, memory, meshcast_node, scrape};
 use super::progress::Progress;
-use super::report::{Fig, fig};
-use super::rss::{loopback, mb, start};
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -263,8 +262,8 @@ async fn memory_under_attack(plan: &Plan, progress: &Progress) -> anyhow::Result
         .tempdir()
         .context("creating a temporary folder")?;
     let live = stream("bench-hostile")?;
-    let (publisher, publisher_addr) = start(Config {
-        listen: loopback(),
+    let (publisher, publisher_addr) = start_with(Config {
+        listen: any_loopback(),
         ..Config::default()
     })
     .await?;

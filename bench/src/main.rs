@@ -19,6 +19,7 @@ use meshcast_node::unix_now_us as now_us;
 use mesh::{MeshBench, MeshReport};
 
 mod all;
+mod figure;
 mod hostile;
 mod idle;
 mod mesh;

@@ -554,3 +554,31 @@ pub async fn run_with(
     }
     Ok(report)
 }
+
+/// Starts a node with `config` (on [`any_loopback`], say): the RSS, idle and
+/// hostile benches' publishers and peers.
+pub(crate) async fn start_with(config: Config) -> anyhow::Result<(Running, libp2p::Multiaddr)> {
+    let (node, driver) = Node::new(config, Keypair::generate_ed25519())?;
+    let running = Running {
+        node,
+        driver: tokio::spawn(driver.run()),
+    };
+    for _ in 0..250 {
+        let info = running.node.info().await?;
+        if let Some(addr) = info.listen_addrs.into_iter().next() {
+            let addr = addr.with_p2p(info.peer_id).unwrap_or_else(|a| a);
+            return Ok((running, addr));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("a node did not start listening")
+}
+
+/// Any free port on 127.0.0.1, over QUIC.
+pub(crate) fn any_loopback() -> Vec<libp2p::Multiaddr> {
+    vec![
+        libp2p::Multiaddr::from(std::net::Ipv4Addr::LOCALHOST)
+            .with(libp2p::multiaddr::Protocol::Udp(0))
+            .with(libp2p::multiaddr::Protocol::QuicV1),
+    ]
+}

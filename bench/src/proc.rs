@@ -33,6 +33,11 @@ fn status_kib(status: &str, key: &str) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
+/// Bytes in MB (10⁶), the unit of the memory figures.
+pub fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
 pub fn memory(pid: u32) -> anyhow::Result<Memory> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;

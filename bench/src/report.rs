@@ -11,21 +11,7 @@ use serde::Serialize;
 
 use super::RelayReport;
 
-/// One measured value and its unit.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Fig {
-    pub value: f64,
-    pub unit: &'static str,
-}
-
-pub fn fig(value: f64, unit: &'static str) -> Fig {
-    Fig { value, unit }
-}
-
-/// Seconds as a figure.
-pub fn seconds(d: std::time::Duration) -> Fig {
-    fig(d.as_secs_f64(), "s")
-}
+pub use super::figure::{Fig, fig, seconds};
 
 #[derive(Debug, Serialize)]
 pub struct MeshRun {

@@ -12,14 +12,13 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use libp2p::Multiaddr;
-use libp2p::identity::Keypair;
-use meshcast_node::{Config, Event, Node};
+use meshcast_node::{Config, Event};
 use meshcast_proto::{Descriptor, PublisherKey, Rendition, SegmentId, SegmentInfo};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::mesh::Running;
-use super::proc::{Spawned, cpu_seconds, gauge, memory, meshcast_node, scrape};
+use super::mesh::{Running, any_loopback, start_with};
+use super::proc::{Spawned, cpu_seconds, gauge, mb, memory, meshcast_node, scrape};
 use super::progress::Progress;
 use super::report::{RssSection, fig, seconds};
 
@@ -35,43 +34,14 @@ pub struct Plan {
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub(crate) async fn start(config: Config) -> anyhow::Result<(Running, Multiaddr)> {
-    let (node, driver) = Node::new(config, Keypair::generate_ed25519())?;
-    let running = Running {
-        node,
-        driver: tokio::spawn(driver.run()),
-    };
-    for _ in 0..250 {
-        let info = running.node.info().await?;
-        if let Some(addr) = info.listen_addrs.into_iter().next() {
-            let addr = addr.with_p2p(info.peer_id).unwrap_or_else(|a| a);
-            return Ok((running, addr));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    anyhow::bail!("a node did not start listening")
-}
-
-pub(crate) fn loopback() -> Vec<Multiaddr> {
-    vec![
-        Multiaddr::from(std::net::Ipv4Addr::LOCALHOST)
-            .with(libp2p::multiaddr::Protocol::Udp(0))
-            .with(libp2p::multiaddr::Protocol::QuicV1),
-    ]
-}
-
-pub(crate) fn mb(bytes: u64) -> f64 {
-    bytes as f64 / 1e6
-}
-
 pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<RssSection> {
     let tmp = tempfile::Builder::new()
         .prefix("meshcast-bench-rss-")
         .tempdir()
         .context("creating a temporary folder")?;
     progress.phase("node RSS: starting the publisher");
-    let (publisher, publisher_addr) = start(Config {
-        listen: loopback(),
+    let (publisher, publisher_addr) = start_with(Config {
+        listen: any_loopback(),
         live_window: plan.live_window,
         ..Config::default()
     })
@@ -128,8 +98,8 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<RssSection>
     let mut peers: Vec<(Running, Multiaddr)> = Vec::with_capacity(plan.peers);
     let mut counters = Vec::with_capacity(plan.peers);
     for i in 0..plan.peers {
-        let (peer, addr) = start(Config {
-            listen: loopback(),
+        let (peer, addr) = start_with(Config {
+            listen: any_loopback(),
             // Peers keep little: their memory is not what is measured.
             live_window: Duration::from_secs(10),
             store_max_bytes: 16 << 20,

@@ -236,18 +236,7 @@ fn bench_config(n: usize, faults: Faults) -> Config {
 
 /// Starts swarm `n` (0: the publisher).
 async fn start(n: usize, faults: Faults) -> Result<(Running, libp2p::Multiaddr), NodeError> {
-    let (node, driver) = Node::new(bench_config(n, faults), Keypair::generate_ed25519())?;
-    let driver = tokio::spawn(driver.run());
-    let running = Running { node, driver };
-    for _ in 0..100 {
-        let info = running.node.info().await?;
-        if let Some(addr) = info.listen_addrs.into_iter().next() {
-            let addr = addr.with_p2p(info.peer_id).unwrap_or_else(|a| a);
-            return Ok((running, addr));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Err(NodeError::Setup("node did not start listening".into()))
+    start_with(bench_config(n, faults)).await
 }
 
 /// Runs the benchmark; `progress` hears about each phase.
@@ -555,14 +544,12 @@ pub async fn run_with(
     Ok(report)
 }
 
-/// Starts a node with `config` (on [`any_loopback`], say): the RSS, idle and
-/// hostile benches' publishers and peers.
-pub(crate) async fn start_with(config: Config) -> anyhow::Result<(Running, libp2p::Multiaddr)> {
+/// Starts a node with `config` (on [`any_loopback`], say) and waits until
+/// it listens: the mesh, RSS and hostile benches' publishers and peers.
+pub(crate) async fn start_with(config: Config) -> Result<(Running, libp2p::Multiaddr), NodeError> {
     let (node, driver) = Node::new(config, Keypair::generate_ed25519())?;
-    let running = Running {
-        node,
-        driver: tokio::spawn(driver.run()),
-    };
+    let driver = tokio::spawn(driver.run());
+    let running = Running { node, driver };
     for _ in 0..250 {
         let info = running.node.info().await?;
         if let Some(addr) = info.listen_addrs.into_iter().next() {
@@ -571,7 +558,7 @@ pub(crate) async fn start_with(config: Config) -> anyhow::Result<(Running, libp2
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    anyhow::bail!("a node did not start listening")
+    Err(NodeError::Setup("node did not start listening".into()))
 }
 
 /// Any free port on 127.0.0.1, over QUIC.

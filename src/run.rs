@@ -239,7 +239,16 @@ pub fn token(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .context("the system clock is before 1970")?;
-    let expires = u64::try_from((now + ttl).as_micros()).context("--ttl is too long")?;
+    anyhow::ensure!(
+        viewer.len() <= meshcast_proto::token::MAX_VIEWER,
+        "--viewer is {} bytes long; at most {} are allowed",
+        viewer.len(),
+        meshcast_proto::token::MAX_VIEWER
+    );
+    let expires = now
+        .checked_add(ttl)
+        .and_then(|at| u64::try_from(at.as_micros()).ok())
+        .context("--ttl is too long: the token would expire after the year 586,000")?;
     Ok(meshcast_proto::token::issue(&key, &stream, expires, viewer))
 }
 

@@ -59,9 +59,11 @@ fn canonical(stream: &StreamId, expires_at_us: u64, viewer: &str) -> Vec<u8> {
         .finish()
 }
 
-/// Issues a token for `stream` (which must belong to `key`) valid until `expires_at_us`.
+/// Issues a token for `stream` (which must belong to `key`) valid until
+/// `expires_at_us`. A `viewer` id over [`MAX_VIEWER`] bytes is cut at the
+/// last character boundary within it (a token service may pass any text).
 pub fn issue(key: &PublisherKey, stream: &StreamId, expires_at_us: u64, viewer: &str) -> String {
-    let viewer = &viewer[..viewer.len().min(MAX_VIEWER)];
+    let viewer = clip(viewer);
     let msg = pb::ViewerToken {
         stream_id: stream.as_bytes().to_vec().into(),
         expires_at_us,
@@ -72,6 +74,17 @@ pub fn issue(key: &PublisherKey, stream: &StreamId, expires_at_us: u64, viewer: 
             .into(),
     };
     URL_SAFE_NO_PAD.encode(msg.encode_to_vec())
+}
+
+/// The longest prefix of `viewer` of at most [`MAX_VIEWER`] bytes that
+/// ends on a character boundary (slicing at a byte count inside a
+/// multibyte character would panic).
+fn clip(viewer: &str) -> &str {
+    let mut end = viewer.len().min(MAX_VIEWER);
+    while !viewer.is_char_boundary(end) {
+        end -= 1;
+    }
+    &viewer[..end]
 }
 
 /// Checks a token against the stream it is presented for, at time `now_us`.

@@ -348,3 +348,38 @@ proptest! {
         prop_assert!(!matches!(verified, Some(Ok(_))));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Tokens: any viewer id, any expiry and any presented text give a
+    /// token or a clear error, never a panic (a multibyte viewer id longer
+    /// than the limit used to be sliced inside a character).
+    #[test]
+    fn tokens_never_panic_on_any_input(
+        viewer in "\\PC{0,200}",
+        expires_at_us in any::<u64>(),
+        text in "\\PC{0,64}",
+        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+    ) {
+        use meshcast_proto::token;
+        let key = meshcast_proto::PublisherKey::from_seed([5; 32]);
+        let stream = meshcast_proto::StreamKey::new(key.public(), "tokens");
+        let issued = token::issue(&key, &stream.id, expires_at_us, &viewer);
+        match token::verify(&issued, &stream, 0) {
+            Ok(grant) => {
+                prop_assert!(grant.viewer.len() <= token::MAX_VIEWER);
+                prop_assert!(viewer.starts_with(&grant.viewer));
+            }
+            Err(e) => prop_assert_eq!(e, token::TokenError::Expired),
+        }
+        let _ = token::verify(&text, &stream, 0);
+        let garbage = base64_url(&bytes);
+        let _ = token::verify(&garbage, &stream, 0);
+    }
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

@@ -578,4 +578,31 @@ fn token_issues_a_token_the_stream_key_verifies() {
 
     let bad = meshcast(&["token", "--key", k, "--ttl", "2h"]);
     assert!(!bad.status.success(), "a token without --name or --stream");
+
+    // Out-of-range input gets a clear error, not a panic: a viewer id over
+    // the limit (multibyte, so a byte count lands inside a character) and
+    // a validity past what a token can say.
+    let long = "é".repeat(100);
+    let out = meshcast(&[
+        "token", "--key", k, "--name", "demo", "--ttl", "2h", "--viewer", &long,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--viewer is 200 bytes long; at most 128"),
+        "{}",
+        stderr(&out)
+    );
+    let out = meshcast(&[
+        "token",
+        "--key",
+        k,
+        "--name",
+        "demo",
+        "--ttl",
+        "18446744073709551615s",
+    ]);
+    assert!(!out.status.success());
+    let text = stderr(&out);
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(text.contains("--ttl"), "{text}");
 }

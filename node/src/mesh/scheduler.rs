@@ -1063,12 +1063,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// learn of it).
     fn pump_starved(&mut self, now: Instant) {
         while self.active_uploads() < self.config.max_uploads {
-            let Some((_, id)) = self.starved.pop_last() else {
+            let Some(entry) = self.starved.pop_last() else {
                 break;
             };
             let before = self.active_uploads();
-            self.pump_offers(id, now);
-            if self.active_uploads() == before && self.starved.iter().any(|(_, s)| *s == id) {
+            self.pump_offers(entry.1, now);
+            if self.active_uploads() == before && self.starved.contains(&entry) {
                 // No room for it (its bytes do not fit yet): wait for the
                 // next upload to end.
                 break;

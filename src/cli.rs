@@ -154,12 +154,16 @@ pub struct GatewayFaults {
     /// Testing only: corrupt one byte in the body of every Nth delivery (0: never).
     #[arg(long, value_name = "N", default_value_t = 0, hide = true)]
     pub fault_corrupt_every: u32,
+    /// Testing only: answer every Nth request with another segment (0: never).
+    #[arg(long, value_name = "N", default_value_t = 0, hide = true)]
+    pub fault_wrong_segment_every: u32,
 }
 
 impl From<GatewayFaults> for meshcast_relay::gateway::Faults {
     fn from(faults: GatewayFaults) -> Self {
         Self {
             corrupt_every: faults.fault_corrupt_every,
+            wrong_segment_every: faults.fault_wrong_segment_every,
         }
     }
 }

@@ -124,8 +124,22 @@ pub struct GatewayConfig {
     pub max_sessions: usize,
     /// Browser sessions from one IP address at once.
     pub max_sessions_per_ip: usize,
+    /// Browser sessions from one IPv6 /64 at once.
+    pub max_sessions_per_prefix: usize,
     /// Other gateways to list in Welcome, each "URL=CERT_HASH_HEX".
     pub peer_gateways: Vec<String>,
+    /// Streams (64 hex digits each) served to browsers besides those in
+    /// `node.follow`: followed on a viewer's first Hello, unfollowed after
+    /// 10 minutes without viewers.
+    pub serve_streams: Vec<String>,
+    /// Publisher keys (64 hex digits each) whose streams are served like
+    /// `serve_streams`.
+    pub serve_publishers: Vec<String>,
+    /// Serve any stream a browser names. Only for a closed mesh: anyone could
+    /// make the gateway follow streams of their choosing.
+    pub serve_any: bool,
+    /// Put viewers' IP addresses in logs (off: a session id only).
+    pub log_addresses: bool,
 }
 
 /// Where `meshcast relay` serves browsers when `gateway.browser_listen` is unset.
@@ -143,7 +157,12 @@ impl Default for GatewayConfig {
             cert_lifetime: meshcast_relay::certs::MAX_SELF_SIGNED,
             max_sessions: 5000,
             max_sessions_per_ip: 32,
+            max_sessions_per_prefix: 64,
             peer_gateways: Vec::new(),
+            serve_streams: Vec::new(),
+            serve_publishers: Vec::new(),
+            serve_any: false,
+            log_addresses: false,
         }
     }
 }
@@ -242,6 +261,10 @@ const FLAGS: &[(&str, &str)] = &[
     ("gateway.max_sessions", "--max-sessions"),
     ("gateway.max_sessions_per_ip", "--max-sessions-per-ip"),
     ("gateway.peer_gateways", "--peer-gateway"),
+    ("gateway.serve_streams", "--serve-stream"),
+    ("gateway.serve_publishers", "--serve-publisher"),
+    ("gateway.serve_any", "--serve-any"),
+    ("gateway.log_addresses", "--log-addresses"),
 ];
 
 const FLAGS_LAYER: &str = "command-line flags";
@@ -359,6 +382,24 @@ pub struct ServeOverrides {
     /// [config: gateway.peer_gateways]
     #[arg(long = "peer-gateway", value_name = "URL=HASH")]
     peer_gateways: Vec<String>,
+    /// Serve this stream to browsers besides the followed ones: followed on a
+    /// viewer's first Hello, unfollowed after 10 minutes without viewers;
+    /// repeatable. Browsers asking for any other stream get UNKNOWN_STREAM
+    /// [config: gateway.serve_streams]
+    #[arg(long = "serve-stream", value_name = "STREAM_ID")]
+    serve_streams: Vec<String>,
+    /// Serve every stream of this publisher (public key, 64 hex digits) like
+    /// --serve-stream; repeatable [config: gateway.serve_publishers]
+    #[arg(long = "serve-publisher", value_name = "KEY")]
+    serve_publishers: Vec<String>,
+    /// Serve any stream a browser names (a closed mesh only: anyone could make
+    /// the gateway follow streams of their choosing) [config: gateway.serve_any]
+    #[arg(long)]
+    serve_any: bool,
+    /// Put viewers' IP addresses in logs; by default a session id only
+    /// [config: gateway.log_addresses]
+    #[arg(long)]
+    log_addresses: bool,
 }
 
 impl Provider for ServeOverrides {
@@ -393,6 +434,16 @@ impl Provider for ServeOverrides {
                 "peer_gateways",
                 (!self.peer_gateways.is_empty()).then(|| self.peer_gateways.clone().into()),
             ),
+            (
+                "serve_streams",
+                (!self.serve_streams.is_empty()).then(|| self.serve_streams.clone().into()),
+            ),
+            (
+                "serve_publishers",
+                (!self.serve_publishers.is_empty()).then(|| self.serve_publishers.clone().into()),
+            ),
+            ("serve_any", self.serve_any.then(|| true.into())),
+            ("log_addresses", self.log_addresses.then(|| true.into())),
         ];
         let gateway: Dict = given
             .into_iter()
@@ -659,10 +710,52 @@ impl GatewayConfig {
         if self.max_sessions_per_ip == 0 {
             return Err(invalid("gateway.max_sessions_per_ip", "must be at least 1"));
         }
+        if self.max_sessions_per_prefix == 0 {
+            return Err(invalid(
+                "gateway.max_sessions_per_prefix",
+                "must be at least 1",
+            ));
+        }
+        self.serve()?;
         for entry in &self.peer_gateways {
             parse_peer_gateway(entry).map_err(|why| invalid("gateway.peer_gateways", why))?;
         }
         Ok(())
+    }
+}
+
+impl GatewayConfig {
+    /// `serve_streams`, `serve_publishers` and `serve_any`, parsed.
+    pub fn serve(&self) -> Result<meshcast_relay::Serve, InvalidValue> {
+        let streams = self
+            .serve_streams
+            .iter()
+            .map(|s| {
+                s.parse().map_err(|e| {
+                    invalid(
+                        "gateway.serve_streams",
+                        format!("{s:?} is not a stream id: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let publishers = self
+            .serve_publishers
+            .iter()
+            .map(|s| {
+                s.parse().map_err(|e| {
+                    invalid(
+                        "gateway.serve_publishers",
+                        format!("{s:?} is not a publisher key: {e}"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(meshcast_relay::Serve {
+            streams,
+            publishers,
+            any: self.serve_any,
+        })
     }
 }
 
@@ -828,12 +921,36 @@ mod tests {
             cert_lifetime: Duration::from_secs(7 * 24 * 3600),
             max_sessions: 100,
             max_sessions_per_ip: 4,
+            max_sessions_per_prefix: 8,
             peer_gateways: vec![format!("https://gw.example.org:4433/={hash}")],
+            serve_streams: vec!["ef".repeat(32)],
+            serve_publishers: vec![
+                meshcast_proto::PublisherKey::from_seed([3; 32])
+                    .public()
+                    .to_string(),
+            ],
+            serve_any: false,
+            log_addresses: true,
         };
         config.validate().unwrap();
         let text = config.to_toml().unwrap();
         let back: Config = Figment::from(Toml::string(&text)).extract().unwrap();
         assert_eq!(back, config, "{text}");
+    }
+
+    #[test]
+    fn served_streams_and_publishers_must_parse() {
+        let mut config = Config::default();
+        config.gateway.serve_streams = vec!["not-hex".into()];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("gateway.serve_streams") && err.contains("not-hex"),
+            "{err}"
+        );
+        config.gateway.serve_streams.clear();
+        config.gateway.serve_publishers = vec!["00".repeat(31)];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("gateway.serve_publishers"), "{err}");
     }
 
     #[test]

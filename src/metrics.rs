@@ -51,11 +51,14 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<SocketAddr> {
             }
         }),
     );
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("the metrics HTTP server stopped: {e}");
-        }
-    });
+    // The same connection limits and header timeout as the gateway's
+    // well-known endpoint: a metrics port is often reachable by more than
+    // the scraper.
+    tokio::spawn(meshcast_relay::http::serve(
+        listener,
+        app,
+        meshcast_relay::http::HttpLimits::default(),
+    ));
     Ok(addr)
 }
 

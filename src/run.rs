@@ -214,8 +214,11 @@ fn gateway_config(
         limits: meshcast_relay::Limits {
             max_sessions: gateway.max_sessions,
             max_sessions_per_ip: gateway.max_sessions_per_ip,
+            max_sessions_per_prefix: gateway.max_sessions_per_prefix,
             ..Default::default()
         },
+        serve: gateway.serve()?,
+        log_addresses: gateway.log_addresses,
         peers,
         faults,
         ..Default::default()

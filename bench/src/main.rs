@@ -285,7 +285,11 @@ struct Relay {
 }
 
 /// Starts `meshcast relay` on loopback and reads its addresses.
-async fn start_relay(data_dir: &std::path::Path, sessions: usize) -> anyhow::Result<Relay> {
+async fn start_relay(
+    data_dir: &std::path::Path,
+    sessions: usize,
+    publisher: &meshcast_proto::PublicKey,
+) -> anyhow::Result<Relay> {
     const STARTUP: Duration = Duration::from_secs(30);
     let mut command = proc::meshcast()?;
     command.args(["relay", "--data-dir"]).arg(data_dir).args([
@@ -293,6 +297,8 @@ async fn start_relay(data_dir: &std::path::Path, sessions: usize) -> anyhow::Res
         "/ip4/127.0.0.1/udp/0/quic-v1",
         "--store-max-bytes",
         "256MiB",
+        "--serve-publisher",
+        &publisher.to_string(),
     ]);
     proc::serve_browsers(&mut command, sessions);
     let mut child = proc::Spawned::spawn("relay", command)?;
@@ -403,7 +409,8 @@ async fn run_relay(bench: &RelayBench, progress: &dyn Fn(&str)) -> anyhow::Resul
 
     let data_dir =
         std::env::temp_dir().join(format!("meshcast-bench-relay-{}", std::process::id()));
-    let relay = start_relay(&data_dir, bench.sessions).await?;
+    let key = PublisherKey::from_seed([11; 32]);
+    let relay = start_relay(&data_dir, bench.sessions, &key.public()).await?;
     let pid = relay.child.pid();
     progress(&format!("relay {} (pid {pid})", relay.gateway));
 
@@ -417,7 +424,6 @@ async fn run_relay(bench: &RelayBench, progress: &dyn Fn(&str)) -> anyhow::Resul
     )?;
     let publisher_driver = tokio::spawn(publisher_driver.run());
     publisher.dial(relay.listening.parse()?).await?;
-    let key = PublisherKey::from_seed([11; 32]);
     let segment_bytes =
         (bench.bitrate as f64 * bench.segment_duration.as_secs_f64() / 8.0) as usize;
     let descriptor = Descriptor {

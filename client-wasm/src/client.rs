@@ -51,6 +51,8 @@ struct Gateway {
 }
 
 struct Pending {
+    /// The segment asked for: a delivery of any other is refused.
+    asked: SegmentId,
     gateway: usize,
     sent_at: f64,
     first_byte_at: Option<f64>,
@@ -613,6 +615,21 @@ async fn delivery_task(
             }
         }
     };
+    // A validly signed segment is not necessarily the one asked for.
+    let result = result.and_then(|delivered| {
+        let asked = inner
+            .borrow()
+            .pending
+            .get(&delivered.request_id)
+            .map(|p| p.asked);
+        match asked.map(|asked| delivered.answers(&asked)) {
+            Some(Err(error)) => Err(session::DeliveryError {
+                request_id: Some(delivered.request_id),
+                error,
+            }),
+            _ => Ok(delivered),
+        }
+    });
     match result {
         Ok(delivered) => {
             let pending = {
@@ -745,6 +762,7 @@ async fn fetch_attempts(
                         i.pending.insert(
                             request_id,
                             Pending {
+                                asked: request.id,
                                 gateway,
                                 sent_at: now(),
                                 first_byte_at: None,

@@ -50,13 +50,24 @@ pub enum SessionError {
     /// The body does not match its signed header: also a lie.
     #[error(transparent)]
     Body(#[from] BodyError),
+    /// A validly signed segment, but not the one asked for (another rendition
+    /// with the same file name, an older sequence): a gateway answering a
+    /// request with something else is lying too.
+    #[error("asked for {asked:?}, the gateway delivered {delivered:?}")]
+    WrongSegment {
+        asked: SegmentId,
+        delivered: SegmentId,
+    },
 }
 
 impl SessionError {
     /// True when the gateway sent data that fails verification: the viewer
     /// should drop the gateway, not just retry the request.
     pub fn is_forgery(&self) -> bool {
-        matches!(self, SessionError::Verify(_) | SessionError::Body(_))
+        matches!(
+            self,
+            SessionError::Verify(_) | SessionError::Body(_) | SessionError::WrongSegment { .. }
+        )
     }
 }
 
@@ -263,6 +274,23 @@ pub struct Delivered {
     pub request_id: u64,
     pub header: VerifiedHeader,
     pub body: Bytes,
+}
+
+impl Delivered {
+    /// Checks that this delivery is the segment `asked` for. Call it before
+    /// handing the body out: a signature proves who made a segment, not that
+    /// it answers this request.
+    pub fn answers(&self, asked: &SegmentId) -> Result<(), SessionError> {
+        let delivered = self.header.id();
+        if delivered == *asked {
+            Ok(())
+        } else {
+            Err(SessionError::WrongSegment {
+                asked: *asked,
+                delivered,
+            })
+        }
+    }
 }
 
 /// Why a delivery stream failed, and for which request when that is known.

@@ -237,3 +237,18 @@ fn control_frames_are_cut_and_announcements_verified() {
         "a bad length prefix is refused"
     );
 }
+
+#[test]
+fn a_genuine_segment_other_than_the_one_asked_for_is_a_forgery() {
+    let k = key(1);
+    let s = stream(&k, "live");
+    let b = body(100, 0);
+    let sent = header(&k, &s, 5, &b);
+    let got = read_all(s, &delivery_bytes(3, &sent, &b), 0).expect("validly signed");
+    let mut asked = got.header.id();
+    asked.sequence = 6;
+    let err = got.answers(&asked).unwrap_err();
+    assert!(err.is_forgery(), "{err}");
+    asked.sequence = 5;
+    assert_eq!(got.answers(&asked), Ok(()));
+}

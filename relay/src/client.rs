@@ -6,6 +6,8 @@
 //! stream and every delivery stream, verifies each segment against the
 //! stream's key, and queues [`ClientEvent`]s.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -70,8 +72,17 @@ pub struct Client {
     gateways: Vec<GatewayAddr>,
     events: mpsc::Receiver<ClientEvent>,
     next_request: u64,
+    /// What each request in flight asked for, so that a delivery of another
+    /// (validly signed) segment is rejected.
+    asked: Asked,
     reader: JoinHandle<()>,
     _endpoint: ClientEndpoint,
+}
+
+type Asked = Arc<Mutex<HashMap<u64, SegmentId>>>;
+
+fn lock(asked: &Asked) -> std::sync::MutexGuard<'_, HashMap<u64, SegmentId>> {
+    asked.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A client-side WebTransport endpoint; cheap to clone (it is shared).
@@ -153,7 +164,15 @@ impl Client {
         let live_edge = welcome.live_edge;
         let gateways = welcome.gateways;
         let (tx, events) = mpsc::channel(1024);
-        let reader = tokio::spawn(read_session(connection.clone(), recv, control, key, tx));
+        let asked = Asked::default();
+        let reader = tokio::spawn(read_session(
+            connection.clone(),
+            recv,
+            control,
+            key,
+            asked.clone(),
+            tx,
+        ));
         Ok(Client {
             connection,
             send,
@@ -163,6 +182,7 @@ impl Client {
             gateways,
             events,
             next_request: 1,
+            asked,
             reader,
             _endpoint: endpoint,
         })
@@ -197,11 +217,13 @@ impl Client {
         self.next_request += 1;
         let deadline_ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
         let msg = session::request(request_id, id, priority, deadline_ms);
+        lock(&self.asked).insert(request_id, id);
         write_frame(&mut self.send, &msg).await?;
         Ok(request_id)
     }
 
     pub async fn cancel(&mut self, request_id: u64) -> Result<(), ClientError> {
+        lock(&self.asked).remove(&request_id);
         write_frame(&mut self.send, &session::cancel(request_id)).await
     }
 
@@ -300,6 +322,7 @@ async fn read_session(
     mut recv: RecvStream,
     mut control: ControlReader,
     key: StreamKey,
+    asked: Asked,
     events: mpsc::Sender<ClientEvent>,
 ) {
     let mut deliveries = tokio::task::JoinSet::new();
@@ -314,6 +337,7 @@ async fn read_session(
                         continue;
                     }
                     Ok(Some(Ok(Some(ServerEvent::Error { code, message, request_id })))) => {
+                        lock(&asked).remove(&request_id);
                         ClientEvent::Error { code, message, request_id }
                     }
                     Ok(Some(Ok(None))) => continue,
@@ -327,9 +351,19 @@ async fn read_session(
             stream = connection.accept_uni() => {
                 let Ok(stream) = stream else { break };
                 let events = events.clone();
+                let asked = asked.clone();
                 deliveries.spawn(async move {
-                    let event = match read_delivery(stream, key).await {
-                        Ok((d, first_byte)) => ClientEvent::Delivered {
+                    let read = read_delivery(stream, key).await.and_then(|(d, first_byte)| {
+                        let wanted = lock(&asked).remove(&d.request_id);
+                        match wanted.map(|w| d.answers(&w)) {
+                            Some(Err(error)) => Err(DeliveryError { request_id: Some(d.request_id), error }),
+                            // Not in flight: the late answer to a cancelled request.
+                            _ => Ok((d, first_byte, wanted.is_some())),
+                        }
+                    });
+                    let event = match read {
+                        Ok((_, _, false)) => return,
+                        Ok((d, first_byte, true)) => ClientEvent::Delivered {
                             request_id: d.request_id,
                             header: d.header,
                             body: d.body,
@@ -377,5 +411,85 @@ async fn read_delivery(
             Ok(Err(e)) => return Err(fail(&reader, e.to_string())),
             Err(_) => return Err(fail(&reader, format!("silent for {READ_TIMEOUT:?}"))),
         }
+    }
+}
+
+/// A TLS 1.3 client configuration (no ALPN set) that accepts only the
+/// certificate whose SHA-256 is `hash`, as WebTransport's
+/// `serverCertificateHashes` does: for raw QUIC clients in tests and benches
+/// (attack clients that stop before the HTTP/3 CONNECT, raw-quinn baselines).
+pub fn pinned_tls(hash: [u8; 32]) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::clone(&provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(Pinned { hash, provider }))
+            .with_no_client_auth(),
+    )
+}
+
+/// Accepts the one certificate whose SHA-256 was printed by the peer (as
+/// WebTransport's `serverCertificateHashes`), and checks the handshake
+/// signatures with it.
+#[derive(Debug)]
+struct Pinned {
+    hash: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let cert = wtransport::tls::Certificate::from_der(end_entity.to_vec()).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        if cert.hash().as_ref() == &self.hash {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -4,23 +4,52 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use meshcast_proto::{PublicKey, StreamId, StreamKey};
 
 use crate::certs::CertSource;
 
 /// Limits that keep a gateway's memory and CPU bounded under abuse.
+///
+/// Connections are counted twice: while their QUIC handshake and HTTP/3
+/// CONNECT are under way (refused before any state is kept) and then as
+/// sessions (refused with an error frame). Both count per address and per
+/// IPv6 /64 (one household or server usually holds a whole /64) with the
+/// session caps (a client may be opening as many connections as it may hold
+/// sessions), and in total: `max_handshakes`, `max_sessions`.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
+    /// Sessions from one IPv6 /64 at once.
+    pub max_sessions_per_prefix: usize,
+    /// Connections in their handshake (before the HTTP/3 CONNECT), in total.
+    pub max_handshakes: usize,
+    /// Time from a connection's first packet to its HTTP/3 CONNECT.
+    pub handshake_timeout: Duration,
+    /// Requests waiting for a segment that has not arrived, over all sessions.
+    pub max_waiters: usize,
+    /// Time a control frame may take to leave; a delivery gets this plus its
+    /// size at `min_delivery_rate`. A viewer that stops reading is cut off.
+    pub write_timeout: Duration,
+    /// Slowest delivery a viewer may take, in bytes per second.
+    pub min_delivery_rate: u64,
+    /// Distinct streams being looked up in the DHT at once, for Hellos.
+    pub max_lookups: usize,
+    /// Streams served at once (followed for viewers or found for them).
+    pub max_streams: usize,
+    /// A stream the gateway followed for viewers is unfollowed after this
+    /// long without one.
+    pub unfollow_after: Duration,
     /// Requests being served at once, per session.
     pub max_inflight: usize,
     /// Segment bytes being sent at once, per session.
     pub max_inflight_bytes: u64,
-    /// A session with no request for this long is closed.
+    /// A session with no valid request for this long is closed.
     pub idle_timeout: Duration,
     /// Largest control frame a client may send.
     pub max_client_frame: usize,
-    /// Time a client has to open its control stream and say Hello.
+    /// Time a client has, from its CONNECT, to open its control stream and
+    /// finish sending Hello.
     pub hello_timeout: Duration,
     /// Longest a request may wait for a segment that has not arrived yet.
     pub max_wait: Duration,
@@ -31,6 +60,15 @@ impl Default for Limits {
         Self {
             max_sessions: 5_000,
             max_sessions_per_ip: 32,
+            max_sessions_per_prefix: 64,
+            max_handshakes: 1_000,
+            handshake_timeout: Duration::from_secs(10),
+            max_waiters: 50_000,
+            write_timeout: Duration::from_secs(10),
+            min_delivery_rate: 64 << 10,
+            max_lookups: 16,
+            max_streams: 64,
+            unfollow_after: Duration::from_secs(600),
             max_inflight: 16,
             max_inflight_bytes: 64 << 20,
             idle_timeout: Duration::from_secs(60),
@@ -38,6 +76,35 @@ impl Default for Limits {
             hello_timeout: Duration::from_secs(5),
             max_wait: Duration::from_secs(20),
         }
+    }
+}
+
+/// Which streams a gateway serves. Streams its node follows (the operator's
+/// `node.follow`) are always served; others only when listed here, and the
+/// gateway then follows them on a viewer's first Hello and unfollows them
+/// after [`Limits::unfollow_after`] without viewers. Any other stream gets
+/// `UNKNOWN_STREAM` without a DHT lookup or a follow.
+#[derive(Debug, Clone, Default)]
+pub struct Serve {
+    /// Stream ids served on demand.
+    pub streams: Vec<StreamId>,
+    /// Any stream signed by one of these publishers (looked up to learn its
+    /// publisher, then served or refused).
+    pub publishers: Vec<PublicKey>,
+    /// Any stream the mesh knows. Only for a closed mesh (the demo, tests):
+    /// anyone could make the gateway follow streams of their choosing.
+    pub any: bool,
+}
+
+impl Serve {
+    /// Whether a stream not followed yet may be looked up at all.
+    pub fn may_look_up(&self, stream: &StreamId) -> bool {
+        self.any || !self.publishers.is_empty() || self.streams.contains(stream)
+    }
+
+    /// Whether a stream found in the DHT may be served.
+    pub fn allows(&self, key: &StreamKey) -> bool {
+        self.any || self.streams.contains(&key.id) || self.publishers.contains(&key.publisher)
     }
 }
 
@@ -58,6 +125,12 @@ pub struct Config {
     pub public_host: Option<String>,
     pub cert: CertSource,
     pub limits: Limits,
+    /// Connection limits and timeouts of the HTTP endpoint (`web_listen`).
+    pub web_limits: crate::http::HttpLimits,
+    /// Which streams viewers may ask for.
+    pub serve: Serve,
+    /// Put viewers' addresses in logs (off: a session id only).
+    pub log_addresses: bool,
     /// Other gateways listed in Welcome.
     pub peers: Vec<Peer>,
     /// How long a Hello for an unknown stream may wait for the DHT.
@@ -76,6 +149,10 @@ pub struct Faults {
     /// sessions (0: never). The signed header is left as it is, so only the
     /// client's BLAKE3 check of the body can notice.
     pub corrupt_every: u32,
+    /// Answer every Nth request (0: never) with another segment of the same
+    /// stream that the node holds, genuine and validly signed: only the
+    /// client's check that a delivery answers its request can notice.
+    pub wrong_segment_every: u32,
 }
 
 impl Faults {
@@ -99,6 +176,9 @@ impl Default for Config {
             public_host: None,
             cert: CertSource::default(),
             limits: Limits::default(),
+            web_limits: Default::default(),
+            serve: Serve::default(),
+            log_addresses: false,
             peers: Vec::new(),
             find_timeout: Duration::from_secs(10),
             faults: Faults::default(),

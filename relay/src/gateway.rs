@@ -6,7 +6,6 @@
 //! Any node can run one: a relay always does, an edge node with a public
 //! address may (`--browser-listen`).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -19,10 +18,11 @@ use wtransport::tls::Sha256Digest;
 use wtransport::{Endpoint, ServerConfig};
 
 use crate::certs::{CertError, CertSource, Issued};
-pub use crate::config::{Config, Faults, Limits, Peer};
+pub use crate::config::{Config, Faults, Limits, Peer, Serve};
 use crate::session;
-use crate::shared::{Sessions, Shared, lock, wake, wake_all};
+use crate::shared::{Shared, Slot, Stage, lock, wake, wake_all};
 use crate::wellknown;
+use crate::{admission, streams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -94,10 +94,12 @@ impl Gateway {
             node,
             url,
             hashes: Mutex::new(vec![(issued.hash.clone(), issued.expires)]),
-            sessions: Mutex::new(Sessions::default()),
-            streams: Mutex::new(HashMap::new()),
-            waiters: Mutex::new(HashMap::new()),
+            handshakes: Mutex::default(),
+            sessions: Mutex::default(),
+            streams: Mutex::default(),
+            waiters: Mutex::default(),
             deliveries: AtomicU64::new(0),
+            answers: AtomicU64::new(0),
             config,
         });
         let gateway = Gateway {
@@ -136,7 +138,22 @@ impl Gateway {
 
     /// Sessions open now.
     pub fn sessions(&self) -> usize {
-        lock(&self.shared.sessions).total
+        lock(&self.shared.sessions).total()
+    }
+
+    /// Connections in their handshake now (before their HTTP/3 CONNECT).
+    pub fn handshakes(&self) -> usize {
+        lock(&self.shared.handshakes).total()
+    }
+
+    /// Requests waiting for a segment to arrive now, over all sessions.
+    pub fn waiting_requests(&self) -> usize {
+        lock(&self.shared.waiters).total()
+    }
+
+    /// Streams served now (followed or found for viewers).
+    pub fn streams(&self) -> usize {
+        streams::count(&self.shared)
     }
 }
 
@@ -170,14 +187,16 @@ impl Driver {
     pub async fn run(mut self) {
         let mut sessions = JoinSet::new();
         let web = wellknown::router(self.shared.clone());
+        let web_limits = self.shared.config.web_limits;
         let web_listener = self.web.take();
         let mut web_task = tokio::spawn(async move {
             let Some(listener) = web_listener else { return };
-            if let Err(e) = axum::serve(listener, web).await {
-                tracing::error!("well-known HTTP server stopped: {e}");
-            }
+            crate::http::serve(listener, web, web_limits).await;
         });
         let mut arrivals = self.shared.node.events();
+        let every = (self.shared.config.limits.unfollow_after / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let mut prune = tokio::time::interval(every);
         loop {
             let renew = tokio::time::Instant::now()
                 + self
@@ -187,9 +206,21 @@ impl Driver {
                     .unwrap_or(Duration::ZERO);
             tokio::select! {
                 incoming = self.endpoint.accept() => {
-                    let shared = self.shared.clone();
-                    sessions.spawn(session::handle(shared, incoming));
+                    // Counted from the first packet, before any handshake
+                    // work: a flood of connections that never send their
+                    // CONNECT is refused, not held.
+                    let ip = admission::canonical(incoming.remote_address().ip());
+                    match Slot::take(&self.shared, Stage::Handshake, ip) {
+                        Ok(slot) => {
+                            sessions.spawn(session::handle(self.shared.clone(), incoming, slot));
+                        }
+                        Err(full) => {
+                            tracing::debug!("connection refused: {}", full.message());
+                            incoming.refuse();
+                        }
+                    }
                 }
+                _ = prune.tick() => streams::prune(&self.shared).await,
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 event = arrivals.recv() => match event {
                     Ok(Event::Stored { id, .. }) => wake(&self.shared, &id),

@@ -8,38 +8,36 @@
 //! the stream are announced on the control stream as they reach the node.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use meshcast_node::Event;
 use meshcast_node::exchange::{ExchangeError, Framed};
 use meshcast_node::metrics::{self, BrowserSession, Class, Direction, Late, RequestResult};
-use meshcast_node::{Event, Seed};
 use meshcast_proto::frame::Limits as FrameLimits;
 use meshcast_proto::pb::{self, ErrorCode, client_message, server_message};
-use meshcast_proto::{SegmentId, StreamId, VerifiedDescriptor, token};
-use tokio::sync::{mpsc, oneshot};
+use meshcast_proto::{SegmentId, StreamId};
+use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 use tracing::Instrument as _;
 use wtransport::endpoint::IncomingSession;
 use wtransport::stream::BiStream;
 use wtransport::{Connection, VarInt};
 
-use crate::shared::{Shared, lock};
-use meshcast_node::unix_now_us as now_us;
+use crate::admission::canonical;
+use crate::shared::{Shared, Slot, Stage, Waiting};
+use crate::streams;
 
 type Control = Framed<Compat<BiStream>>;
 
-/// How long the first Hello for a stream waits for the node to hold some of it.
-const FIRST_HEADERS_WAIT: Duration = Duration::from_secs(3);
-
 /// An error for the client: a code and a message.
-struct Refusal(ErrorCode, String);
+pub(crate) struct Refusal(pub ErrorCode, pub String);
 
 impl Refusal {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self(code, message.into())
     }
 }
@@ -57,72 +55,45 @@ fn error_frame(code: ErrorCode, message: &str, request_id: u64) -> pb::ServerMes
 /// Session ids for logs, unique within the process.
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
-/// Counts the session against the limits (and in the session metrics) until dropped.
-struct Admission {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-    _metrics: BrowserSession,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        let mut sessions = lock(&self.shared.sessions);
-        sessions.total = sessions.total.saturating_sub(1);
-        if let Some(n) = sessions.per_ip.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                sessions.per_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
-fn admit(shared: &Arc<Shared>, ip: IpAddr) -> Result<Admission, Refusal> {
-    let limits = &shared.config.limits;
-    let mut sessions = lock(&shared.sessions);
-    if sessions.total >= limits.max_sessions {
-        return Err(Refusal::new(
-            ErrorCode::TooManySessions,
-            "the gateway is full",
-        ));
-    }
-    let from_ip = sessions.per_ip.get(&ip).copied().unwrap_or(0);
-    if from_ip >= limits.max_sessions_per_ip {
-        return Err(Refusal::new(
-            ErrorCode::TooManySessions,
-            "too many sessions from your address",
-        ));
-    }
-    sessions.total += 1;
-    *sessions.per_ip.entry(ip).or_default() += 1;
-    Ok(Admission {
-        shared: shared.clone(),
-        ip,
-        _metrics: BrowserSession::new(),
-    })
-}
-
-/// Serves one incoming session to its end, logging in a span that names it
-/// (`session` id, `remote` address).
-pub(crate) async fn handle(shared: Arc<Shared>, incoming: IncomingSession) {
-    let Ok(request) = incoming.await else { return };
-    let remote = request.remote_address();
+/// Serves one incoming connection to its end, logging in a span that names
+/// it by a session id (and its address only if the operator asks:
+/// `log_addresses`). `handshake` is the connection's slot until its CONNECT.
+pub(crate) async fn handle(shared: Arc<Shared>, incoming: IncomingSession, handshake: Slot) {
+    let remote = incoming.remote_address();
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     // Error level, so that it is enabled whenever any event is: a warning
     // logged with `RUST_LOG=warn` still names its session.
-    let span = tracing::error_span!("session", id, %remote);
-    run_session(shared, request).instrument(span).await;
+    let span = tracing::error_span!("session", id, remote = tracing::field::Empty);
+    if shared.config.log_addresses {
+        span.record("remote", tracing::field::display(remote));
+    }
+    async move {
+        let limit = shared.config.limits.handshake_timeout;
+        // Dropping the handshake on timeout closes the connection.
+        let request = match tokio::time::timeout(limit, incoming).await {
+            Ok(Ok(request)) => request,
+            Ok(Err(e)) => return tracing::debug!("handshake failed: {e}"),
+            Err(_) => return tracing::debug!("no CONNECT within {limit:?}"),
+        };
+        drop(handshake);
+        run_session(shared, request).await;
+    }
+    .instrument(span)
+    .await
 }
 
 async fn run_session(shared: Arc<Shared>, request: wtransport::endpoint::SessionRequest) {
-    let ip = request.remote_address().ip();
+    let ip = canonical(request.remote_address().ip());
     tracing::debug!(path = request.path(), "session requested");
-    let admission = admit(&shared, ip);
+    let admission = Slot::take(&shared, Stage::Session, ip)
+        .map_err(|full| Refusal::new(ErrorCode::TooManySessions, full.message()));
     let Ok(connection) = request.accept().await else {
         return;
     };
     let limits = &shared.config.limits;
-    let opened = tokio::time::timeout(limits.hello_timeout, connection.accept_bi()).await;
+    // Opening the control stream and sending the whole Hello share one deadline.
+    let hello_by = Instant::now() + limits.hello_timeout;
+    let opened = tokio::time::timeout_at(hello_by, connection.accept_bi()).await;
     let Ok(Ok(streams)) = opened else {
         connection.close(
             VarInt::from_u32(ErrorCode::BadRequest as u32),
@@ -140,7 +111,10 @@ async fn run_session(shared: Arc<Shared>, request: wtransport::endpoint::Session
         limits.hello_timeout,
     );
     let result = match admission {
-        Ok(_admitted) => serve(&shared, &connection, &mut control).await,
+        Ok(_admitted) => {
+            let _metrics = BrowserSession::new();
+            serve(&shared, &connection, &mut control, hello_by).await
+        }
         Err(refusal) => Err(refusal),
     };
     if result.is_ok() {
@@ -148,93 +122,71 @@ async fn run_session(shared: Arc<Shared>, request: wtransport::endpoint::Session
     }
     if let Err(Refusal(code, message)) = result {
         tracing::debug!(?code, "closing session: {message}");
-        // Server frames may be larger than what the client may send.
-        let _ = send_server(&mut control, &error_frame(code, &message, 0)).await;
-        let _ = futures::AsyncWriteExt::close(control.get_mut()).await;
-        // Give the client a moment to read the error before the connection goes.
-        let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
+        // Server frames may be larger than what the client may send. A
+        // viewer that does not read gets no polite goodbye.
+        let write = limits.write_timeout;
+        let told = send_server(&mut control, &error_frame(code, &message, 0), write)
+            .await
+            .is_ok()
+            && tokio::time::timeout(write, futures::AsyncWriteExt::close(control.get_mut()))
+                .await
+                .is_ok_and(|closed| closed.is_ok());
+        if told {
+            // Give the client a moment to read the error before the connection goes.
+            let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
+        }
         connection.close(VarInt::from_u32(code as u32), message.as_bytes());
     }
 }
 
+/// Sends a control frame, within `limit`: a viewer that stops reading its
+/// control stream must not hold the session (and its slot) for good.
 /// Server frames are bounded by the protocol maximum, not the client's.
-async fn send_server(control: &mut Control, msg: &pb::ServerMessage) -> Result<(), ExchangeError> {
+async fn send_server(
+    control: &mut Control,
+    msg: &pb::ServerMessage,
+    limit: Duration,
+) -> Result<(), ExchangeError> {
     let bytes = meshcast_proto::frame::encode(msg, &FrameLimits::default())?;
-    futures::AsyncWriteExt::write_all(control.get_mut(), &bytes).await?;
+    tokio::time::timeout(
+        limit,
+        futures::AsyncWriteExt::write_all(control.get_mut(), &bytes),
+    )
+    .await
+    .map_err(|_| ExchangeError::Timeout(limit))??;
     Ok(())
-}
-
-async fn descriptor(shared: &Shared, id: StreamId) -> Result<VerifiedDescriptor, Refusal> {
-    let known = lock(&shared.streams).get(&id).cloned();
-    if let Some(known) = known {
-        // The node keeps the newest descriptor it has seen (a live stream
-        // that ended is put again as a VOD): serve that one.
-        let newest = shared.node.known_descriptor(id).await.ok().flatten();
-        let issued = |d: &VerifiedDescriptor| d.descriptor().issued_at_us;
-        return Ok(match newest {
-            Some(newest) if issued(&newest) > issued(&known) => {
-                lock(&shared.streams).insert(id, newest.clone());
-                newest
-            }
-            _ => known,
-        });
-    }
-    let found = shared
-        .node
-        .find_stream(id, shared.config.find_timeout)
-        .await
-        .map_err(|_| {
-            Refusal::new(
-                ErrorCode::UnknownStream,
-                format!("stream {id} is not known to the mesh"),
-            )
-        })?;
-    // A VOD is fetched segment by segment as viewers ask (and kept for the
-    // next one), never downloaded whole because one viewer came by.
-    shared
-        .node
-        .follow_with(found.clone(), Seed::ON_DEMAND)
-        .await
-        .map_err(|_| Refusal::new(ErrorCode::Internal, "the node has stopped"))?;
-    // A live stream followed just now has nothing held yet: give the node a
-    // moment to learn the live window from its neighbours, so Welcome can
-    // name the live edge. A VOD has no edge to name.
-    let deadline = tokio::time::Instant::now() + FIRST_HEADERS_WAIT;
-    while found.descriptor().live
-        && shared.node.headers(&id).is_empty()
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    lock(&shared.streams).insert(id, found.clone());
-    Ok(found)
 }
 
 async fn serve(
     shared: &Arc<Shared>,
     connection: &Connection,
     control: &mut Control,
+    hello_by: Instant,
 ) -> Result<(), Refusal> {
     let limits = &shared.config.limits;
-    let hello = match control.read_frame::<pb::ClientMessage>().await {
-        Ok(Some(pb::ClientMessage {
-            body: Some(client_message::Body::Hello(hello)),
-        })) => hello,
-        Ok(_) => {
-            return Err(Refusal::new(
-                ErrorCode::BadRequest,
-                "the first message must be Hello",
-            ));
-        }
-        Err(e) => return Err(refusal_for(&e)),
-    };
+    let write = limits.write_timeout;
+    let hello =
+        match tokio::time::timeout_at(hello_by, control.read_frame::<pb::ClientMessage>()).await {
+            Ok(Ok(Some(pb::ClientMessage {
+                body: Some(client_message::Body::Hello(hello)),
+            }))) => hello,
+            Ok(Ok(_)) => {
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    "the first message must be Hello",
+                ));
+            }
+            Ok(Err(e)) => return Err(refusal_for(&e)),
+            Err(_) => {
+                return Err(Refusal::new(
+                    ErrorCode::Idle,
+                    format!("no whole Hello within {:?}", limits.hello_timeout),
+                ));
+            }
+        };
     let id = StreamId::from_bytes(&hello.stream_id)
         .map_err(|_| Refusal::new(ErrorCode::BadRequest, "Hello names no valid stream id"))?;
-    let descriptor = descriptor(shared, id).await?;
-    if descriptor.descriptor().private {
-        token::verify(&hello.token, &descriptor.stream_key(), now_us())
-            .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
-    }
+    let (descriptor, _viewer) = streams::open(shared, id, &hello.token).await?;
     let welcome = pb::ServerMessage {
         body: Some(server_message::Body::Welcome(pb::Welcome {
             descriptor: Some(descriptor.signed().to_pb()),
@@ -254,9 +206,9 @@ async fn serve(
             live_edge: live_edge(shared, &id),
         })),
     };
-    send_server(control, &welcome)
+    send_server(control, &welcome, write)
         .await
-        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+        .map_err(|e| refusal_for(&e))?;
     tracing::debug!(stream = %id, "welcomed");
 
     let mut events = shared.node.events();
@@ -276,22 +228,32 @@ async fn serve(
                     Err(ExchangeError::Timeout(_)) => continue,
                     Err(e) => return Err(refusal_for(&e)),
                 };
-                idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
                 match body {
                     Some(client_message::Body::Request(request)) => {
-                        if inflight.len() >= limits.max_inflight {
+                        let refused = if inflight.len() >= limits.max_inflight {
+                            Some((ErrorCode::TooManyRequests, "too many requests in flight"))
+                        } else if inflight.contains_key(&request.request_id) {
+                            // Replacing the request in flight would let one id
+                            // stand for two deliveries and slip past the limit.
+                            Some((ErrorCode::BadRequest, "this request id is in flight"))
+                        } else {
+                            None
+                        };
+                        if let Some((code, message)) = refused {
                             metrics::browser_request(RequestResult::Refused);
-                            let msg = error_frame(ErrorCode::TooManyRequests, "too many requests in flight", request.request_id);
-                            send_server(control, &msg).await.map_err(|e| refusal_for(&e))?;
+                            let msg = error_frame(code, message, request.request_id);
+                            send_server(control, &msg, write).await.map_err(|e| refusal_for(&e))?;
                             continue;
                         }
                         let seg = request.id.as_ref().and_then(|id| SegmentId::from_pb(id).ok());
                         let Some(seg) = seg.filter(|s| s.stream == id) else {
                             metrics::browser_request(RequestResult::Refused);
                             let msg = error_frame(ErrorCode::BadRequest, "request for no segment of this stream", request.request_id);
-                            send_server(control, &msg).await.map_err(|e| refusal_for(&e))?;
+                            send_server(control, &msg, write).await.map_err(|e| refusal_for(&e))?;
                             continue;
                         };
+                        // Only a request the gateway takes on keeps the session alive.
+                        idle.as_mut().reset(Instant::now() + limits.idle_timeout);
                         let wait = Duration::from_millis(u64::from(request.deadline_ms)).min(limits.max_wait);
                         let task = deliver(
                             shared.clone(),
@@ -306,9 +268,7 @@ async fn serve(
                             errors_tx.clone(),
                         );
                         let handle = deliveries.spawn(task.in_current_span());
-                        if let Some(old) = inflight.insert(request.request_id, handle) {
-                            old.abort();
-                        }
+                        inflight.insert(request.request_id, handle);
                     }
                     Some(client_message::Body::Cancel(cancel)) => {
                         if let Some(handle) = inflight.remove(&cancel.request_id) {
@@ -322,7 +282,7 @@ async fn serve(
                 }
             }
             Some(msg) = errors.recv() => {
-                send_server(control, &msg).await.map_err(|e| refusal_for(&e))?;
+                send_server(control, &msg, write).await.map_err(|e| refusal_for(&e))?;
             }
             Some(done) = deliveries.join_next(), if !deliveries.is_empty() => {
                 if let Ok(request_id) = done {
@@ -339,7 +299,7 @@ async fn serve(
                             headers: vec![segment.header.signed().to_pb()],
                         })),
                     };
-                    send_server(control, &msg).await.map_err(|e| refusal_for(&e))?;
+                    send_server(control, &msg, write).await.map_err(|e| refusal_for(&e))?;
                 }
             }
             _ = &mut idle => return Err(Refusal::new(ErrorCode::Idle, "no request for too long")),
@@ -437,22 +397,26 @@ async fn deliver(
 ) -> u64 {
     let segment = match shared.node.segment(&id) {
         Some(segment) => Some(segment),
+        None if wait.is_zero() => None,
         None => {
-            let (tx, rx) = oneshot::channel();
-            lock(&shared.waiters).entry(id).or_default().push(tx);
             // Fetched now if the node will not receive it by itself (a VOD
             // segment, an old live one): from its disk cache, a holder, or the
             // origin before the deadline.
-            if !wait.is_zero() && shared.node.demand(id, wait).await.is_err() {
+            if shared.node.demand(id, wait).await.is_err() {
                 return request_id;
             }
-            // Re-check: it may have arrived between the lookup and the registration.
-            match shared.node.segment(&id) {
-                Some(segment) => Some(segment),
-                None => match tokio::time::timeout(wait, rx).await {
-                    Ok(_) => shared.node.segment(&id),
-                    Err(_) => None,
-                },
+            match arrival(&shared, id, Instant::now() + wait).await {
+                Ok(segment) => segment,
+                Err(()) => {
+                    answer.0 = RequestResult::Refused;
+                    let msg = error_frame(
+                        ErrorCode::TooManyRequests,
+                        "the gateway has too many requests waiting",
+                        request_id,
+                    );
+                    let _ = errors.send(msg).await;
+                    return request_id;
+                }
             }
         }
     };
@@ -475,6 +439,7 @@ async fn deliver(
             .await;
         return request_id;
     };
+    let segment = shared.answer(&id, segment);
     let size = segment.body.len() as u64;
     let limit = shared.config.limits.max_inflight_bytes;
     let reserved = Reserved::new(sending, size);
@@ -489,7 +454,10 @@ async fn deliver(
         let _ = errors.send(msg).await;
         return request_id;
     }
-    let sent = async {
+    let limits = &shared.config.limits;
+    let limit = limits.write_timeout
+        + Duration::from_secs_f64(size as f64 / limits.min_delivery_rate.max(1) as f64);
+    let sent = tokio::time::timeout(limit, async {
         let mut stream = connection
             .open_uni()
             .await
@@ -508,8 +476,9 @@ async fn deliver(
             .await
             .map_err(|e| e.to_string())?;
         stream.finish().await.map_err(|e| e.to_string())
-    }
-    .await;
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("not sent within {limit:?}")));
     drop(reserved);
     match sent {
         Ok(()) => {
@@ -519,4 +488,28 @@ async fn deliver(
         Err(e) => tracing::debug!(request_id, "delivery of {id} failed: {e}"),
     }
     request_id
+}
+
+/// Waits until `deadline` for segment `id` to be stored: `Ok(None)` when it
+/// does not come, `Err` when the gateway has too many requests waiting.
+async fn arrival(
+    shared: &Arc<Shared>,
+    id: SegmentId,
+    deadline: Instant,
+) -> Result<Option<meshcast_node::store::Segment>, ()> {
+    loop {
+        // Registered before the store is checked, so an arrival in between
+        // is not missed.
+        let mut waiting = Waiting::start(shared, id).ok_or(())?;
+        if let Some(segment) = shared.node.segment(&id) {
+            return Ok(Some(segment));
+        }
+        // A wake-up may be for everyone (missed events): check and wait again.
+        if tokio::time::timeout_at(deadline, &mut waiting.arrived)
+            .await
+            .is_err()
+        {
+            return Ok(shared.node.segment(&id));
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! `GET /.well-known/meshcast`: how a page finds and pins this gateway.
 //!
 //! JSON with the WebTransport URL, the SHA-256 hashes of the certificates a
-//! browser may pin (`serverCertificateHashes`), the node's peer id and
-//! addresses, and the version. CORS is open: the player page usually comes
+//! browser may pin (`serverCertificateHashes`), the node's peer id and the
+//! external addresses its operator configured (never its listen addresses,
+//! which name internal interfaces), and the version. CORS is open: the player page usually comes
 //! from another origin.
 
 use std::sync::Arc;
@@ -35,7 +36,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 async fn well_known(shared: Arc<Shared>) -> Response {
     let addresses = match shared.node.info().await {
         Ok(info) => info
-            .listen_addrs
+            .external_addrs
             .iter()
             .map(|a| format!("{a}/p2p/{}", info.peer_id))
             .collect(),

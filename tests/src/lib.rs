@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 pub mod hostile;
 pub mod live;
+pub mod relay;
 
 /// An ephemeral port on 127.0.0.1.
 pub fn local() -> std::net::SocketAddr {

@@ -3,90 +3,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use meshcast_node::publisher::Publisher;
 use meshcast_node::unix_now_us as now_us;
 use meshcast_proto::pb::ErrorCode;
-use meshcast_proto::{PublisherKey, SegmentId, SegmentKind, StreamId, token};
+use meshcast_proto::{PublisherKey, SegmentId, SegmentKind, token};
 use meshcast_relay::certs::CertSource;
-use meshcast_relay::{Client, ClientError, ClientEvent, Gateway};
-use meshcast_tests::{TestNode, config, follow, init_logs, local, media_dir, publisher_config};
-
-/// An origin, a publisher, a plain node and a relay node (with a gateway): a 3-node mesh.
-struct Mesh {
-    _origin: meshcast_origin::Running,
-    _publisher: TestNode,
-    _node: TestNode,
-    _relay: TestNode,
-    gateway: Gateway,
-    stream: StreamId,
-    key: PublisherKey,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-async fn mesh(private: bool, gateway_config: meshcast_relay::Config) -> Mesh {
-    let origin = meshcast_origin::spawn(media_dir(), local())
-        .await
-        .expect("origin");
-    let publisher = TestNode::start(config()).await;
-    let key = PublisherKey::from_seed([21; 32]);
-    let mut cfg = publisher_config(format!("{}/live/master.m3u8", origin.url()), "relay-test");
-    cfg.private = private;
-    let ingest = Publisher::start(publisher.node.clone(), key.clone(), cfg)
-        .await
-        .expect("publisher");
-    let stream = ingest.stream_id();
-    let node = TestNode::start(config()).await;
-    follow(&node, &publisher, stream).await;
-    let relay = TestNode::start(config()).await;
-    relay.node.dial(node.addr.clone()).await.expect("dial");
-    relay.node.dial(publisher.addr.clone()).await.expect("dial");
-    let (gateway, driver) = Gateway::bind(relay.node.clone(), gateway_config)
-        .await
-        .expect("gateway");
-    let tasks = vec![
-        tokio::spawn(async move {
-            ingest.run().await;
-        }),
-        tokio::spawn(driver.run()),
-    ];
-    Mesh {
-        _origin: origin,
-        _publisher: publisher,
-        _node: node,
-        _relay: relay,
-        gateway,
-        stream,
-        key,
-        tasks,
-    }
-}
-
-fn gateway_config() -> meshcast_relay::Config {
-    meshcast_relay::Config {
-        listen: local(),
-        web_listen: local(),
-        ..Default::default()
-    }
-}
-
-async fn connect(mesh: &Mesh, token: &str) -> Result<Client, ClientError> {
-    Client::connect(
-        mesh.gateway.url(),
-        &mesh.gateway.cert_hashes(),
-        mesh.stream,
-        token,
-        Duration::from_secs(15),
-    )
-    .await
-}
+use meshcast_relay::{Client, ClientError, ClientEvent};
+use meshcast_tests::relay::{connect, gateway_config, mesh, mesh_with};
+use meshcast_tests::{init_logs, media_dir};
 
 fn origin_bytes(uri: &str) -> Vec<u8> {
     std::fs::read(media_dir().join(uri)).expect("origin file")
@@ -111,7 +34,7 @@ async fn a_native_client_fetches_every_segment_of_the_live_stream_through_the_re
     // Every segment the publisher holds (both renditions' init segments and
     // live windows). The relay may still be catching up: its gateway waits for
     // segments on their way.
-    let published = mesh._publisher.held(&mesh.stream);
+    let published = mesh.publisher.held(&mesh.stream);
     assert!(
         published.len() >= 14,
         "the publisher holds only {}",
@@ -436,7 +359,13 @@ async fn well_known_describes_the_gateway_and_welcome_lists_other_gateways() {
         url: "https://edge.example:4433/".into(),
         cert_hashes: vec![peer_hash.clone()],
     }];
-    let mesh = mesh(false, config).await;
+    // A public address the operator configured; the node listens on 127.0.0.1.
+    let public = "/dns4/relay.example/udp/4001/quic-v1";
+    let relay_config = meshcast_node::Config {
+        external: vec![public.parse().expect("multiaddr")],
+        ..meshcast_tests::config()
+    };
+    let mesh = mesh_with(false, config, relay_config).await;
     let response = http_get(mesh.gateway.web_addr(), meshcast_relay::wellknown::PATH).await;
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -454,8 +383,14 @@ async fn well_known_describes_the_gateway_and_welcome_lists_other_gateways() {
         .map(|h| hex::encode(h.as_ref()))
         .collect();
     assert_eq!(doc.certificate_hashes, hashes);
-    assert_eq!(doc.peer_id, mesh._relay.node.peer_id().to_string());
-    assert!(!doc.addresses.is_empty());
+    assert_eq!(doc.peer_id, mesh.relay.node.peer_id().to_string());
+    // Only the configured public address: listen addresses name internal
+    // interfaces.
+    assert_eq!(
+        doc.addresses,
+        vec![format!("{public}/p2p/{}", doc.peer_id)],
+        "the well-known document lists addresses nobody configured as public"
+    );
 
     // A page that follows the document connects with exactly what it says.
     let mut pinned = [0u8; 32];

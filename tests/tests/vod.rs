@@ -190,6 +190,10 @@ async fn a_gateway_fetches_vod_segments_on_demand_and_keeps_them() {
     let gateway_config = meshcast_relay::Config {
         listen: local(),
         web_listen: local(),
+        serve: meshcast_relay::Serve {
+            streams: vec![vod.stream],
+            ..Default::default()
+        },
         ..Default::default()
     };
     let (gateway, driver) = Gateway::bind(relay.node.clone(), gateway_config)

@@ -458,6 +458,11 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
             .map(|f| (f.seed, f.descriptor.descriptor().issued_at_us))
     }
 
+    /// The descriptor of a followed stream.
+    pub fn descriptor(&self, stream: &StreamId) -> Option<&VerifiedDescriptor> {
+        self.streams.get(stream).map(|f| &f.descriptor)
+    }
+
     /// Is the segment held, in memory or on disk?
     pub fn holds(&self, id: &SegmentId) -> bool {
         self.store.lock().contains(id) || self.on_disk.contains_key(id)

@@ -379,6 +379,7 @@ impl Driver {
                 let _ = reply.send(Info {
                     peer_id: *self.swarm.local_peer_id(),
                     listen_addrs: self.swarm.listeners().cloned().collect(),
+                    external_addrs: self.config.external.clone(),
                     connected: self.swarm.connected_peers().copied().collect(),
                 });
             }
@@ -418,6 +419,13 @@ impl Driver {
             }
             Command::KnownDescriptor(id, reply) => {
                 let _ = reply.send(self.known_descriptor(&id));
+            }
+            Command::Followed(id, reply) => {
+                let _ = reply.send(self.mesh.descriptor(&id).cloned());
+            }
+            Command::Unfollow(id, reply) => {
+                self.mesh.unfollow(&id, now);
+                let _ = reply.send(());
             }
             Command::FindStream(id, reply) => {
                 let key = kad::RecordKey::new(id.as_bytes());

@@ -69,6 +69,8 @@ pub(super) enum Command {
     Publish(VerifiedDescriptor, oneshot::Sender<()>),
     FindStream(StreamId, oneshot::Sender<Option<VerifiedDescriptor>>),
     KnownDescriptor(StreamId, oneshot::Sender<Option<VerifiedDescriptor>>),
+    Followed(StreamId, oneshot::Sender<Option<VerifiedDescriptor>>),
+    Unfollow(StreamId, oneshot::Sender<()>),
     Inject(VerifiedHeader, Bytes, oneshot::Sender<()>),
 }
 
@@ -77,6 +79,9 @@ pub(super) enum Command {
 pub struct Info {
     pub peer_id: PeerId,
     pub listen_addrs: Vec<Multiaddr>,
+    /// The addresses the operator configured as public (`external`): the
+    /// only ones fit to publish (listen addresses include internal ones).
+    pub external_addrs: Vec<Multiaddr>,
     pub connected: Vec<PeerId>,
 }
 
@@ -166,6 +171,22 @@ impl Node {
         seed: Seed,
     ) -> Result<(), NodeError> {
         self.ask(|tx| Command::Follow(descriptor, seed, tx)).await
+    }
+
+    /// The descriptor of `stream` if this node follows it. A gateway asks
+    /// before serving a stream its operator chose to serve only if followed.
+    pub async fn followed(
+        &self,
+        stream: StreamId,
+    ) -> Result<Option<VerifiedDescriptor>, NodeError> {
+        self.ask(|tx| Command::Followed(stream, tx)).await
+    }
+
+    /// Stops following a stream: no more announcements, pushes or provider
+    /// records for it; what the store holds ages out. A gateway calls it when
+    /// a stream it followed for viewers has had none for a while.
+    pub async fn unfollow(&self, stream: StreamId) -> Result<(), NodeError> {
+        self.ask(|tx| Command::Unfollow(stream, tx)).await
     }
 
     /// A viewer needs segment `id` of a followed stream within `within`:

@@ -51,6 +51,10 @@ pub struct NodeConfig {
     /// Also write verified segments here (VOD, inspection).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<PathBuf>,
+    /// Fetch origin fallbacks from loopback and private addresses too (an
+    /// origin on your own network). Off, no stream can make the node request
+    /// anything inside its network.
+    pub allow_private_origins: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +85,7 @@ impl Default for NodeConfig {
             relays: Vec::new(),
             follow: Vec::new(),
             cache_dir: None,
+            allow_private_origins: false,
         }
     }
 }
@@ -236,6 +241,10 @@ pub struct Overrides {
     /// Log format on standard error [config: log.format]
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
+    /// Fetch origin fallbacks from loopback and private addresses too, for
+    /// an origin on your own network [config: node.allow_private_origins]
+    #[arg(long)]
+    allow_private_origins: bool,
 }
 
 /// Flag names by configuration key, for messages that say where a value came from.
@@ -246,6 +255,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("node.cache_dir", "--cache-dir"),
     ("node.relays", "--relay"),
     ("node.external", "--external"),
+    ("node.allow_private_origins", "--allow-private-origins"),
     ("store.max_bytes", "--store-max-bytes"),
     ("store.live_window", "--live-window"),
     ("store.disk_max_bytes", "--disk-max-bytes"),
@@ -292,6 +302,9 @@ impl Provider for Overrides {
         }
         if !self.external.is_empty() {
             node.insert("external".into(), self.external.clone().into());
+        }
+        if self.allow_private_origins {
+            node.insert("allow_private_origins".into(), true.into());
         }
         if let Some(dir) = &self.cache_dir {
             node.insert(
@@ -875,6 +888,7 @@ impl Config {
             live_window: self.store.live_window,
             cache_dir: self.node.cache_dir.clone(),
             cache_max_bytes: self.store.disk_max_bytes,
+            allow_private_origins: self.node.allow_private_origins,
             ..meshcast_node::Config::default()
         })
     }

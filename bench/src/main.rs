@@ -337,6 +337,7 @@ async fn watch(
                     expected += 1;
                 }
             }
+            ClientEvent::Gateways(_) => {}
             ClientEvent::Delivered {
                 request_id, body, ..
             } => {

@@ -522,6 +522,7 @@ async fn view(
                     v.expected += 1;
                 }
             }
+            ClientEvent::Gateways(_) => {}
             ClientEvent::Delivered {
                 request_id, body, ..
             } => {

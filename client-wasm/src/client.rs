@@ -267,6 +267,7 @@ async fn read_well_known(url: &str) -> Result<GatewayAddr, String> {
         cert_hashes.push(digest);
     }
     Ok(GatewayAddr {
+        record: None,
         url: webtransport,
         cert_hashes,
     })
@@ -320,7 +321,8 @@ async fn open_gateway(inner: &Shared, index: usize, refresh: bool) -> Result<(),
         let mut reader = ControlReader::default();
         loop {
             if let Some(msg) = reader.next_message().map_err(|e| e.to_string())? {
-                let welcomed = session::welcome(msg, &stream).map_err(|e| e.to_string());
+                let welcomed =
+                    session::welcome(msg, &stream, unix_now_us()).map_err(|e| e.to_string());
                 return Ok::<_, String>((session, control, reader, welcomed?));
             }
             match read_chunk(&control).await? {
@@ -348,20 +350,11 @@ async fn open_gateway(inner: &Shared, index: usize, refresh: bool) -> Result<(),
         }) {
             i.descriptor = Some(welcomed.descriptor);
         }
-        let mut added = Vec::new();
-        for other in welcomed.gateways {
-            if let Some(new) = i.pool.add(&other.url) {
-                i.gateways.push(Gateway {
-                    addr: other,
-                    entry: false,
-                    session: None,
-                    generation: 0,
-                });
-                added.push(new);
-            }
-        }
+        let added = learn_gateways(&mut i, welcomed.gateways);
         let g = &mut i.gateways[index];
-        g.addr = addr.clone();
+        if entry && refresh {
+            g.addr = addr.clone();
+        }
         g.generation += 1;
         g.session = Some(session.clone());
         let generation = g.generation;
@@ -384,16 +377,59 @@ async fn open_gateway(inner: &Shared, index: usize, refresh: bool) -> Result<(),
             gateway_down(&inner, index, generation, &reason, false);
         });
     }
-    for new in added {
+    connect_all(inner, added);
+    emit(inner, event("gateway-connected", &addr.url, ""));
+    Ok(())
+}
+
+/// Takes in a gateway list (a Welcome's or a later update): an unknown
+/// gateway is added; a newer signed record of a known one replaces its
+/// address (a restart, a new certificate), and if it was down it is
+/// reconnected at once. Returns the gateways to connect now.
+fn learn_gateways(i: &mut Inner, list: Vec<GatewayAddr>) -> Vec<usize> {
+    let mut connect = Vec::new();
+    for addr in list {
+        match i.gateways.iter().position(|g| addr.same_gateway(&g.addr)) {
+            Some(index) => {
+                if addr.replaces(&i.gateways[index].addr) {
+                    let now = i.pool.moved(index, &addr.url);
+                    i.gateways[index].addr = addr;
+                    if now {
+                        connect.push(index);
+                    }
+                }
+            }
+            None => {
+                if let Some(new) = i.pool.add(&addr.url) {
+                    i.gateways.push(Gateway {
+                        addr,
+                        entry: false,
+                        session: None,
+                        generation: 0,
+                    });
+                    connect.push(new);
+                }
+            }
+        }
+    }
+    connect
+}
+
+/// Opens sessions to `gateways` in the background.
+fn connect_all(inner: &Shared, gateways: Vec<usize>) {
+    for index in gateways {
         let inner = inner.clone();
         spawn_local(async move {
-            if let Err(e) = open_gateway(&inner, new, false).await {
-                failed_to_open(&inner, new, &e);
+            if let Err(e) = open_gateway(&inner, index, false).await {
+                failed_to_open(&inner, index, &e);
             }
         });
     }
-    emit(inner, event("gateway-connected", &addr.url, ""));
-    Ok(())
+}
+
+/// The wall clock in µs since the epoch, for gateway records' expiry.
+fn unix_now_us() -> u64 {
+    (js_sys::Date::now() * 1000.0).max(0.0) as u64
 }
 
 fn failed_to_open(inner: &Shared, index: usize, reason: &str) {
@@ -516,7 +552,7 @@ async fn control_task(
                     return;
                 }
             };
-            match session::server_event(msg, &key) {
+            match session::server_event(msg, &key, unix_now_us()) {
                 Ok(Some(ServerEvent::Error {
                     code,
                     message,
@@ -525,6 +561,10 @@ async fn control_task(
                 Ok(Some(ServerEvent::Error { message, .. })) => {
                     gateway_down(&inner, index, generation, &message, false);
                     return;
+                }
+                Ok(Some(ServerEvent::Gateways(list))) => {
+                    let connect = learn_gateways(&mut inner.borrow_mut(), list);
+                    connect_all(&inner, connect);
                 }
                 Ok(Some(ServerEvent::Announced(_)) | None) => {}
                 Err(e) => {

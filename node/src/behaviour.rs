@@ -153,6 +153,12 @@ pub fn topic(stream: &meshcast_proto::StreamId, rendition: u32) -> gossipsub::Id
     gossipsub::IdentTopic::new(format!("meshcast/v1/{stream}/{rendition}"))
 }
 
+/// The gossip topic gateway records travel on. Every node subscribes, so
+/// records cross the whole mesh, not just between gateways.
+pub fn gateways_topic() -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new("meshcast/v1/gateways")
+}
+
 /// The stream and rendition a topic hash names, if it is one of ours.
 pub fn parse_topic(topic: &gossipsub::TopicHash) -> Option<crate::mesh::Topic> {
     let rest = topic.as_str().strip_prefix("meshcast/v1/")?;

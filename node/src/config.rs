@@ -31,6 +31,11 @@ pub struct Config {
     pub redial_interval: Duration,
     /// A silent read longer than this ends a transfer.
     pub read_timeout: Duration,
+    /// Fetch origin fallbacks from loopback, private and other internal
+    /// addresses too (an origin on the operator's own network). Off, a
+    /// stream's descriptor cannot make the node request anything inside its
+    /// network (see [`crate::origin`]).
+    pub allow_private_origins: bool,
     /// Serve no segment bytes to peers (announce only): a publisher on a thin
     /// uplink leaves the first copies to the origin.
     pub announce_only: bool,
@@ -129,6 +134,7 @@ impl Default for Config {
             ban_duration: Duration::from_secs(600),
             redial_interval: Duration::from_secs(10),
             read_timeout: Duration::from_secs(10),
+            allow_private_origins: false,
             announce_only: false,
             cache_dir: None,
             cache_max_bytes: 10 << 30,

@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod mesh;
 pub mod metrics;
 pub mod node;
+pub mod origin;
 pub mod publisher;
 
 pub use config::{Config, Faults};

@@ -17,6 +17,8 @@ pub const BACKOFF_MIN_MS: u64 = 1_000;
 pub const BACKOFF_MAX_MS: u64 = 30_000;
 /// How long a gateway that sent forged data is shunned.
 pub const BAN_MS: u64 = 120_000;
+/// Most gateways a viewer keeps.
+pub const MAX_POOL: usize = 16;
 /// Weight of a new throughput sample.
 const EWMA_ALPHA: f64 = 0.3;
 /// Deliveries smaller than this say more about latency than throughput.
@@ -68,9 +70,11 @@ impl Pool {
     }
 
     /// Adds a gateway in state `Connecting` and returns its index; `None` when
-    /// the URL is already known (call sites then need not connect again).
+    /// the URL is already known (call sites then need not connect again) or
+    /// the pool holds [`MAX_POOL`] already (gateways push lists: a hostile
+    /// one must not grow the pool without end).
     pub fn add(&mut self, url: &str) -> Option<usize> {
-        if self.gateways.iter().any(|g| g.url == url) {
+        if self.gateways.len() >= MAX_POOL || self.gateways.iter().any(|g| g.url == url) {
             return None;
         }
         self.gateways.push(Gateway {
@@ -82,6 +86,25 @@ impl Pool {
             banned: false,
         });
         Some(self.gateways.len() - 1)
+    }
+
+    /// The gateway published a newer signed record (a restart, a new
+    /// certificate): its address is now `url`, its past failures say nothing
+    /// about it, and if it is down (not banned) it is due now. Returns whether
+    /// the caller should reconnect it at once.
+    pub fn moved(&mut self, index: usize, url: &str) -> bool {
+        let Some(g) = self.gateways.get_mut(index) else {
+            return false;
+        };
+        g.url = url.to_string();
+        g.failures = 0;
+        match g.state {
+            State::Down { .. } if !g.banned => {
+                g.state = State::Connecting;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The session is open: the gateway can take requests.
@@ -216,6 +239,31 @@ impl Pool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_pool_is_bounded_and_a_moved_gateway_is_retried_at_once() {
+        let mut pool = Pool::new();
+        for i in 0..MAX_POOL + 4 {
+            pool.add(&format!("https://g{i}/"));
+        }
+        assert_eq!(pool.gateways().len(), MAX_POOL);
+        pool.connected(0);
+        pool.closed(0, 1_000);
+        assert!(pool.due(1_000).is_empty(), "in its backoff");
+        assert!(pool.moved(0, "https://g0-new/"), "down: reconnect now");
+        assert_eq!(pool.get(0).map(|g| g.url.as_str()), Some("https://g0-new/"));
+        pool.connected(1);
+        assert!(
+            !pool.moved(1, "https://g1-new/"),
+            "connected: keep its session"
+        );
+        pool.ban(2, 1_000);
+        assert!(
+            !pool.moved(2, "https://g2-new/"),
+            "a ban outlives a new address"
+        );
+    }
+
     use super::*;
 
     fn pool(n: usize) -> Pool {

@@ -25,6 +25,7 @@ pub mod balance;
 mod canonical;
 pub mod descriptor;
 pub mod frame;
+pub mod gateway;
 pub mod id;
 pub mod keys;
 pub mod segment;

@@ -18,8 +18,8 @@ use bytes::{Bytes, BytesMut};
 use crate::frame::{self, Decoder, FrameError, Item, Limits};
 use crate::pb::{self, client_message, server_message};
 use crate::{
-    BodyError, BodyVerifier, SegmentId, SignedDescriptor, SignedHeader, StreamId, StreamKey,
-    VerifiedDescriptor, VerifiedHeader, VerifyError,
+    BodyError, BodyVerifier, PublicKey, SegmentId, SignedDescriptor, SignedHeader, StreamId,
+    StreamKey, VerifiedDescriptor, VerifiedHeader, VerifyError,
 };
 
 /// What a viewer accepts from a gateway: the protocol maxima.
@@ -113,13 +113,70 @@ pub fn encode(msg: &pb::ClientMessage) -> Result<Bytes, FrameError> {
     frame::encode(msg, &LIMITS)
 }
 
-/// Another gateway a Welcome named.
+/// Another gateway a Welcome (or a later gateway list) named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayAddr {
     /// `https://host:port/` WebTransport URL.
     pub url: String,
     /// SHA-256 digests of self-signed certificates to accept.
     pub cert_hashes: Vec<[u8; 32]>,
+    /// The node whose signed record this is, and when it was issued; `None`
+    /// for an operator's bare hint. A viewer keeps the newest record per node.
+    pub record: Option<(PublicKey, u64)>,
+}
+
+impl GatewayAddr {
+    /// Whether this entry should replace `old`: a newer record of the same
+    /// node. A record never yields to a bare entry or an older record.
+    pub fn replaces(&self, old: &GatewayAddr) -> bool {
+        match (self.record, old.record) {
+            (Some((node, issued)), Some((old_node, old_issued))) => {
+                node == old_node && issued > old_issued
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether both name the same gateway: the same node, or (bare hints)
+    /// the same URL.
+    pub fn same_gateway(&self, other: &GatewayAddr) -> bool {
+        match (self.record, other.record) {
+            (Some((a, _)), Some((b, _))) => a == b,
+            _ => self.url == other.url,
+        }
+    }
+}
+
+/// The usable entries of a gateway list: records that verify (signed by the
+/// node they name, within the limits, not expired at `now_us`) and
+/// well-formed bare hints. Anything else is skipped, not fatal: it only costs
+/// the viewer a gateway. At most [`MAX_GATEWAYS`].
+pub fn gateways(list: &[pb::Gateway], now_us: u64) -> Vec<GatewayAddr> {
+    list.iter()
+        .filter_map(|g| match &g.record {
+            Some(signed) => {
+                let record = crate::gateway::verify(signed, now_us).ok()?;
+                Some(GatewayAddr {
+                    url: record.url,
+                    cert_hashes: record.cert_hashes,
+                    record: Some((record.node, record.issued_at_us)),
+                })
+            }
+            None => {
+                let cert_hashes = g
+                    .cert_hashes
+                    .iter()
+                    .map(|h| <[u8; 32]>::try_from(h.as_ref()).ok())
+                    .collect::<Option<Vec<_>>>()?;
+                (g.url.starts_with("https://") && g.url.len() <= 2048).then(|| GatewayAddr {
+                    url: g.url.clone(),
+                    cert_hashes,
+                    record: None,
+                })
+            }
+        })
+        .take(MAX_GATEWAYS)
+        .collect()
 }
 
 /// A verified Welcome.
@@ -132,8 +189,13 @@ pub struct Welcomed {
 }
 
 /// Checks the gateway's first frame: a Welcome whose descriptor is signed by
-/// the publisher of `stream` and whose live-edge headers verify.
-pub fn welcome(msg: pb::ServerMessage, stream: &StreamId) -> Result<Welcomed, SessionError> {
+/// the publisher of `stream` and whose live-edge headers verify. `now_us`
+/// (the viewer's clock) decides which gateway records have expired.
+pub fn welcome(
+    msg: pb::ServerMessage,
+    stream: &StreamId,
+    now_us: u64,
+) -> Result<Welcomed, SessionError> {
     let welcome = match msg.body {
         Some(server_message::Body::Welcome(w)) => w,
         Some(server_message::Body::Error(e)) => return Err(refused(&e)),
@@ -152,24 +214,7 @@ pub fn welcome(msg: pb::ServerMessage, stream: &StreamId) -> Result<Welcomed, Se
         .iter()
         .map(|h| verify_header(h, &key))
         .collect::<Result<Vec<_>, _>>()?;
-    // Malformed entries are skipped, not fatal: they only cost the viewer an
-    // extra gateway, and the entry gateway itself is fine.
-    let gateways = welcome
-        .gateways
-        .iter()
-        .filter_map(|g| {
-            let cert_hashes = g
-                .cert_hashes
-                .iter()
-                .map(|h| <[u8; 32]>::try_from(h.as_ref()).ok())
-                .collect::<Option<Vec<_>>>()?;
-            (g.url.starts_with("https://") && g.url.len() <= 2048).then(|| GatewayAddr {
-                url: g.url.clone(),
-                cert_hashes,
-            })
-        })
-        .take(MAX_GATEWAYS)
-        .collect();
+    let gateways = gateways(&welcome.gateways, now_us);
     Ok(Welcomed {
         descriptor,
         key,
@@ -197,6 +242,8 @@ fn refused(e: &pb::Error) -> SessionError {
 pub enum ServerEvent {
     /// New segments at the live edge, headers verified.
     Announced(Vec<VerifiedHeader>),
+    /// The gateways to use now (verified; see [`gateways`]).
+    Gateways(Vec<GatewayAddr>),
     /// A request (or, with `request_id` 0, the session) failed.
     Error {
         code: pb::ErrorCode,
@@ -210,6 +257,7 @@ pub enum ServerEvent {
 pub fn server_event(
     msg: pb::ServerMessage,
     key: &StreamKey,
+    now_us: u64,
 ) -> Result<Option<ServerEvent>, SessionError> {
     Ok(match msg.body {
         Some(server_message::Body::Announce(a)) => Some(ServerEvent::Announced(
@@ -223,6 +271,9 @@ pub fn server_event(
             message: e.message,
             request_id: e.request_id,
         }),
+        Some(server_message::Body::Gateways(list)) => {
+            Some(ServerEvent::Gateways(gateways(&list.gateways, now_us)))
+        }
         Some(server_message::Body::Welcome(_)) => {
             return Err(SessionError::Protocol("a second Welcome".into()));
         }

@@ -159,6 +159,32 @@ impl Descriptor {
         let playlist = resolve(&self.origin_url, &rendition.uri)?;
         resolve(&playlist, uri)
     }
+
+    /// [`segment_url`](Self::segment_url) for a node's origin fallback: the
+    /// URL only if it lies under the origin, i.e. starts with `origin_url`
+    /// up to the last `/` of its path (same scheme, host, port and path
+    /// prefix). A segment URI that is absolute elsewhere, or climbs out
+    /// with `..`, is refused: the header's signer chose it, and a node must
+    /// not fetch where a stranger's stream tells it to.
+    pub fn origin_segment_url(&self, rendition: u32, uri: &str) -> Result<String, String> {
+        let url = self.segment_url(rendition, uri).ok_or_else(|| {
+            format!("stream names no origin for rendition {rendition} (or {uri:?} is no URI)")
+        })?;
+        let base = self.origin_url.split(['?', '#']).next().unwrap_or_default();
+        let scheme_end = base.find("://").map_or(0, |i| i + 3);
+        let prefix = match base[scheme_end..].rfind('/') {
+            Some(slash) => &base[..scheme_end + slash + 1],
+            None => return Err(format!("origin {:?} has no path", self.origin_url)),
+        };
+        if !(prefix.starts_with("http://") || prefix.starts_with("https://")) {
+            return Err(format!("origin {:?} is not http or https", self.origin_url));
+        }
+        if url.starts_with(prefix) {
+            Ok(url)
+        } else {
+            Err(format!("{url} is outside the stream's origin {prefix}"))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -252,6 +278,25 @@ mod tests {
             Some("https://other.example/x.ts")
         );
         assert_eq!(d.segment_url(4, "seg-7.ts"), None);
+        assert_eq!(
+            d.origin_segment_url(3, "seg-7.ts").as_deref(),
+            Ok("https://cdn.example/live/video/720p/seg-7.ts")
+        );
+        for elsewhere in [
+            "https://other.example/x.ts",
+            "http://cdn.example/live/x.ts",
+            "https://cdn.example:8443/live/x.ts",
+            "../../../admin/x.ts",
+            "//cdn.example.evil/live/x.ts",
+            "/internal/x.ts",
+        ] {
+            assert!(
+                d.origin_segment_url(3, elsewhere).is_err(),
+                "{elsewhere} was let through"
+            );
+        }
+        d.origin_url = "file:///srv/live/master.m3u8".into();
+        assert!(d.origin_segment_url(3, "seg-7.ts").is_err());
         d.origin_url.clear();
         assert_eq!(d.segment_url(3, "seg-7.ts"), None);
     }

@@ -132,6 +132,32 @@ fn a_delivery_over_the_size_limit_is_refused_before_its_body() {
     );
 }
 
+/// The viewer's clock in these tests.
+const NOW_US: u64 = 1_000_000_000;
+
+/// A gateway list entry with a record of node `seed`, issued `age_s`
+/// seconds before NOW_US, valid for 60 s, signed by `signer` (default: the
+/// node).
+fn gateway_record(seed: u8, url: &str, age_s: u64, signer: Option<u8>) -> pb::Gateway {
+    use ed25519_dalek::Signer;
+    let node = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let record = meshcast_proto::gateway::GatewayRecord {
+        node: meshcast_proto::PublicKey::from_bytes(node.verifying_key().as_bytes()).expect("key"),
+        url: url.into(),
+        cert_hashes: vec![[age_s as u8; 32]],
+        issued_at_us: NOW_US - age_s * 1_000_000,
+        expires_at_us: NOW_US - age_s * 1_000_000 + 60_000_000,
+        streams: vec![],
+    };
+    let signer = ed25519_dalek::SigningKey::from_bytes(&[signer.unwrap_or(seed); 32]);
+    let signature = signer.sign(&record.signing_bytes()).to_bytes();
+    pb::Gateway {
+        url: String::new(),
+        cert_hashes: vec![],
+        record: Some(record.to_pb(&signature)),
+    }
+}
+
 fn welcome(
     descriptor: pb::StreamDescriptor,
     live_edge: Vec<pb::SegmentHeader>,
@@ -143,15 +169,23 @@ fn welcome(
                 pb::Gateway {
                     url: "https://other.example:4433/".into(),
                     cert_hashes: vec![Bytes::from(vec![7u8; 32])],
+                    record: None,
                 },
                 pb::Gateway {
                     url: "https://bad-hash.example/".into(),
                     cert_hashes: vec![Bytes::from(vec![7u8; 31])],
+                    record: None,
                 },
                 pb::Gateway {
                     url: "http://not-webtransport.example/".into(),
                     cert_hashes: vec![],
+                    record: None,
                 },
+                gateway_record(9, "https://gw.example:4433/", 9, None),
+                // Signed by another key than the one it names.
+                gateway_record(9, "https://forged.example:4433/", 1, Some(10)),
+                // Expired before the viewer's clock.
+                gateway_record(9, "https://old.example:4433/", 90, None),
             ],
             live_edge,
         })),
@@ -165,22 +199,31 @@ fn welcome_is_verified_and_keeps_only_usable_gateways() {
     let s = d.stream_key();
     let b = body(10, 0);
     let edge = header(&k, &s, 12, &b).to_pb();
-    let got = session::welcome(welcome(d.signed().to_pb(), vec![edge.clone()]), &s.id)
-        .expect("genuine welcome");
+    let got = session::welcome(
+        welcome(d.signed().to_pb(), vec![edge.clone()]),
+        &s.id,
+        NOW_US,
+    )
+    .expect("genuine welcome");
     assert_eq!(got.key, s);
     assert_eq!(got.live_edge[0].id().sequence, 12);
-    assert_eq!(got.gateways.len(), 1);
+    assert_eq!(got.gateways.len(), 2, "{:?}", got.gateways);
     assert_eq!(got.gateways[0].cert_hashes, vec![[7u8; 32]]);
+    assert_eq!(got.gateways[0].record, None);
+    // The record that verifies; the forged and the expired one are skipped.
+    assert_eq!(got.gateways[1].url, "https://gw.example:4433/");
+    assert!(got.gateways[1].record.is_some());
 
     // The descriptor of another stream, even genuinely signed, is refused.
     let other = descriptor(&k, "other").sign(&k).expect("sign");
-    let err = session::welcome(welcome(other.signed().to_pb(), vec![]), &s.id).unwrap_err();
+    let err = session::welcome(welcome(other.signed().to_pb(), vec![]), &s.id, NOW_US).unwrap_err();
     assert!(err.is_forgery(), "{err}");
 
     // A live-edge header with a bad signature is refused.
     let mut forged = edge;
     forged.sequence += 1;
-    let err = session::welcome(welcome(d.signed().to_pb(), vec![forged]), &s.id).unwrap_err();
+    let err =
+        session::welcome(welcome(d.signed().to_pb(), vec![forged]), &s.id, NOW_US).unwrap_err();
     assert!(err.is_forgery(), "{err}");
 
     // An Error instead of Welcome is a refusal with its code.
@@ -192,7 +235,7 @@ fn welcome_is_verified_and_keeps_only_usable_gateways() {
         })),
     };
     assert!(matches!(
-        session::welcome(refusal, &s.id),
+        session::welcome(refusal, &s.id, NOW_US),
         Err(SessionError::Refused {
             code: pb::ErrorCode::TokenRequired,
             ..
@@ -215,7 +258,7 @@ fn control_frames_are_cut_and_announcements_verified() {
     for byte in bytes.iter() {
         reader.feed(&[*byte]);
         if let Some(msg) = reader.next_message().expect("valid") {
-            match session::server_event(msg, &s).expect("genuine") {
+            match session::server_event(msg, &s, NOW_US).expect("genuine") {
                 Some(ServerEvent::Announced(h)) => assert_eq!(h[0].id().sequence, 3),
                 other => panic!("unexpected {other:?}"),
             }
@@ -228,7 +271,11 @@ fn control_frames_are_cut_and_announcements_verified() {
             headers: vec![header(&key(2), &s, 3, &b).to_pb()],
         })),
     };
-    assert!(session::server_event(forged, &s).unwrap_err().is_forgery());
+    assert!(
+        session::server_event(forged, &s, NOW_US)
+            .unwrap_err()
+            .is_forgery()
+    );
 
     let mut reader = ControlReader::default();
     reader.feed(&[0xff; 11]);
@@ -251,4 +298,35 @@ fn a_genuine_segment_other_than_the_one_asked_for_is_a_forgery() {
     assert!(err.is_forgery(), "{err}");
     asked.sequence = 5;
     assert_eq!(got.answers(&asked), Ok(()));
+}
+
+#[test]
+fn a_newer_record_of_the_same_gateway_replaces_the_older_and_nothing_else_does() {
+    let list = |entries: Vec<pb::Gateway>| session::gateways(&entries, NOW_US);
+    let old = list(vec![gateway_record(
+        9,
+        "https://gw.example:4433/",
+        30,
+        None,
+    )]);
+    let new = list(vec![gateway_record(9, "https://gw.example:4434/", 5, None)]);
+    let other = list(vec![gateway_record(
+        11,
+        "https://gw.example:4433/",
+        1,
+        None,
+    )]);
+    assert!(
+        new[0].replaces(&old[0]),
+        "a restart with a new port and hash"
+    );
+    assert!(!old[0].replaces(&new[0]), "an older record never wins");
+    assert!(!other[0].replaces(&old[0]), "another node's record");
+    assert!(other[0].same_gateway(&other[0]) && !other[0].same_gateway(&old[0]));
+    let bare = list(vec![pb::Gateway {
+        url: "https://gw.example:4433/".into(),
+        cert_hashes: vec![Bytes::from(vec![1u8; 32])],
+        record: None,
+    }]);
+    assert!(!bare[0].replaces(&old[0]) && !old[0].replaces(&bare[0]));
 }

@@ -61,6 +61,8 @@ pub enum ClientEvent {
     },
     /// A delivery failed verification: the gateway sent bad data.
     Rejected { request_id: u64, reason: String },
+    /// The gateway's current list of other gateways (records verified).
+    Gateways(Vec<GatewayAddr>),
 }
 
 pub struct Client {
@@ -155,10 +157,12 @@ impl Client {
             .await
             .map_err(|_| ClientError::Timeout(timeout))??
             .ok_or(ClientError::Closed)?;
-        let welcome = session::welcome(first, &stream).map_err(|e| match e {
-            SessionError::Refused { code, message } => ClientError::Refused { code, message },
-            e => ClientError::Protocol(e.to_string()),
-        })?;
+        let welcome = session::welcome(first, &stream, meshcast_node::unix_now_us()).map_err(
+            |e| match e {
+                SessionError::Refused { code, message } => ClientError::Refused { code, message },
+                e => ClientError::Protocol(e.to_string()),
+            },
+        )?;
         let descriptor = welcome.descriptor;
         let key = welcome.key;
         let live_edge = welcome.live_edge;
@@ -329,13 +333,15 @@ async fn read_session(
     loop {
         tokio::select! {
             msg = next_control(&mut recv, &mut control) => {
-                let event = match msg.map(|m| m.map(|m| session::server_event(m, &key))) {
+                let now = meshcast_node::unix_now_us();
+                let event = match msg.map(|m| m.map(|m| session::server_event(m, &key, now))) {
                     Ok(Some(Ok(Some(ServerEvent::Announced(headers))))) => {
                         for header in headers {
                             let _ = events.send(ClientEvent::Announced(header)).await;
                         }
                         continue;
                     }
+                    Ok(Some(Ok(Some(ServerEvent::Gateways(list))))) => ClientEvent::Gateways(list),
                     Ok(Some(Ok(Some(ServerEvent::Error { code, message, request_id })))) => {
                         lock(&asked).remove(&request_id);
                         ClientEvent::Error { code, message, request_id }

@@ -22,7 +22,7 @@ pub use crate::config::{Config, Faults, Limits, Peer, Serve};
 use crate::session;
 use crate::shared::{Shared, Slot, Stage, lock, wake, wake_all};
 use crate::wellknown;
-use crate::{admission, streams};
+use crate::{admission, records, streams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -98,6 +98,8 @@ impl Gateway {
             sessions: Mutex::default(),
             streams: Mutex::default(),
             waiters: Mutex::default(),
+            records: Mutex::default(),
+            records_changed: tokio::sync::watch::Sender::new(0),
             deliveries: AtomicU64::new(0),
             answers: AtomicU64::new(0),
             config,
@@ -151,6 +153,11 @@ impl Gateway {
         lock(&self.shared.waiters).total()
     }
 
+    /// Other gateways' records held now.
+    pub fn known_gateways(&self) -> usize {
+        lock(&self.shared.records).len()
+    }
+
     /// Streams served now (followed or found for viewers).
     pub fn streams(&self) -> usize {
         streams::count(&self.shared)
@@ -197,6 +204,11 @@ impl Driver {
         let every = (self.shared.config.limits.unfollow_after / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(60));
         let mut prune = tokio::time::interval(every);
+        // A new gateway may have no gossip peers yet: publish again soon,
+        // then less and less often, up to every REPUBLISH.
+        let mut publish_gap = Duration::from_secs(5);
+        let publish_at = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(publish_at);
         loop {
             let renew = tokio::time::Instant::now()
                 + self
@@ -221,9 +233,18 @@ impl Driver {
                     }
                 }
                 _ = prune.tick() => streams::prune(&self.shared).await,
+                _ = &mut publish_at => {
+                    self.publish_record().await;
+                    publish_at.as_mut().reset(tokio::time::Instant::now() + publish_gap);
+                    publish_gap = (publish_gap * 2).min(records::REPUBLISH);
+                }
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 event = arrivals.recv() => match event {
                     Ok(Event::Stored { id, .. }) => wake(&self.shared, &id),
+                    Ok(Event::GatewayRecord(record)) => {
+                        let (record, signed) = *record;
+                        self.learn(record, signed);
+                    }
                     Ok(_) => {}
                     // Lagged: some arrivals were missed; waiters re-check the store on wake-up
                     // anyway, so wake everyone.
@@ -236,6 +257,59 @@ impl Driver {
         }
         sessions.abort_all();
         web_task.abort();
+    }
+
+    /// Signs and gossips this gateway's record (see [`records`]).
+    async fn publish_record(&self) {
+        let Some(node) = self.shared.node.node_key() else {
+            return;
+        };
+        let now = meshcast_node::unix_now_us();
+        let cert_hashes = match self.shared.config.cert {
+            // Browsers check an operator's certificate through the Web PKI.
+            CertSource::Files { .. } => Vec::new(),
+            CertSource::SelfSigned { .. } => self
+                .shared
+                .current_hashes()
+                .iter()
+                .map(|h| *h.as_ref())
+                .collect(),
+        };
+        let mut served: Vec<meshcast_proto::StreamId> =
+            lock(&self.shared.streams).served.keys().copied().collect();
+        served.truncate(meshcast_proto::gateway::MAX_STREAMS);
+        let record = meshcast_proto::gateway::GatewayRecord {
+            node,
+            url: self.shared.url.clone(),
+            cert_hashes,
+            issued_at_us: now,
+            expires_at_us: now + records::LIFETIME.as_micros() as u64,
+            streams: served,
+        };
+        if let Err(e) = record.validate() {
+            tracing::warn!("not publishing a gateway record: {e}");
+            return;
+        }
+        if let Err(e) = self.shared.node.publish_gateway(&record).await {
+            tracing::warn!("publishing the gateway record failed: {e}");
+        }
+    }
+
+    /// Another gateway's record arrived (verified by the node).
+    fn learn(
+        &self,
+        record: meshcast_proto::gateway::GatewayRecord,
+        signed: meshcast_proto::pb::SignedGatewayRecord,
+    ) {
+        if Some(record.node) == self.shared.node.node_key() {
+            return;
+        }
+        let mut records = lock(&self.shared.records);
+        if records.insert(record, signed, meshcast_node::unix_now_us()) {
+            let version = records.version;
+            drop(records);
+            self.shared.records_changed.send_replace(version);
+        }
     }
 
     async fn renew(&mut self) {
@@ -257,13 +331,16 @@ impl Driver {
                 }
                 tracing::info!("new certificate {}", hex::encode(next.hash.as_ref()));
                 let now = SystemTime::now();
-                let mut hashes = lock(&self.shared.hashes);
-                // Keep the previous hash while its certificate is still valid.
-                hashes.retain(|(_, expires)| expires.is_some_and(|e| e > now));
-                hashes.insert(0, (next.hash.clone(), next.expires));
-                hashes.truncate(2);
-                drop(hashes);
+                {
+                    let mut hashes = lock(&self.shared.hashes);
+                    // Keep the previous hash while its certificate is still valid.
+                    hashes.retain(|(_, expires)| expires.is_some_and(|e| e > now));
+                    hashes.insert(0, (next.hash.clone(), next.expires));
+                    hashes.truncate(2);
+                }
                 self.issued = next;
+                // Viewers must learn the new hash before the old certificate ends.
+                self.publish_record().await;
             }
             Err(e) => {
                 tracing::error!("certificate renewal failed, retrying: {e}");

@@ -3,6 +3,7 @@
 //! - [`gateway`]: the WebTransport endpoint, its limits and its driver.
 //! - `session`: one browser session (Hello/Welcome, Request → delivery stream).
 //! - `streams`: which streams are served, followed and unfollowed for viewers.
+//! - `records`: gateway records, this gateway's and the mesh's others'.
 //! - `admission`: slot counts per address, per IPv6 /64 and in total.
 //! - [`certs`]: self-signed certificates with rotation, or an operator's files.
 //! - [`http`]: the HTTP endpoints' connection limits and timeouts.
@@ -15,6 +16,7 @@ pub mod client;
 pub mod config;
 pub mod gateway;
 pub mod http;
+mod records;
 mod session;
 mod shared;
 mod streams;

@@ -28,19 +28,10 @@ use wtransport::stream::BiStream;
 use wtransport::{Connection, VarInt};
 
 use crate::admission::canonical;
-use crate::shared::{Shared, Slot, Stage, Waiting};
+use crate::shared::{Refusal, Shared, Slot, Stage, Waiting, lock};
 use crate::streams;
 
 type Control = Framed<Compat<BiStream>>;
-
-/// An error for the client: a code and a message.
-pub(crate) struct Refusal(pub ErrorCode, pub String);
-
-impl Refusal {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self(code, message.into())
-    }
-}
 
 fn error_frame(code: ErrorCode, message: &str, request_id: u64) -> pb::ServerMessage {
     pb::ServerMessage {
@@ -190,19 +181,12 @@ async fn serve(
     let welcome = pb::ServerMessage {
         body: Some(server_message::Body::Welcome(pb::Welcome {
             descriptor: Some(descriptor.signed().to_pb()),
-            gateways: shared
-                .config
-                .peers
-                .iter()
-                .map(|p| pb::Gateway {
-                    url: p.url.clone(),
-                    cert_hashes: p
-                        .cert_hashes
-                        .iter()
-                        .filter_map(|h| hex::decode(h).ok().map(Into::into))
-                        .collect(),
-                })
-                .collect(),
+            gateways: crate::records::list(
+                &shared.config.peers,
+                &mut lock(&shared.records),
+                &id,
+                meshcast_node::unix_now_us(),
+            ),
             live_edge: live_edge(shared, &id),
         })),
     };
@@ -212,6 +196,8 @@ async fn serve(
     tracing::debug!(stream = %id, "welcomed");
 
     let mut events = shared.node.events();
+    let mut gateways_changed = shared.records_changed.subscribe();
+    gateways_changed.mark_unchanged();
     let mut deliveries: JoinSet<u64> = JoinSet::new();
     let mut inflight: HashMap<u64, AbortHandle> = HashMap::new();
     let (errors_tx, mut errors) = mpsc::channel::<pb::ServerMessage>(limits.max_inflight.max(1));
@@ -301,6 +287,18 @@ async fn serve(
                     };
                     send_server(control, &msg, write).await.map_err(|e| refusal_for(&e))?;
                 }
+            }
+            Ok(()) = gateways_changed.changed() => {
+                let gateways = crate::records::list(
+                    &shared.config.peers,
+                    &mut lock(&shared.records),
+                    &id,
+                    meshcast_node::unix_now_us(),
+                );
+                let msg = pb::ServerMessage {
+                    body: Some(server_message::Body::Gateways(pb::GatewayList { gateways })),
+                };
+                send_server(control, &msg, write).await.map_err(|e| refusal_for(&e))?;
             }
             _ = &mut idle => return Err(Refusal::new(ErrorCode::Idle, "no request for too long")),
         }

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use meshcast_node::Node;
 use meshcast_node::store::Segment;
+use meshcast_proto::pb::ErrorCode;
 use meshcast_proto::{SegmentId, StreamId, VerifiedDescriptor};
 use tokio::sync::{OnceCell, oneshot};
 use tokio::time::Instant;
@@ -29,10 +30,22 @@ pub(crate) struct Shared {
     pub sessions: Mutex<Counter>,
     pub streams: Mutex<Streams>,
     pub waiters: Mutex<Waiters>,
+    /// Other gateways' records; the watch says when they changed.
+    pub records: Mutex<crate::records::Records>,
+    pub records_changed: tokio::sync::watch::Sender<u64>,
     /// Deliveries sent so far, over all sessions (for [`Faults`]).
     pub deliveries: AtomicU64,
     /// Segments looked up for requests so far (for [`Faults`]).
     pub answers: AtomicU64,
+}
+
+/// An error for the client: a code and a message.
+pub(crate) struct Refusal(pub ErrorCode, pub String);
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self(code, message.into())
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -17,8 +17,7 @@ use meshcast_proto::pb::ErrorCode;
 use meshcast_proto::{StreamId, VerifiedDescriptor, token};
 use tokio::time::Instant;
 
-use crate::session::Refusal;
-use crate::shared::{Served, Shared, lock};
+use crate::shared::{Refusal, Served, Shared, lock};
 use meshcast_node::unix_now_us as now_us;
 
 /// How long the first Hello for a live stream waits for the node to hold

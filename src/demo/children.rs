@@ -42,6 +42,8 @@ impl Children {
         let mut command = Command::new(&self.exe);
         command
             .args(args)
+            // The demo's origin is on loopback: let its nodes fall back to it.
+            .env("MESHCAST_NODE__ALLOW_PRIVATE_ORIGINS", "true")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             // Its own process group: a Ctrl-C in the terminal reaches only the

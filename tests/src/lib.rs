@@ -40,6 +40,8 @@ pub fn config() -> Config {
         live_window: Duration::from_secs(60),
         store_max_bytes: 256 << 20,
         read_timeout: Duration::from_secs(5),
+        // Every origin in these tests is on loopback.
+        allow_private_origins: true,
         ..Config::default()
     }
 }

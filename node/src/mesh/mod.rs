@@ -1264,7 +1264,13 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
                     });
                 }
                 Action::FetchOrigin { transfer, id } => match self.origin(&id) {
-                    Some((url, header)) => {
+                    Some(Err(why)) => {
+                        self.outputs.push_back(Output::Warning(format!(
+                            "segment {id} is late and not fetched from the origin: {why}"
+                        )));
+                        self.scheduler.finished(transfer, Outcome::Failed, now);
+                    }
+                    Some(Ok((url, header))) => {
                         self.downloads.insert(
                             transfer,
                             Download {
@@ -1297,10 +1303,19 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
     }
 
     /// A late segment's origin URL, and the header to verify its bytes with.
-    fn origin(&self, id: &SegmentId) -> Option<(String, VerifiedHeader)> {
+    /// `None` when there is none to ask; `Some(Err)` when the signed URI
+    /// points outside the stream's origin (see
+    /// `Descriptor::origin_segment_url`).
+    fn origin(&self, id: &SegmentId) -> Option<Result<(String, VerifiedHeader), String>> {
         let header = self.pending.get(id)?;
         let descriptor = self.streams.get(&id.stream)?.descriptor.descriptor();
-        let url = descriptor.segment_url(id.rendition, &header.info().uri)?;
-        Some((url, header.clone()))
+        if descriptor.origin_url.is_empty() {
+            return None;
+        }
+        Some(
+            descriptor
+                .origin_segment_url(id.rendition, &header.info().uri)
+                .map(|url| (url, header.clone())),
+        )
     }
 }

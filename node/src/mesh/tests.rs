@@ -356,6 +356,56 @@ fn announce_only_publisher_leaves_the_first_copy_to_the_origin() {
     assert_eq!(net.stored(1).get(&id), Some(&Source::Origin));
 }
 
+/// A header's URI is signed by whoever published the stream: one that
+/// points outside the descriptor's origin (an internal service, another
+/// host) is never fetched, however late the segment.
+#[test]
+fn a_segment_uri_outside_the_origin_is_never_fetched() {
+    let f = Fixture::new(true, "https://origin.example/live/master.m3u8");
+    let publisher = Config {
+        announce_only: true,
+        ..config()
+    };
+    let mut net = Net::new(vec![publisher, config()]);
+    net.announce_only.push(0);
+    net.follow(0, &f);
+    net.follow(1, &f);
+    net.connect(0, 1);
+    let body = Bytes::from(vec![9u8; 800]);
+    let inside = "https://origin.example/live/v0/seg-4.ts".to_string();
+    for (seq, uri) in [
+        (4, "http://169.254.169.254/latest/meta-data/"),
+        (5, "https://origin.example/admin/secret"),
+        (6, "../../internal/x.ts"),
+    ] {
+        let info = SegmentInfo::for_body(
+            SegmentId::media(f.stream(), 0, seq),
+            &body,
+            2_000_000,
+            (START_S + 2 * seq) * 1_000_000,
+        )
+        .with_uri(uri.to_string());
+        let header = info
+            .sign(&f.key)
+            .verify(&f.descriptor.stream_key())
+            .expect("signed");
+        net.origin.insert(inside.clone(), body.clone());
+        net.nodes[0].inject(header, body.clone(), net.now);
+    }
+    net.run();
+    net.advance(config().scheduler.origin_after * 3);
+    assert!(
+        net.origin_fetches.is_empty(),
+        "fetched {:?}",
+        net.origin_fetches
+    );
+    assert!(
+        net.log.iter().any(|(n, o)| *n == 1
+            && matches!(o, Output::Warning(w) if w.contains("outside the stream's origin"))),
+        "no warning says why"
+    );
+}
+
 /// A segment the store evicted is no longer held: offered again, it is
 /// accepted, not declined as "already have".
 #[test]

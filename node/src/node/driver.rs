@@ -29,7 +29,7 @@ use crate::behaviour::{self, Behaviour};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::exchange::{self, Framed};
-use crate::ingest::source::{FetchLimits, http_client};
+use crate::ingest::source::FetchLimits;
 use crate::mesh::{Acceptance, Mesh, OfferReply, Output, Seed, Topic};
 use crate::metrics::{self, Class, Direction, LocalGauge};
 
@@ -110,6 +110,7 @@ impl Driver {
     fn new(config: Config, key: Keypair) -> Result<(Node, Driver), NodeError> {
         let setup = |e: &dyn std::fmt::Display| NodeError::Setup(e.to_string());
         let peer_id = key.public().to_peer_id();
+        let signer = key.clone();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_tcp(
@@ -174,10 +175,11 @@ impl Driver {
         let (offers_tx, offers) = mpsc::channel(256);
         let (events, _) = broadcast::channel(4096);
         let stats = Arc::new(Stats::default());
-        let http = http_client(&FetchLimits::default())
+        let http = crate::origin::client(&FetchLimits::default(), config.allow_private_origins)
             .map_err(|e| NodeError::Setup(format!("HTTP client: {e}")))?;
         let node = Node {
             peer_id,
+            key: signer,
             cache: cache.clone(),
             commands: commands_tx,
             store: mesh.store().clone(),
@@ -228,6 +230,14 @@ impl Driver {
 
     /// Runs the node until every [`Node`] handle is dropped.
     pub async fn run(mut self) {
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&behaviour::gateways_topic())
+        {
+            tracing::warn!("cannot subscribe to gateway records: {e}");
+        }
         for addr in self.config.bootstrap.clone() {
             self.dial_bootstrap(addr);
         }
@@ -420,6 +430,16 @@ impl Driver {
             Command::KnownDescriptor(id, reply) => {
                 let _ = reply.send(self.known_descriptor(&id));
             }
+            Command::PublishGateway(record) => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(behaviour::gateways_topic(), record)
+                {
+                    tracing::debug!("gateway record not gossiped: {e}");
+                }
+            }
             Command::Followed(id, reply) => {
                 let _ = reply.send(self.mesh.descriptor(&id).cloned());
             }
@@ -606,8 +626,13 @@ impl Driver {
                         "{} is late in the mesh; fetching it from {url}",
                         header.id()
                     );
-                    self.tasks
-                        .fetch_origin(self.http.clone(), transfer, url, header);
+                    let allow_private = self.config.allow_private_origins;
+                    self.tasks.fetch_origin(
+                        self.http.clone(),
+                        transfer,
+                        (url, allow_private),
+                        header,
+                    );
                 }
                 Output::Cancel { transfer } => self.tasks.cancel(transfer),
                 Output::RequestHeaders {
@@ -816,6 +841,9 @@ impl Driver {
         data: &[u8],
     ) -> libp2p::gossipsub::MessageAcceptance {
         use libp2p::gossipsub::MessageAcceptance as M;
+        if *topic == behaviour::gateways_topic().hash() {
+            return self.on_gateway_record(data);
+        }
         let Some(topic) = behaviour::parse_topic(topic) else {
             return M::Reject;
         };
@@ -826,6 +854,30 @@ impl Driver {
             Acceptance::Accept => M::Accept,
             Acceptance::Ignore => M::Ignore,
             Acceptance::Reject => M::Reject,
+        }
+    }
+}
+
+impl Driver {
+    /// Gossip's verdict on a gateway record: one that verifies is passed on
+    /// (and to the gateway, as [`Event::GatewayRecord`]); anything else is
+    /// rejected, which costs its forwarder in gossip's score.
+    fn on_gateway_record(&mut self, data: &[u8]) -> libp2p::gossipsub::MessageAcceptance {
+        use libp2p::gossipsub::MessageAcceptance as M;
+        if data.len() > meshcast_proto::gateway::MAX_SIGNED_RECORD {
+            return M::Reject;
+        }
+        let Ok(signed) = pb::SignedGatewayRecord::decode(data) else {
+            return M::Reject;
+        };
+        match meshcast_proto::gateway::verify(&signed, crate::unix_now_us()) {
+            Ok(record) => {
+                let _ = self
+                    .events
+                    .send(Event::GatewayRecord(Box::new((record, signed))));
+                M::Accept
+            }
+            Err(_) => M::Reject,
         }
     }
 }

@@ -51,6 +51,14 @@ pub enum Event {
     /// still sees the circuit open reports it: the other may see the circuit
     /// close before the direct connection lands.
     RelayUpgraded { peer: PeerId },
+    /// A gateway record arrived on the gateways topic and verified.
+    /// Boxed: far larger than the other events.
+    GatewayRecord(
+        Box<(
+            meshcast_proto::gateway::GatewayRecord,
+            meshcast_proto::pb::SignedGatewayRecord,
+        )>,
+    ),
 }
 
 /// Counters, read by benches and (later) metrics.
@@ -71,6 +79,7 @@ pub(super) enum Command {
     KnownDescriptor(StreamId, oneshot::Sender<Option<VerifiedDescriptor>>),
     Followed(StreamId, oneshot::Sender<Option<VerifiedDescriptor>>),
     Unfollow(StreamId, oneshot::Sender<()>),
+    PublishGateway(Vec<u8>),
     Inject(VerifiedHeader, Bytes, oneshot::Sender<()>),
 }
 
@@ -89,6 +98,7 @@ pub struct Info {
 #[derive(Clone)]
 pub struct Node {
     pub(super) peer_id: PeerId,
+    pub(super) key: libp2p::identity::Keypair,
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) store: store::Shared,
     pub(super) cache: Option<Arc<Mutex<Cache>>>,
@@ -180,6 +190,34 @@ impl Node {
         stream: StreamId,
     ) -> Result<Option<VerifiedDescriptor>, NodeError> {
         self.ask(|tx| Command::Followed(stream, tx)).await
+    }
+
+    /// This node's identity key as an Ed25519 public key (the key gateway
+    /// records name), `None` for another key type.
+    pub fn node_key(&self) -> Option<meshcast_proto::PublicKey> {
+        let ed = self.key.public().try_into_ed25519().ok()?;
+        meshcast_proto::PublicKey::from_bytes(&ed.to_bytes()).ok()
+    }
+
+    /// Signs and gossips this node's gateway record (its `node` must be
+    /// [`node_key`](Self::node_key)) on the gateways topic. A gateway calls it
+    /// at start, when its certificate changes, and now and then (records
+    /// expire; nodes that joined since have not seen it).
+    pub async fn publish_gateway(
+        &self,
+        record: &meshcast_proto::gateway::GatewayRecord,
+    ) -> Result<meshcast_proto::pb::SignedGatewayRecord, NodeError> {
+        use prost::Message as _;
+        let signature = self
+            .key
+            .sign(&record.signing_bytes())
+            .map_err(|e| NodeError::Setup(format!("signing the gateway record: {e}")))?;
+        let signed = record.to_pb(&signature);
+        self.commands
+            .send(Command::PublishGateway(signed.encode_to_vec()))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        Ok(signed)
     }
 
     /// Stops following a stream: no more announcements, pushes or provider

@@ -237,13 +237,15 @@ impl Tasks {
         &mut self,
         http: reqwest::Client,
         transfer: TransferId,
-        url: String,
+        (url, allow_private): (String, bool),
         header: VerifiedHeader,
     ) {
         let work = async move {
             Done::Download {
                 transfer,
-                result: fetch_origin(&http, &url, header).await.map(Some),
+                result: fetch_origin(&http, &url, allow_private, header)
+                    .await
+                    .map(Some),
             }
         };
         let cancelled = Done::Download {
@@ -375,9 +377,12 @@ pub(super) async fn open(
 async fn fetch_origin(
     http: &reqwest::Client,
     url: &str,
+    allow_private: bool,
     header: VerifiedHeader,
 ) -> Result<(VerifiedHeader, Bytes), Broken> {
     let parsed = url::Url::parse(url).map_err(|e| Broken::Failed(format!("{url}: {e}")))?;
+    // The resolver guards names; an IP literal is never resolved.
+    crate::origin::check(&parsed, allow_private).map_err(Broken::Failed)?;
     let body = fetch_url(http, &parsed, header.info().length)
         .await
         .map_err(|e| Broken::Failed(e.to_string()))?;

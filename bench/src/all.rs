@@ -10,16 +10,17 @@ use anyhow::Context;
 use super::mesh::MeshBench;
 use super::progress::Progress;
 use super::report::{self, FanoutSection, FanoutStep, MeshRun, Report, fig};
-use super::{hostile, idle, netns, offload, rss, sim, throughput, vod};
+use super::{hostile, idle, netns, offload, rss, sim, throughput, viewers, vod};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 10] = [
+pub const SECTIONS: [&str; 11] = [
     "mesh",
     "sim",
     "hostile",
     "offload",
     "vod",
     "fanout",
+    "viewers",
     "throughput",
     "rss",
     "idle",
@@ -38,7 +39,8 @@ pub struct AllArgs {
     #[arg(long, value_name = "DIR", default_value = "bench/results")]
     pub out: PathBuf,
     /// Run only these sections (comma-separated): mesh, sim, hostile,
-    /// offload, vod, fanout, throughput, rss, idle, netns.
+    /// offload, vod, fanout, viewers (hostile viewers), throughput, rss,
+    /// idle, netns.
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SECTIONS))]
     pub only: Vec<String>,
 }
@@ -53,6 +55,7 @@ struct Plan {
     vod: vod::Plan,
     fanout_sessions: Vec<usize>,
     fanout_duration: Duration,
+    viewers: viewers::Plan,
     throughput: throughput::Plan,
     rss: rss::Plan,
     idle: idle::IdleBench,
@@ -92,6 +95,7 @@ impl Plan {
                 },
                 fanout_sessions: vec![20],
                 fanout_duration: Duration::from_secs(5),
+                viewers: viewers::Plan::new(true),
                 throughput: throughput::Plan {
                     mib_each_way: 16,
                     rounds: 1,
@@ -139,6 +143,7 @@ impl Plan {
                 },
                 fanout_sessions: vec![100, 200, 400, 800],
                 fanout_duration: Duration::from_secs(20),
+                viewers: viewers::Plan::new(false),
                 throughput: throughput::Plan {
                     mib_each_way: 256,
                     rounds: 2,
@@ -165,7 +170,7 @@ impl Plan {
     }
 
     fn steps(&self) -> u64 {
-        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 7) as u64
+        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 8) as u64
     }
 }
 
@@ -173,7 +178,7 @@ pub fn run(args: AllArgs) -> anyhow::Result<()> {
     crate::init_logs("error");
     let wanted = |section: &str| args.only.is_empty() || args.only.iter().any(|s| s == section);
     // These run `meshcast` child processes: say now, not per section, if it is missing.
-    if ["hostile", "offload", "vod", "fanout", "rss"]
+    if ["hostile", "offload", "vod", "fanout", "viewers", "rss"]
         .iter()
         .any(|s| wanted(s))
     {
@@ -225,6 +230,11 @@ pub fn run(args: AllArgs) -> anyhow::Result<()> {
         for _ in &plan.fanout_sessions {
             progress.step();
         }
+        if wanted("viewers") {
+            let result = viewers::run(&plan.viewers, &progress).await;
+            report.record("viewers", result, |r, s| r.viewers = Some(s));
+        }
+        progress.step();
         if wanted("throughput") {
             let result = throughput::run(&plan.throughput, &progress).await;
             report.record("throughput", result, |r, s| r.throughput = Some(s));
@@ -355,6 +365,7 @@ async fn fanout(plan: &Plan, progress: &Progress) -> anyhow::Result<FanoutSectio
             bitrate: 2_000_000,
             segment_duration: Duration::from_secs(2),
             duration: plan.fanout_duration,
+            attackers: 0,
         };
         let r = super::run_relay(&bench, &|phase: &str| {
             progress.phase(&format!("fan-out ({sessions} sessions): {phase}"))

@@ -10,6 +10,7 @@
 //! of this (nor plotters, indicatif or a quinn of its own).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -31,6 +32,7 @@ mod report;
 mod rss;
 mod sim;
 mod throughput;
+mod viewers;
 mod vod;
 
 const ABOUT: &str = "meshcast-bench — benchmarks of meshcast that print figures.
@@ -80,6 +82,11 @@ enum Command {
         /// Measured time, after every session is open.
         #[arg(long, default_value = "20s", value_parser = parse_interval)]
         duration: Duration,
+        /// Hostile viewers of each kind (no CONNECT, stalled reader, slow
+        /// Hello, waiters, reused ids, garbage, unknown stream, slowloris)
+        /// attacking the relay while the sessions are measured.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        attackers: u32,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -137,6 +144,7 @@ fn main() -> ExitCode {
             bitrate,
             segment_duration,
             duration,
+            attackers,
             json,
         } => relay(
             RelayBench {
@@ -144,6 +152,7 @@ fn main() -> ExitCode {
                 bitrate,
                 segment_duration,
                 duration,
+                attackers: attackers as usize,
             },
             json,
         ),
@@ -253,6 +262,8 @@ pub struct RelayBench {
     pub segment_duration: Duration,
     /// How long the measured part runs, after every session is open.
     pub duration: Duration,
+    /// Hostile viewers of each [`meshcast_relay::attack::Kind`] during it.
+    pub attackers: usize,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -274,6 +285,9 @@ pub struct RelayReport {
     pub relay_core_seconds_per_gbit: f64,
     pub relay_peak_rss_mib: f64,
     pub relay_rss_per_session_mib: f64,
+    pub attackers_per_kind: usize,
+    /// Times an attacker was cut off or refused and started over.
+    pub attacks_cut_off: u64,
 }
 
 /// The relay child and what it printed.
@@ -282,6 +296,8 @@ struct Relay {
     listening: String,
     gateway: String,
     cert_hash: String,
+    /// The well-known endpoint's address.
+    web: String,
 }
 
 /// Starts `meshcast relay` on loopback and reads its addresses.
@@ -305,11 +321,18 @@ async fn start_relay(
     let listening = child.line("listening", STARTUP).await?;
     let gateway = child.line("gateway", STARTUP).await?;
     let cert_hash = child.line("cert-hash", STARTUP).await?;
+    let well_known = child.line("well-known", STARTUP).await?;
+    let web = well_known
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+        .to_string();
     Ok(Relay {
         child,
         listening,
         gateway,
         cert_hash,
+        web,
     })
 }
 
@@ -401,8 +424,56 @@ fn relay(bench: RelayBench, json: bool) -> anyhow::Result<()> {
             "  relay peak RSS   {:.0} MiB ({:.2} MiB per session)",
             report.relay_peak_rss_mib, report.relay_rss_per_session_mib
         );
+        if report.attackers_per_kind > 0 {
+            println!(
+                "  attackers        {} of each of {} kinds, cut off or refused {} times",
+                report.attackers_per_kind,
+                meshcast_relay::attack::Kind::ALL.len(),
+                report.attacks_cut_off
+            );
+        }
     }
     Ok(())
+}
+
+/// Starts `bench.attackers` hostile viewers of each kind against `relay`,
+/// running until `until`. Each task returns how often it was cut off.
+fn attack(
+    bench: &RelayBench,
+    relay: &Relay,
+    hash: &wtransport::tls::Sha256Digest,
+    stream: meshcast_proto::StreamId,
+    until: tokio::time::Instant,
+    progress: &dyn Fn(&str),
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<u64>>> {
+    use meshcast_relay::attack::{self, Kind, Target};
+    if bench.attackers == 0 {
+        return Ok(Vec::new());
+    }
+    let quic = url::Url::parse(&relay.gateway)
+        .ok()
+        .and_then(|u| Some(std::net::SocketAddr::from(([127, 0, 0, 1], u.port()?))))
+        .context("the relay printed a gateway URL without a port")?;
+    let target = Arc::new(Target {
+        url: relay.gateway.clone(),
+        quic,
+        cert_hash: *hash.as_ref(),
+        web: relay
+            .web
+            .parse()
+            .context("the relay printed a bad well-known address")?,
+        stream,
+    });
+    progress(&format!(
+        "{} attackers of each of {} kinds",
+        bench.attackers,
+        Kind::ALL.len()
+    ));
+    Ok(Kind::ALL
+        .iter()
+        .flat_map(|&kind| std::iter::repeat_n(kind, bench.attackers))
+        .map(|kind| tokio::spawn(attack::run(kind, target.clone(), until)))
+        .collect())
 }
 
 async fn run_relay(bench: &RelayBench, progress: &dyn Fn(&str)) -> anyhow::Result<RelayReport> {
@@ -411,7 +482,9 @@ async fn run_relay(bench: &RelayBench, progress: &dyn Fn(&str)) -> anyhow::Resul
     let data_dir =
         std::env::temp_dir().join(format!("meshcast-bench-relay-{}", std::process::id()));
     let key = PublisherKey::from_seed([11; 32]);
-    let relay = start_relay(&data_dir, bench.sessions, &key.public()).await?;
+    // Attackers hold sessions from the same address as the viewers.
+    let room = bench.sessions + bench.attackers * meshcast_relay::attack::Kind::ALL.len();
+    let relay = start_relay(&data_dir, room, &key.public()).await?;
     let pid = relay.child.pid();
     progress(&format!("relay {} (pid {pid})", relay.gateway));
 
@@ -508,6 +581,7 @@ async fn run_relay(bench: &RelayBench, progress: &dyn Fn(&str)) -> anyhow::Resul
     progress(&format!("measuring for {:?}", bench.duration));
     let start = tokio::time::Instant::now() + Duration::from_millis(200);
     let until = start + bench.duration;
+    let attacks = attack(bench, &relay, &hash, stream.id, until, progress)?;
     let cpu_before = proc::cpu_seconds(&pid.to_string())?;
     let watchers: Vec<_> = clients
         .into_iter()
@@ -536,6 +610,10 @@ async fn run_relay(bench: &RelayBench, progress: &dyn Fn(&str)) -> anyhow::Resul
     }
     let cpu_after = proc::cpu_seconds(&pid.to_string())?;
     let peak_rss = proc::memory(pid)?.peak as f64 / (1024.0 * 1024.0);
+    let mut attacks_cut_off = 0;
+    for task in attacks {
+        attacks_cut_off += task.await.unwrap_or(0);
+    }
     publisher_driver.abort();
     drop(relay);
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -565,5 +643,7 @@ async fn run_relay(bench: &RelayBench, progress: &dyn Fn(&str)) -> anyhow::Resul
         relay_core_seconds_per_gbit: cpu / (bytes as f64 * 8.0 / 1e9).max(1e-9),
         relay_peak_rss_mib: peak_rss,
         relay_rss_per_session_mib: peak_rss / sessions_open.max(1) as f64,
+        attackers_per_kind: bench.attackers,
+        attacks_cut_off,
     })
 }

@@ -339,6 +339,7 @@ pub struct Report {
     pub offload: Option<OffloadSection>,
     pub vod: Option<VodSection>,
     pub fanout: Option<FanoutSection>,
+    pub viewers: Option<super::viewers::ViewersSection>,
     pub throughput: Option<ThroughputSection>,
     pub rss: Option<RssSection>,
     pub idle: Option<super::idle::IdleReport>,
@@ -380,6 +381,7 @@ impl Report {
             offload: None,
             vod: None,
             fanout: None,
+            viewers: None,
             throughput: None,
             rss: None,
             idle: None,
@@ -443,6 +445,28 @@ fn sim_goal(section: Option<&super::sim::SimSection>) -> Option<Goal> {
 fn goals(r: &Report) -> Vec<Goal> {
     let mut goals = Vec::new();
     goals.extend(sim_goal(r.sim.as_ref()));
+    goals.push(match &r.viewers {
+        Some(v) => Goal {
+            name: "hostile viewers",
+            target: "no late segment for 1,000 good sessions with 100 attackers of each kind",
+            measured: Some(v.with.late_segments),
+            met: v.sessions >= 1000 && v.with.attackers_per_kind >= 100 && v.met(),
+            note: format!(
+                "{} sessions, {} attackers of each of {} kinds; relay RSS {:.0} MiB (without: {:.0}), {:.2} cores (without: {:.2})",
+                v.sessions,
+                v.with.attackers_per_kind,
+                v.kinds.len(),
+                v.with.relay_peak_rss.value,
+                v.without.relay_peak_rss.value,
+                v.with.relay_cpu.value,
+                v.without.relay_cpu.value
+            ),
+        },
+        None => not_measured(
+            "hostile viewers",
+            "no late segment for 1,000 good sessions with 100 attackers of each kind",
+        ),
+    });
     goals.extend(r.idle.as_ref().map(|i| Goal {
         name: "idle peer cost",
         target: "≤ 1 % of a core with 100 idle peers",
@@ -839,6 +863,8 @@ pub fn markdown(r: &Report, stem: &str) -> String {
             }
         }
     }
+
+    super::viewers::markdown(w, r.viewers.as_ref());
 
     let _ = writeln!(w, "\n## Segment protocol throughput\n");
     match &r.throughput {

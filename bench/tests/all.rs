@@ -301,6 +301,36 @@ fn bench_all_quick_reports_every_section() {
     figure(&report, "/fanout/steps/0/relay_peak_rss", 1.0, 4096.0);
     figure(&report, "/fanout/max_sessions_without_late", 0.0, 20.0);
 
+    // c'. hostile viewers: 20 good sessions, without and with 2 attackers
+    // of each kind; attackers were cut off and came back.
+    assert_eq!(report["viewers"]["sessions"], 20);
+    assert_eq!(report["viewers"]["kinds"].as_array().map(Vec::len), Some(8));
+    assert_eq!(report["viewers"]["without"]["attackers_per_kind"], 0);
+    assert_eq!(report["viewers"]["with"]["attackers_per_kind"], 2);
+    for run in ["without", "with"] {
+        figure(&report, &format!("/viewers/{run}/sessions_open"), 1.0, 20.0);
+        let asked = figure(
+            &report,
+            &format!("/viewers/{run}/expected_segments"),
+            1.0,
+            1e6,
+        );
+        figure(
+            &report,
+            &format!("/viewers/{run}/late_segments"),
+            0.0,
+            asked,
+        );
+        figure(
+            &report,
+            &format!("/viewers/{run}/relay_peak_rss"),
+            1.0,
+            4096.0,
+        );
+    }
+    figure(&report, "/viewers/without/attacks_cut_off", 0.0, 0.0);
+    figure(&report, "/viewers/with/attacks_cut_off", 1.0, 1e6);
+
     // d. throughput: both protocols moved bytes; the ratio is theirs.
     let ours = figure(&report, "/throughput/meshcast/both", 1e-3, 1e6);
     let quinn = figure(&report, "/throughput/quinn/both", 1e-3, 1e6);

@@ -9,8 +9,10 @@
 //! - [`http`]: the HTTP endpoints' connection limits and timeouts.
 //! - [`wellknown`]: `/.well-known/meshcast` for pages to find and pin the gateway.
 //! - [`client`]: a native client speaking the same protocol, for tests and benches.
+//! - [`attack`]: hostile viewers, for the benchmark's "hostile viewers" section.
 
 mod admission;
+pub mod attack;
 pub mod certs;
 pub mod client;
 pub mod config;

@@ -305,7 +305,9 @@ impl Driver {
             return;
         }
         let mut records = lock(&self.shared.records);
+        let url = record.url.clone();
         if records.insert(record, signed, meshcast_node::unix_now_us()) {
+            tracing::debug!("gateway record: {url}");
             let version = records.version;
             drop(records);
             self.shared.records_changed.send_replace(version);

@@ -54,8 +54,12 @@ impl Children {
             None
         } else {
             let path = self.logs.join(format!("{role}.log"));
-            let file =
-                File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+            // Appended to: a restarted child keeps its first run's log.
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
             // Plain text in files: no terminal colour codes.
             command.stderr(file).env("NO_COLOR", "1");
             Some(path)
@@ -92,6 +96,33 @@ impl Children {
             exited: None,
         });
         Ok(self.list.len() - 1)
+    }
+
+    /// Stops child `index` (SIGINT, killed after the grace period) and starts
+    /// it again with `args`, under the same role; returns the new child's
+    /// index. The old one counts as gone, not as failed.
+    pub(super) fn restart(&mut self, index: usize, args: &[&str]) -> anyhow::Result<usize> {
+        let role = self.list[index].role.clone();
+        let child = &mut self.list[index];
+        if let Ok(pid) = libc::pid_t::try_from(child.process.id()) {
+            // SAFETY: kill(2) has no memory-safety preconditions; the pid is
+            // our own unreaped child, so it cannot have been reused.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        let status = loop {
+            match child.process.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                _ if Instant::now() >= deadline => {
+                    let _ = child.process.kill();
+                    break child.process.wait().ok();
+                }
+                _ => std::thread::sleep(Duration::from_millis(25)),
+            }
+        };
+        child.exited = status;
+        child.role = format!("{role} (before its restart)");
+        self.spawn(&role, args)
     }
 
     /// Waits for the child's next stdout line starting with `prefix `, and

@@ -21,7 +21,6 @@
 //! `PR_SET_PDEATHSIG(SIGKILL)`, so they never outlive a demo that was killed.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
@@ -63,7 +62,7 @@ pub struct DemoArgs {
     #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/media/test-stream"))]
     media: PathBuf,
     /// Gateways browsers can use: 1 (the relay) or 2 (the relay, and the
-    /// first edge node, which the relay's Welcome names).
+    /// first edge node, which browsers find through its gateway record).
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
     gateways: u8,
     /// The entry relay corrupts every Nth segment body it serves, to watch
@@ -80,6 +79,11 @@ pub struct DemoArgs {
     /// Show the children's logs and output on this terminal instead of log files.
     #[arg(long)]
     verbose: bool,
+    /// Testing only: restart the edge node's gateway (a new certificate and
+    /// port, the same node key) this long after the demo is ready, to watch
+    /// pages find it again through its gateway record. Needs --gateways 2.
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration, hide = true)]
+    restart_gateway_after: Option<Duration>,
 }
 
 /// How many times `--vod` repeats the media folder (`/replay/<loops>/`): the
@@ -175,6 +179,9 @@ struct Ready {
     /// The master playlist the publisher ingests, which the page plays.
     playlist: String,
     well_known: String,
+    /// The edge node that serves browsers too (--gateways 2): its child
+    /// index and arguments, to restart it.
+    edge_gateway: Option<(usize, Vec<String>)>,
 }
 
 async fn demo(
@@ -236,9 +243,23 @@ async fn demo(
     eprintln!("open {page} in Chromium or Chrome; Ctrl-C stops everything");
 
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let restart_at = args
+        .restart_gateway_after
+        .map(|after| tokio::time::Instant::now() + after);
+    let mut restart = ready.edge_gateway.clone().filter(|_| restart_at.is_some());
     loop {
         tokio::select! {
             _ = interrupt.recv() => break,
+            _ = tokio::time::sleep_until(restart_at.unwrap_or_else(tokio::time::Instant::now)), if restart.is_some() => {
+                if let Some((index, node_args)) = restart.take() {
+                    eprintln!("demo: restarting node1 (a new gateway certificate and port)");
+                    let args: Vec<&str> = node_args.iter().map(String::as_str).collect();
+                    let node = children.restart(index, &args)?;
+                    let url = children.line(node, "gateway").await?;
+                    println!("pid node1 {}", children.list[node].process.id());
+                    println!("gateway node1 {url}");
+                }
+            }
             _ = terminate.recv() => break,
             served = &mut server => {
                 let why = match served {
@@ -311,6 +332,7 @@ async fn start(
 
     children.step("starting 3 nodes");
     let mut nodes = Vec::new();
+    let mut node1_args: Option<Vec<String>> = None;
     for n in 1..=3 {
         let data = path(&format!("node{n}"));
         let mut node_args = vec![
@@ -332,16 +354,22 @@ async fn start(
                 "127.0.0.1:0",
             ]);
         }
+        if n == 1 {
+            node1_args = Some(node_args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        }
         nodes.push(children.spawn(&format!("node{n}"), &node_args)?);
     }
     let mut node_addrs = Vec::new();
     for &node in &nodes {
         node_addrs.push(children.line(node, "listening").await?);
     }
-    let peer_gateway = if args.gateways == 2 {
+    // The relay's Welcome names the edge node's gateway from the record the
+    // node gossips: no --peer-gateway needed.
+    let edge_gateway = if args.gateways == 2 {
         let url = children.line(nodes[0], "gateway").await?;
-        let hash = children.line(nodes[0], "cert-hash").await?;
-        Some(format!("{url}={hash}"))
+        println!("gateway node1 {url}");
+        let node1_args = node1_args.context("node1's arguments")?;
+        Some((nodes[0], node1_args))
     } else {
         None
     };
@@ -384,9 +412,6 @@ async fn start(
     for addr in &node_addrs {
         relay_args.extend(["--bootstrap", addr.as_str()]);
     }
-    if let Some(peer) = &peer_gateway {
-        relay_args.extend(["--peer-gateway", peer.as_str()]);
-    }
     if args.tamper_every > 0 {
         relay_args.extend(["--fault-corrupt-every", &tamper]);
     }
@@ -399,6 +424,7 @@ async fn start(
         stream,
         playlist,
         well_known,
+        edge_gateway,
     })
 }
 

@@ -18,6 +18,13 @@
 //               the page, the segment concerned is then obtained elsewhere
 //               (other gateway or HTTP), and playback goes on ≥ 15 s with no
 //               stall over 1 s
+//   gateway-restart
+//               --gateways 2 --restart-gateway-after 25s: the relay is told of
+//               no other gateway; the page finds the edge node's gateway
+//               through its signed record and uses it; the node restarts with
+//               a new certificate and port (same node key); the page connects
+//               to the new address, learnt from the new record the relay
+//               pushes, and gets segments from it; no stall over 2 s
 //   vod         --vod (a 5-minute VOD, fetched on demand by the gateways):
 //               the page shows VOD and the duration; 20 s of playback, then
 //               seeks to 150 s, 40 s, 230 s and 60 s, each followed by 5 s of
@@ -47,13 +54,14 @@ import {
   withTimeout,
 } from './lib.mjs';
 
-const USAGE = 'usage: node e2e.mjs --meshcast BIN --web DIR --out DIR [--only play|relay-down|tamper|vod]';
+const USAGE = 'usage: node e2e.mjs --meshcast BIN --web DIR --out DIR [--only play|relay-down|tamper|gateway-restart|vod]';
 const opts = cli(USAGE, { only: { type: 'string' } });
 
 const TESTS = [
   { name: 'play', timeoutMs: 180_000, run: testPlay },
   { name: 'relay-down', timeoutMs: 200_000, run: testRelayDown },
   { name: 'tamper', timeoutMs: 200_000, run: testTamper },
+  { name: 'gateway-restart', timeoutMs: 200_000, run: testGatewayRestart },
   { name: 'vod', timeoutMs: 200_000, run: testVod },
 ];
 
@@ -161,6 +169,62 @@ async function testTamper(t) {
   const long = st.filter((s) => s.ms > 1000);
   if (long.length) throw new Error(`stall over 1 s: ${stallText(long)}; ${figures}`);
   return figures;
+}
+
+/** c'. A gateway found through its record restarts; the page follows it. */
+async function testGatewayRestart(t) {
+  const demo = await t.demo(['--gateways', '2', '--restart-gateway-after', '25s']);
+  const first = demo.gateways[0]?.url;
+  if (!first) throw new Error('the demo printed no "gateway node1 <url>" line');
+  const page = await t.open(demo.url);
+  await waitPlaying(page, 45_000);
+  const connectedTo = (url) =>
+    page.waitForFunction((u) => window.demo.events.some((e) => e.change === 'connected' && e.url === u), url, {
+      timeout: 60_000,
+      polling: 200,
+    });
+  try {
+    await connectedTo(first);
+  } catch {
+    const s = await snapshot(page);
+    throw new Error(`the page never connected to the edge gateway ${first} (known only from its record); events: ${gatewayEvents(s)}`);
+  }
+  const deadline = Date.now() + 60_000;
+  while (demo.gateways.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  const second = demo.gateways[1]?.url;
+  if (!second) throw new Error('the demo did not restart the edge gateway within 60 s');
+  if (second === first) throw new Error(`the restarted gateway kept its address ${first}`);
+  const restartAt = await page.evaluate(() => performance.now());
+  try {
+    await connectedTo(second);
+    await page.waitForFunction((u) => window.demo.segments.some((s) => s.gateway === u && s.bytes > 0), second, {
+      timeout: 60_000,
+      polling: 200,
+    });
+  } catch {
+    const s = await snapshot(page);
+    throw new Error(`no segment from the restarted gateway ${second}; events: ${gatewayEvents(s)}`);
+  }
+  const after = await snapshot(page);
+  const reconnected = after.events.find((e) => e.change === 'connected' && e.url === second);
+  const fromNew = after.segments.filter((s) => s.gateway === second && s.bytes > 0).length;
+  const fromOld = after.segments.filter((s) => s.gateway === first && s.bytes > 0).length;
+  const st = await stalls(page, after.firstFrameAt, 250);
+  const figures =
+    `${fromOld} segments from ${first}, then ${fromNew} from ${second} after its restart, ` +
+    `reconnected ${((reconnected.at - restartAt) / 1000).toFixed(1)} s after the demo reported it, ` +
+    `mesh ${pct(meshShare(after.totals))}, ${stallText(st)}`;
+  if (!(fromOld > 0)) throw new Error(`no segment from the edge gateway before its restart; ${figures}`);
+  const long = st.filter((s) => s.ms > 2000);
+  if (long.length) throw new Error(`stall over 2 s: ${stallText(long)}; ${figures}`);
+  return figures;
+}
+
+function gatewayEvents(s) {
+  return s.events
+    .filter((e) => e.type === 'gateway')
+    .map((e) => `${e.change} ${e.url}${e.reason ? ` (${e.reason})` : ''}`)
+    .join('; ');
 }
 
 /** Where `vod` seeks (s of media time), in order: forward and back, twice. */

@@ -103,14 +103,15 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 /**
  * Starts `meshcast demo --listen 127.0.0.1:0 --web DIR ...args` and waits for
  * its `demo <url>` line. Output goes to `logFile`. Returns
- * { url, stream, relay, pids: { role: pid }, proc, stop() }.
+ * { url, stream, relay, pids: { role: pid }, gateways: [{ role, url }] (every
+ * `gateway <role> <url>` line, also those printed later), proc, stop() }.
  */
 export async function startDemo({ meshcast, web, args = [], logFile, timeoutMs = 120_000 }) {
   const argv = ['demo', '--listen', '127.0.0.1:0', '--web', web, ...args];
   const log = fs.createWriteStream(logFile);
   log.write(`$ ${meshcast} ${argv.join(' ')}\n`);
   const proc = spawn(meshcast, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const demo = { proc, url: null, stream: null, relay: null, pids: {}, exited: false, code: null };
+  const demo = { proc, url: null, stream: null, relay: null, pids: {}, gateways: [], exited: false, code: null };
   const exited = new Promise((resolve) => {
     proc.on('exit', (code, signal) => {
       demo.exited = true;
@@ -161,6 +162,7 @@ export async function startDemo({ meshcast, web, args = [], logFile, timeoutMs =
         const [key, ...rest] = line.split(/\s+/);
         if (key === 'pid' && rest.length >= 2) demo.pids[rest[0]] = Number(rest[1]);
         else if (key === 'stream') demo.stream = rest[0];
+        else if (key === 'gateway' && rest.length >= 2) demo.gateways.push({ role: rest[0], url: rest[1] });
         else if (key === 'relay') demo.relay = rest[0];
         else if (key === 'demo' && rest[0]?.startsWith('http')) {
           demo.url = rest[0];

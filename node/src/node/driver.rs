@@ -82,6 +82,8 @@ pub struct Driver {
     last_reput: Option<Instant>,
     pub(super) dials: HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<(), NodeError>>>,
     pub(super) nat: Nat,
+    /// Gossip views to heal; see [`Driver::heal_gossip`].
+    pub(super) gossip_heal: GossipHeal,
     /// A tracing span per connected peer (`peer` field), opened with its
     /// first connection and closed with its last: what is logged about the
     /// peer, and the transfers with it, is logged inside it.
@@ -220,6 +222,7 @@ impl Driver {
             published: Vec::new(),
             last_reput: None,
             dials: HashMap::new(),
+            gossip_heal: GossipHeal::default(),
             nat,
             peer_spans: HashMap::new(),
             gauges,
@@ -284,6 +287,7 @@ impl Driver {
                         self.redial_if_isolated();
                     }
                     self.reserve_relays();
+                    self.heal_gossip();
                 }
             }
             self.perform();
@@ -438,6 +442,8 @@ impl Driver {
                     .publish(behaviour::gateways_topic(), record)
                 {
                     tracing::debug!("gateway record not gossiped: {e}");
+                } else {
+                    tracing::debug!("gateway record gossiped");
                 }
             }
             Command::Followed(id, reply) => {
@@ -858,7 +864,63 @@ impl Driver {
     }
 }
 
+/// How long a connected peer may go without telling us its subscriptions.
+const GOSSIP_HEAL_AFTER: Duration = Duration::from_secs(10);
+/// Least time between two heals of one peer.
+const GOSSIP_HEAL_EVERY: Duration = Duration::from_secs(60);
+
+/// Peers connected, since when and where, and when each was last healed.
+#[derive(Default)]
+pub(super) struct GossipHeal {
+    pub connected: HashMap<PeerId, (Instant, Multiaddr)>,
+    healed: HashMap<PeerId, Instant>,
+    /// Disconnected to heal: dialled again once their last connection closed.
+    pub redial: HashMap<PeerId, Multiaddr>,
+}
+
 impl Driver {
+    /// Heals gossip views that came apart. Gossipsub tells a peer our
+    /// subscriptions only on its first connection to us: a peer that
+    /// restarted with the same identity and reconnected before we noticed
+    /// its old connection die never hears them, so it cannot publish
+    /// (`NoPeersSubscribedToTopic`) while we keep forwarding to it
+    /// (rust-libp2p #5097). Every meshcast node subscribes to the gateways
+    /// topic, so a peer connected for [`GOSSIP_HEAL_AFTER`] whose
+    /// subscriptions we do not know is such a case, on one side or the
+    /// other: drop every connection to it and dial it again once they are
+    /// gone, so both sides start over. At most once a minute per peer.
+    fn heal_gossip(&mut self) {
+        let now = Instant::now();
+        let gateways = behaviour::gateways_topic().hash();
+        let heal = &mut self.gossip_heal;
+        heal.healed
+            .retain(|_, at| now.duration_since(*at) < GOSSIP_HEAL_EVERY);
+        let gossip = &self.swarm.behaviour().gossipsub;
+        let speaks_gossipsub: std::collections::HashSet<&PeerId> = gossip
+            .peer_protocol()
+            // `PeerKind` is not exported; its names are.
+            .filter(|(_, kind)| kind.as_static_ref().starts_with("Gossipsub"))
+            .map(|(peer, _)| peer)
+            .collect();
+        let stale: Vec<(PeerId, Multiaddr)> = gossip
+            .all_peers()
+            .filter(|(peer, topics)| {
+                speaks_gossipsub.contains(peer) && !topics.contains(&&gateways)
+            })
+            .filter_map(|(peer, _)| {
+                let (since, addr) = heal.connected.get(peer)?;
+                (now.duration_since(*since) >= GOSSIP_HEAL_AFTER && !heal.healed.contains_key(peer))
+                    .then(|| (*peer, addr.clone()))
+            })
+            .collect();
+        for (peer, addr) in stale {
+            tracing::debug!(%peer, "gossip views apart: reconnecting");
+            self.gossip_heal.healed.insert(peer, now);
+            self.gossip_heal.redial.insert(peer, addr);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
     /// Gossip's verdict on a gateway record: one that verifies is passed on
     /// (and to the gateway, as [`Event::GatewayRecord`]); anything else is
     /// rejected, which costs its forwarder in gossip's score.

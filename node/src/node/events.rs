@@ -43,6 +43,10 @@ impl Driver {
                 self.peers_changed();
                 if num_established.get() == 1 {
                     self.reput_records();
+                    self.gossip_heal.connected.insert(
+                        peer_id,
+                        (Instant::now(), endpoint.get_remote_address().clone()),
+                    );
                 }
                 let changes = span.in_scope(|| {
                     self.nat.connection_established(
@@ -77,6 +81,11 @@ impl Driver {
                 });
                 if num_established == 0 {
                     self.peer_spans.remove(&peer_id);
+                    self.gossip_heal.connected.remove(&peer_id);
+                    if let Some(addr) = self.gossip_heal.redial.remove(&peer_id) {
+                        let addr = addr.clone().with_p2p(peer_id).unwrap_or(addr);
+                        let _ = self.swarm.dial(addr);
+                    }
                 }
                 self.peers_changed();
                 let change = self.nat.connection_closed(

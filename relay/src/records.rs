@@ -32,7 +32,9 @@ pub(crate) struct Records {
 
 impl Records {
     /// Keeps `record` if it is newer than what is held for its node. Returns
-    /// whether anything changed.
+    /// whether a viewer would see a change (a new gateway, or a new address,
+    /// hash or stream list): a mere refresh does not make every session send
+    /// its list again.
     pub fn insert(
         &mut self,
         record: GatewayRecord,
@@ -63,7 +65,18 @@ impl Records {
             }
             self.by_node.remove(&soonest);
         }
+        let seen = |held: &GatewayRecord| {
+            (&held.url, &held.cert_hashes, &held.streams)
+                == (&record.url, &record.cert_hashes, &record.streams)
+        };
+        let refresh = self
+            .by_node
+            .get(&record.node)
+            .is_some_and(|(held, _)| seen(held));
         self.by_node.insert(record.node, (record, signed));
+        if refresh {
+            return false;
+        }
         self.version += 1;
         true
     }
@@ -164,7 +177,7 @@ mod tests {
             records.by_node.contains_key(&a2.node),
             "a longer-lived record was pushed out"
         );
-        records.expire(1_000);
+        records.expire(2_000);
         assert_eq!(records.len(), 0, "all expired");
     }
 }

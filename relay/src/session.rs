@@ -66,18 +66,30 @@ pub(crate) async fn handle(shared: Arc<Shared>, incoming: IncomingSession, hands
             Ok(Err(e)) => return tracing::debug!("handshake failed: {e}"),
             Err(_) => return tracing::debug!("no CONNECT within {limit:?}"),
         };
-        drop(handshake);
-        run_session(shared, request).await;
+        run_session(shared, request, handshake).await;
     }
     .instrument(span)
     .await
 }
 
-async fn run_session(shared: Arc<Shared>, request: wtransport::endpoint::SessionRequest) {
+/// `handshake` is given back once the session is admitted; a refused one
+/// keeps it until it is gone, so refusals too are bounded per address.
+async fn run_session(
+    shared: Arc<Shared>,
+    request: wtransport::endpoint::SessionRequest,
+    handshake: Slot,
+) {
     let ip = canonical(request.remote_address().ip());
     tracing::debug!(path = request.path(), "session requested");
     let admission = Slot::take(&shared, Stage::Session, ip)
         .map_err(|full| Refusal::new(ErrorCode::TooManySessions, full.message()));
+    let _refused = match admission {
+        Ok(_) => {
+            drop(handshake);
+            None
+        }
+        Err(_) => Some(handshake),
+    };
     let Ok(connection) = request.accept().await else {
         return;
     };

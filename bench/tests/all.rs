@@ -424,9 +424,9 @@ fn bench_all_quick_reports_every_section() {
     assert!((0.0..=2.0).contains(&cpu), "{idle}");
     assert!(idle["wakeups_per_second"].as_f64().unwrap() > 0.0, "{idle}");
 
-    // Goals: seven, each met or missed.
+    // Goals: eight, each met or missed.
     let goals = report["goals"].as_array().expect("goals");
-    assert_eq!(goals.len(), 7);
+    assert_eq!(goals.len(), 8);
     for goal in goals {
         assert!(goal["met"].is_boolean(), "{goal}");
         assert!(
@@ -446,6 +446,7 @@ fn bench_all_quick_reports_every_section() {
         "## Origin offload",
         "## On-demand video (VOD)",
         "## Relay fan-out",
+        "## Hostile viewers",
         "## Segment protocol throughput",
         "## Node memory",
         "## Idle peers",

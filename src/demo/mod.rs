@@ -419,7 +419,10 @@ async fn start(
     let well_known = children.line(relay, "well-known").await?;
 
     children.step("waiting for the relay to serve the stream");
-    wait_until_serving(&well_known, stream, deadline, children).await?;
+    // With two gateways, ready also means the relay has heard the edge
+    // node's gateway record, so that a page gets both at once.
+    let others = usize::from(args.gateways == 2);
+    wait_until_serving(&well_known, stream, others, deadline, children).await?;
     Ok(Ready {
         stream,
         playlist,
@@ -434,6 +437,7 @@ async fn start(
 async fn wait_until_serving(
     well_known: &str,
     stream: StreamId,
+    others: usize,
     deadline: tokio::time::Instant,
     children: &mut Children,
 ) -> anyhow::Result<()> {
@@ -447,10 +451,14 @@ async fn wait_until_serving(
     let give_up = deadline - Duration::from_secs(1);
     loop {
         children.check(false)?;
-        let attempt = tokio::time::timeout_at(give_up, probe(&http, well_known, stream)).await;
+        let attempt =
+            tokio::time::timeout_at(give_up, probe(&http, well_known, stream, others)).await;
         match attempt {
             Ok(Ok(true)) => return Ok(()),
-            Ok(Ok(false)) => last = "Welcome named no live edge yet".into(),
+            Ok(Ok(false)) => {
+                last =
+                    "Welcome named no live edge, or fewer other gateways than started, yet".into()
+            }
             Ok(Err(e)) => last = format!("{e:#}"),
             Err(_) => {}
         }
@@ -468,8 +476,15 @@ async fn wait_until_serving(
 /// stream. A live stream is ready when Welcome names its live edge. A VOD has
 /// no edge, and an on-demand gateway may hold nothing until asked, so it is
 /// ready when the first segment of its first rendition comes through the
-/// relay (fetched on demand from the mesh, as a browser's would be).
-async fn probe(http: &reqwest::Client, well_known: &str, stream: StreamId) -> anyhow::Result<bool> {
+/// relay (fetched on demand from the mesh, as a browser's would be). Either
+/// way Welcome must name `others` other gateways (their records reached the
+/// relay).
+async fn probe(
+    http: &reqwest::Client,
+    well_known: &str,
+    stream: StreamId,
+    others: usize,
+) -> anyhow::Result<bool> {
     let response = http
         .get(well_known)
         .send()
@@ -499,6 +514,10 @@ async fn probe(http: &reqwest::Client, well_known: &str, stream: StreamId) -> an
         Duration::from_secs(10),
     )
     .await?;
+    if client.gateways().len() < others {
+        client.close();
+        return Ok(false);
+    }
     let descriptor = client.descriptor().descriptor();
     if descriptor.live {
         let held = !client.live_edge().is_empty();

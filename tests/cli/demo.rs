@@ -90,6 +90,13 @@ impl Demo {
                 }
                 "stream" => stream = Some(rest.parse().expect("a stream id")),
                 "relay" => well_known = Some(rest.to_string()),
+                // The edge node's gateway (--gateways 2), which pages find
+                // through its gateway record.
+                "gateway" => {
+                    let (role, url) = rest.split_once(' ').expect("gateway <role> <url>");
+                    assert_eq!(role, "node1");
+                    assert!(url.starts_with("https://"), "{url}");
+                }
                 "demo" => break rest.to_string(),
                 other => panic!("unexpected line {other} {rest}"),
             }

@@ -131,6 +131,12 @@ pub struct GatewayConfig {
     pub max_sessions_per_ip: usize,
     /// Browser sessions from one IPv6 /64 at once.
     pub max_sessions_per_prefix: usize,
+    /// New browser connections per second from one IP address on average
+    /// (an IPv6 /64: twice as many).
+    pub connections_per_second_per_ip: u32,
+    /// New browser connections from one IP address at once before
+    /// `connections_per_second_per_ip` applies (an IPv6 /64: twice as many).
+    pub connection_burst_per_ip: u32,
     /// Other gateways to list in Welcome, each "URL=CERT_HASH_HEX".
     pub peer_gateways: Vec<String>,
     /// Streams (64 hex digits each) served to browsers besides those in
@@ -163,6 +169,8 @@ impl Default for GatewayConfig {
             max_sessions: 5000,
             max_sessions_per_ip: 32,
             max_sessions_per_prefix: 64,
+            connections_per_second_per_ip: 10,
+            connection_burst_per_ip: 40,
             peer_gateways: Vec::new(),
             serve_streams: Vec::new(),
             serve_publishers: Vec::new(),
@@ -729,6 +737,18 @@ impl GatewayConfig {
                 "must be at least 1",
             ));
         }
+        if self.connections_per_second_per_ip == 0 {
+            return Err(invalid(
+                "gateway.connections_per_second_per_ip",
+                "must be at least 1",
+            ));
+        }
+        if self.connection_burst_per_ip == 0 {
+            return Err(invalid(
+                "gateway.connection_burst_per_ip",
+                "must be at least 1",
+            ));
+        }
         self.serve()?;
         for entry in &self.peer_gateways {
             parse_peer_gateway(entry).map_err(|why| invalid("gateway.peer_gateways", why))?;
@@ -936,6 +956,8 @@ mod tests {
             max_sessions: 100,
             max_sessions_per_ip: 4,
             max_sessions_per_prefix: 8,
+            connections_per_second_per_ip: 2,
+            connection_burst_per_ip: 5,
             peer_gateways: vec![format!("https://gw.example.org:4433/={hash}")],
             serve_streams: vec!["ef".repeat(32)],
             serve_publishers: vec![

@@ -215,6 +215,8 @@ fn gateway_config(
             max_sessions: gateway.max_sessions,
             max_sessions_per_ip: gateway.max_sessions_per_ip,
             max_sessions_per_prefix: gateway.max_sessions_per_prefix,
+            connections_per_second_per_ip: gateway.connections_per_second_per_ip,
+            connection_burst_per_ip: gateway.connection_burst_per_ip,
             ..Default::default()
         },
         serve: gateway.serve()?,

@@ -316,7 +316,14 @@ async fn start_relay(
         "--serve-publisher",
         &publisher.to_string(),
     ]);
-    proc::serve_browsers(&mut command, sessions);
+    command.args([
+        "--browser-listen",
+        "127.0.0.1:0",
+        "--web-listen",
+        "127.0.0.1:0",
+        "--max-sessions",
+        &(sessions + 16).to_string(),
+    ]);
     let mut child = proc::Spawned::spawn("relay", command)?;
     let listening = child.line("listening", STARTUP).await?;
     let gateway = child.line("gateway", STARTUP).await?;
@@ -471,9 +478,30 @@ fn attack(
     ));
     Ok(Kind::ALL
         .iter()
-        .flat_map(|&kind| std::iter::repeat_n(kind, bench.attackers))
-        .map(|kind| tokio::spawn(attack::run(kind, target.clone(), until)))
+        .enumerate()
+        .flat_map(|(k, &kind)| (0..bench.attackers).map(move |i| (k, i, kind)))
+        .map(|(k, i, kind)| {
+            let from = attacker_addr(k, i);
+            tokio::spawn(attack::run(kind, target.clone(), from, until))
+        })
         .collect())
+}
+
+/// Viewers per source address: within the relay's default per-address
+/// limits (32 sessions, a burst of 40 new connections), so that the bench
+/// runs the relay as deployed. All of 127/8 is this host's loopback.
+const VIEWERS_PER_ADDRESS: usize = 20;
+
+/// The source address of good viewer `n`: 127.1.x.y.
+fn viewer_addr(n: usize) -> std::net::IpAddr {
+    let a = n / VIEWERS_PER_ADDRESS;
+    std::net::IpAddr::from([127, 1, (a / 250) as u8, (1 + a % 250) as u8])
+}
+
+/// The source address of attacker `i` of kind `k`: 25 per address, each
+/// kind from its own addresses (127.2.k.y).
+fn attacker_addr(k: usize, i: usize) -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 2, k as u8, (1 + (i / 25) % 250) as u8])
 }
 
 async fn run_relay(bench: &RelayBench, progress: &dyn Fn(&str)) -> anyhow::Result<RelayReport> {
@@ -482,7 +510,8 @@ async fn run_relay(bench: &RelayBench, progress: &dyn Fn(&str)) -> anyhow::Resul
     let data_dir =
         std::env::temp_dir().join(format!("meshcast-bench-relay-{}", std::process::id()));
     let key = PublisherKey::from_seed([11; 32]);
-    // Attackers hold sessions from the same address as the viewers.
+    // Viewers and attackers come from many loopback addresses: the relay
+    // keeps its default per-address limits.
     let room = bench.sessions + bench.attackers * meshcast_relay::attack::Kind::ALL.len();
     let relay = start_relay(&data_dir, room, &key.public()).await?;
     let pid = relay.child.pid();
@@ -559,9 +588,19 @@ async fn run_relay(bench: &RelayBench, progress: &dyn Fn(&str)) -> anyhow::Resul
     let mut failed = 0;
     for i in 0..bench.sessions {
         let (url, hash) = (relay.gateway.clone(), hash.clone());
+        let bind = std::net::SocketAddr::new(viewer_addr(i), 0);
         opening.spawn(async move {
-            meshcast_relay::Client::connect(&url, &[hash], stream.id, "", Duration::from_secs(30))
-                .await
+            let endpoint = meshcast_relay::Client::endpoint_at(Some(bind), &[hash])
+                .map_err(|e| anyhow::anyhow!("a client endpoint: {e}"))?;
+            meshcast_relay::Client::connect_with(
+                endpoint,
+                &url,
+                stream.id,
+                "",
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(anyhow::Error::from)
         });
         // Open in waves, as viewers arrive, not all in one instant.
         if opening.len() >= 50 || i + 1 == bench.sessions {

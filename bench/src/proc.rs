@@ -224,6 +224,10 @@ pub fn serve_browsers(command: &mut Command, sessions: usize) {
         "--max-sessions-per-ip",
         &limit,
     ]);
+    // Every viewer of these benches connects from 127.0.0.1 at once.
+    command
+        .env("MESHCAST_GATEWAY__CONNECTION_BURST_PER_IP", &limit)
+        .env("MESHCAST_GATEWAY__CONNECTIONS_PER_SECOND_PER_IP", &limit);
 }
 
 /// Environment variable naming the `meshcast` binary the benches run.

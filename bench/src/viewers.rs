@@ -131,7 +131,7 @@ pub fn markdown(w: &mut String, section: Option<&ViewersSection>) {
     };
     let _ = writeln!(
         w,
-        "One `meshcast relay` child process serving {} good sessions of a {} Mbit/s stream (every segment asked for within one segment duration), {} s measured; then the same with {} attackers of each kind running at once: {}. All from 127.0.0.1, so the per-address limits are raised to fit. Goal: no late segment for the good sessions.\n",
+        "One `meshcast relay` child process serving {} good sessions of a {} Mbit/s stream (every segment asked for within one segment duration), {} s measured; then the same with {} attackers of each kind running at once: {}. Good viewers come from loopback addresses 20 at a time, attackers 25 per address and each kind from its own, so the relay keeps its default per-address limits (32 sessions, 10 new connections a second after a burst of 40). Goal: no late segment for the good sessions.\n",
         v.sessions,
         v.bitrate.value,
         v.measured.value,

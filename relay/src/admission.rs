@@ -6,9 +6,16 @@
 //! against the total; an IPv4-mapped IPv6 address counts as the IPv4 address.
 //! A [`Counter`] is plain data; the gateway keeps one for connections in their
 //! handshake and one for sessions.
+//!
+//! Caps bound what is held at once; [`Arrivals`] bounds how fast new
+//! connections come from one address (and /64): a token bucket each. An
+//! attacker cut off for misbehaving comes straight back, and every return is
+//! a full TLS handshake for the gateway; over its rate a connection is
+//! refused at its first packet, before any handshake work. Time is passed in.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
+use std::time::Instant;
 
 /// The caps a [`Counter`] enforces.
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +32,8 @@ pub(crate) enum Full {
     Total,
     Address,
     Prefix,
+    /// Over the rate of new connections, per address or /64.
+    Rate,
 }
 
 impl Full {
@@ -33,6 +42,7 @@ impl Full {
             Full::Total => "the gateway is full",
             Full::Address => "too many sessions from your address",
             Full::Prefix => "too many sessions from your network (IPv6 /64)",
+            Full::Rate => "too many new connections from your address; try again shortly",
         }
     }
 }
@@ -93,6 +103,107 @@ impl Counter {
     }
 }
 
+/// New connections allowed from one address: `per_second` on average, up to
+/// `burst` at once. A /64 gets twice both.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Rate {
+    fn doubled(self) -> Rate {
+        Rate {
+            per_second: self.per_second.saturating_mul(2),
+            burst: self.burst.saturating_mul(2),
+        }
+    }
+}
+
+/// Addresses (and /64s) with buckets kept before the full ones are dropped.
+const MAX_BUCKETS: usize = 65_536;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// Tokens now, refilled at `rate` since the last look.
+    fn level(&self, rate: Rate, now: Instant) -> f64 {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate.per_second as f64;
+        (self.tokens + refill).min(rate.burst as f64)
+    }
+}
+
+/// Token buckets of new connections, per address and per IPv6 /64. Only
+/// addresses that connected lately have an entry: a full bucket is the same
+/// as none, so full ones are dropped when the table grows past
+/// [`MAX_BUCKETS`] (and if every one is still draining, all are: the limit
+/// fails open rather than grow without bound).
+#[derive(Debug, Default)]
+pub(crate) struct Arrivals {
+    per_ip: HashMap<IpAddr, Bucket>,
+    per_prefix: HashMap<Ipv6Addr, Bucket>,
+}
+
+impl Arrivals {
+    /// Whether a new connection from `ip` may start at `now`; takes a token
+    /// from its address and /64 if so.
+    pub fn admit(&mut self, ip: IpAddr, rate: Rate, now: Instant) -> Result<(), Full> {
+        let net = prefix(ip);
+        let ip_level = level(&self.per_ip, &ip, rate, now);
+        let net_level = net.map(|n| level(&self.per_prefix, &n, rate.doubled(), now));
+        if ip_level < 1.0 || net_level.is_some_and(|l| l < 1.0) {
+            return Err(Full::Rate);
+        }
+        take(&mut self.per_ip, ip, ip_level, rate, now);
+        if let (Some(net), Some(net_level)) = (net, net_level) {
+            take(&mut self.per_prefix, net, net_level, rate.doubled(), now);
+        }
+        Ok(())
+    }
+
+    /// Addresses with a bucket (for tests).
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.per_ip.len()
+    }
+}
+
+fn level<K: std::hash::Hash + Eq>(
+    map: &HashMap<K, Bucket>,
+    key: &K,
+    rate: Rate,
+    now: Instant,
+) -> f64 {
+    map.get(key)
+        .map_or(rate.burst as f64, |b| b.level(rate, now))
+}
+
+fn take<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Bucket>,
+    key: K,
+    level: f64,
+    rate: Rate,
+    now: Instant,
+) {
+    if map.len() >= MAX_BUCKETS && !map.contains_key(&key) {
+        map.retain(|_, b| b.level(rate, now) < rate.burst as f64);
+        if map.len() >= MAX_BUCKETS {
+            map.clear();
+        }
+    }
+    map.insert(
+        key,
+        Bucket {
+            tokens: level - 1.0,
+            at: now,
+        },
+    );
+}
+
 /// Whether `key` had a count to decrement.
 fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K) -> bool {
     let Some(n) = map.get_mut(&key) else {
@@ -113,6 +224,7 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const CAPS: Caps = Caps {
         total: 10,
@@ -163,6 +275,74 @@ mod tests {
             !c.per_ip.contains_key(&a),
             "no entry for an address with no slot"
         );
+    }
+
+    const RATE: Rate = Rate {
+        per_second: 2,
+        burst: 4,
+    };
+
+    #[test]
+    fn new_connections_from_an_address_are_limited_to_its_rate_and_burst() {
+        let mut arrivals = Arrivals::default();
+        let start = Instant::now();
+        let a = v6("192.0.2.1");
+        for n in 0..4 {
+            arrivals
+                .admit(a, RATE, start)
+                .unwrap_or_else(|_| panic!("burst {n}"));
+        }
+        assert_eq!(arrivals.admit(a, RATE, start), Err(Full::Rate));
+        arrivals
+            .admit(v6("192.0.2.2"), RATE, start)
+            .expect("another address has its own bucket");
+        // Two per second: one more after 500 ms, not two.
+        let later = start + Duration::from_millis(500);
+        arrivals.admit(a, RATE, later).expect("refilled one");
+        assert_eq!(arrivals.admit(a, RATE, later), Err(Full::Rate));
+        // A long pause refills only up to the burst.
+        let much_later = start + Duration::from_secs(3600);
+        for _ in 0..4 {
+            arrivals.admit(a, RATE, much_later).expect("burst again");
+        }
+        assert_eq!(arrivals.admit(a, RATE, much_later), Err(Full::Rate));
+    }
+
+    #[test]
+    fn one_ipv6_64_shares_one_bucket_of_twice_the_rate() {
+        let mut arrivals = Arrivals::default();
+        let now = Instant::now();
+        // Each address has its own burst of 4, the /64 one of 8.
+        for host in 1..=8 {
+            arrivals
+                .admit(v6(&format!("2001:db8:1:2::{host}")), RATE, now)
+                .expect("under the /64's burst");
+        }
+        assert_eq!(
+            arrivals.admit(v6("2001:db8:1:2::99"), RATE, now),
+            Err(Full::Rate),
+            "a fresh address of a drained /64"
+        );
+        arrivals
+            .admit(v6("2001:db8:1:3::1"), RATE, now)
+            .expect("the next /64");
+    }
+
+    #[test]
+    fn the_bucket_table_stays_bounded() {
+        let mut arrivals = Arrivals::default();
+        let now = Instant::now();
+        for n in 0..(MAX_BUCKETS as u32 + 10) {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+            arrivals.admit(ip, RATE, now).expect("a new address");
+        }
+        assert!(arrivals.tracked() <= MAX_BUCKETS);
+        // Refilled buckets are dropped first.
+        let later = now + Duration::from_secs(10);
+        arrivals
+            .admit(v6("192.0.2.1"), RATE, later)
+            .expect("an address after the table filled");
+        assert!(arrivals.tracked() <= MAX_BUCKETS);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! sessions and compares with a run without them (the tests in
 //! `tests/tests/viewers.rs` check each defence on its own).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,13 +74,13 @@ pub struct Target {
     pub stream: StreamId,
 }
 
-/// Runs one attacker of `kind` against `target` until `until`, starting over
-/// whenever the gateway cuts it off. Returns how many times it was cut off
-/// (or refused) and started over.
-pub async fn run(kind: Kind, target: Arc<Target>, until: Instant) -> u64 {
+/// Runs one attacker of `kind` against `target` from the local address
+/// `from` until `until`, starting over whenever the gateway cuts it off.
+/// Returns how many times it was cut off (or refused) and started over.
+pub async fn run(kind: Kind, target: Arc<Target>, from: IpAddr, until: Instant) -> u64 {
     let mut rounds = 0;
     while Instant::now() < until {
-        let round = tokio::time::timeout_at(until, once(kind, &target));
+        let round = tokio::time::timeout_at(until, once(kind, &target, from));
         if round.await.is_err() {
             break;
         }
@@ -92,13 +92,13 @@ pub async fn run(kind: Kind, target: Arc<Target>, until: Instant) -> u64 {
 }
 
 /// One round of an attack: returns when the gateway has cut it off.
-async fn once(kind: Kind, target: &Target) {
+async fn once(kind: Kind, target: &Target, from: IpAddr) {
     match kind {
-        Kind::NoConnect => no_connect(target).await,
-        Kind::Slowloris => slowloris(target).await,
+        Kind::NoConnect => no_connect(target, from).await,
+        Kind::Slowloris => slowloris(target, from).await,
         _ => {
             let window = (kind == Kind::StalledReader).then_some(2048);
-            let Some((connection, mut send, recv)) = session(target, window).await else {
+            let Some((connection, mut send, recv)) = session(target, from, window).await else {
                 return;
             };
             let stream = if kind == Kind::UnknownStream {
@@ -184,6 +184,7 @@ fn rand_id() -> [u8; 32] {
 
 async fn session(
     target: &Target,
+    from: IpAddr,
     window: Option<u32>,
 ) -> Option<(
     wtransport::Connection,
@@ -191,7 +192,7 @@ async fn session(
     wtransport::RecvStream,
 )> {
     let mut config = ClientConfig::builder()
-        .with_bind_default()
+        .with_bind_address(SocketAddr::new(from, 0))
         .with_server_certificate_hashes([Sha256Digest::new(target.cert_hash)])
         .build();
     if let Some(window) = window {
@@ -208,7 +209,7 @@ async fn session(
     Some((connection, send, recv))
 }
 
-async fn no_connect(target: &Target) {
+async fn no_connect(target: &Target, from: IpAddr) {
     let Ok(mut tls) = crate::client::pinned_tls(target.cert_hash) else {
         return;
     };
@@ -216,8 +217,7 @@ async fn no_connect(target: &Target) {
     let Ok(crypto) = quinn::crypto::rustls::QuicClientConfig::try_from(tls) else {
         return;
     };
-    let bind = SocketAddr::from(([127, 0, 0, 1], 0));
-    let Ok(mut endpoint) = quinn::Endpoint::client(bind) else {
+    let Ok(mut endpoint) = quinn::Endpoint::client(SocketAddr::new(from, 0)) else {
         return;
     };
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
@@ -229,8 +229,16 @@ async fn no_connect(target: &Target) {
     }
 }
 
-async fn slowloris(target: &Target) {
-    let Ok(mut socket) = tokio::net::TcpStream::connect(target.web).await else {
+async fn slowloris(target: &Target, from: IpAddr) {
+    let socket = match from {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    };
+    let Ok(socket) = socket else { return };
+    if socket.bind(SocketAddr::new(from, 0)).is_err() {
+        return;
+    }
+    let Ok(mut socket) = socket.connect(target.web).await else {
         return;
     };
     if socket

@@ -115,9 +115,22 @@ impl Client {
     /// A client endpoint (one UDP socket) that accepts the given certificates.
     /// Many sessions may share one, through [`Client::connect_with`].
     pub fn endpoint(cert_hashes: &[Sha256Digest]) -> Result<ClientEndpoint, String> {
+        Self::endpoint_at(None, cert_hashes)
+    }
+
+    /// Like [`Client::endpoint`], its socket bound to `bind` when given (a
+    /// benchmark or test playing viewers from several addresses).
+    pub fn endpoint_at(
+        bind: Option<std::net::SocketAddr>,
+        cert_hashes: &[Sha256Digest],
+    ) -> Result<ClientEndpoint, String> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let config = ClientConfig::builder()
-            .with_bind_default()
+        let builder = ClientConfig::builder();
+        let builder = match bind {
+            Some(bind) => builder.with_bind_address(bind),
+            None => builder.with_bind_default(),
+        };
+        let config = builder
             .with_server_certificate_hashes(cert_hashes.iter().cloned())
             .keep_alive_interval(Some(Duration::from_secs(5)))
             .build();

@@ -24,6 +24,12 @@ pub struct Limits {
     pub max_sessions_per_prefix: usize,
     /// Connections in their handshake (before the HTTP/3 CONNECT), in total.
     pub max_handshakes: usize,
+    /// New connections per second from one address on average (a /64: twice
+    /// as many); over it a connection is refused at its first packet.
+    pub connections_per_second_per_ip: u32,
+    /// New connections from one address at once before the rate applies (a
+    /// /64: twice as many).
+    pub connection_burst_per_ip: u32,
     /// Time from a connection's first packet to its HTTP/3 CONNECT.
     pub handshake_timeout: Duration,
     /// Requests waiting for a segment that has not arrived, over all sessions.
@@ -62,6 +68,8 @@ impl Default for Limits {
             max_sessions_per_ip: 32,
             max_sessions_per_prefix: 64,
             max_handshakes: 1_000,
+            connections_per_second_per_ip: 10,
+            connection_burst_per_ip: 40,
             handshake_timeout: Duration::from_secs(10),
             max_waiters: 50_000,
             write_timeout: Duration::from_secs(10),

@@ -20,7 +20,7 @@ use wtransport::{Endpoint, ServerConfig};
 use crate::certs::{CertError, CertSource, Issued};
 pub use crate::config::{Config, Faults, Limits, Peer, Serve};
 use crate::session;
-use crate::shared::{Shared, Slot, Stage, lock, wake, wake_all};
+use crate::shared::{self, Shared, Slot, Stage, lock, wake, wake_all};
 use crate::wellknown;
 use crate::{admission, records, streams};
 
@@ -95,6 +95,7 @@ impl Gateway {
             url,
             hashes: Mutex::new(vec![(issued.hash.clone(), issued.expires)]),
             handshakes: Mutex::default(),
+            arrivals: Mutex::default(),
             sessions: Mutex::default(),
             streams: Mutex::default(),
             waiters: Mutex::default(),
@@ -162,6 +163,12 @@ impl Gateway {
     pub fn streams(&self) -> usize {
         streams::count(&self.shared)
     }
+
+    /// How many times the gateway has made its node follow a stream for
+    /// viewers since it started (a stream its node did not follow already).
+    pub fn follows(&self) -> u64 {
+        streams::follows(&self.shared)
+    }
 }
 
 fn server_config(listen: SocketAddr, issued: &Issued, limits: &Limits) -> ServerConfig {
@@ -222,7 +229,9 @@ impl Driver {
                     // work: a flood of connections that never send their
                     // CONNECT is refused, not held.
                     let ip = admission::canonical(incoming.remote_address().ip());
-                    match Slot::take(&self.shared, Stage::Handshake, ip) {
+                    let admitted = shared::arrival(&self.shared, ip)
+                        .and_then(|()| Slot::take(&self.shared, Stage::Handshake, ip));
+                    match admitted {
                         Ok(slot) => {
                             sessions.spawn(session::handle(self.shared.clone(), incoming, slot));
                         }

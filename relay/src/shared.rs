@@ -15,7 +15,7 @@ use tokio::sync::{OnceCell, oneshot};
 use tokio::time::Instant;
 use wtransport::tls::Sha256Digest;
 
-use crate::admission::{Caps, Counter, Full};
+use crate::admission::{Arrivals, Caps, Counter, Full, Rate};
 use crate::config::Config;
 
 /// State shared by the driver, sessions and the HTTP server.
@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub hashes: Mutex<Vec<(Sha256Digest, Option<SystemTime>)>>,
     /// Connections between their first packet and their HTTP/3 CONNECT.
     pub handshakes: Mutex<Counter>,
+    /// New connections lately, per address and /64.
+    pub arrivals: Mutex<Arrivals>,
     pub sessions: Mutex<Counter>,
     pub streams: Mutex<Streams>,
     pub waiters: Mutex<Waiters>,
@@ -64,6 +66,16 @@ pub(crate) struct Slot {
     shared: Arc<Shared>,
     stage: Stage,
     ip: IpAddr,
+}
+
+/// Whether a new connection from `ip` is within its address's rate.
+pub(crate) fn arrival(shared: &Shared, ip: IpAddr) -> Result<(), Full> {
+    let limits = &shared.config.limits;
+    let rate = Rate {
+        per_second: limits.connections_per_second_per_ip,
+        burst: limits.connection_burst_per_ip,
+    };
+    lock(&shared.arrivals).admit(ip, rate, std::time::Instant::now())
 }
 
 impl Slot {
@@ -107,6 +119,10 @@ pub(crate) struct Served {
     pub viewers: usize,
     /// When the last viewer left (the entry's creation if none came).
     pub idle_since: Instant,
+    /// Set once the node follows it for viewers: every Hello arriving while
+    /// the follow is under way awaits this one (a reconnect storm makes one
+    /// follow, not one per Hello).
+    pub follow: Arc<OnceCell<()>>,
 }
 
 /// The streams the gateway serves, and the DHT lookups under way for Hellos.
@@ -116,6 +132,8 @@ pub(crate) struct Streams {
     /// One lookup per stream however many Hellos ask at once; every asker
     /// awaits the same cell.
     pub lookups: HashMap<StreamId, Arc<Lookup>>,
+    /// Follows made for viewers since the gateway started.
+    pub follows: u64,
 }
 
 pub(crate) type Lookup =

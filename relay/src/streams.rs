@@ -56,35 +56,22 @@ pub(crate) async fn open(
             .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
     }
     if !following {
-        // A VOD is fetched segment by segment as viewers ask (and kept for
-        // the next one), never downloaded whole because one viewer came by.
-        shared
-            .node
-            .follow_with(descriptor.clone(), Seed::ON_DEMAND)
-            .await
-            .map_err(|_| Refusal::new(ErrorCode::Internal, "the node has stopped"))?;
-        // A live stream followed just now has nothing held yet: give the node
-        // a moment to learn the live window from its neighbours.
-        let deadline = Instant::now() + FIRST_HEADERS_WAIT;
-        while descriptor.descriptor().live
-            && shared.node.headers(&stream).is_empty()
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let cell = lock(&shared.streams)
+            .served
+            .get(&stream)
+            .map(|s| s.follow.clone())
+            .unwrap_or_default();
+        cell.get_or_try_init(|| follow(shared, &descriptor)).await?;
     }
     let mut streams = lock(&shared.streams);
     let served = streams.served.entry(stream).or_insert_with(|| Served {
         descriptor: descriptor.clone(),
-        followed_for_viewers: false,
+        followed_for_viewers: !following,
         following: true,
         viewers: 0,
         idle_since: Instant::now(),
+        follow: Default::default(),
     });
-    if !following {
-        served.followed_for_viewers = true;
-    }
-    served.following = true;
     served.viewers += 1;
     drop(streams);
     Ok((
@@ -94,6 +81,37 @@ pub(crate) async fn open(
             stream,
         },
     ))
+}
+
+/// Makes the node follow `descriptor`'s stream for viewers, once for every
+/// Hello waiting on the stream's follow cell.
+async fn follow(shared: &Shared, descriptor: &VerifiedDescriptor) -> Result<(), Refusal> {
+    // A VOD is fetched segment by segment as viewers ask (and kept for the
+    // next one), never downloaded whole because one viewer came by.
+    shared
+        .node
+        .follow_with(descriptor.clone(), Seed::ON_DEMAND)
+        .await
+        .map_err(|_| Refusal::new(ErrorCode::Internal, "the node has stopped"))?;
+    let stream = descriptor.stream_key().id;
+    {
+        let mut streams = lock(&shared.streams);
+        streams.follows += 1;
+        if let Some(served) = streams.served.get_mut(&stream) {
+            served.following = true;
+            served.followed_for_viewers = true;
+        }
+    }
+    // A live stream followed just now has nothing held yet: give the node a
+    // moment to learn the live window from its neighbours.
+    let deadline = Instant::now() + FIRST_HEADERS_WAIT;
+    while descriptor.descriptor().live
+        && shared.node.headers(&stream).is_empty()
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// The stream's newest descriptor and whether the node follows it already.
@@ -206,6 +224,7 @@ fn insert(
         following,
         viewers: 0,
         idle_since: Instant::now(),
+        follow: Default::default(),
     });
     Ok(())
 }
@@ -233,6 +252,11 @@ pub(crate) async fn prune(shared: &Shared) {
         tracing::info!(%stream, "no viewer for {after:?}: unfollowing");
         let _ = shared.node.unfollow(stream).await;
     }
+}
+
+/// Follows made for viewers since the gateway started, for tests.
+pub(crate) fn follows(shared: &Shared) -> u64 {
+    lock(&shared.streams).follows
 }
 
 /// Streams served now, for tests and metrics.

@@ -549,6 +549,7 @@ fn relay_and_node_serve_browsers_as_the_file_says_and_stop_on_sigterm() {
     let _ = child.wait();
 }
 
+mod attacks;
 mod demo;
 mod examples;
 mod metrics;

@@ -26,7 +26,7 @@ struct Sample {
 
 /// A parsed `/metrics` page: the samples and the declared `# TYPE` of each family.
 #[derive(Debug, Default)]
-struct Exposition {
+pub(crate) struct Exposition {
     samples: Vec<Sample>,
     types: HashMap<String, String>,
 }
@@ -71,13 +71,13 @@ impl Exposition {
     }
 
     /// Like [`Exposition::get`], but the sample must be there.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.get(name, labels)
             .unwrap_or_else(|| panic!("no sample {name}{labels:?} in {:#?}", self.samples))
     }
 
     /// The sum over every sample of `name` whose labels include `labels`.
-    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.samples
             .iter()
             .filter(|s| s.name == name)
@@ -209,7 +209,7 @@ fn the_exposition_parser_reads_labels_escapes_and_rejects_garbage() {
 }
 
 /// GETs a `/metrics` page and parses it.
-async fn scrape(http: &reqwest::Client, url: &str) -> Exposition {
+pub(crate) async fn scrape(http: &reqwest::Client, url: &str) -> Exposition {
     let response = http.get(url).send().await.expect(url);
     assert!(
         response.status().is_success(),

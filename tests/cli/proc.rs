@@ -93,6 +93,10 @@ impl Proc {
         self.lines(prefix).remove(0)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stderr(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
     }

@@ -82,6 +82,13 @@ pub fn gateway_config() -> meshcast_relay::Config {
     meshcast_relay::Config {
         listen: local(),
         web_listen: local(),
+        // Tests connect from 127.0.0.1 many times in a row; the rate of new
+        // connections has its own test.
+        limits: meshcast_relay::Limits {
+            connections_per_second_per_ip: 1_000,
+            connection_burst_per_ip: 1_000,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }

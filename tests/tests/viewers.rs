@@ -276,6 +276,94 @@ async fn a_stream_followed_for_viewers_is_unfollowed_when_none_is_left() {
     assert_eq!(mesh.gateway.streams(), 0);
 }
 
+/// A session from `from` (a 127/8 address: loopback, another "host").
+async fn connect_from(mesh: &Mesh, from: [u8; 4]) -> Result<Client, ClientError> {
+    let endpoint = Client::endpoint_at(
+        Some(std::net::SocketAddr::from((from, 0))),
+        &mesh.gateway.cert_hashes(),
+    )
+    .expect("client endpoint");
+    Client::connect_with(
+        endpoint,
+        mesh.gateway.url(),
+        mesh.stream,
+        "",
+        Duration::from_secs(10),
+    )
+    .await
+}
+
+/// An attacker cut off comes straight back: each return would be a TLS
+/// handshake for the relay. Over its address's rate it is refused at the
+/// first packet, while another address connects as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_connections_from_one_address_are_refused_over_its_rate() {
+    init_logs();
+    let mut config = gateway_config();
+    config.limits.connection_burst_per_ip = 5;
+    config.limits.connections_per_second_per_ip = 1;
+    let mesh = mesh(false, config).await;
+    let attacker = [127, 0, 0, 3];
+    let mut held = Vec::new();
+    for n in 0..5 {
+        held.push(
+            connect_from(&mesh, attacker)
+                .await
+                .unwrap_or_else(|e| panic!("connection {n} of the burst: {e}")),
+        );
+    }
+    let started = Instant::now();
+    match connect_from(&mesh, attacker).await {
+        Err(ClientError::Connect { .. }) => {}
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a sixth connection within the second was let in"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused only after {:?}",
+        started.elapsed()
+    );
+    let mut good = connect_from(&mesh, [127, 0, 0, 4])
+        .await
+        .expect("another address connects");
+    still_served(&mut good, &mesh).await;
+    // One per second refills: the attacker's address may connect again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    connect_from(&mesh, attacker)
+        .await
+        .expect("a connection once the bucket has refilled");
+}
+
+/// A reconnect storm: many first Hellos for a stream the relay does not
+/// follow yet, all at once. One lookup and one follow serve them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_storm_makes_one_follow_and_every_viewer_is_welcomed() {
+    init_logs();
+    let mesh = mesh(false, gateway_config()).await;
+    assert_eq!(mesh.gateway.follows(), 0);
+    let storm: Vec<_> = (0..24)
+        .map(|_| {
+            let (url, hashes, stream) = (
+                mesh.gateway.url().to_string(),
+                mesh.gateway.cert_hashes(),
+                mesh.stream,
+            );
+            tokio::spawn(async move {
+                Client::connect(&url, &hashes, stream, "", Duration::from_secs(20)).await
+            })
+        })
+        .collect();
+    let mut viewers = Vec::new();
+    for task in storm {
+        viewers.push(task.await.expect("task").expect("welcomed in the storm"));
+    }
+    assert_eq!(mesh.gateway.follows(), 1, "one follow for the whole storm");
+    assert_eq!(mesh.gateway.streams(), 1);
+    for viewer in viewers.iter_mut().take(3) {
+        still_served(viewer, &mesh).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_never_send_connect_are_capped_and_dropped_at_the_deadline() {
     init_logs();

@@ -2,7 +2,7 @@
 //!
 //! `mesh`, `relay` and `sim` are single benches; `all` runs the whole suite and
 //! writes a JSON, Markdown and SVG report (see `docs/benchmarks.md`). The
-//! hidden `peer` and `node` subcommands are processes the suite spawns of
+//! hidden `peer`, `node` and `attack` subcommands are processes the suite spawns of
 //! this program; the roles under test (`meshcast relay`, `node`, `publish`,
 //! `keygen`) are `meshcast` child processes (see [`proc::meshcast`]).
 //!
@@ -10,7 +10,6 @@
 //! of this (nor plotters, indicatif or a quinn of its own).
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,6 +19,7 @@ use meshcast_node::unix_now_us as now_us;
 use mesh::{MeshBench, MeshReport};
 
 mod all;
+mod attackers;
 mod figure;
 mod hostile;
 mod idle;
@@ -119,6 +119,9 @@ enum Command {
     /// One mesh node of the network-conditions bench (started by `all`).
     #[command(hide = true)]
     Node(netns::NodeArgs),
+    /// Hostile viewers against a gateway (started by `relay --attackers`).
+    #[command(hide = true)]
+    Attack(attackers::AttackArgs),
 }
 
 fn main() -> ExitCode {
@@ -171,6 +174,7 @@ fn main() -> ExitCode {
         Command::Sim(args) => sim::run_cli(args),
         Command::Peer(args) => throughput::peer(args),
         Command::Node(args) => netns::node(args),
+        Command::Attack(args) => attackers::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -443,25 +447,25 @@ fn relay(bench: RelayBench, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts `bench.attackers` hostile viewers of each kind against `relay`,
-/// running until `until`. Each task returns how often it was cut off.
-fn attack(
+/// Starts `bench.attackers` hostile viewers of each kind against `relay`, in
+/// a process of their own ([`attackers`]), attacking for `duration`.
+async fn attack(
     bench: &RelayBench,
     relay: &Relay,
     hash: &wtransport::tls::Sha256Digest,
     stream: meshcast_proto::StreamId,
-    until: tokio::time::Instant,
+    duration: Duration,
     progress: &dyn Fn(&str),
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<u64>>> {
-    use meshcast_relay::attack::{self, Kind, Target};
+) -> anyhow::Result<Option<proc::Spawned>> {
+    use meshcast_relay::attack::{Kind, Target};
     if bench.attackers == 0 {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let quic = url::Url::parse(&relay.gateway)
         .ok()
         .and_then(|u| Some(std::net::SocketAddr::from(([127, 0, 0, 1], u.port()?))))
         .context("the relay printed a gateway URL without a port")?;
-    let target = Arc::new(Target {
+    let target = Target {
         url: relay.gateway.clone(),
         quic,
         cert_hash: *hash.as_ref(),
@@ -470,21 +474,15 @@ fn attack(
             .parse()
             .context("the relay printed a bad well-known address")?,
         stream,
-    });
+    };
     progress(&format!(
-        "{} attackers of each of {} kinds",
+        "{} attackers of each of {} kinds (a process of their own)",
         bench.attackers,
         Kind::ALL.len()
     ));
-    Ok(Kind::ALL
-        .iter()
-        .enumerate()
-        .flat_map(|(k, &kind)| (0..bench.attackers).map(move |i| (k, i, kind)))
-        .map(|(k, i, kind)| {
-            let from = attacker_addr(k, i);
-            tokio::spawn(attack::run(kind, target.clone(), from, until))
-        })
-        .collect())
+    Ok(Some(
+        attackers::spawn(&target, bench.attackers, duration).await?,
+    ))
 }
 
 /// Viewers per source address: within the relay's default per-address
@@ -496,12 +494,6 @@ const VIEWERS_PER_ADDRESS: usize = 20;
 fn viewer_addr(n: usize) -> std::net::IpAddr {
     let a = n / VIEWERS_PER_ADDRESS;
     std::net::IpAddr::from([127, 1, (a / 250) as u8, (1 + a % 250) as u8])
-}
-
-/// The source address of attacker `i` of kind `k`: 25 per address, each
-/// kind from its own addresses (127.2.k.y).
-fn attacker_addr(k: usize, i: usize) -> std::net::IpAddr {
-    std::net::IpAddr::from([127, 2, k as u8, (1 + (i / 25) % 250) as u8])
 }
 
 async fn run_relay(bench: &RelayBench, progress: &dyn Fn(&str)) -> anyhow::Result<RelayReport> {
@@ -620,7 +612,15 @@ async fn run_relay(bench: &RelayBench, progress: &dyn Fn(&str)) -> anyhow::Resul
     progress(&format!("measuring for {:?}", bench.duration));
     let start = tokio::time::Instant::now() + Duration::from_millis(200);
     let until = start + bench.duration;
-    let attacks = attack(bench, &relay, &hash, stream.id, until, progress)?;
+    let attacks = attack(
+        bench,
+        &relay,
+        &hash,
+        stream.id,
+        until - tokio::time::Instant::now(),
+        progress,
+    )
+    .await?;
     let cpu_before = proc::cpu_seconds(&pid.to_string())?;
     let watchers: Vec<_> = clients
         .into_iter()
@@ -649,10 +649,10 @@ async fn run_relay(bench: &RelayBench, progress: &dyn Fn(&str)) -> anyhow::Resul
     }
     let cpu_after = proc::cpu_seconds(&pid.to_string())?;
     let peak_rss = proc::memory(pid)?.peak as f64 / (1024.0 * 1024.0);
-    let mut attacks_cut_off = 0;
-    for task in attacks {
-        attacks_cut_off += task.await.unwrap_or(0);
-    }
+    let attacks_cut_off = match attacks {
+        Some(child) => attackers::cut_off(child, Duration::from_secs(30)).await?,
+        None => 0,
+    };
     publisher_driver.abort();
     drop(relay);
     let _ = std::fs::remove_dir_all(&data_dir);

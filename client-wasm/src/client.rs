@@ -677,7 +677,8 @@ async fn delivery_task(
                 let p = i.pending.remove(&delivered.request_id);
                 if let Some(p) = &p {
                     let ms = now() - p.sent_at;
-                    i.pool.finished(p.gateway, delivered.body.len() as u64, ms);
+                    i.pool
+                        .finished(p.gateway, delivered.body.len() as u64, ms, now_ms());
                 }
                 p
             };
@@ -793,7 +794,7 @@ async fn fetch_attempts(
             if i.closed {
                 return Err(Failure::new("closed", "the client was closed"));
             }
-            match i.pool.pick(&tried) {
+            match i.pool.pick(&tried, now_ms()) {
                 Some(gateway) => match i.gateways[gateway].session.clone() {
                     Some(session) => {
                         let request_id = i.next_request;

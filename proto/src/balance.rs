@@ -5,7 +5,10 @@
 //! expected to finish it first: `(requests in flight + 1) / throughput`, where
 //! throughput is an exponentially weighted average of completed deliveries.
 //! A gateway not yet measured is assumed as fast as the best measured one and
-//! wins ties, so new gateways get tried. A gateway whose session closes is retried after an
+//! wins ties, so new gateways get tried. A measurement older than
+//! [`REPROBE_MS`] counts as none: a gateway found slow once is asked again
+//! now and then (its path or load may have changed), and the new sample
+//! replaces the stale average. A gateway whose session closes is retried after an
 //! exponential backoff (1 s, 2 s, 4 s, … capped at 30 s, reset by a success);
 //! one caught sending forged data is banned for [`BAN_MS`] before it is retried.
 //!
@@ -17,6 +20,9 @@ pub const BACKOFF_MIN_MS: u64 = 1_000;
 pub const BACKOFF_MAX_MS: u64 = 30_000;
 /// How long a gateway that sent forged data is shunned.
 pub const BAN_MS: u64 = 120_000;
+/// Age after which a gateway's measured throughput no longer counts, so that
+/// a gateway passed over as slower is tried again.
+pub const REPROBE_MS: u64 = 30_000;
 /// Most gateways a viewer keeps.
 pub const MAX_POOL: usize = 16;
 /// Weight of a new throughput sample.
@@ -44,6 +50,8 @@ pub struct Gateway {
     pub state: State,
     /// Bytes per second, averaged over recent deliveries.
     pub throughput: Option<f64>,
+    /// When `throughput` was last sampled.
+    pub sampled_at_ms: u64,
     pub inflight: u32,
     /// Consecutive failures to connect or stay connected.
     pub failures: u32,
@@ -81,6 +89,7 @@ impl Pool {
             url: url.to_string(),
             state: State::Connecting,
             throughput: None,
+            sampled_at_ms: 0,
             inflight: 0,
             failures: 0,
             banned: false,
@@ -178,13 +187,17 @@ impl Pool {
         self.gateways.iter().any(|g| g.state == State::Connecting)
     }
 
-    /// The connected gateway expected to deliver soonest, skipping `exclude`
-    /// (gateways already tried for this request).
-    pub fn pick(&self, exclude: &[usize]) -> Option<usize> {
+    /// The connected gateway expected to deliver soonest at `now_ms`, skipping
+    /// `exclude` (gateways already tried for this request).
+    pub fn pick(&self, exclude: &[usize], now_ms: u64) -> Option<usize> {
+        let fresh = |g: &Gateway| {
+            g.throughput
+                .filter(|_| now_ms.saturating_sub(g.sampled_at_ms) < REPROBE_MS)
+        };
         let best_measured = self
             .gateways
             .iter()
-            .filter_map(|g| g.throughput)
+            .filter_map(fresh)
             .fold(None, |best: Option<f64>, t| {
                 Some(best.map_or(t, |b| b.max(t)))
             });
@@ -194,15 +207,17 @@ impl Pool {
             .enumerate()
             .filter(|(i, g)| g.state == State::Connected && !exclude.contains(i))
             .map(|(i, g)| {
-                let throughput = g.throughput.unwrap_or(assumed).max(1.0);
+                let measured = fresh(g);
+                let throughput = measured.unwrap_or(assumed).max(1.0);
                 (
                     i,
                     f64::from(g.inflight + 1) / throughput,
-                    g.throughput.is_some(),
+                    measured.is_some(),
                 )
             })
-            // On a tie the unmeasured gateway goes first: that is how it gets
-            // measured when requests come one at a time, as from hls.js.
+            // On a tie the unmeasured (or stale) gateway goes first: that is
+            // how it gets measured when requests come one at a time, as from
+            // hls.js.
             .min_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)))
             .map(|(i, _, _)| i)
     }
@@ -214,17 +229,20 @@ impl Pool {
         }
     }
 
-    /// A request to `index` completed: `bytes` in `ms` from request to last byte.
-    pub fn finished(&mut self, index: usize, bytes: u64, ms: f64) {
+    /// A request to `index` completed at `now_ms`: `bytes` in `ms` from
+    /// request to last byte.
+    pub fn finished(&mut self, index: usize, bytes: u64, ms: f64, now_ms: u64) {
         if let Some(g) = self.gateways.get_mut(index) {
             g.inflight = g.inflight.saturating_sub(1);
             g.failures = 0;
             if bytes >= MIN_SAMPLE_BYTES && ms > 0.0 {
                 let sample = bytes as f64 * 1000.0 / ms;
+                let stale = now_ms.saturating_sub(g.sampled_at_ms) >= REPROBE_MS;
                 g.throughput = Some(match g.throughput {
-                    Some(t) => t + EWMA_ALPHA * (sample - t),
-                    None => sample,
+                    Some(t) if !stale => t + EWMA_ALPHA * (sample - t),
+                    _ => sample,
                 });
+                g.sampled_at_ms = now_ms;
             }
         }
     }
@@ -278,11 +296,11 @@ mod tests {
     #[test]
     fn the_faster_gateway_gets_more_requests() {
         let mut pool = pool(2);
-        pool.finished(0, 1_000_000, 100.0); // 10 MB/s
-        pool.finished(1, 1_000_000, 1000.0); // 1 MB/s
+        pool.finished(0, 1_000_000, 100.0, 0); // 10 MB/s
+        pool.finished(1, 1_000_000, 1000.0, 0); // 1 MB/s
         let mut counts = [0; 2];
         for _ in 0..22 {
-            let i = pool.pick(&[]).expect("a gateway");
+            let i = pool.pick(&[], 0).expect("a gateway");
             counts[i] += 1;
             pool.started(i);
         }
@@ -293,14 +311,47 @@ mod tests {
     #[test]
     fn an_unmeasured_gateway_is_tried() {
         let mut pool = pool(1);
-        pool.finished(0, 1_000_000, 100.0);
+        pool.finished(0, 1_000_000, 100.0, 0);
         let late = pool.add("https://late/").expect("new");
         pool.connected(late);
-        assert_eq!(pool.pick(&[]), Some(late), "a tie goes to the unmeasured");
-        assert_eq!(pool.pick(&[late]), Some(0), "exclusions are honoured");
+        assert_eq!(
+            pool.pick(&[], 0),
+            Some(late),
+            "a tie goes to the unmeasured"
+        );
+        assert_eq!(pool.pick(&[late], 0), Some(0), "exclusions are honoured");
         pool.started(late);
-        pool.finished(late, 1_000_000, 200.0);
-        assert_eq!(pool.pick(&[]), Some(0), "then the faster one");
+        pool.finished(late, 1_000_000, 200.0, 0);
+        assert_eq!(pool.pick(&[], 0), Some(0), "then the faster one");
+    }
+
+    #[test]
+    fn a_gateway_passed_over_as_slower_is_probed_again_once_its_figure_is_stale() {
+        let mut pool = pool(2);
+        pool.finished(0, 1_000_000, 100.0, 0); // 10 MB/s
+        pool.finished(1, 1_000_000, 1000.0, 0); // 1 MB/s
+        // One request at a time, as from hls.js: always the faster one.
+        let mut now = 0;
+        while now < REPROBE_MS {
+            assert_eq!(pool.pick(&[], now), Some(0));
+            pool.started(0);
+            pool.finished(0, 1_000_000, 100.0, now);
+            now += 2_000;
+        }
+        // Gateway 1 has not been measured for REPROBE_MS: it is tried again.
+        assert_eq!(pool.pick(&[], now), Some(1), "the stale one is probed");
+        pool.started(1);
+        // It has become fast: the new sample replaces the old average.
+        pool.finished(1, 1_000_000, 50.0, now);
+        assert_eq!(pool.get(1).and_then(|g| g.throughput), Some(20_000_000.0));
+        assert_eq!(pool.pick(&[], now), Some(1), "now the faster one");
+        // A gateway still slow goes back to being passed over.
+        pool.finished(1, 1_000_000, 1000.0, now + 1);
+        pool.finished(1, 1_000_000, 1000.0, now + 2);
+        pool.finished(1, 1_000_000, 1000.0, now + 3);
+        pool.finished(1, 1_000_000, 1000.0, now + 4);
+        pool.finished(1, 1_000_000, 1000.0, now + 5);
+        assert_eq!(pool.pick(&[], now + 5), Some(0));
     }
 
     #[test]
@@ -310,7 +361,7 @@ mod tests {
         let mut waits = Vec::new();
         for _ in 0..8 {
             pool.closed(0, now);
-            assert_eq!(pool.pick(&[]), None);
+            assert_eq!(pool.pick(&[], 0), None);
             let retry = pool.next_retry_ms().expect("scheduled");
             waits.push(retry - now);
             assert!(pool.due(retry - 1).is_empty());
@@ -319,7 +370,7 @@ mod tests {
         }
         assert_eq!(waits, [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
         pool.connected(0);
-        pool.finished(0, 100, 1.0);
+        pool.finished(0, 100, 1.0, 0);
         pool.closed(0, now);
         assert_eq!(pool.next_retry_ms(), Some(now + BACKOFF_MIN_MS));
     }
@@ -329,7 +380,7 @@ mod tests {
         let mut pool = pool(2);
         pool.ban(1, 10);
         pool.closed(1, 20); // the session closing afterwards must not shorten the ban
-        assert_eq!(pool.pick(&[]), Some(0));
+        assert_eq!(pool.pick(&[], 0), Some(0));
         assert!(pool.due(10 + BAN_MS - 1).is_empty());
         assert_eq!(pool.due(10 + BAN_MS), vec![1]);
         assert!(pool.add("https://g1/").is_none());

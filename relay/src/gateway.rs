@@ -243,9 +243,14 @@ impl Driver {
                 }
                 _ = prune.tick() => streams::prune(&self.shared).await,
                 _ = &mut publish_at => {
-                    self.publish_record().await;
-                    publish_at.as_mut().reset(tokio::time::Instant::now() + publish_gap);
-                    publish_gap = (publish_gap * 2).min(records::REPUBLISH);
+                    // Until gossip takes the record (no subscribed peer yet,
+                    // or gossip views being healed), try again every second.
+                    let gossiped = self.publish_record().await;
+                    let gap = if gossiped { publish_gap } else { Duration::from_secs(1) };
+                    publish_at.as_mut().reset(tokio::time::Instant::now() + gap);
+                    if gossiped {
+                        publish_gap = (publish_gap * 2).min(records::REPUBLISH);
+                    }
                 }
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 event = arrivals.recv() => match event {
@@ -268,10 +273,11 @@ impl Driver {
         web_task.abort();
     }
 
-    /// Signs and gossips this gateway's record (see [`records`]).
-    async fn publish_record(&self) {
+    /// Signs and gossips this gateway's record (see [`records`]). False when
+    /// gossip did not take it and it is worth trying again soon.
+    async fn publish_record(&self) -> bool {
         let Some(node) = self.shared.node.node_key() else {
-            return;
+            return true;
         };
         let now = meshcast_node::unix_now_us();
         let cert_hashes = match self.shared.config.cert {
@@ -297,10 +303,14 @@ impl Driver {
         };
         if let Err(e) = record.validate() {
             tracing::warn!("not publishing a gateway record: {e}");
-            return;
+            return true;
         }
-        if let Err(e) = self.shared.node.publish_gateway(&record).await {
-            tracing::warn!("publishing the gateway record failed: {e}");
+        match self.shared.node.publish_gateway(&record).await {
+            Ok((_, gossiped)) => gossiped,
+            Err(e) => {
+                tracing::warn!("publishing the gateway record failed: {e}");
+                false
+            }
         }
     }
 

@@ -434,17 +434,23 @@ impl Driver {
             Command::KnownDescriptor(id, reply) => {
                 let _ = reply.send(self.known_descriptor(&id));
             }
-            Command::PublishGateway(record) => {
-                if let Err(e) = self
+            Command::PublishGateway(record, reply) => {
+                let gossiped = match self
                     .swarm
                     .behaviour_mut()
                     .gossipsub
                     .publish(behaviour::gateways_topic(), record)
                 {
-                    tracing::debug!("gateway record not gossiped: {e}");
-                } else {
-                    tracing::debug!("gateway record gossiped");
-                }
+                    Err(e) => {
+                        tracing::debug!("gateway record not gossiped: {e}");
+                        false
+                    }
+                    Ok(_) => {
+                        tracing::debug!("gateway record gossiped");
+                        true
+                    }
+                };
+                let _ = reply.send(gossiped);
             }
             Command::Followed(id, reply) => {
                 let _ = reply.send(self.mesh.descriptor(&id).cloned());
@@ -866,14 +872,25 @@ impl Driver {
 
 /// How long a connected peer may go without telling us its subscriptions.
 const GOSSIP_HEAL_AFTER: Duration = Duration::from_secs(10);
-/// Least time between two heals of one peer.
-const GOSSIP_HEAL_EVERY: Duration = Duration::from_secs(60);
+/// Least time between the first two heals of one peer; it doubles with each
+/// heal that did not help, up to [`GOSSIP_HEAL_MAX_GAP`]. Short at first: a
+/// heal fails when the peer still holds the dead connection of our previous
+/// run (until its idle timeout), and then only the next one helps.
+const GOSSIP_HEAL_GAP: Duration = Duration::from_secs(10);
+const GOSSIP_HEAL_MAX_GAP: Duration = Duration::from_secs(300);
+
+/// When a peer was last healed, and how long until it may be again.
+#[derive(Debug, Clone, Copy)]
+struct Healed {
+    at: Instant,
+    gap: Duration,
+}
 
 /// Peers connected, since when and where, and when each was last healed.
 #[derive(Default)]
 pub(super) struct GossipHeal {
     pub connected: HashMap<PeerId, (Instant, Multiaddr)>,
-    healed: HashMap<PeerId, Instant>,
+    healed: HashMap<PeerId, Healed>,
     /// Disconnected to heal: dialled again once their last connection closed.
     pub redial: HashMap<PeerId, Multiaddr>,
 }
@@ -888,14 +905,24 @@ impl Driver {
     /// topic, so a peer connected for [`GOSSIP_HEAL_AFTER`] whose
     /// subscriptions we do not know is such a case, on one side or the
     /// other: drop every connection to it and dial it again once they are
-    /// gone, so both sides start over. At most once a minute per peer.
+    /// gone, so both sides start over. Again after 10 s if that did not help,
+    /// then less and less often (up to every 5 min: a peer that really does
+    /// not subscribe is not churned for good).
     fn heal_gossip(&mut self) {
         let now = Instant::now();
         let gateways = behaviour::gateways_topic().hash();
         let heal = &mut self.gossip_heal;
-        heal.healed
-            .retain(|_, at| now.duration_since(*at) < GOSSIP_HEAL_EVERY);
         let gossip = &self.swarm.behaviour().gossipsub;
+        // A peer whose subscriptions we know is well: its next trouble
+        // starts from the short gap again.
+        for (peer, topics) in gossip.all_peers() {
+            if topics.contains(&&gateways) {
+                heal.healed.remove(peer);
+            }
+        }
+        heal.healed.retain(|peer, h| {
+            heal.connected.contains_key(peer) || now.duration_since(h.at) < h.gap
+        });
         let speaks_gossipsub: std::collections::HashSet<&PeerId> = gossip
             .peer_protocol()
             // `PeerKind` is not exported; its names are.
@@ -909,13 +936,24 @@ impl Driver {
             })
             .filter_map(|(peer, _)| {
                 let (since, addr) = heal.connected.get(peer)?;
-                (now.duration_since(*since) >= GOSSIP_HEAL_AFTER && !heal.healed.contains_key(peer))
+                let due = heal
+                    .healed
+                    .get(peer)
+                    .is_none_or(|h| now.duration_since(h.at) >= h.gap);
+                (now.duration_since(*since) >= GOSSIP_HEAL_AFTER && due)
                     .then(|| (*peer, addr.clone()))
             })
             .collect();
         for (peer, addr) in stale {
             tracing::debug!(%peer, "gossip views apart: reconnecting");
-            self.gossip_heal.healed.insert(peer, now);
+            let gap = self
+                .gossip_heal
+                .healed
+                .get(&peer)
+                .map_or(GOSSIP_HEAL_GAP, |h| (h.gap * 2).min(GOSSIP_HEAL_MAX_GAP));
+            self.gossip_heal
+                .healed
+                .insert(peer, Healed { at: now, gap });
             self.gossip_heal.redial.insert(peer, addr);
             let _ = self.swarm.disconnect_peer_id(peer);
         }

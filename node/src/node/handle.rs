@@ -79,7 +79,7 @@ pub(super) enum Command {
     KnownDescriptor(StreamId, oneshot::Sender<Option<VerifiedDescriptor>>),
     Followed(StreamId, oneshot::Sender<Option<VerifiedDescriptor>>),
     Unfollow(StreamId, oneshot::Sender<()>),
-    PublishGateway(Vec<u8>),
+    PublishGateway(Vec<u8>, oneshot::Sender<bool>),
     Inject(VerifiedHeader, Bytes, oneshot::Sender<()>),
 }
 
@@ -202,22 +202,23 @@ impl Node {
     /// Signs and gossips this node's gateway record (its `node` must be
     /// [`node_key`](Self::node_key)) on the gateways topic. A gateway calls it
     /// at start, when its certificate changes, and now and then (records
-    /// expire; nodes that joined since have not seen it).
+    /// expire; nodes that joined since have not seen it). Returns the signed
+    /// record and whether gossip took it: not while no peer is known to
+    /// subscribe (a node just started, or one whose gossip views are being
+    /// healed), so the caller should try again soon.
     pub async fn publish_gateway(
         &self,
         record: &meshcast_proto::gateway::GatewayRecord,
-    ) -> Result<meshcast_proto::pb::SignedGatewayRecord, NodeError> {
+    ) -> Result<(meshcast_proto::pb::SignedGatewayRecord, bool), NodeError> {
         use prost::Message as _;
         let signature = self
             .key
             .sign(&record.signing_bytes())
             .map_err(|e| NodeError::Setup(format!("signing the gateway record: {e}")))?;
         let signed = record.to_pb(&signature);
-        self.commands
-            .send(Command::PublishGateway(signed.encode_to_vec()))
-            .await
-            .map_err(|_| NodeError::Stopped)?;
-        Ok(signed)
+        let encoded = signed.encode_to_vec();
+        let gossiped = self.ask(|tx| Command::PublishGateway(encoded, tx)).await?;
+        Ok((signed, gossiped))
     }
 
     /// Stops following a stream: no more announcements, pushes or provider

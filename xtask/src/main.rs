@@ -29,7 +29,8 @@ tasks:
   demo [ARGS...]        build the browser client and the page, then run `meshcast demo ARGS`:
                         a local origin, publisher, 3 nodes, a relay and the player page
   setup                 install what the checks need (rustup components and targets,
-                        cargo-fuzz, wasm-bindgen-cli, Debian chromium, the page's npm packages)
+                        cargo-fuzz, wasm-bindgen-cli, Debian chromium and, as root,
+                        nftables, the page's npm packages)
   test [--no-setup]     setup, then every check: fmt, clippy (host and wasm32), the wasm32
                         build, the fuzz targets (built and run briefly), all cargo tests, and
                         the end-to-end tests in headless Chromium
@@ -57,7 +58,7 @@ fn main() -> ExitCode {
         ["demo", rest @ ..] => web_setup().and_then(|()| demo(rest)),
         ["bench", rest @ ..] if !rest.is_empty() => bench(rest),
         ["bench-browser", rest @ ..] => web_setup()
-            .and_then(|()| chromium_setup())
+            .and_then(|()| debian_setup())
             .and_then(|()| bench_browser(rest)),
         ["fuzz", target] => fuzz(target, "60"),
         ["fuzz", target, seconds] => fuzz(target, seconds),
@@ -109,7 +110,7 @@ fn output(program: &str, args: &[&str]) -> Result<String> {
 /// Everything `test` needs.
 fn setup() -> Result {
     web_setup()?;
-    chromium_setup()?;
+    debian_setup()?;
     let fuzz = output("cargo", &["fuzz", "--version"]).unwrap_or_default();
     if !fuzz.contains(CARGO_FUZZ_VERSION) {
         let version = format!("={CARGO_FUZZ_VERSION}");
@@ -166,13 +167,22 @@ fn web_setup() -> Result {
     Ok(())
 }
 
-/// Debian's chromium for the end-to-end tests (never a browser download:
-/// those fail on machines without general internet access).
-fn chromium_setup() -> Result {
-    if std::path::Path::new(CHROMIUM).exists() {
+/// Debian packages: chromium for the end-to-end tests (never a browser
+/// download: those fail on machines without general internet access), and
+/// as root nftables for the network lab's NAT routers (`tests/tests/lab.rs`;
+/// without root the lab's tests are skipped, so nft is not needed).
+fn debian_setup() -> Result {
+    let root = output("id", &["-u"]).unwrap_or_default().trim() == "0";
+    let mut packages = Vec::new();
+    if !std::path::Path::new(CHROMIUM).exists() {
+        packages.push("chromium");
+    }
+    if root && output("nft", &["-V"]).is_err() {
+        packages.push("nftables");
+    }
+    if packages.is_empty() {
         return Ok(());
     }
-    let root = output("id", &["-u"]).unwrap_or_default().trim() == "0";
     let (program, prefix): (&str, &[&str]) = if root {
         ("apt-get", &[])
     } else {
@@ -182,9 +192,12 @@ fn chromium_setup() -> Result {
         let all: Vec<&str> = prefix.iter().chain(args).copied().collect();
         run(program, &all, None)
     };
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend(&packages);
+    let wanted = packages.join(" ");
     apt(&["update"])
-        .and_then(|()| apt(&["install", "-y", "--no-install-recommends", "chromium"]))
-        .map_err(|e| format!("{e}\ninstalling Debian chromium needs root or passwordless sudo; or install it yourself (apt-get install chromium)"))
+        .and_then(|()| apt(&install))
+        .map_err(|e| format!("{e}\ninstalling Debian {wanted} needs root or passwordless sudo; or install it yourself (apt-get install {wanted})"))
 }
 
 /// Builds the browser client (release: small and fast) and assembles the page

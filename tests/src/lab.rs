@@ -1,0 +1,289 @@
+//! A network lab of real kernel networking: network namespaces joined by
+//! veth pairs on a "WAN" bridge, hosts either on the WAN or behind a router
+//! namespace of their own that does NAT with nftables. Needs root, `ip`
+//! (iproute2) and `nft` (nftables); [`Lab::unavailable`] says why not.
+//!
+//! Every namespace of a lab is named `ml<pid>…`, and every link lives inside
+//! those namespaces, so deleting them removes everything: [`Lab`]'s `Drop`
+//! does (also while a panic unwinds), and [`Lab::start`] first deletes the
+//! namespaces of labs whose process is gone (one killed outright, or by
+//! Ctrl-C). Only addresses inside these namespaces are used: 10.77.0.0/24 is
+//! the WAN, 10.77.N.0/24 the LAN behind router N.
+//!
+//! Code runs inside a host with [`Host::enter`]: a thread of its own that
+//! joins the host's namespace (`setns`), so sockets it opens are the host's.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+/// How a router maps and filters (RFC 4787 terms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    /// Endpoint-independent mapping, address-and-port-dependent filtering:
+    /// Linux `masquerade` (keeps the source port when it can). The common
+    /// home router.
+    PortPreserving,
+    /// Endpoint-dependent mapping: `masquerade fully-random`, a new random
+    /// port per flow ("symmetric").
+    Symmetric,
+}
+
+/// One host of the lab.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Its namespace.
+    pub netns: String,
+    /// Its own address (on the WAN, or on its LAN behind a router).
+    pub addr: Ipv4Addr,
+    /// The address the WAN sees it from: its router's, or its own.
+    pub public: Ipv4Addr,
+}
+
+impl Host {
+    /// Runs `f` on a thread inside this host's network namespace and returns
+    /// what it returns. Sockets `f` opens belong to the host.
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.netns);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: setns on this thread only, with a namespace file we
+            // hold open; the thread ends with `f`.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+}
+
+/// A lab: deleted with everything in it when dropped.
+pub struct Lab {
+    prefix: String,
+    wan: String,
+    /// Namespaces made, in order.
+    made: Vec<String>,
+    next_wan: u8,
+    next_lan: u8,
+}
+
+/// Runs a command, panicking with its output if it fails.
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Loads an nftables ruleset into `ns` (`nft -f -`).
+fn nft(ns: &str, ruleset: &str) {
+    use std::io::Write as _;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(ruleset.as_bytes()).expect("nft input");
+    }
+    let out = child.wait_with_output().expect("nft");
+    assert!(
+        out.status.success(),
+        "nft in {ns}: {}\n{ruleset}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn in_ns(ns: &str, args: &[&str]) {
+    let mut all = vec!["ip", "netns", "exec", ns];
+    all.extend_from_slice(args);
+    run(&all);
+}
+
+/// Namespaces whose name starts with `prefix`.
+pub fn namespaces(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output();
+    let Ok(out) = out else { return Vec::new() };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+fn delete(ns: &str) {
+    let _ = Command::new("ip").args(["netns", "del", ns]).output();
+}
+
+impl Lab {
+    /// Why the lab cannot run here, if it cannot: not root, or `ip` or
+    /// `nft` missing.
+    pub fn unavailable() -> Option<String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Some("not root (network namespaces need CAP_NET_ADMIN)".into());
+        }
+        for tool in ["ip", "nft"] {
+            let found = Command::new(tool).arg("-V").output().is_ok();
+            if !found {
+                return Some(format!(
+                    "`{tool}` is missing (cargo xtask setup installs it)"
+                ));
+            }
+        }
+        None
+    }
+
+    /// A lab with an empty WAN. Deletes first what labs of dead processes
+    /// left behind.
+    pub fn start() -> Lab {
+        for ns in namespaces("ml") {
+            let pid = ns[2..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|p| p.parse::<i32>().ok());
+            // SAFETY: kill with signal 0 only checks that the process exists.
+            let alive = pid.is_some_and(|p| unsafe { libc::kill(p, 0) } == 0);
+            if !alive {
+                delete(&ns);
+            }
+        }
+        let prefix = format!("ml{}{}", std::process::id(), next_lab_letter());
+        let wan = format!("{prefix}w");
+        let mut lab = Lab {
+            prefix,
+            wan: wan.clone(),
+            made: Vec::new(),
+            next_wan: 10,
+            next_lan: 1,
+        };
+        lab.namespace(&wan);
+        in_ns(&wan, &["ip", "link", "add", "br0", "type", "bridge"]);
+        in_ns(&wan, &["ip", "link", "set", "br0", "up"]);
+        lab
+    }
+
+    /// The namespaces' common prefix (to check that none is left).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn namespace(&mut self, name: &str) {
+        run(&["ip", "netns", "add", name]);
+        self.made.push(name.to_string());
+        in_ns(name, &["ip", "link", "set", "lo", "up"]);
+    }
+
+    /// Plugs `ns` into the WAN bridge with `addr`/24 on its side (`wan0`).
+    fn plug_wan(&mut self, ns: &str, addr: Ipv4Addr) {
+        let port = format!("p{}", self.made.len());
+        run(&[
+            "ip", "link", "add", "wan0", "netns", ns, "type", "veth", "peer", "name", &port,
+            "netns", &self.wan,
+        ]);
+        in_ns(&self.wan, &["ip", "link", "set", &port, "master", "br0"]);
+        in_ns(&self.wan, &["ip", "link", "set", &port, "up"]);
+        in_ns(
+            ns,
+            &["ip", "addr", "add", &format!("{addr}/24"), "dev", "wan0"],
+        );
+        in_ns(ns, &["ip", "link", "set", "wan0", "up"]);
+    }
+
+    fn wan_addr(&mut self) -> Ipv4Addr {
+        let a = Ipv4Addr::new(10, 77, 0, self.next_wan);
+        self.next_wan = self.next_wan.checked_add(1).expect("at most 245 WAN hosts");
+        a
+    }
+
+    /// A host with an address on the WAN.
+    pub fn public_host(&mut self) -> Host {
+        let netns = format!("{}h{}", self.prefix, self.made.len());
+        let addr = self.wan_addr();
+        self.namespace(&netns);
+        self.plug_wan(&netns, addr);
+        Host {
+            netns,
+            addr,
+            public: addr,
+        }
+    }
+
+    /// A host alone on a LAN behind a router of its own doing `nat`.
+    pub fn natted_host(&mut self, nat: Nat) -> Host {
+        let lan = self.next_lan;
+        self.next_lan = self.next_lan.checked_add(1).expect("at most 254 LANs");
+        let router = format!("{}r{lan}", self.prefix);
+        let netns = format!("{}h{}", self.prefix, self.made.len());
+        let public = self.wan_addr();
+        self.namespace(&router);
+        self.plug_wan(&router, public);
+        self.namespace(&netns);
+        let gateway = Ipv4Addr::new(10, 77, lan, 1);
+        let addr = Ipv4Addr::new(10, 77, lan, 2);
+        run(&[
+            "ip", "link", "add", "lan0", "netns", &router, "type", "veth", "peer", "name", "eth0",
+            "netns", &netns,
+        ]);
+        in_ns(
+            &router,
+            &["ip", "addr", "add", &format!("{gateway}/24"), "dev", "lan0"],
+        );
+        in_ns(&router, &["ip", "link", "set", "lan0", "up"]);
+        in_ns(
+            &netns,
+            &["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"],
+        );
+        in_ns(&netns, &["ip", "link", "set", "eth0", "up"]);
+        in_ns(
+            &netns,
+            &["ip", "route", "add", "default", "via", &gateway.to_string()],
+        );
+        in_ns(&router, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+        let masquerade = match nat {
+            Nat::PortPreserving => "masquerade",
+            Nat::Symmetric => "masquerade fully-random",
+        };
+        // Filtering: only replies to what the LAN sent out come in (conntrack
+        // state), and the LAN is never routed to from the WAN directly.
+        let rules = format!(
+            "table ip lab {{
+              chain post {{ type nat hook postrouting priority srcnat; oifname \"wan0\" {masquerade}; }}
+              chain forward_lan {{ type filter hook forward priority filter; policy drop;
+                iifname \"lan0\" accept;
+                ct state established,related accept; }}
+            }}"
+        );
+        nft(&router, &rules);
+        Host {
+            netns,
+            addr,
+            public,
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.made.iter().rev() {
+            delete(ns);
+        }
+    }
+}
+
+/// A letter per lab made by this process, so that tests running at once
+/// get different prefixes.
+fn next_lab_letter() -> char {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static NEXT: AtomicU8 = AtomicU8::new(0);
+    (b'a' + NEXT.fetch_add(1, Ordering::Relaxed) % 26) as char
+}

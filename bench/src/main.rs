@@ -320,14 +320,7 @@ async fn start_relay(
         "--serve-publisher",
         &publisher.to_string(),
     ]);
-    command.args([
-        "--browser-listen",
-        "127.0.0.1:0",
-        "--web-listen",
-        "127.0.0.1:0",
-        "--max-sessions",
-        &(sessions + 16).to_string(),
-    ]);
+    proc::serve_browsers_from_many(&mut command, sessions);
     let mut child = proc::Spawned::spawn("relay", command)?;
     let listening = child.line("listening", STARTUP).await?;
     let gateway = child.line("gateway", STARTUP).await?;

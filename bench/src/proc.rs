@@ -211,19 +211,25 @@ impl Drop for Spawned {
 }
 
 /// Makes a `meshcast node` or `relay` command a browser gateway on loopback
-/// (ephemeral ports) with room for `sessions` viewers, all from one address.
-pub fn serve_browsers(command: &mut Command, sessions: usize) {
-    let limit = (sessions + 16).to_string();
+/// (ephemeral ports) with room for `sessions` viewers in all, keeping the
+/// default per-address limits (viewers from many addresses).
+pub fn serve_browsers_from_many(command: &mut Command, sessions: usize) {
     command.args([
         "--browser-listen",
         "127.0.0.1:0",
         "--web-listen",
         "127.0.0.1:0",
         "--max-sessions",
-        &limit,
-        "--max-sessions-per-ip",
-        &limit,
+        &(sessions + 16).to_string(),
     ]);
+}
+
+/// Makes a `meshcast node` or `relay` command a browser gateway on loopback
+/// (ephemeral ports) with room for `sessions` viewers, all from one address.
+pub fn serve_browsers(command: &mut Command, sessions: usize) {
+    serve_browsers_from_many(command, sessions);
+    let limit = (sessions + 16).to_string();
+    command.args(["--max-sessions-per-ip", &limit]);
     // Every viewer of these benches connects from 127.0.0.1 at once.
     command
         .env("MESHCAST_GATEWAY__CONNECTION_BURST_PER_IP", &limit)

@@ -5,7 +5,6 @@
 //! `/metrics` endpoint. Real processes, QUIC and TCP on 127.0.0.1.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wtransport::tls::Sha256Digest;
 
 use crate::metrics::scrape;
-use crate::proc::{Proc, keygen};
+use crate::proc::{Proc, start_publisher};
 
 const QUIC: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
 const ANY: &str = "127.0.0.1:0";
@@ -71,31 +70,13 @@ async fn fetch_newest(client: &mut Client, stream: StreamId) {
 fn a_relay_under_every_attack_keeps_serving_and_returns_to_its_idle_memory() {
     let dir = tempfile::tempdir().unwrap();
     let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let media = Path::new(env!("CARGO_MANIFEST_DIR")).join("media/test-stream");
-    let mut origin = Proc::start(
-        "origin",
-        &["origin", "--dir", media.to_str().unwrap(), "--listen", ANY],
-        "warn",
-    );
-    let playlist = format!("{}/live/master.m3u8", origin.line("origin"));
-    keygen(Path::new(&d("publisher.key")));
-    let mut publisher = Proc::start(
-        "publisher",
-        &[
-            "publish",
-            "--origin",
-            &playlist,
-            "--key",
-            &d("publisher.key"),
-            "--name",
-            "attacks",
-            "--data-dir",
-            &d("pub"),
-            "--listen",
-            QUIC,
-        ],
-        "warn",
-    );
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_origin, mut publisher) = start_publisher(&rt, dir.path(), "live/master.m3u8", "attacks");
     let bootstrap = publisher.line("listening");
     let stream: StreamId = publisher.line("stream").parse().expect("a stream id");
     let mut relay = Proc::start(
@@ -127,12 +108,6 @@ fn a_relay_under_every_attack_keeps_serving_and_returns_to_its_idle_memory() {
     hex::decode_to_slice(&hash_hex, &mut cert_hash).expect("a certificate hash");
     let pid = relay.pid();
 
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let http = reqwest::Client::new();
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -129,3 +129,45 @@ pub fn keygen(path: &Path) {
         .unwrap();
     assert!(out.status.success());
 }
+
+pub fn media_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("media/test-stream")
+}
+
+/// The committed test stream served in this process, and a `meshcast
+/// publish` process of its `playlist` (e.g. `live/master.m3u8`) with a new
+/// key in `dir`.
+pub fn start_publisher(
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+    playlist: &str,
+    name: &str,
+) -> (meshcast_origin::Running, Proc) {
+    let d = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let origin = runtime
+        .block_on(meshcast_origin::spawn(
+            media_dir(),
+            "127.0.0.1:0".parse().unwrap(),
+        ))
+        .expect("origin");
+    keygen(Path::new(&d("publisher.key")));
+    let playlist = format!("{}/{playlist}", origin.url());
+    let publisher = Proc::start(
+        "publisher",
+        &[
+            "publish",
+            "--origin",
+            &playlist,
+            "--key",
+            &d("publisher.key"),
+            "--name",
+            name,
+            "--data-dir",
+            &d("pub"),
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+        ],
+        "warn",
+    );
+    (origin, publisher)
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use meshcast_proto::{SignedHeader, pb};
 use prost::Message as _;
 
-use crate::proc::{Proc, keygen};
+use crate::proc::{Proc, media_dir, start_publisher};
 
 /// Media segments in a node's cache whose bytes equal the origin's file.
 fn verified_cached(cache: &Path, media: &Path) -> usize {
@@ -47,49 +47,7 @@ fn verified_cached(cache: &Path, media: &Path) -> usize {
     count
 }
 
-fn media_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("media/test-stream")
-}
-
 const QUIC: &str = "/ip4/127.0.0.1/udp/0/quic-v1";
-
-/// The committed test stream served in this process, and a `meshcast
-/// publish` process of its `playlist` (e.g. `live/master.m3u8`) with a new
-/// key in `dir`.
-fn start_publisher(
-    runtime: &tokio::runtime::Runtime,
-    dir: &Path,
-    playlist: &str,
-    name: &str,
-) -> (meshcast_origin::Running, Proc) {
-    let d = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let origin = runtime
-        .block_on(meshcast_origin::spawn(
-            media_dir(),
-            "127.0.0.1:0".parse().unwrap(),
-        ))
-        .expect("origin");
-    keygen(Path::new(&d("publisher.key")));
-    let playlist = format!("{}/{playlist}", origin.url());
-    let publisher = Proc::start(
-        "publisher",
-        &[
-            "publish",
-            "--origin",
-            &playlist,
-            "--key",
-            &d("publisher.key"),
-            "--name",
-            name,
-            "--data-dir",
-            &d("pub"),
-            "--listen",
-            QUIC,
-        ],
-        "warn",
-    );
-    (origin, publisher)
-}
 
 /// A `meshcast node` process that joins through `bootstrap`, follows
 /// `stream` and writes what it gets to `cache`.

@@ -13,7 +13,7 @@ use super::report::{self, FanoutSection, FanoutStep, MeshRun, Report, fig};
 use super::{hostile, idle, netns, offload, rss, sim, throughput, viewers, vod};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 11] = [
+pub const SECTIONS: [&str; 12] = [
     "mesh",
     "sim",
     "hostile",
@@ -25,6 +25,7 @@ pub const SECTIONS: [&str; 11] = [
     "rss",
     "idle",
     "netns",
+    "nat",
 ];
 
 #[derive(Debug, clap::Args)]
@@ -40,7 +41,7 @@ pub struct AllArgs {
     pub out: PathBuf,
     /// Run only these sections (comma-separated): mesh, sim, hostile,
     /// offload, vod, fanout, viewers (hostile viewers), throughput, rss,
-    /// idle, netns.
+    /// idle, netns, nat (the NAT matrix).
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SECTIONS))]
     pub only: Vec<String>,
 }
@@ -60,6 +61,7 @@ struct Plan {
     rss: rss::Plan,
     idle: idle::IdleBench,
     netns: Option<netns::Plan>,
+    nat: Option<super::lab::NatPlan>,
 }
 
 impl Plan {
@@ -112,6 +114,7 @@ impl Plan {
                     duration: Duration::from_secs(3),
                 },
                 netns: None,
+                nat: None,
             }
         } else {
             Self {
@@ -159,6 +162,10 @@ impl Plan {
                     peers: 100,
                     duration: Duration::from_secs(20),
                 },
+                nat: Some(super::lab::NatPlan {
+                    repeat: 3,
+                    parallel: 4,
+                }),
                 netns: Some(netns::Plan {
                     nodes_per_namespace: 3,
                     segments: 10,
@@ -170,7 +177,7 @@ impl Plan {
     }
 
     fn steps(&self) -> u64 {
-        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 8) as u64
+        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 9) as u64
     }
 }
 
@@ -267,6 +274,16 @@ pub fn run(args: AllArgs) -> anyhow::Result<()> {
                 None => Ok(netns::skipped("not run with --quick".into())),
             };
             report.record("netns", result, |r, s| r.netns = Some(s));
+        }
+        progress.step();
+        if wanted("nat") {
+            let result = match &plan.nat {
+                Some(nat_plan) => super::lab::nat(nat_plan, &progress).await,
+                None => Ok(super::lab::NatSection::skipped(
+                    "not run with --quick".into(),
+                )),
+            };
+            report.record("nat", result, |r, s| r.nat = Some(s));
         }
         progress.step();
     };

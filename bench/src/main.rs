@@ -23,6 +23,7 @@ mod attackers;
 mod figure;
 mod hostile;
 mod idle;
+mod lab;
 mod mesh;
 mod netns;
 mod offload;
@@ -113,6 +114,9 @@ enum Command {
     /// internet (uplinks and downlinks shared fairly, regional latency, NAT,
     /// churn, misbehaving peers). Deterministic for a seed.
     Sim(sim::SimArgs),
+    /// Scenarios in a network lab of kernel namespaces (needs root, `ip`
+    /// and `nft`; `cargo xtask setup` installs nftables).
+    Lab(lab::LabArgs),
     /// The far end of the throughput bench (started by `all`).
     #[command(hide = true)]
     Peer(throughput::PeerArgs),
@@ -172,6 +176,7 @@ fn main() -> ExitCode {
         ),
         Command::All(args) => all::run(args),
         Command::Sim(args) => sim::run_cli(args),
+        Command::Lab(args) => lab::cli(args),
         Command::Peer(args) => throughput::peer(args),
         Command::Node(args) => netns::node(args),
         Command::Attack(args) => attackers::run(args),

@@ -344,6 +344,7 @@ pub struct Report {
     pub rss: Option<RssSection>,
     pub idle: Option<super::idle::IdleReport>,
     pub netns: Option<NetnsSection>,
+    pub nat: Option<super::lab::NatSection>,
     pub goals: Vec<Goal>,
     pub errors: Vec<SectionError>,
 }
@@ -386,6 +387,7 @@ impl Report {
             rss: None,
             idle: None,
             netns: None,
+            nat: None,
             goals: Vec::new(),
             errors: Vec::new(),
         }
@@ -1010,6 +1012,7 @@ pub fn markdown(r: &Report, stem: &str) -> String {
             let _ = writeln!(w, "No result.");
         }
     }
+    super::lab::nat_markdown(w, r.nat.as_ref());
 
     if !r.errors.is_empty() {
         let _ = writeln!(w, "\n## Errors\n");

@@ -12,7 +12,6 @@ use meshcast_proto::{SegmentId, StreamId};
 use tokio::task::JoinHandle;
 
 pub mod hostile;
-pub mod lab;
 pub mod live;
 pub mod relay;
 

@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
-use meshcast_tests::lab::{Host, Lab, Nat, namespaces};
+use meshcast_lab::net::{Host, Lab, Nat, namespaces};
 
 fn skip() -> bool {
     match Lab::unavailable() {
@@ -154,4 +154,63 @@ fn nothing_is_left_behind_after_a_drop_or_a_panic() {
         .downcast::<String>()
         .expect("the prefix");
     assert!(namespaces(&prefix).is_empty(), "{:?}", namespaces(&prefix));
+}
+
+/// Not a test of its own: the child process of
+/// `nothing_is_left_behind_after_ctrl_c_or_sigkill`, holding a lab until it
+/// is killed.
+#[test]
+#[ignore = "a child process of nothing_is_left_behind_after_ctrl_c_or_sigkill"]
+fn hold_a_lab_until_killed() {
+    if std::env::var_os("MESHCAST_LAB_HOLD").is_none() {
+        return;
+    }
+    let mut lab = Lab::start();
+    lab.natted_host(Nat::PortPreserving);
+    println!("LAB {}", lab.prefix());
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn nothing_is_left_behind_after_ctrl_c_or_sigkill() {
+    use std::io::BufRead as _;
+    if skip() {
+        return;
+    }
+    for signal in ["-INT", "-KILL"] {
+        let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "hold_a_lab_until_killed",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("MESHCAST_LAB_HOLD", "1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the child starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let prefix = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("LAB ").map(str::to_string))
+            .expect("the child made a lab");
+        assert_eq!(namespaces(&prefix).len(), 3, "wan, router, host");
+        let killed = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        child.wait().expect("the child ends");
+        // No lab starts meanwhile: the child's guardian does it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !namespaces(&prefix).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            namespaces(&prefix).is_empty(),
+            "after kill {signal}: {:?}",
+            namespaces(&prefix)
+        );
+    }
 }

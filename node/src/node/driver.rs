@@ -395,6 +395,7 @@ impl Driver {
                     listen_addrs: self.swarm.listeners().cloned().collect(),
                     external_addrs: self.config.external.clone(),
                     connected: self.swarm.connected_peers().copied().collect(),
+                    direct: self.nat.direct_peers().collect(),
                 });
             }
             Command::Dial(addr, reply) => {

@@ -53,7 +53,7 @@ impl Driver {
                         &mut self.swarm,
                         peer_id,
                         connection_id,
-                        endpoint.is_relayed(),
+                        endpoint.is_relayed().then_some(endpoint.is_listener()),
                     )
                 });
                 for change in changes {
@@ -168,13 +168,17 @@ impl Driver {
                 "answered an AutoNAT request: {:?}",
                 event.result
             ),
-            // Only DHT servers belong in the routing table: a NATed node in
-            // client mode would be asked, through a relay, for nothing.
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
-                if info.protocols.contains(&behaviour::KAD_PROTOCOL) =>
-            {
-                for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.peer_span(peer_id).in_scope(|| {
+                    self.nat
+                        .dial_back(&mut self.swarm, peer_id, &info.listen_addrs)
+                });
+                // Only DHT servers belong in the routing table: a NATed node
+                // in client mode would be asked, through a relay, for nothing.
+                if info.protocols.contains(&behaviour::KAD_PROTOCOL) {
+                    for addr in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
                 }
             }
             BehaviourEvent::Ping(ping::Event {

@@ -92,6 +92,9 @@ pub struct Info {
     /// only ones fit to publish (listen addresses include internal ones).
     pub external_addrs: Vec<Multiaddr>,
     pub connected: Vec<PeerId>,
+    /// Peers with a direct (not relayed) connection open: those segments
+    /// can flow with.
+    pub direct: Vec<PeerId>,
 }
 
 /// A handle to a running node. Cheap to clone.

@@ -16,10 +16,15 @@ use std::time::{Duration, Instant};
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, Swarm, kad, relay};
 
 use super::handle::NodeError;
 use crate::behaviour::Behaviour;
+
+/// Most addresses of a peer dialled back: identify lists at most what the
+/// peer sends, and a hostile one could send many.
+const MAX_DIAL_BACK_ADDRS: usize = 8;
 
 /// A relay this node reserves a slot on.
 struct RelaySlot {
@@ -50,6 +55,10 @@ pub(super) struct Nat {
     direct: HashMap<PeerId, usize>,
     /// Open relayed connections (circuits) per peer.
     relayed: HashMap<PeerId, HashSet<ConnectionId>>,
+    /// Peers that reached this node through a relay, not yet dialled back
+    /// (see [`Nat::dial_back`]); once dialled back they stay here with
+    /// `true` until every connection to them is gone.
+    inbound_circuit: HashMap<PeerId, bool>,
     neighbours: HashSet<PeerId>,
 }
 
@@ -65,6 +74,7 @@ impl Nat {
             retry,
             direct: HashMap::new(),
             relayed: HashMap::new(),
+            inbound_circuit: HashMap::new(),
             neighbours: HashSet::new(),
         })
     }
@@ -125,11 +135,14 @@ impl Nat {
         swarm: &mut Swarm<Behaviour>,
         peer: PeerId,
         connection: ConnectionId,
-        relayed: bool,
+        relayed_inbound: Option<bool>,
     ) -> Vec<Change> {
         let mut changes = Vec::new();
-        if relayed {
+        if let Some(inbound) = relayed_inbound {
             self.relayed.entry(peer).or_default().insert(connection);
+            if inbound {
+                self.inbound_circuit.entry(peer).or_insert(false);
+            }
             if self.direct.contains_key(&peer) {
                 // Already connected directly: the circuit would only cost
                 // the relay a slot.
@@ -165,6 +178,9 @@ impl Nat {
                     self.relayed.remove(&peer);
                 }
             }
+            if !self.direct.contains_key(&peer) && !self.relayed.contains_key(&peer) {
+                self.inbound_circuit.remove(&peer);
+            }
             return self.settle(swarm, peer);
         }
         if let Some(count) = self.direct.get_mut(&peer) {
@@ -173,8 +189,59 @@ impl Nat {
                 self.direct.remove(&peer);
             }
         }
+        if !self.direct.contains_key(&peer) && !self.relayed.contains_key(&peer) {
+            self.inbound_circuit.remove(&peer);
+        }
         (!self.direct.contains_key(&peer) && self.neighbours.remove(&peer))
             .then_some(Change::Down(peer))
+    }
+
+    /// A peer that reached this node only through a relay said (identify)
+    /// where it listens: dial it there, once. Where it is reachable (public,
+    /// or behind a NAT that forwards the port) this is a direct connection
+    /// at once, whatever hole punching does: libp2p's DCUtR over TCP fails
+    /// when one side's SYN lands on the other's listening socket, which the
+    /// lab's NAT matrix showed between a symmetric NAT and a public node.
+    /// Only the side the circuit came in to dials: the other one chose the
+    /// circuit because it could not reach this node.
+    pub(super) fn dial_back(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        peer: PeerId,
+        listen_addrs: &[Multiaddr],
+    ) {
+        if self.direct.contains_key(&peer) {
+            return;
+        }
+        let Some(dialled) = self.inbound_circuit.get_mut(&peer) else {
+            return;
+        };
+        if *dialled {
+            return;
+        }
+        let addrs: Vec<Multiaddr> = listen_addrs
+            .iter()
+            .filter(|a| !a.iter().any(|p| p == Protocol::P2pCircuit))
+            .take(MAX_DIAL_BACK_ADDRS)
+            .cloned()
+            .collect();
+        if addrs.is_empty() {
+            return;
+        }
+        *dialled = true;
+        tracing::debug!(?addrs, "dialling back a peer that came through a relay");
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::Always)
+            .build();
+        if let Err(e) = swarm.dial(opts) {
+            tracing::debug!("cannot dial back: {e}");
+        }
+    }
+
+    /// Peers with at least one direct connection open.
+    pub(super) fn direct_peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.direct.keys().copied()
     }
 
     /// Makes a peer a neighbour once it is connected directly and no circuit

@@ -5,27 +5,47 @@
 //!
 //! Every namespace of a lab is named `ml<pid>…`, and every link lives inside
 //! those namespaces, so deleting them removes everything: [`Lab`]'s `Drop`
-//! does (also while a panic unwinds), and [`Lab::start`] first deletes the
-//! namespaces of labs whose process is gone (one killed outright, or by
-//! Ctrl-C). Only addresses inside these namespaces are used: 10.77.0.0/24 is
+//! does (also while a panic unwinds); a guardian shell deletes them when the
+//! process ends without unwinding (Ctrl-C, SIGKILL); and [`Lab::start`]
+//! first deletes the namespaces of labs whose process is gone, in case the
+//! guardian was killed too. Only addresses inside these namespaces are used: 10.77.0.0/24 is
 //! the WAN, 10.77.N.0/24 the LAN behind router N.
 //!
-//! Code runs inside a host with [`Host::enter`]: a thread of its own that
-//! joins the host's namespace (`setns`), so sockets it opens are the host's.
+//! Code runs inside a host with [`Host::enter`] (a thread of its own that
+//! joins the host's namespace with `setns`) or [`Host::runtime`] (a tokio
+//! runtime whose threads all joined it), so sockets it opens are the host's.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
 
 /// How a router maps and filters (RFC 4787 terms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Nat {
     /// Endpoint-independent mapping, address-and-port-dependent filtering:
     /// Linux `masquerade` (keeps the source port when it can). The common
     /// home router.
     PortPreserving,
+    /// Endpoint-independent mapping and filtering ("full cone"): once the
+    /// host has sent from a port, anyone may send to that port of the
+    /// router (kept for 2 minutes after the host last sent from it).
+    FullCone,
     /// Endpoint-dependent mapping: `masquerade fully-random`, a new random
     /// port per flow ("symmetric").
     Symmetric,
+}
+
+impl Nat {
+    /// Every NAT type, from the easiest to traverse to the hardest.
+    pub const ALL: [Nat; 3] = [Nat::FullCone, Nat::PortPreserving, Nat::Symmetric];
+
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Nat::PortPreserving => "port-preserving",
+            Nat::FullCone => "full cone",
+            Nat::Symmetric => "symmetric",
+        }
+    }
 }
 
 /// One host of the lab.
@@ -45,16 +65,60 @@ impl Host {
     pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let path = format!("/var/run/netns/{}", self.netns);
         std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            // SAFETY: setns on this thread only, with a namespace file we
-            // hold open; the thread ends with `f`.
-            let rc =
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            join_netns(&path);
             f()
         })
         .join()
         .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+
+    /// A runtime of two threads inside this host (threads inherit the
+    /// namespace of the thread that starts them, so its blocking pool is
+    /// inside too).
+    pub fn runtime(&self) -> Runtime {
+        let path = format!("/var/run/netns/{}", self.netns);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .on_thread_start(move || join_netns(&path))
+            .build()
+            .expect("a tokio runtime");
+        Runtime(Some(runtime))
+    }
+}
+
+/// Joins the calling thread to the network namespace at `path`.
+fn join_netns(path: &str) {
+    let ns = std::fs::File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // SAFETY: setns on this thread only, with a namespace file we hold open.
+    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+/// A tokio runtime whose every thread lives in one host's namespace, so that
+/// nodes spawned on it open their sockets there. Shut down (without
+/// waiting) when dropped, which may happen inside another runtime.
+pub struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Runtime {
+    /// Runs `future` on this host.
+    pub fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.0 {
+            Some(runtime) => runtime.spawn(future),
+            None => unreachable!("a runtime is taken only when dropped"),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -157,6 +221,7 @@ impl Lab {
                 delete(&ns);
             }
         }
+        start_guardian();
         let prefix = format!("ml{}{}", std::process::id(), next_lab_letter());
         let wan = format!("{prefix}w");
         let mut lab = Lab {
@@ -250,17 +315,46 @@ impl Lab {
         );
         in_ns(&router, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
         let masquerade = match nat {
-            Nat::PortPreserving => "masquerade",
+            Nat::PortPreserving | Nat::FullCone => "masquerade",
             Nat::Symmetric => "masquerade fully-random",
         };
+        // Full cone: the ports the host sent from (the same on the WAN, as
+        // masquerade keeps them for a lone host) are forwarded to it from
+        // anyone.
+        let (cone_sets, cone_dnat, cone_mark) = if nat == Nat::FullCone {
+            (
+                "set udp_out { type inet_service; flags timeout; timeout 2m; }
+                 set tcp_out { type inet_service; flags timeout; timeout 2m; }",
+                format!(
+                    "chain pre {{ type nat hook prerouting priority dstnat;
+                       iifname \"wan0\" udp dport @udp_out dnat to {addr};
+                       iifname \"wan0\" tcp dport @tcp_out dnat to {addr}; }}"
+                ),
+                "iifname \"lan0\" meta l4proto udp update @udp_out { udp sport };
+                 iifname \"lan0\" meta l4proto tcp update @tcp_out { tcp sport };
+                 ct status dnat accept;",
+            )
+        } else {
+            ("", String::new(), "")
+        };
         // Filtering: only replies to what the LAN sent out come in (conntrack
-        // state), and the LAN is never routed to from the WAN directly.
+        // state), and the LAN is never routed to from the WAN directly. The
+        // router itself drops what nobody asked for, as a home router's
+        // firewall does: a packet accepted for the router would leave a
+        // conntrack entry that a later outbound flow to that peer clashes
+        // with, and masquerade would then move that flow to another port
+        // (which made hole punching fail between two port-preserving NATs).
         let rules = format!(
             "table ip lab {{
+              {cone_sets}
+              {cone_dnat}
               chain post {{ type nat hook postrouting priority srcnat; oifname \"wan0\" {masquerade}; }}
               chain forward_lan {{ type filter hook forward priority filter; policy drop;
+                {cone_mark}
                 iifname \"lan0\" accept;
                 ct state established,related accept; }}
+              chain input {{ type filter hook input priority filter; policy accept;
+                iifname \"wan0\" ct state != established,related drop; }}
             }}"
         );
         nft(&router, &rules);
@@ -278,6 +372,36 @@ impl Drop for Lab {
             delete(ns);
         }
     }
+}
+
+/// Starts, once per process, a shell in a process group of its own that
+/// waits for this process to end and then deletes its namespaces: so a lab
+/// ended by Ctrl-C (which reaches only the foreground group) or SIGKILL,
+/// where no `Drop` runs, leaves nothing behind either. The shell ends
+/// with that; while this process lives it sleeps.
+fn start_guardian() {
+    use std::os::unix::process::CommandExt as _;
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let pid = std::process::id();
+        // `ml<pid>` then a letter: another pid that starts with the same
+        // digits never matches.
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
+             for ns in $(ip netns list | cut -d' ' -f1 | grep '^ml{pid}[a-z]'); do ip netns del \"$ns\"; done"
+        );
+        let spawned = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+        // Without it the next lab's start still sweeps what this one leaves.
+        if let Err(e) = spawned {
+            eprintln!("lab: no guardian process ({e}); a killed lab is swept at the next start");
+        }
+    });
 }
 
 /// A letter per lab made by this process, so that tests running at once

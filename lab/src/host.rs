@@ -1,0 +1,111 @@
+//! A meshcast node running inside a lab host: its driver on a runtime whose
+//! threads live in the host's namespace, so its sockets are the host's and
+//! its packets cross the host's router.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use libp2p::identity::Keypair;
+use meshcast_node::{Config, Node};
+use meshcast_proto::{SegmentId, StreamId};
+use tokio::task::JoinHandle;
+
+use crate::net::{Host, Runtime};
+
+/// A node and the runtime it runs on; stopped when dropped.
+pub struct LabNode {
+    pub node: Node,
+    driver: JoinHandle<()>,
+    // Declared last: dropped after the driver is aborted.
+    runtime: Runtime,
+}
+
+impl LabNode {
+    /// Starts a node with `config` on `host`.
+    pub async fn start(host: &Host, config: Config) -> Result<LabNode, String> {
+        let runtime = host.runtime();
+        let (node, driver) = runtime
+            .spawn(async move {
+                let (node, driver) = Node::new(config, Keypair::generate_ed25519())?;
+                let driver = tokio::spawn(driver.run());
+                Ok::<_, meshcast_node::NodeError>((node, driver))
+            })
+            .await
+            .map_err(|e| format!("the node's runtime: {e}"))?
+            .map_err(|e| format!("the node does not start: {e}"))?;
+        Ok(LabNode {
+            node,
+            driver,
+            runtime,
+        })
+    }
+
+    /// Runs `future` on the node's host (for helpers that open sockets).
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime.spawn(future)
+    }
+
+    /// The segments of `stream` this node holds.
+    pub fn held(&self, stream: &StreamId) -> BTreeSet<SegmentId> {
+        self.node
+            .headers(stream)
+            .iter()
+            .map(|h| h.info.id)
+            .collect()
+    }
+
+    /// Whether a direct (not relayed) connection to `peer` is open.
+    pub async fn is_direct_with(&self, peer: &libp2p::PeerId) -> bool {
+        self.node
+            .info()
+            .await
+            .is_ok_and(|info| info.direct.contains(peer))
+    }
+
+    /// This node's address `addr` with its peer id appended.
+    pub fn at(&self, addr: Multiaddr) -> Multiaddr {
+        addr.with(libp2p::multiaddr::Protocol::P2p(self.node.peer_id()))
+    }
+
+    /// Its relayed address (ending in its peer id), once a relay accepted
+    /// its reservation.
+    pub async fn relayed_addr(&self, timeout: Duration) -> Option<Multiaddr> {
+        poll(timeout, || async {
+            let info = self.node.info().await.ok()?;
+            info.listen_addrs.into_iter().find(|a| {
+                a.iter()
+                    .any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit)
+            })
+        })
+        .await
+    }
+}
+
+impl Drop for LabNode {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, or `timeout` passes.
+pub async fn poll<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(found) = probe().await {
+            return Some(found);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

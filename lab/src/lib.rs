@@ -1,0 +1,15 @@
+//! A network lab of real kernel networking, and the scenarios meshcast is
+//! measured in there (issue #14).
+//!
+//! - [`net`]: namespaces on a "WAN" bridge, routers doing NAT with nftables,
+//!   and a way to run code inside a host.
+//! - [`host`]: a meshcast node running inside a host.
+//! - [`matrix`]: the NAT matrix, two nodes meeting through a relay for every
+//!   pair of NAT types and transport.
+//!
+//! Everything here needs root, `ip` and `nft` ([`net::Lab::unavailable`] says
+//! why not); tests skip, saying so, where it cannot run.
+
+pub mod host;
+pub mod matrix;
+pub mod net;

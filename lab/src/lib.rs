@@ -3,6 +3,8 @@
 //!
 //! - [`net`]: namespaces on a "WAN" bridge, routers doing NAT with nftables,
 //!   and a way to run code inside a host.
+//! - [`link`]: a host's link: `tbf` rates, and delay, jitter and loss from
+//!   `netem` or, without it, a userspace stage of TAP devices.
 //! - [`host`]: a meshcast node running inside a host.
 //! - [`matrix`]: the NAT matrix, two nodes meeting through a relay for every
 //!   pair of NAT types and transport.
@@ -11,5 +13,6 @@
 //! why not); tests skip, saying so, where it cannot run.
 
 pub mod host;
+pub mod link;
 pub mod matrix;
 pub mod net;

@@ -17,6 +17,11 @@
 
 use std::net::Ipv4Addr;
 use std::process::Command;
+use std::sync::Arc;
+
+use tokio::io::unix::AsyncFd;
+
+use crate::link::{Impairment, Link, forward, netem_args, open_tap, tbf_args};
 
 /// How a router maps and filters (RFC 4787 terms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -130,6 +135,10 @@ pub struct Lab {
     made: Vec<String>,
     next_wan: u8,
     next_lan: u8,
+    /// How delay and loss are made, found at the first impaired link.
+    impairment: Option<Impairment>,
+    /// The userspace stage's forwarders, on a runtime of their own.
+    forwarders: Option<tokio::runtime::Runtime>,
 }
 
 /// Runs a command, panicking with its output if it fails.
@@ -230,6 +239,8 @@ impl Lab {
             made: Vec::new(),
             next_wan: 10,
             next_lan: 1,
+            impairment: None,
+            forwarders: None,
         };
         lab.namespace(&wan);
         in_ns(&wan, &["ip", "link", "add", "br0", "type", "bridge"]);
@@ -248,13 +259,25 @@ impl Lab {
         in_ns(name, &["ip", "link", "set", "lo", "up"]);
     }
 
-    /// Plugs `ns` into the WAN bridge with `addr`/24 on its side (`wan0`).
-    fn plug_wan(&mut self, ns: &str, addr: Ipv4Addr) {
+    /// How this lab's links make delay and loss (found once, at the first
+    /// link that asks for any).
+    pub fn impairment(&mut self) -> Impairment {
+        *self.impairment.get_or_insert_with(Impairment::detect)
+    }
+
+    /// Plugs `ns` into the WAN bridge with `addr`/24 on its side (`wan0`),
+    /// over a link with `link`'s conditions.
+    fn plug_wan(&mut self, ns: &str, addr: Ipv4Addr, link: &Link) {
         let port = format!("p{}", self.made.len());
-        run(&[
-            "ip", "link", "add", "wan0", "netns", ns, "type", "veth", "peer", "name", &port,
-            "netns", &self.wan,
-        ]);
+        let userspace = link.impaired() && self.impairment() == Impairment::Userspace;
+        if userspace {
+            self.tap_pair(ns, &port, link);
+        } else {
+            run(&[
+                "ip", "link", "add", "wan0", "netns", ns, "type", "veth", "peer", "name", &port,
+                "netns", &self.wan,
+            ]);
+        }
         in_ns(&self.wan, &["ip", "link", "set", &port, "master", "br0"]);
         in_ns(&self.wan, &["ip", "link", "set", &port, "up"]);
         in_ns(
@@ -262,6 +285,73 @@ impl Lab {
             &["ip", "addr", "add", &format!("{addr}/24"), "dev", "wan0"],
         );
         in_ns(ns, &["ip", "link", "set", "wan0", "up"]);
+        let netem = link.impaired() && !userspace;
+        for (dev_ns, dev, rate) in [
+            (ns, "wan0", link.up),
+            (self.wan.as_str(), port.as_str(), link.down),
+        ] {
+            let mut tc = vec![
+                "tc".to_string(),
+                "qdisc".into(),
+                "add".into(),
+                "dev".into(),
+                dev.into(),
+            ];
+            match (netem, rate) {
+                (true, rate) => {
+                    let mut root = tc.clone();
+                    root.extend(["root".into(), "handle".into(), "1:".into()]);
+                    root.extend(netem_args(link));
+                    in_ns(dev_ns, &root.iter().map(String::as_str).collect::<Vec<_>>());
+                    if let Some(rate) = rate {
+                        tc.extend(["parent".into(), "1:".into(), "handle".into(), "2:".into()]);
+                        tc.extend(tbf_args(rate));
+                        in_ns(dev_ns, &tc.iter().map(String::as_str).collect::<Vec<_>>());
+                    }
+                }
+                (false, Some(rate)) => {
+                    tc.push("root".into());
+                    tc.extend(tbf_args(rate));
+                    in_ns(dev_ns, &tc.iter().map(String::as_str).collect::<Vec<_>>());
+                }
+                (false, None) => {}
+            }
+        }
+    }
+
+    /// The link as two TAP devices, `wan0` in `ns` and `port` in the WAN,
+    /// with a forwarder each way applying `link`'s delay and loss.
+    fn tap_pair(&mut self, ns: &str, port: &str, link: &Link) {
+        let open_in = |ns: String, name: String| {
+            let path = format!("/var/run/netns/{ns}");
+            let tap = name.clone();
+            std::thread::spawn(move || {
+                join_netns(&path);
+                open_tap(&tap)
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+            .unwrap_or_else(|e| panic!("TAP device {name} in {ns}: {e}"))
+        };
+        let host_side = open_in(ns.to_string(), "wan0".into());
+        let wan_side = open_in(self.wan.clone(), port.to_string());
+        let runtime = self.forwarders.get_or_insert_with(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("lab-links")
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+        });
+        let _entered = runtime.enter();
+        // SAFETY: the AsyncFd owns each descriptor (opened non-blocking),
+        // which nothing else closes or replaces.
+        let register = |fd| unsafe { AsyncFd::register(fd) }.expect("a TAP device in the reactor");
+        let host_side = Arc::new(register(host_side));
+        let wan_side = Arc::new(register(wan_side));
+        let seed = u64::from(self.next_wan) << 8 | self.made.len() as u64;
+        runtime.spawn(forward(host_side.clone(), wan_side.clone(), *link, seed));
+        runtime.spawn(forward(wan_side, host_side, *link, !seed));
     }
 
     fn wan_addr(&mut self) -> Ipv4Addr {
@@ -272,10 +362,20 @@ impl Lab {
 
     /// A host with an address on the WAN.
     pub fn public_host(&mut self) -> Host {
+        self.public_host_with(&Link::default())
+    }
+
+    /// A host alone on a LAN behind a router of its own doing `nat`.
+    pub fn natted_host(&mut self, nat: Nat) -> Host {
+        self.natted_host_with(nat, &Link::default())
+    }
+
+    /// A host with an address on the WAN, over `link`.
+    pub fn public_host_with(&mut self, link: &Link) -> Host {
         let netns = format!("{}h{}", self.prefix, self.made.len());
         let addr = self.wan_addr();
         self.namespace(&netns);
-        self.plug_wan(&netns, addr);
+        self.plug_wan(&netns, addr, link);
         Host {
             netns,
             addr,
@@ -283,15 +383,16 @@ impl Lab {
         }
     }
 
-    /// A host alone on a LAN behind a router of its own doing `nat`.
-    pub fn natted_host(&mut self, nat: Nat) -> Host {
+    /// A host alone on a LAN behind a router of its own doing `nat`, the
+    /// router's link to the WAN being `link`.
+    pub fn natted_host_with(&mut self, nat: Nat, link: &Link) -> Host {
         let lan = self.next_lan;
         self.next_lan = self.next_lan.checked_add(1).expect("at most 254 LANs");
         let router = format!("{}r{lan}", self.prefix);
         let netns = format!("{}h{}", self.prefix, self.made.len());
         let public = self.wan_addr();
         self.namespace(&router);
-        self.plug_wan(&router, public);
+        self.plug_wan(&router, public, link);
         self.namespace(&netns);
         let gateway = Ipv4Addr::new(10, 77, lan, 1);
         let addr = Ipv4Addr::new(10, 77, lan, 2);
@@ -368,6 +469,10 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // The forwarders first: closing their TAP devices deletes them.
+        if let Some(runtime) = self.forwarders.take() {
+            runtime.shutdown_background();
+        }
         for ns in self.made.iter().rev() {
             delete(ns);
         }

@@ -6,6 +6,7 @@
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::Duration;
 
+use meshcast_lab::link::Link;
 use meshcast_lab::net::{Host, Lab, Nat, namespaces};
 
 fn skip() -> bool {
@@ -213,4 +214,151 @@ fn nothing_is_left_behind_after_ctrl_c_or_sigkill() {
             namespaces(&prefix)
         );
     }
+}
+
+/// Round trips of one-datagram pings from `from` to an echo on `to`
+/// (`count` of them, each given `timeout`): the times of those answered.
+fn ping(from: &Host, to: &Host, port: u16, count: usize, timeout: Duration) -> Vec<Duration> {
+    let server = echo_source(to, port, count);
+    std::thread::sleep(Duration::from_millis(200));
+    let dest = SocketAddr::from((to.addr, port));
+    let times = from.enter(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        socket.set_read_timeout(Some(timeout)).expect("timeout");
+        let mut times = Vec::new();
+        let mut buf = [0u8; 64];
+        for _ in 0..count {
+            let sent = std::time::Instant::now();
+            socket.send_to(b"ping", dest).expect("send");
+            if socket.recv_from(&mut buf).is_ok() {
+                times.push(sent.elapsed());
+            }
+        }
+        times
+    });
+    drop(server);
+    times
+}
+
+/// Reads `conn` to its end: bytes per second from the first byte.
+fn receive(mut conn: std::net::TcpStream) -> f64 {
+    use std::io::Read as _;
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut total, mut started) = (0u64, None);
+    while let Ok(n @ 1..) = conn.read(&mut buf) {
+        // From the first byte: the handshake is not the rate.
+        started.get_or_insert_with(std::time::Instant::now);
+        total += n as u64;
+    }
+    total as f64 / started.map_or(f64::NAN, |s| s.elapsed().as_secs_f64())
+}
+
+/// Writes to `conn` for `seconds`, then closes it.
+fn send(mut conn: std::net::TcpStream, seconds: f64) {
+    use std::io::Write as _;
+    let chunk = vec![7u8; 1 << 14];
+    let until = std::time::Instant::now() + Duration::from_secs_f64(seconds);
+    while std::time::Instant::now() < until {
+        if conn.write_all(&chunk).is_err() {
+            return;
+        }
+    }
+}
+
+/// Bytes per second of a TCP transfer lasting `seconds` over a connection
+/// `client` opens to `server` (so a NATed client works), sent by the client
+/// when `upload`, else by the server.
+fn transfer(client: &Host, server: &Host, port: u16, seconds: f64, upload: bool) -> f64 {
+    let server = server.clone();
+    let dest = SocketAddr::from((server.addr, port));
+    let far_end = std::thread::spawn(move || {
+        server.clone().enter(move || {
+            let listener = std::net::TcpListener::bind((server.addr, port)).expect("bind");
+            let (conn, _) = listener.accept().expect("accept");
+            if upload {
+                receive(conn)
+            } else {
+                send(conn, seconds);
+                f64::NAN
+            }
+        })
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let near_end = client.enter(move || {
+        let conn = std::net::TcpStream::connect(dest).expect("connect");
+        if upload {
+            send(conn, seconds);
+            f64::NAN
+        } else {
+            receive(conn)
+        }
+    });
+    let far_end = far_end.join().expect("the far end");
+    if upload { far_end } else { near_end }
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// The links have the delay, loss and rates they were given, with real
+/// packets through whatever makes them here (netem, or the userspace stage:
+/// the test says which).
+#[test]
+fn links_have_the_delay_loss_and_rates_asked_for() {
+    if skip() {
+        return;
+    }
+    let mut lab = Lab::start();
+    eprintln!("delay and loss from {}", lab.impairment().name());
+    let plain = lab.public_host();
+    let far = lab.public_host_with(&Link {
+        delay: Duration::from_millis(25),
+        ..Link::default()
+    });
+    let lossy = lab.public_host_with(&Link {
+        delay: Duration::from_millis(1),
+        loss: 0.2,
+        ..Link::default()
+    });
+    let thin = lab.natted_host_with(
+        Nat::PortPreserving,
+        &Link {
+            up: Some(2_000_000),
+            down: Some(8_000_000),
+            ..Link::default()
+        },
+    );
+
+    // 25 ms each way on one side: a 50 ms round trip (the plain link adds
+    // next to nothing). Bounds are loose: the machine is shared.
+    let rtt = median(ping(&plain, &far, 7100, 20, Duration::from_millis(500)));
+    eprintln!("round trip {rtt:?}");
+    assert!(
+        rtt >= Duration::from_millis(49) && rtt < Duration::from_millis(80),
+        "round trip {rtt:?}, wanted 50 ms"
+    );
+    // 20% each way: about 64% of round trips complete.
+    let answered = ping(&plain, &lossy, 7101, 400, Duration::from_millis(60)).len() as f64 / 400.0;
+    eprintln!("{answered:.2} answered");
+    assert!(
+        (0.52..0.76).contains(&answered),
+        "{answered:.2} of pings answered, wanted about 0.64"
+    );
+    // Rates: 2 Mbit/s up, 8 Mbit/s down, through the NAT.
+    let up = transfer(&thin, &plain, 7102, 3.0, true) * 8.0;
+    eprintln!("up {:.2} Mbit/s", up / 1e6);
+    assert!(
+        (1.5e6..2.3e6).contains(&up),
+        "uplink {:.2} Mbit/s, wanted 2",
+        up / 1e6
+    );
+    let down = transfer(&thin, &plain, 7103, 3.0, false) * 8.0;
+    eprintln!("down {:.2} Mbit/s", down / 1e6);
+    assert!(
+        (6.0e6..9.0e6).contains(&down),
+        "downlink {:.2} Mbit/s, wanted 8",
+        down / 1e6
+    );
 }

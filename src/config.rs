@@ -55,6 +55,15 @@ pub struct NodeConfig {
     /// origin on your own network). Off, no stream can make the node request
     /// anything inside its network.
     pub allow_private_origins: bool,
+    /// Upload cap, all segment uploads together, e.g. "8Mbit/s" or "1MB/s":
+    /// the node keeps to it and declines uploads it could not finish in
+    /// time behind it. Unset: the uplink is the limit.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_rate",
+        deserialize_with = "de_rate"
+    )]
+    pub max_upload: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,6 +95,7 @@ impl Default for NodeConfig {
             follow: Vec::new(),
             cache_dir: None,
             allow_private_origins: false,
+            max_upload: None,
         }
     }
 }
@@ -253,6 +263,10 @@ pub struct Overrides {
     /// an origin on your own network [config: node.allow_private_origins]
     #[arg(long)]
     allow_private_origins: bool,
+    /// Upload cap for all segment uploads together, e.g. 8Mbit/s or 1MB/s
+    /// [config: node.max_upload]
+    #[arg(long, value_name = "RATE")]
+    max_upload: Option<String>,
 }
 
 /// Flag names by configuration key, for messages that say where a value came from.
@@ -264,6 +278,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("node.relays", "--relay"),
     ("node.external", "--external"),
     ("node.allow_private_origins", "--allow-private-origins"),
+    ("node.max_upload", "--max-upload"),
     ("store.max_bytes", "--store-max-bytes"),
     ("store.live_window", "--live-window"),
     ("store.disk_max_bytes", "--disk-max-bytes"),
@@ -310,6 +325,9 @@ impl Provider for Overrides {
         }
         if !self.external.is_empty() {
             node.insert("external".into(), self.external.clone().into());
+        }
+        if let Some(rate) = &self.max_upload {
+            node.insert("max_upload".into(), rate.clone().into());
         }
         if self.allow_private_origins {
             node.insert("allow_private_origins".into(), true.into());
@@ -616,6 +634,19 @@ impl Config {
                 ));
             }
         }
+        if let Some(rate) = self.node.max_upload {
+            let slowest = meshcast_node::scheduler::Config::default().min_rate;
+            if rate < slowest {
+                return Err(invalid(
+                    "node.max_upload",
+                    format!(
+                        "{} is below the slowest transfer worth finishing ({}): peers would give up on every upload; leave it unset or allow more",
+                        format_rate(rate),
+                        format_rate(slowest)
+                    ),
+                ));
+            }
+        }
         let min_store = Limits::DEFAULT_MAX_SEGMENT;
         if self.store.max_bytes < min_store {
             return Err(invalid(
@@ -857,6 +888,77 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     Ok(bytes.round() as u64)
 }
 
+/// Parses a rate: bits ("8Mbit/s", "500kbit/s") or bytes ("1MB/s",
+/// "512KiB/s") per second, into bytes per second. A unit is required: a bare
+/// number would leave bits or bytes to a guess.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let examples = "examples: 8Mbit/s, 500kbit/s, 1MB/s, 512KiB/s";
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a rate ({examples})"))?;
+    let unit = unit.trim();
+    let bits = |scale: f64| number * scale / 8.0;
+    let bytes_per_second = match unit {
+        "bit/s" => bits(1.0),
+        "kbit/s" => bits(1e3),
+        "Mbit/s" => bits(1e6),
+        "Gbit/s" => bits(1e9),
+        "B/s" => number,
+        "kB/s" => number * 1e3,
+        "MB/s" => number * 1e6,
+        "GB/s" => number * 1e9,
+        "KiB/s" => number * 1024.0,
+        "MiB/s" => number * 1024.0 * 1024.0,
+        "GiB/s" => number * 1024.0 * 1024.0 * 1024.0,
+        "" => {
+            return Err(format!(
+                "{text:?} needs a unit, bits or bytes per second ({examples})"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "unknown rate unit {other:?} (bit/s, kbit/s, Mbit/s, Gbit/s, B/s, kB/s, MB/s, GB/s, KiB/s, MiB/s, GiB/s)"
+            ));
+        }
+    };
+    if !bytes_per_second.is_finite() || bytes_per_second >= u64::MAX as f64 {
+        return Err(format!("{text:?} is too large"));
+    }
+    if bytes_per_second < 1.0 {
+        return Err(format!("{text:?} is less than a byte per second"));
+    }
+    Ok(bytes_per_second.round() as u64)
+}
+
+/// A rate for people and for the TOML file: in bit/s units where exact.
+pub fn format_rate(bytes_per_second: u64) -> String {
+    let bits = u128::from(bytes_per_second) * 8;
+    match bits {
+        b if b % 1_000_000 == 0 => format!("{}Mbit/s", b / 1_000_000),
+        b if b % 1_000 == 0 => format!("{}kbit/s", b / 1_000),
+        _ => format!("{bytes_per_second}B/s"),
+    }
+}
+
+fn ser_rate<S: Serializer>(rate: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match rate {
+        Some(rate) => s.serialize_str(&format_rate(*rate)),
+        None => s.serialize_none(),
+    }
+}
+
+fn de_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_rate(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
 fn ser_bytes<S: Serializer>(bytes: &u64, s: S) -> Result<S::Ok, S::Error> {
     if bytes.is_multiple_of(MIB) {
         s.serialize_str(&format!("{}MiB", bytes / MIB))
@@ -909,6 +1011,7 @@ impl Config {
             cache_dir: self.node.cache_dir.clone(),
             cache_max_bytes: self.store.disk_max_bytes,
             allow_private_origins: self.node.allow_private_origins,
+            max_upload: self.node.max_upload,
             ..meshcast_node::Config::default()
         })
     }
@@ -930,6 +1033,43 @@ mod tests {
                 .contains("unknown size unit")
         );
         assert!(parse_bytes("lots").unwrap_err().contains("not a size"));
+    }
+
+    #[test]
+    fn rates_parse_in_bits_and_bytes_and_print_back() {
+        assert_eq!(parse_rate("8Mbit/s"), Ok(1_000_000));
+        assert_eq!(parse_rate("500 kbit/s"), Ok(62_500));
+        assert_eq!(parse_rate("1MB/s"), Ok(1_000_000));
+        assert_eq!(parse_rate("2MiB/s"), Ok(2 << 20));
+        assert!(parse_rate("8").unwrap_err().contains("needs a unit"));
+        assert!(
+            parse_rate("8 Mbps")
+                .unwrap_err()
+                .contains("unknown rate unit")
+        );
+        assert!(parse_rate("fast").unwrap_err().contains("not a rate"));
+        assert!(
+            parse_rate("0.1bit/s")
+                .unwrap_err()
+                .contains("less than a byte")
+        );
+        for rate in ["8Mbit/s", "500kbit/s", "1000001B/s"] {
+            assert_eq!(format_rate(parse_rate(rate).unwrap()), rate);
+        }
+    }
+
+    #[test]
+    fn an_upload_cap_below_the_slowest_useful_transfer_is_refused() {
+        let mut config = Config::default();
+        config.node.max_upload = Some(parse_rate("256kbit/s").unwrap());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("node.max_upload"), "{err}");
+        config.node.max_upload = Some(parse_rate("8Mbit/s").unwrap());
+        config.validate().unwrap();
+        let text = config.to_toml().unwrap();
+        assert!(text.contains("max_upload = \"8Mbit/s\""), "{text}");
+        let back: Config = Figment::from(Toml::string(&text)).extract().unwrap();
+        assert_eq!(back, config);
     }
 
     #[test]

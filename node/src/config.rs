@@ -78,6 +78,9 @@ pub struct Config {
     /// for coordination, not for segments, so a relay's bandwidth cannot be
     /// spent on video.
     pub relay_circuit_bytes: u64,
+    /// The volunteer's upload cap in bytes per second, all segment uploads
+    /// together (see [`crate::uplink`]); `None`: the uplink is the limit.
+    pub max_upload: Option<u64>,
     /// Deliberate misbehaviour, for tests only (the CLI cannot set it).
     #[doc(hidden)]
     pub faults: Faults,
@@ -144,6 +147,7 @@ impl Default for Config {
             relay_max_circuits: 16,
             relay_circuit_duration: Duration::from_secs(120),
             relay_circuit_bytes: 128 << 10,
+            max_upload: None,
             faults: Faults::default(),
         }
     }
@@ -163,7 +167,10 @@ impl Config {
     /// disk cache's bound, when there is one.
     pub fn mesh(&self, cache_max_bytes: Option<u64>) -> mesh::Config {
         mesh::Config {
-            scheduler: self.scheduler.clone(),
+            scheduler: scheduler::Config {
+                upload_rate: self.max_upload,
+                ..self.scheduler.clone()
+            },
             store_max_bytes: self.store_max_bytes,
             store_max_segments: self.store_max_segments,
             live_window: self.live_window,

@@ -28,6 +28,7 @@ use meshcast_proto::{
 
 pub use crate::mesh::Pushed;
 use crate::mesh::{Broken, Failure};
+use crate::uplink::Uplink;
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/meshcast/segment/1");
 
@@ -95,12 +96,17 @@ pub enum ExchangeError {
     Decode(#[from] DecodeError),
     #[error("protocol violation: {0}")]
     Protocol(&'static str),
+    #[error("the peer holds the segment but has no upload room now")]
+    Busy,
 }
 
 impl ExchangeError {
     /// How the mesh core weighs it: misbehaviour (with what failed
     /// verification, if anything), or a failure that is nobody's fault.
     pub fn broken(&self) -> Broken {
+        if matches!(self, Self::Busy) {
+            return Broken::Busy;
+        }
         if !self.is_misbehaviour() {
             return Broken::Failed(self.to_string());
         }
@@ -131,7 +137,8 @@ impl ExchangeError {
             | Self::Timeout(_)
             | Self::TooSlow { .. }
             | Self::Closed
-            | Self::Open(_) => false,
+            | Self::Open(_)
+            | Self::Busy => false,
         }
     }
 }
@@ -146,6 +153,8 @@ pub struct Framed<S = Stream> {
     pace: Pace,
     /// Test-only: bodies are written at most this fast (bytes per second).
     throttle: Option<u64>,
+    /// The node's upload cap, shared by all its uploads.
+    uplink: Uplink,
 }
 
 impl<S> Framed<S> {
@@ -158,6 +167,7 @@ impl<S> Framed<S> {
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
             pace: Pace::new(read_timeout),
             throttle: None,
+            uplink: Uplink::default(),
         }
     }
 
@@ -166,6 +176,12 @@ impl<S> Framed<S> {
     #[doc(hidden)]
     pub fn with_throttle(mut self, rate: Option<u64>) -> Self {
         self.throttle = rate.filter(|r| *r > 0);
+        self
+    }
+
+    /// Bodies written through this stream keep to `uplink`'s cap.
+    pub fn with_uplink(mut self, uplink: Uplink) -> Self {
+        self.uplink = uplink;
         self
     }
 
@@ -314,14 +330,18 @@ impl<S: AsyncWrite + Unpin> Framed<S> {
     }
 
     async fn write_throttled(&mut self, body: &[u8]) -> std::io::Result<()> {
-        let Some(rate) = self.throttle else {
+        if self.throttle.is_none() && self.uplink.rate().is_none() {
             return self.stream.write_all(body).await;
-        };
+        }
         const SLICE: usize = 16 * 1024;
+        let mut turn = self.uplink.turn().await;
         for slice in body.chunks(SLICE) {
+            turn.take(slice.len()).await;
             self.stream.write_all(slice).await?;
             self.stream.flush().await?;
-            tokio::time::sleep(Duration::from_secs_f64(slice.len() as f64 / rate as f64)).await;
+            if let Some(rate) = self.throttle {
+                tokio::time::sleep(Duration::from_secs_f64(slice.len() as f64 / rate as f64)).await;
+            }
         }
         Ok(())
     }
@@ -403,6 +423,7 @@ pub async fn pull(
             let body = framed.read_body(&header).await?;
             Ok(Some((header, body)))
         }
+        Body::Absent(absent) if absent.busy => Err(ExchangeError::Busy),
         Body::Absent(_) => Ok(None),
         _ => Err(ExchangeError::Protocol("unexpected answer to Want")),
     }
@@ -460,7 +481,7 @@ mod tests {
     fn failure(error: &ExchangeError) -> Option<Failure> {
         match error.broken() {
             Broken::Misbehaved { failure, .. } => failure,
-            Broken::Failed(_) => None,
+            Broken::Failed(_) | Broken::Busy => None,
         }
     }
 

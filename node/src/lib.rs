@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod node;
 pub mod origin;
 pub mod publisher;
+pub mod uplink;
 
 pub use config::{Config, Faults};
 pub use mesh::{Seed, scheduler, store};

@@ -42,6 +42,11 @@ pub const STORE_BYTES: &str = "meshcast_store_bytes";
 pub const STORE_SEGMENTS: &str = "meshcast_store_segments";
 /// Bytes in the on-disk cache (`node.cache_dir`).
 pub const CACHE_BYTES: &str = "meshcast_cache_bytes";
+/// The upload cap (`node.max_upload`) in bytes per second; 0 without one.
+pub const UPLOAD_CAP: &str = "meshcast_upload_cap_bytes_per_second";
+/// Pulls answered `Absent` because the upload cap could not send the body
+/// before the puller's deadline.
+pub const PULLS_DECLINED_AT_CAP: &str = "meshcast_pulls_declined_at_cap_total";
 /// Always 1, labelled with the `version` of the program.
 pub const BUILD_INFO: &str = "meshcast_build_info";
 
@@ -172,6 +177,10 @@ pub fn verification_failure(what: Failure) {
     counter!(VERIFICATION_FAILURES, "what" => what.label()).increment(1);
 }
 
+pub fn pull_declined_at_cap() {
+    counter!(PULLS_DECLINED_AT_CAP).increment(1);
+}
+
 pub fn ban() {
     counter!(BANS).increment(1);
 }
@@ -290,7 +299,16 @@ pub fn register(version: &str) {
         Unit::Bytes,
         "Bytes in the on-disk segment cache"
     );
+    describe_gauge!(
+        UPLOAD_CAP,
+        "The upload cap (node.max_upload) in bytes per second; 0 without one"
+    );
+    describe_counter!(
+        PULLS_DECLINED_AT_CAP,
+        "Pulls answered Absent: behind the upload cap, the body would not reach the puller before its deadline"
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the build");
+    counter!(PULLS_DECLINED_AT_CAP).increment(0);
 
     gauge!(BUILD_INFO, "version" => version.to_string()).set(1.0);
     for source in SOURCES {

@@ -315,6 +315,8 @@ fn node_and_relay_metrics_move_with_the_live_stream() {
             &stream_hex,
             "--cache-dir",
             &d("cache"),
+            "--max-upload",
+            "8Mbit/s",
             "--metrics-listen",
             ANY,
             "--log-format",
@@ -412,6 +414,15 @@ fn node_and_relay_metrics_move_with_the_live_stream() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let node_first = scrape(&http, &node_metrics).await;
+        // The node's upload cap (--max-upload 8Mbit/s), and none on the relay.
+        assert_eq!(
+            node_first.value("meshcast_upload_cap_bytes_per_second", &[]),
+            1_000_000.0
+        );
+        assert_eq!(
+            relay_first.value("meshcast_upload_cap_bytes_per_second", &[]),
+            0.0
+        );
 
         // The relay, while the client is connected.
         let m = &relay_first;
@@ -460,6 +471,8 @@ fn node_and_relay_metrics_move_with_the_live_stream() {
             ("meshcast_store_bytes", "gauge"),
             ("meshcast_store_segments", "gauge"),
             ("meshcast_cache_bytes", "gauge"),
+            ("meshcast_upload_cap_bytes_per_second", "gauge"),
+            ("meshcast_pulls_declined_at_cap_total", "counter"),
             ("meshcast_build_info", "gauge"),
         ] {
             assert_eq!(

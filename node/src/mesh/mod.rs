@@ -167,6 +167,8 @@ pub enum Failure {
 pub enum Broken {
     /// Timed out, reset, refused, cancelled, closed.
     Failed(String),
+    /// The peer holds the segment but had no upload room for it.
+    Busy,
     /// Bytes that fail verification or break the protocol.
     Misbehaved {
         reason: String,
@@ -769,7 +771,7 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
         match result {
             Ok(headers) => self.headers_listed(peer, stream, page, headers, now),
             Err(Broken::Misbehaved { reason, failure }) => self.ban(peer, reason, failure, now),
-            Err(Broken::Failed(_)) => {}
+            Err(Broken::Failed(_) | Broken::Busy) => {}
         }
         self.drain(now);
     }
@@ -842,6 +844,7 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
                 }
             }
             Ok(None) => Outcome::Absent,
+            Err(Broken::Busy) => Outcome::Busy,
             Err(Broken::Misbehaved { reason, failure }) => {
                 match peer {
                     Some(peer) => self.ban(peer, reason, failure, now),
@@ -889,7 +892,7 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
                 self.ban(peer, reason, failure, now);
                 Outcome::Misbehaved
             }
-            Err(Broken::Failed(_)) => Outcome::Failed,
+            Err(Broken::Failed(_) | Broken::Busy) => Outcome::Failed,
         };
         self.scheduler.finished(transfer, outcome, now);
         self.drain(now);

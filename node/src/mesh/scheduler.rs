@@ -75,6 +75,11 @@ pub struct Config {
     /// the receiver has read it; more in flight than the uplink carries
     /// buys no speed, only memory (every upload at once on a thin uplink).
     pub max_upload_bytes: u64,
+    /// The node's upload cap in bytes per second (`node.max_upload`, set by
+    /// [`crate::Config::mesh`]): pushes in flight are bounded by what it
+    /// sends before a push's deadline, so none is offered that could not
+    /// finish in time behind the others.
+    pub upload_rate: Option<u64>,
     /// Concurrent downloads from one peer (pulls and accepted pushes): no
     /// peer takes every download slot, or holds memory for more bodies.
     pub max_downloads_per_peer: usize,
@@ -91,6 +96,15 @@ pub struct Config {
     pub seed_origin_after: Duration,
 }
 
+impl Config {
+    /// How long a transfer of `size` bytes may take (see
+    /// [`Scheduler::deadline`]).
+    pub fn transfer_deadline(&self, size: u64) -> Duration {
+        let rate = self.min_rate.max(1) as f64;
+        self.transfer_timeout + seconds(size as f64 / rate)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -102,6 +116,7 @@ impl Default for Config {
             max_downloads: 16,
             max_uploads: 24,
             max_upload_bytes: 4 << 20,
+            upload_rate: None,
             max_downloads_per_peer: 6,
             max_origin_fetches: 8,
             forget_after: Duration::from_secs(300),
@@ -144,6 +159,9 @@ pub enum Outcome {
     Declined(DeclineReason),
     /// The peer does not hold the segment.
     Absent,
+    /// The peer holds it but had no upload room: ask again after
+    /// `retry_after`, or another holder meanwhile.
+    Busy,
     /// Timeout, reset, refused or cancelled.
     Failed,
     /// The peer sent a bad header or bad bytes; the shell bans it.
@@ -638,6 +656,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                         seg.holders.remove(&peer);
                         seg.failed.insert(peer, now);
                     }
+                    // Slowness is not misbehaviour: no strike.
+                    Outcome::Busy => {
+                        seg.failed.insert(peer, now);
+                    }
                     _ => {
                         seg.failed.insert(peer, now);
                         if let Some(p) = self.peers.get_mut(&peer)
@@ -936,17 +958,27 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     fn upload_room(&self, size: u64) -> usize {
         let uploads = self.active_uploads();
         let slots = self.config.max_uploads.saturating_sub(uploads);
-        let bytes = self
-            .config
-            .max_upload_bytes
-            .saturating_sub(self.upload_bytes());
+        let in_flight = self.upload_bytes();
+        let bytes = self.config.max_upload_bytes.saturating_sub(in_flight);
         let by_bytes = usize::try_from(bytes / size.max(1)).unwrap_or(usize::MAX);
-        let by_bytes = if uploads == 0 {
-            by_bytes.max(1)
-        } else {
-            by_bytes
+        // Behind the cap, each push must start soon and end in time, queued
+        // behind the ones before it (see `crate::uplink`).
+        let by_rate = match self.config.upload_rate {
+            Some(rate) => {
+                let deadline = self.config.transfer_deadline(size);
+                (0..slots)
+                    .take_while(|&n| {
+                        let before = in_flight.saturating_add(size.saturating_mul(n as u64));
+                        crate::uplink::fits(rate, before, size, deadline)
+                    })
+                    .count()
+            }
+            None => usize::MAX,
         };
-        slots.min(by_bytes)
+        let room = by_bytes.min(by_rate);
+        // One push always may run, whatever its size.
+        let room = if uploads == 0 { room.max(1) } else { room };
+        slots.min(room)
     }
 
     /// When a transfer of `size` bytes started at `now` is given up: judged
@@ -954,8 +986,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// a thin uplink is not cut off (and its bytes wasted) just for being
     /// large.
     pub fn deadline(&self, size: u64, now: Instant) -> Instant {
-        let rate = self.config.min_rate.max(1) as f64;
-        now + self.config.transfer_timeout + seconds(size as f64 / rate)
+        now + self.config.transfer_deadline(size)
     }
 
     fn start(&mut self, id: SegmentId, kind: Kind<P>, now: Instant) -> TransferId {

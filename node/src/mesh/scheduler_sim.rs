@@ -791,3 +791,78 @@ fn pushes_in_flight_are_bounded_in_bytes() {
     huge.held(seg(8, 0), config.max_upload_bytes * 4, now);
     assert_eq!(offers(&mut huge).len(), 1, "one push always may run");
 }
+
+/// Behind an upload cap, only the pushes that start within the queue limit
+/// and end before their deadline are offered: at 1 MB/s, 500 kB segments
+/// queue 2 s deep after four (the fifth would start 2 s late).
+#[test]
+fn behind_an_upload_cap_only_pushes_that_finish_in_time_are_offered() {
+    let now = Instant::now();
+    let config = Config {
+        upload_rate: Some(1_000_000),
+        max_upload_bytes: 64 << 20,
+        ..Config::default()
+    };
+    let mut s: Scheduler<u32> = Scheduler::new(config.clone(), 0);
+    for peer in 1..=50 {
+        s.peer_connected(peer);
+    }
+    for seq in 0..8 {
+        s.held(seg(9, seq), 500_000, now);
+    }
+    let offers = std::iter::from_fn(|| s.poll_action())
+        .filter(|a| matches!(a, Action::Offer { .. }))
+        .count();
+    assert_eq!(
+        offers, 5,
+        "4 queued within 2 s, and the fifth starts at 2 s"
+    );
+
+    let uncapped = Config {
+        upload_rate: None,
+        ..config
+    };
+    let mut s: Scheduler<u32> = Scheduler::new(uncapped, 0);
+    for peer in 1..=50 {
+        s.peer_connected(peer);
+    }
+    for seq in 0..8 {
+        s.held(seg(9, seq), 500_000, now);
+    }
+    let offers = std::iter::from_fn(|| s.poll_action())
+        .filter(|a| matches!(a, Action::Offer { .. }))
+        .count();
+    assert!(offers > 5, "without a cap: {offers}");
+}
+
+/// A holder too busy to upload stays a holder: asked again after
+/// `retry_after`, never struck, where `Absent` forgets it.
+#[test]
+fn a_busy_holder_is_asked_again_and_an_absent_one_is_forgotten() {
+    let now = Instant::now();
+    let config = Config::default();
+    let stream = StreamId::from_bytes(&[5; 32]).unwrap();
+    let id = SegmentId::media(stream, 0, 7);
+    let mut s: Scheduler<u32> = Scheduler::new(config.clone(), 0);
+    s.peer_connected(1);
+    s.demand(id, 10, now + Duration::from_secs(30), now);
+    s.header_learned(id, 10, Some(1), now);
+    s.tick(now + config.pull_delay);
+    let pull = |s: &mut Scheduler<u32>| {
+        std::iter::from_fn(|| s.poll_action()).find_map(|a| match a {
+            Action::Pull {
+                transfer, peer: 1, ..
+            } => Some(transfer),
+            _ => None,
+        })
+    };
+    let first = pull(&mut s).expect("pulled from its holder");
+    let t = now + config.pull_delay;
+    s.finished(first, Outcome::Busy, t);
+    assert_eq!(pull(&mut s), None, "not at once");
+    s.tick(t + config.retry_after);
+    let again = pull(&mut s).expect("asked again once the retry time passed");
+    s.finished(again, Outcome::Absent, t + config.retry_after);
+    s.tick(t + config.retry_after * 3);
+    assert_eq!(pull(&mut s), None, "an Absent holder is forgotten");
+}

@@ -32,6 +32,7 @@ use crate::exchange::{self, Framed};
 use crate::ingest::source::FetchLimits;
 use crate::mesh::{Acceptance, Mesh, OfferReply, Output, Seed, Topic};
 use crate::metrics::{self, Class, Direction, LocalGauge};
+use crate::uplink::Uplink;
 
 /// Least time between re-publications of our DHT records on new connections.
 const REPUT_INTERVAL: Duration = Duration::from_secs(5);
@@ -98,6 +99,7 @@ struct Gauges {
     store_bytes: LocalGauge,
     store_segments: LocalGauge,
     cache_bytes: LocalGauge,
+    upload_cap: LocalGauge,
 }
 
 impl Node {
@@ -165,6 +167,7 @@ impl Driver {
             store_bytes: LocalGauge::new(metrics::STORE_BYTES),
             store_segments: LocalGauge::new(metrics::STORE_SEGMENTS),
             cache_bytes: LocalGauge::new(metrics::CACHE_BYTES),
+            upload_cap: LocalGauge::new(metrics::UPLOAD_CAP),
         };
         gauges
             .cache_bytes
@@ -189,6 +192,8 @@ impl Driver {
             stats: stats.clone(),
         };
         let uploads = Uploads::new(config.scheduler.max_upload_bytes);
+        let uplink = Uplink::new(config.max_upload);
+        gauges.upload_cap.set(config.max_upload.unwrap_or(0));
         let shared = Shared {
             store: mesh.store().clone(),
             cache: cache.clone(),
@@ -197,6 +202,9 @@ impl Driver {
             faults: config.faults,
             uploads: uploads.clone(),
             serving_wait: config.read_timeout,
+            uplink: uplink.clone(),
+            scheduler: config.scheduler.clone(),
+            stats: stats.clone(),
         };
         let driver = Driver {
             tasks: Tasks::new(
@@ -204,6 +212,7 @@ impl Driver {
                 config.pace(),
                 uploads,
                 config.faults.upload_rate,
+                uplink,
             ),
             config,
             swarm,
@@ -515,7 +524,8 @@ impl Driver {
         self.inbound += 1;
         let framed = Framed::new(stream, self.config.limits, self.config.read_timeout)
             .with_pace(self.config.pace())
-            .with_throttle(self.config.faults.upload_rate);
+            .with_throttle(self.config.faults.upload_rate)
+            .with_uplink(self.shared.uplink.clone());
         let shared = self.shared.clone();
         let span = self.peer_span(peer);
         use tracing::Instrument as _;
@@ -551,6 +561,7 @@ impl Driver {
             } => {
                 if result.is_ok() {
                     metrics::bytes(Direction::Out, Class::Mesh, bytes);
+                    self.stats.mesh_bytes_out.fetch_add(bytes, Relaxed);
                 }
                 self.mesh.handle_upload(transfer, peer, result, now);
             }

@@ -65,6 +65,11 @@ pub enum Event {
 #[derive(Debug, Default)]
 pub struct Stats {
     pub mesh_bytes_in: AtomicU64,
+    /// Segment body bytes sent to peers (pushes and served pulls).
+    pub mesh_bytes_out: AtomicU64,
+    /// Pulls answered `Absent` because the upload cap could not send the
+    /// body in time (see [`crate::uplink`]).
+    pub pulls_declined_at_cap: AtomicU64,
     pub origin_bytes_in: AtomicU64,
     pub bans: AtomicU64,
 }

@@ -5,6 +5,7 @@
 //! the event loop is not involved in serving what is already held.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,8 +21,9 @@ use super::uploads::Uploads;
 use crate::cache::Cache;
 use crate::config::Faults;
 use crate::exchange::{ExchangeError, Framed};
-use crate::mesh::scheduler::TransferId;
+use crate::mesh::scheduler::{self, TransferId};
 use crate::mesh::{Broken, MAX_LISTED, store};
+use crate::uplink::Uplink;
 
 /// An offer on its way to the mesh core, and where its answer goes.
 pub(super) struct OfferRequest {
@@ -55,6 +57,10 @@ pub(super) struct Shared {
     /// How long a pull waits for room before it is answered `Absent` (the
     /// puller goes to another holder, or the origin).
     pub(super) serving_wait: Duration,
+    /// The upload cap, and the deadline a puller gives a body of a size.
+    pub(super) uplink: Uplink,
+    pub(super) scheduler: scheduler::Config,
+    pub(super) stats: Arc<super::Stats>,
 }
 
 /// Serves one inbound stream.
@@ -89,14 +95,26 @@ async fn answer(
                 held_segment(shared, &id).await
             };
             // Held, and room to send it: bodies in flight to pullers are
-            // bounded, as pushes are.
+            // bounded, as pushes are; behind the upload cap, it must also
+            // reach the puller before the puller gives up on it.
             let permit = match &segment {
                 Some((_, body)) => {
                     let len = body.len() as u64;
-                    shared.uploads.room(len, shared.serving_wait).await
+                    let deadline = shared.scheduler.transfer_deadline(len);
+                    if shared
+                        .uplink
+                        .fits(shared.uploads.in_flight(), len, deadline)
+                    {
+                        shared.uploads.room(len, shared.serving_wait).await
+                    } else {
+                        crate::metrics::pull_declined_at_cap();
+                        shared.stats.pulls_declined_at_cap.fetch_add(1, Relaxed);
+                        None
+                    }
                 }
                 None => None,
             };
+            let held = segment.is_some();
             match segment.zip(permit) {
                 Some(((header, body), _permit)) => {
                     let (header, body) = faulty(&shared.faults, header.signed(), &body);
@@ -111,6 +129,10 @@ async fn answer(
                         crate::metrics::Class::Mesh,
                         body.len() as u64,
                     );
+                    shared
+                        .stats
+                        .mesh_bytes_out
+                        .fetch_add(body.len() as u64, Relaxed);
                     // The room is taken until the puller has it all.
                     return framed.finish_read(body.len() as u64).await;
                 }
@@ -118,6 +140,7 @@ async fn answer(
                     framed
                         .send(Body::Absent(pb::Absent {
                             id: Some(id.to_pb()),
+                            busy: held,
                         }))
                         .await?
                 }

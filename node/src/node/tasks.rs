@@ -26,6 +26,7 @@ use crate::exchange::{self, ExchangeError, Framed, Pace};
 use crate::ingest::source::fetch_url;
 use crate::mesh::scheduler::TransferId;
 use crate::mesh::{Broken, Failure, Pushed};
+use crate::uplink::Uplink;
 
 /// An accepted push, received by the task serving its stream.
 pub(super) type PushIn = (TransferId, Result<(VerifiedHeader, Bytes), Broken>);
@@ -80,6 +81,7 @@ pub(super) struct Tasks {
     uploads: Uploads,
     /// Test-only upload throttle ([`crate::Faults::upload_rate`]).
     upload_rate: Option<u64>,
+    uplink: Uplink,
 }
 
 impl Tasks {
@@ -88,6 +90,7 @@ impl Tasks {
         pace: Pace,
         uploads: Uploads,
         upload_rate: Option<u64>,
+        uplink: Uplink,
     ) -> Self {
         Self {
             set: JoinSet::new(),
@@ -96,6 +99,7 @@ impl Tasks {
             pace,
             uploads,
             upload_rate,
+            uplink,
         }
     }
 
@@ -175,7 +179,7 @@ impl Tasks {
         span: tracing::Span,
     ) {
         let (limits, pace, rate) = (self.limits, self.pace, self.upload_rate);
-        let uploads = self.uploads.clone();
+        let (uploads, uplink) = (self.uploads.clone(), self.uplink.clone());
         let bytes = body.len() as u64;
         let work = async move {
             let mut control = control;
@@ -186,7 +190,8 @@ impl Tasks {
                     .await
                     .ok_or(ExchangeError::Closed)?;
                 let framed = open(&mut control, peer, limits, pace).await?;
-                exchange::push(framed.with_throttle(rate), &header, &body).await
+                let framed = framed.with_throttle(rate).with_uplink(uplink);
+                exchange::push(framed, &header, &body).await
             }
             .await;
             Done::Upload {

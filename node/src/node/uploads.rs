@@ -36,6 +36,12 @@ impl Uploads {
         }
     }
 
+    /// Bytes of bodies in flight now (whole KiB).
+    pub(super) fn in_flight(&self) -> u64 {
+        let free = self.room.available_permits().min(self.total_kib);
+        ((self.total_kib - free) as u64) << 10
+    }
+
     /// Room for a body of `len` bytes (a body larger than the whole bound
     /// takes all of it), held until the permit is dropped; `None` if none
     /// frees within `wait`.

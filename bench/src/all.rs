@@ -13,7 +13,7 @@ use super::report::{self, FanoutSection, FanoutStep, MeshRun, Report, fig};
 use super::{hostile, idle, netns, offload, rss, sim, throughput, viewers, vod};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 12] = [
+pub const SECTIONS: [&str; 13] = [
     "mesh",
     "sim",
     "hostile",
@@ -26,6 +26,7 @@ pub const SECTIONS: [&str; 12] = [
     "idle",
     "netns",
     "nat",
+    "thin",
 ];
 
 #[derive(Debug, clap::Args)]
@@ -41,7 +42,7 @@ pub struct AllArgs {
     pub out: PathBuf,
     /// Run only these sections (comma-separated): mesh, sim, hostile,
     /// offload, vod, fanout, viewers (hostile viewers), throughput, rss,
-    /// idle, netns, nat (the NAT matrix).
+    /// idle, netns, nat (the NAT matrix), thin (thin uplinks and distance).
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SECTIONS))]
     pub only: Vec<String>,
 }
@@ -62,6 +63,7 @@ struct Plan {
     idle: idle::IdleBench,
     netns: Option<netns::Plan>,
     nat: Option<super::lab::NatPlan>,
+    thin: Option<meshcast_lab::thin::Plan>,
 }
 
 impl Plan {
@@ -115,6 +117,7 @@ impl Plan {
                 },
                 netns: None,
                 nat: None,
+                thin: None,
             }
         } else {
             Self {
@@ -162,6 +165,13 @@ impl Plan {
                     peers: 100,
                     duration: Duration::from_secs(20),
                 },
+                thin: Some(super::lab::thin_plan(
+                    20,
+                    Duration::from_secs(60),
+                    4_000_000,
+                    10_000_000,
+                    0.0,
+                )),
                 nat: Some(super::lab::NatPlan {
                     repeat: 3,
                     parallel: 4,
@@ -177,7 +187,8 @@ impl Plan {
     }
 
     fn steps(&self) -> u64 {
-        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 9) as u64
+        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 10)
+            as u64
     }
 }
 
@@ -284,6 +295,16 @@ pub fn run(args: AllArgs) -> anyhow::Result<()> {
                 )),
             };
             report.record("nat", result, |r, s| r.nat = Some(s));
+        }
+        progress.step();
+        if wanted("thin") {
+            let result = match &plan.thin {
+                Some(thin_plan) => super::lab::thin(thin_plan, &progress).await,
+                None => Ok(super::lab::ThinSection::skipped(
+                    "not run with --quick".into(),
+                )),
+            };
+            report.record("thin", result, |r, s| r.thin = Some(s));
         }
         progress.step();
     };

@@ -2,6 +2,9 @@
 //! section of `all`): real kernel networking in namespaces, from
 //! [`meshcast_lab`].
 //!
+//! `thin`: a live stream through volunteers on thin, distant home lines
+//! (see [`meshcast_lab::thin`]).
+//!
 //! `nat`: the NAT matrix. Every ordered pair of sides (public, full cone,
 //! port-preserving, symmetric) over QUIC and TCP, each case in a lab of its
 //! own (see [`meshcast_lab::matrix`]), repeated: how often a direct
@@ -13,6 +16,7 @@ use std::time::Duration;
 
 use meshcast_lab::matrix::{self, Case, Outcome, Side, Transport};
 use meshcast_lab::net::Lab;
+use meshcast_lab::thin;
 use serde::Serialize;
 
 use super::figure::{Fig, fig};
@@ -43,6 +47,180 @@ pub enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// Thin uplinks and distance: volunteers of mixed NAT types on home
+    /// lines carry a live stream; delivered fraction, propagation, origin
+    /// bytes, bans.
+    Thin {
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=200))]
+        nodes: u32,
+        /// Each volunteer's uplink, bits per second.
+        #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(100_000..=10_000_000_000))]
+        uplink: u64,
+        /// The stream, bits per second.
+        #[arg(long, default_value_t = 4_000_000, value_parser = clap::value_parser!(u64).range(10_000..=100_000_000))]
+        bitrate: u64,
+        /// Loss each way on each volunteer's line, in percent.
+        #[arg(long, default_value_t = 0.0)]
+        loss_percent: f64,
+        /// The measured window.
+        #[arg(long, default_value = "60s", value_parser = super::parse_interval)]
+        measure: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The thin-uplink run of `all`.
+pub fn thin_plan(
+    nodes: usize,
+    measure: Duration,
+    bitrate: u64,
+    uplink: u64,
+    loss: f64,
+) -> thin::Plan {
+    thin::Plan {
+        nodes,
+        uplink,
+        downlink: uplink * 5,
+        rtt_min: Duration::from_millis(20),
+        rtt_max: Duration::from_millis(150),
+        loss,
+        bitrate,
+        segment: Duration::from_secs(2),
+        warmup: Duration::from_secs(10),
+        measure,
+        seed: 14,
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ThinSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    pub topology: String,
+    pub links: String,
+    pub impairment: &'static str,
+    pub segments: Fig,
+    pub expected: Fig,
+    pub delivered: Fig,
+    pub from_origin: Fig,
+    pub p50: Fig,
+    pub p95: Fig,
+    pub max: Fig,
+    pub origin_copies: Fig,
+    pub bans: Fig,
+}
+
+impl ThinSection {
+    pub fn skipped(why: String) -> Self {
+        let zero = fig(0.0, "");
+        Self {
+            skipped: Some(why),
+            topology: String::new(),
+            links: String::new(),
+            impairment: "",
+            segments: zero,
+            expected: zero,
+            delivered: zero,
+            from_origin: zero,
+            p50: zero,
+            p95: zero,
+            max: zero,
+            origin_copies: zero,
+            bans: zero,
+        }
+    }
+
+    /// The goals: every segment to every node, no ban, the origin
+    /// at most 1.1 copies.
+    pub fn met(&self) -> bool {
+        self.skipped.is_none()
+            && self.expected.value > 0.0
+            && self.delivered.value == self.expected.value
+            && self.bans.value == 0.0
+            && self.origin_copies.value <= 1.1
+    }
+}
+
+pub async fn thin(plan: &thin::Plan, progress: &Progress) -> anyhow::Result<ThinSection> {
+    if let Some(why) = Lab::unavailable() {
+        return Ok(ThinSection::skipped(why));
+    }
+    let media = tempfile::tempdir()?;
+    let report = thin::run(plan, media.path(), |phase| {
+        progress.phase(&format!("thin: {phase}"))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let ms = |d: Duration| fig(d.as_secs_f64() * 1e3, "ms");
+    Ok(ThinSection {
+        skipped: None,
+        topology: format!(
+            "{} volunteers ({}), an origin and publisher and a relay on 200 Mbit/s lines",
+            plan.nodes,
+            report
+                .sides
+                .iter()
+                .map(|(side, n)| format!("{n} {side}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        links: format!(
+            "volunteers: {:.0} Mbit/s up, {:.0} Mbit/s down (tbf, 200 ms queues), round trips {}–{} ms (one-way delay drawn per line, ±10 % jitter), {}% loss each way; a {:.1} Mbit/s stream in {} s segments, {} s measured after {} s of warm-up",
+            plan.uplink as f64 / 1e6,
+            plan.downlink as f64 / 1e6,
+            plan.rtt_min.as_millis(),
+            plan.rtt_max.as_millis(),
+            plan.loss * 100.0,
+            plan.bitrate as f64 / 1e6,
+            plan.segment.as_secs(),
+            plan.measure.as_secs(),
+            plan.warmup.as_secs()
+        ),
+        impairment: report.impairment,
+        segments: fig(report.segments as f64, "segments"),
+        expected: fig(report.expected as f64, "(node, segment) pairs"),
+        delivered: fig(report.delivered as f64, "(node, segment) pairs"),
+        from_origin: fig(report.from_origin as f64, "(node, segment) pairs"),
+        p50: ms(report.p50),
+        p95: ms(report.p95),
+        max: ms(report.max),
+        origin_copies: fig(report.origin_copies(), "copies of the stream"),
+        bans: fig(report.bans as f64, "bans"),
+    })
+}
+
+pub fn thin_markdown(w: &mut String, section: Option<&ThinSection>) {
+    let _ = writeln!(w, "\n## Thin uplinks and distance\n");
+    let Some(s) = section else {
+        let _ = writeln!(w, "Not run.");
+        return;
+    };
+    if let Some(why) = &s.skipped {
+        let _ = writeln!(w, "Skipped: {why}.");
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "Kernel namespaces (`meshcast_lab::thin`): {}. Links: {}; delay and loss from {}. Goals: every segment to every node, no ban, the origin at most 1.1 copies of the stream.\n",
+        s.topology, s.links, s.impairment
+    );
+    let _ = writeln!(
+        w,
+        "| delivered | from the origin | p50 ms | p95 ms | max ms | origin copies | bans |\n|---|---|---|---|---|---|---|"
+    );
+    let _ = writeln!(
+        w,
+        "| {} of {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {} |",
+        s.delivered.value,
+        s.expected.value,
+        s.from_origin.value,
+        s.p50.value,
+        s.p95.value,
+        s.max.value,
+        s.origin_copies.value,
+        s.bans.value
+    );
 }
 
 /// Sizes of the NAT matrix.
@@ -264,6 +442,49 @@ pub fn cli(args: LabArgs) -> anyhow::Result<()> {
                 let mut text = String::new();
                 nat_markdown(&mut text, Some(&section));
                 println!("{text}");
+            }
+            Ok(())
+        }
+        Scenario::Thin {
+            nodes,
+            uplink,
+            bitrate,
+            loss_percent,
+            measure,
+            json,
+        } => {
+            if !(0.0..100.0).contains(&loss_percent) {
+                anyhow::bail!("--loss-percent {loss_percent} is not in [0, 100)");
+            }
+            let progress = Progress::new(1);
+            let plan = thin_plan(
+                nodes as usize,
+                measure,
+                bitrate,
+                uplink,
+                loss_percent / 100.0,
+            );
+            let section = runtime.block_on(async {
+                tokio::select! {
+                    s = thin(&plan, &progress) => Some(s),
+                    _ = tokio::signal::ctrl_c() => None,
+                }
+            });
+            progress.finish();
+            drop(runtime);
+            let Some(section) = section else {
+                anyhow::bail!("interrupted");
+            };
+            let section = section?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&section)?);
+            } else {
+                let mut text = String::new();
+                thin_markdown(&mut text, Some(&section));
+                println!("{text}");
+            }
+            if !section.met() {
+                anyhow::bail!("the thin-uplink goals were not met");
             }
             Ok(())
         }

@@ -345,6 +345,7 @@ pub struct Report {
     pub idle: Option<super::idle::IdleReport>,
     pub netns: Option<NetnsSection>,
     pub nat: Option<super::lab::NatSection>,
+    pub thin: Option<super::lab::ThinSection>,
     pub goals: Vec<Goal>,
     pub errors: Vec<SectionError>,
 }
@@ -388,6 +389,7 @@ impl Report {
             idle: None,
             netns: None,
             nat: None,
+            thin: None,
             goals: Vec::new(),
             errors: Vec::new(),
         }
@@ -468,6 +470,26 @@ fn goals(r: &Report) -> Vec<Goal> {
             "hostile viewers",
             "no late segment for 1,000 good sessions with 100 attackers of each kind",
         ),
+    });
+    const THIN: &str = "thin uplinks (20 volunteers, 10 Mbit/s, 20–150 ms): every segment to every node, 0 bans, origin ≤ 1.1 copies";
+    // Only where the lab ran (root, not --quick).
+    goals.extend(match &r.thin {
+        Some(t) if t.skipped.is_none() => Some(Goal {
+            name: "thin uplinks",
+            target: THIN,
+            measured: Some(t.delivered),
+            met: t.met(),
+            note: format!(
+                "{} of {} delivered ({} from the origin), p95 {:.0} ms, {:.2} origin copies, {} bans",
+                t.delivered.value,
+                t.expected.value,
+                t.from_origin.value,
+                t.p95.value,
+                t.origin_copies.value,
+                t.bans.value
+            ),
+        }),
+        _ => None,
     });
     goals.extend(r.idle.as_ref().map(|i| Goal {
         name: "idle peer cost",
@@ -1013,6 +1035,7 @@ pub fn markdown(r: &Report, stem: &str) -> String {
         }
     }
     super::lab::nat_markdown(w, r.nat.as_ref());
+    super::lab::thin_markdown(w, r.thin.as_ref());
 
     if !r.errors.is_empty() {
         let _ = writeln!(w, "\n## Errors\n");

@@ -40,9 +40,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::offload::{
-    CountingOrigin, Gateway, cpu, gateway_address, spawn_publisher, write_stream,
-};
+use super::offload::{CountingOrigin, Gateway, cpu, gateway_address, spawn_publisher};
 use super::proc::{Spawned, gauge, meshcast, scrape, serve_browsers};
 use super::progress::Progress;
 use super::report::{VodSection, fig, seconds};
@@ -434,7 +432,7 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<VodSection>
     progress.phase("vod: starting the origin");
     let segment_bytes = (plan.bitrate as f64 * plan.segment_duration.as_secs_f64() / 8.0) as u64;
     let vod_bytes = segment_bytes * plan.segments as u64;
-    write_stream(
+    meshcast_origin::synthetic::write(
         &dir.join("vod"),
         plan.bitrate,
         plan.segment_duration,

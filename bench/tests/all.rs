@@ -352,14 +352,17 @@ fn bench_all_quick_reports_every_section() {
     figure(&report, "/rss/rss_idle", 1.0, peak);
     figure(&report, "/rss/connected_peers", 1.0, 10.0);
 
-    // f. network conditions: skipped with --quick, and saying so.
-    assert!(
-        report["netns"]["skipped"]
-            .as_str()
-            .is_some_and(|s| s.contains("--quick")),
-        "{}",
-        report["netns"]
-    );
+    // f. network conditions, and the lab's scenarios: skipped with
+    // --quick, and saying so.
+    for section in ["netns", "nat", "thin"] {
+        assert!(
+            report[section]["skipped"]
+                .as_str()
+                .is_some_and(|s| s.contains("--quick")),
+            "{section}: {}",
+            report[section]
+        );
+    }
 
     // The simulator: its quick scenarios, every figure a share or a time,
     // and the check against real swarms.
@@ -451,6 +454,8 @@ fn bench_all_quick_reports_every_section() {
         "## Node memory",
         "## Idle peers",
         "## Network conditions",
+        "## NAT matrix",
+        "## Thin uplinks and distance",
     ] {
         assert!(
             text.contains(heading),

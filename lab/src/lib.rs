@@ -8,6 +8,7 @@
 //! - [`host`]: a meshcast node running inside a host.
 //! - [`matrix`]: the NAT matrix, two nodes meeting through a relay for every
 //!   pair of NAT types and transport.
+//! - [`thin`]: a live stream through volunteers on thin, distant home lines.
 //!
 //! Everything here needs root, `ip` and `nft` ([`net::Lab::unavailable`] says
 //! why not); tests skip, saying so, where it cannot run.
@@ -16,3 +17,4 @@ pub mod host;
 pub mod link;
 pub mod matrix;
 pub mod net;
+pub mod thin;

@@ -44,6 +44,7 @@
 //! ```
 
 pub mod playlist;
+pub mod synthetic;
 
 use std::collections::HashMap;
 use std::io;

@@ -1,0 +1,327 @@
+//! Thin uplinks and distance: a live stream through a mesh of volunteers on
+//! home lines.
+//!
+//! On the WAN: the operator's origin and publisher, and a relay, each on a
+//! fat link. Then `nodes` volunteers, a mix of public hosts and hosts behind
+//! each NAT type ([`MIX`]), each on a link of `uplink` up and `downlink`
+//! down with a one-way delay drawn (seeded) so that round trips between
+//! them span `rtt_min`..`rtt_max`. Every volunteer reserves a slot on the
+//! relay when NATed, finds the stream in the DHT and follows it. After a
+//! warm-up, the segments published during the measured window must reach
+//! every node: the report gives the fraction delivered, the propagation
+//! delay (publisher to each node's store, one process clock), the origin's
+//! bytes against the stream's, and the bans (all nodes are honest: any ban
+//! is a bug).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use meshcast_node::publisher::{self, Publisher};
+use meshcast_node::{Config, Event, Source};
+use meshcast_proto::{PublisherKey, SegmentId};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::broadcast;
+
+use crate::host::LabNode;
+use crate::link::Link;
+use crate::matrix::{Side, Transport};
+use crate::net::{Lab, Nat};
+
+/// The volunteers' sides, in turn: 20% public, 40% port-preserving NAT
+/// (the common home router), 20% full cone, 20% symmetric.
+pub const MIX: [Side; 10] = [
+    Side::Public,
+    Side::Behind(Nat::PortPreserving),
+    Side::Behind(Nat::PortPreserving),
+    Side::Behind(Nat::FullCone),
+    Side::Behind(Nat::Symmetric),
+    Side::Behind(Nat::PortPreserving),
+    Side::Public,
+    Side::Behind(Nat::PortPreserving),
+    Side::Behind(Nat::FullCone),
+    Side::Behind(Nat::Symmetric),
+];
+
+/// Sizes and conditions of a run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub nodes: usize,
+    /// Each volunteer's line, bits per second.
+    pub uplink: u64,
+    pub downlink: u64,
+    /// Round trips between two volunteers span this range.
+    pub rtt_min: Duration,
+    pub rtt_max: Duration,
+    /// Loss each way on each volunteer's line.
+    pub loss: f64,
+    /// The stream, bits per second, in segments of `segment`.
+    pub bitrate: u64,
+    pub segment: Duration,
+    /// From the last node following to the measured window.
+    pub warmup: Duration,
+    pub measure: Duration,
+    /// Delays are drawn from this seed.
+    pub seed: u64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// How delay and loss were made.
+    pub impairment: &'static str,
+    /// Volunteers by side.
+    pub sides: BTreeMap<&'static str, usize>,
+    /// Segments published in the window.
+    pub segments: usize,
+    /// (node, segment) pairs expected and stored.
+    pub expected: usize,
+    pub delivered: usize,
+    /// Of those, stored from the origin (fallbacks).
+    pub from_origin: usize,
+    /// Publisher to node, over every delivery.
+    pub p50: Duration,
+    pub p95: Duration,
+    pub max: Duration,
+    /// The window's segments, in bytes, and what the origin served for
+    /// them: the publisher's ingest (one copy) plus the nodes' fallbacks.
+    pub stream_bytes: u64,
+    pub origin_bytes: u64,
+    /// Bans by honest nodes of honest nodes: must be 0.
+    pub bans: u64,
+}
+
+impl Report {
+    /// Copies of the stream the origin served.
+    pub fn origin_copies(&self) -> f64 {
+        self.origin_bytes as f64 / self.stream_bytes.max(1) as f64
+    }
+}
+
+/// A fat line for the operator's hosts.
+fn server_link() -> Link {
+    Link {
+        up: Some(200_000_000),
+        down: Some(200_000_000),
+        delay: Duration::from_millis(2),
+        ..Link::default()
+    }
+}
+
+/// Runs the scenario in a lab of its own; `media` is a scratch directory
+/// for the synthetic stream. `progress` hears each phase.
+pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<Report, String> {
+    let mut lab = Lab::start();
+    let impairment = lab.impairment().name();
+    let segments_on_disk = ((plan.warmup + plan.measure).as_secs_f64() / plan.segment.as_secs_f64())
+        .ceil() as usize
+        + 10;
+    meshcast_origin::synthetic::write(media, plan.bitrate, plan.segment, segments_on_disk)
+        .map_err(|e| format!("writing the stream: {e}"))?;
+
+    // The operator: origin and publisher on one host, and a relay.
+    progress("starting the publisher and the relay");
+    let operator = lab.public_host_with(&server_link());
+    let quic = Transport::Quic;
+    let publisher = LabNode::start(&operator, node_config(quic.addr(operator.addr))).await?;
+    let publisher_addr = publisher.at(quic.addr(operator.addr));
+    let media_dir = media.to_path_buf();
+    let origin_addr = SocketAddr::from((operator.addr, 8080));
+    let origin = publisher
+        .spawn(async move { meshcast_origin::spawn(media_dir, origin_addr).await })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("origin: {e}"))?;
+    let mut published = publisher.node.events();
+    let ingest = {
+        let node = publisher.node.clone();
+        let config = publisher::Config {
+            origin: format!("{}/live/master.m3u8", origin.url()),
+            public_origin: None,
+            name: "lab-thin".into(),
+            concurrency: 4,
+            max_segment: 16 << 20,
+            fetch: Default::default(),
+            private: false,
+        };
+        publisher
+            .spawn(async move {
+                Publisher::start(node, PublisherKey::from_seed([9; 32]), config).await
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("publisher: {e}"))?
+    };
+    let stream = ingest.stream_id();
+    let _ingest = publisher.spawn(ingest.run());
+
+    let relay_host = lab.public_host_with(&server_link());
+    let relay_listen = quic.addr(relay_host.addr);
+    let relay = LabNode::start(
+        &relay_host,
+        Config {
+            external: vec![relay_listen.clone()],
+            relay_server: true,
+            ..node_config(relay_listen.clone())
+        },
+    )
+    .await?;
+    let relay_addr = relay.at(relay_listen);
+    relay
+        .node
+        .dial(publisher_addr.clone())
+        .await
+        .map_err(|e| format!("the relay dials the publisher: {e}"))?;
+
+    // The volunteers.
+    let mut rng = StdRng::seed_from_u64(plan.seed);
+    let mut sides = BTreeMap::new();
+    let mut nodes = Vec::new();
+    for i in 0..plan.nodes {
+        progress(&format!("volunteer {} of {}", i + 1, plan.nodes));
+        let side = MIX[i % MIX.len()];
+        *sides.entry(side.name()).or_insert(0) += 1;
+        let quarter = |d: Duration| d / 4;
+        let delay = rng.gen_range(quarter(plan.rtt_min)..=quarter(plan.rtt_max));
+        let link = Link {
+            up: Some(plan.uplink),
+            down: Some(plan.downlink),
+            delay,
+            jitter: delay / 10,
+            loss: plan.loss,
+        };
+        let host = match side {
+            Side::Public => lab.public_host_with(&link),
+            Side::Behind(nat) => lab.natted_host_with(nat, &link),
+        };
+        let mut config = node_config(quic.addr(Ipv4Addr::UNSPECIFIED));
+        if side != Side::Public {
+            config.relays = vec![relay_addr.clone()];
+        }
+        let node = LabNode::start(&host, config).await?;
+        let events = node.node.events();
+        node.node
+            .dial(publisher_addr.clone())
+            .await
+            .map_err(|e| format!("volunteer {i} dials the publisher: {e}"))?;
+        let descriptor = node
+            .node
+            .find_stream(stream, Duration::from_secs(30))
+            .await
+            .map_err(|e| format!("volunteer {i} finds the stream: {e}"))?;
+        node.node
+            .follow(descriptor)
+            .await
+            .map_err(|e| format!("volunteer {i} follows: {e}"))?;
+        nodes.push((node, events));
+    }
+
+    progress("warming up");
+    tokio::time::sleep(plan.warmup).await;
+    // Events so far are the warm-up's.
+    while published.try_recv().is_ok() {}
+    for (_, events) in &mut nodes {
+        while events.try_recv().is_ok() {}
+    }
+    let origin_before: u64 = nodes
+        .iter()
+        .map(|(n, _)| n.node.stats().origin_bytes_in.load(Relaxed))
+        .sum();
+    progress("measuring");
+    let window_end = Instant::now() + plan.measure;
+    let mut window: HashMap<SegmentId, (Instant, u64)> = HashMap::new();
+    while Instant::now() < window_end {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drain_published(&mut published, &mut window, window_end);
+    }
+    // Time for the window's last segments to spread (they may also still
+    // come from the origin, after its fallback delay).
+    progress("settling");
+    tokio::time::sleep(plan.segment * 2 + Duration::from_secs(6)).await;
+    drain_published(&mut published, &mut window, window_end);
+
+    let mut report = Report {
+        impairment,
+        sides,
+        segments: window.len(),
+        expected: window.len() * nodes.len(),
+        delivered: 0,
+        from_origin: 0,
+        p50: Duration::ZERO,
+        p95: Duration::ZERO,
+        max: Duration::ZERO,
+        stream_bytes: window.values().map(|(_, bytes)| bytes).sum(),
+        origin_bytes: 0,
+        bans: 0,
+    };
+    let mut delays = Vec::new();
+    for (node, events) in &mut nodes {
+        while let Ok(event) = events.try_recv() {
+            let Event::Stored { id, source, at, .. } = event else {
+                continue;
+            };
+            let Some((published_at, _)) = window.get(&id) else {
+                continue;
+            };
+            report.delivered += 1;
+            if source == Source::Origin {
+                report.from_origin += 1;
+            }
+            delays.push(at.saturating_duration_since(*published_at));
+        }
+        report.bans += node.node.stats().bans.load(Relaxed);
+    }
+    let origin_after: u64 = nodes
+        .iter()
+        .map(|(n, _)| n.node.stats().origin_bytes_in.load(Relaxed))
+        .sum();
+    report.origin_bytes = report.stream_bytes + origin_after.saturating_sub(origin_before);
+    delays.sort();
+    let at = |q: f64| {
+        delays
+            .get(((delays.len() as f64 * q) as usize).min(delays.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    report.p50 = at(0.5);
+    report.p95 = at(0.95);
+    report.max = delays.last().copied().unwrap_or_default();
+    drop(nodes);
+    drop(relay);
+    drop(publisher);
+    drop(origin);
+    Ok(report)
+}
+
+fn node_config(listen: libp2p::Multiaddr) -> Config {
+    Config {
+        listen: vec![listen],
+        // The origin is on the lab's private addresses.
+        allow_private_origins: true,
+        ..Config::default()
+    }
+}
+
+/// Segments the publisher stored (injected) before `end`: their publish
+/// time and size.
+fn drain_published(
+    events: &mut broadcast::Receiver<Event>,
+    window: &mut HashMap<SegmentId, (Instant, u64)>,
+    end: Instant,
+) {
+    while let Ok(event) = events.try_recv() {
+        if let Event::Stored {
+            id,
+            source: Source::Injected,
+            at,
+            bytes,
+        } = event
+            && at < end
+        {
+            window.insert(id, (at, bytes));
+        }
+    }
+}

@@ -473,8 +473,8 @@ fn goals(r: &Report) -> Vec<Goal> {
     });
     const THIN: &str = "thin uplinks (20 volunteers, 10 Mbit/s, 20–150 ms): every segment to every node, 0 bans, origin ≤ 1.1 copies";
     // Only where the lab ran (root, not --quick).
-    goals.extend(match &r.thin {
-        Some(t) if t.skipped.is_none() => Some(Goal {
+    goals.extend(match r.thin.as_ref().and_then(|t| t.result.as_ref()) {
+        Some(t) => Some(Goal {
             name: "thin uplinks",
             target: THIN,
             measured: Some(t.delivered),

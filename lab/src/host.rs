@@ -93,7 +93,17 @@ impl Drop for LabNode {
 }
 
 /// Polls `probe` every 50 ms until it returns `Some`, or `timeout` passes.
-pub async fn poll<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
+pub async fn poll<T, F, Fut>(timeout: Duration, probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    poll_every(Duration::from_millis(50), timeout, probe).await
+}
+
+/// Polls `probe` every `interval` until it returns `Some`, or `timeout`
+/// passes.
+pub async fn poll_every<T, F, Fut>(interval: Duration, timeout: Duration, mut probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -106,6 +116,6 @@ where
         if tokio::time::Instant::now() >= deadline {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(interval).await;
     }
 }

@@ -27,7 +27,7 @@ use meshcast_node::{Config, Event, Source, scheduler};
 use meshcast_proto::{PublisherKey, SegmentId, StreamId};
 use tokio::sync::broadcast;
 
-use crate::host::{LabNode, poll};
+use crate::host::{LabNode, poll, poll_every};
 use crate::net::{Host, Lab, Nat};
 
 /// Where a node sits.
@@ -312,7 +312,8 @@ pub async fn run(case: Case, media: &Path) -> Result<Outcome, String> {
         .dial(a_contact)
         .await
         .map_err(|e| format!("B dials A: {e}"))?;
-    let direct = poll(DIRECT_WITHIN, || async {
+    // Every 5 ms: the time is a figure of the report.
+    let direct = poll_every(Duration::from_millis(5), DIRECT_WITHIN, || async {
         (b.is_direct_with(&a_id).await && a.is_direct_with(&b_id).await).then(|| dialled.elapsed())
     })
     .await;

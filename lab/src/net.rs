@@ -198,20 +198,23 @@ fn delete(ns: &str) {
 }
 
 impl Lab {
-    /// Why the lab cannot run here, if it cannot: not root, or `ip` or
-    /// `nft` missing.
+    /// Why the lab cannot run here, if it cannot: not root, `ip`, `tc` or
+    /// `nft` missing, or no TUN device (the userspace link stage).
     pub fn unavailable() -> Option<String> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Some("not root (network namespaces need CAP_NET_ADMIN)".into());
         }
-        for tool in ["ip", "nft"] {
+        for tool in ["ip", "tc", "nft"] {
             let found = Command::new(tool).arg("-V").output().is_ok();
             if !found {
                 return Some(format!(
                     "`{tool}` is missing (cargo xtask setup installs it)"
                 ));
             }
+        }
+        if !std::path::Path::new("/dev/net/tun").exists() {
+            return Some("no /dev/net/tun (TUN/TAP devices)".into());
         }
         None
     }

@@ -82,6 +82,10 @@ pub struct Report {
     pub delivered: usize,
     /// Of those, stored from the origin (fallbacks).
     pub from_origin: usize,
+    /// Fallbacks during the window for segments published before it (a
+    /// node catching up), and after it.
+    pub origin_before: usize,
+    pub origin_after: usize,
     /// Publisher to node, over every delivery.
     pub p50: Duration,
     pub p95: Duration,
@@ -222,7 +226,9 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
     progress("warming up");
     tokio::time::sleep(plan.warmup).await;
     // Events so far are the warm-up's.
-    while published.try_recv().is_ok() {}
+    let window_start = Instant::now();
+    let mut earlier = HashMap::new();
+    drain_published(&mut published, &mut earlier, window_start);
     for (_, events) in &mut nodes {
         while events.try_recv().is_ok() {}
     }
@@ -237,11 +243,19 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
         tokio::time::sleep(Duration::from_millis(200)).await;
         drain_published(&mut published, &mut window, window_end);
     }
+    window.retain(|id, _| !earlier.contains_key(id));
     // Time for the window's last segments to spread (they may also still
     // come from the origin, after its fallback delay).
     progress("settling");
     tokio::time::sleep(plan.segment * 2 + Duration::from_secs(6)).await;
-    drain_published(&mut published, &mut window, window_end);
+    let mut later = HashMap::new();
+    drain_published(&mut published, &mut later, Instant::now());
+    for (id, (at, bytes)) in later.clone() {
+        if at < window_end {
+            later.remove(&id);
+            window.insert(id, (at, bytes));
+        }
+    }
 
     let mut report = Report {
         impairment,
@@ -250,6 +264,8 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
         expected: window.len() * nodes.len(),
         delivered: 0,
         from_origin: 0,
+        origin_before: 0,
+        origin_after: 0,
         p50: Duration::ZERO,
         p95: Duration::ZERO,
         max: Duration::ZERO,
@@ -264,6 +280,13 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
                 continue;
             };
             let Some((published_at, _)) = window.get(&id) else {
+                if source == Source::Origin {
+                    if later.contains_key(&id) {
+                        report.origin_after += 1;
+                    } else {
+                        report.origin_before += 1;
+                    }
+                }
                 continue;
             };
             report.delivered += 1;

@@ -30,7 +30,7 @@ tasks:
                         a local origin, publisher, 3 nodes, a relay and the player page
   setup                 install what the checks need (rustup components and targets,
                         cargo-fuzz, wasm-bindgen-cli, Debian chromium and, as root,
-                        nftables, the page's npm packages)
+                        nftables and iproute2, the page's npm packages)
   test [--no-setup]     setup, then every check: fmt, clippy (host and wasm32), the wasm32
                         build, the fuzz targets (built and run briefly), all cargo tests, and
                         the end-to-end tests in headless Chromium
@@ -169,8 +169,9 @@ fn web_setup() -> Result {
 
 /// Debian packages: chromium for the end-to-end tests (never a browser
 /// download: those fail on machines without general internet access), and
-/// as root nftables for the network lab's NAT routers (`tests/tests/lab.rs`;
-/// without root the lab's tests are skipped, so nft is not needed).
+/// as root nftables and iproute2 for the network lab's routers and links
+/// (`meshcast_lab`; without root the lab's tests are skipped, so neither is
+/// needed).
 fn debian_setup() -> Result {
     let root = output("id", &["-u"]).unwrap_or_default().trim() == "0";
     let mut packages = Vec::new();
@@ -179,6 +180,10 @@ fn debian_setup() -> Result {
     }
     if root && output("nft", &["-V"]).is_err() {
         packages.push("nftables");
+    }
+    // `ip` and `tc` (namespaces, veth, tbf).
+    if root && (output("ip", &["-V"]).is_err() || output("tc", &["-V"]).is_err()) {
+        packages.push("iproute2");
     }
     if packages.is_empty() {
         return Ok(());

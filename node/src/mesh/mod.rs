@@ -1023,12 +1023,21 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
             return;
         }
         let size = header.info().length;
+        let header_published_us = header.info().published_at_us;
         if !self.remember(header) {
             return;
         }
         self.schedule_prune(now);
         if live {
-            self.scheduler.header_learned(id, size, holder, now);
+            let history = self
+                .streams
+                .get(&id.stream)
+                .is_some_and(|f| f.behind_edge(header_published_us));
+            if history {
+                self.scheduler.history_learned(id, size, holder, now);
+            } else {
+                self.scheduler.header_learned(id, size, holder, now);
+            }
         } else {
             self.scheduler.header_known(id, size, holder, now);
             if wanted {

@@ -226,6 +226,9 @@ struct Segment<P> {
     origin_tried: bool,
     /// Its key in `origin_queue`, if queued.
     queued_origin: Option<Instant>,
+    /// Learned long after it was published: never fetched from the origin
+    /// unless demanded (see [`Scheduler::history_learned`]).
+    history: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -451,6 +454,19 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         self.refresh(id);
     }
 
+    /// A live header learned well behind the live edge (a node that joined
+    /// catching up its window, or a straggler): pulled from the mesh like
+    /// any live one, but from the origin only if a viewer demands it.
+    /// Nobody waits for it, and on thin uplinks a joiner's whole window
+    /// would otherwise come from the origin after `origin_after`.
+    pub fn history_learned(&mut self, id: SegmentId, size: u64, holder: Option<P>, now: Instant) {
+        let seg = self.entry(id, size, now);
+        if seg.want == Want::No {
+            seg.history = true;
+        }
+        self.header_learned(id, size, holder, now);
+    }
+
     /// Keeps `id`'s membership of `wanted` true to its state.
     fn refresh(&mut self, id: SegmentId) {
         let Some(s) = self.segments.get_mut(&id) else {
@@ -584,6 +600,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             offers_in_flight: 0,
             origin_tried: false,
             queued_origin: None,
+            history: false,
         })
     }
 
@@ -1196,6 +1213,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
 fn origin_time<P>(config: &Config, s: &Segment<P>) -> Option<Instant> {
     match s.want {
         Want::No => None,
+        Want::Live if s.history => None,
         Want::Live => Some(s.learned + config.origin_after),
         Want::Now { origin_at, .. } => Some(origin_at),
     }

@@ -866,3 +866,38 @@ fn a_busy_holder_is_asked_again_and_an_absent_one_is_forgotten() {
     s.tick(t + config.retry_after * 3);
     assert_eq!(pull(&mut s), None, "an Absent holder is forgotten");
 }
+
+/// A segment learned well behind the live edge comes from the mesh only,
+/// unless a viewer demands it; one at the edge falls back to the origin
+/// after `origin_after`.
+#[test]
+fn history_comes_from_the_origin_only_when_demanded() {
+    let now = Instant::now();
+    let config = Config::default();
+    let stream = StreamId::from_bytes(&[6; 32]).unwrap();
+    let (old, edge) = (
+        SegmentId::media(stream, 0, 1),
+        SegmentId::media(stream, 0, 9),
+    );
+    let mut s: Scheduler<u32> = Scheduler::new(config.clone(), 0);
+    s.history_learned(old, 10, None, now);
+    s.header_learned(edge, 10, None, now);
+    let later = now + config.origin_after * 10;
+    s.tick(later);
+    let fetched: Vec<SegmentId> = std::iter::from_fn(|| s.poll_action())
+        .filter_map(|a| match a {
+            Action::FetchOrigin { id, .. } => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fetched, vec![edge], "only the live edge from the origin");
+    let deadline = later + Duration::from_secs(1);
+    s.demand(old, 10, deadline, later);
+    s.tick(deadline);
+    let fetched = std::iter::from_fn(|| s.poll_action())
+        .any(|a| matches!(a, Action::FetchOrigin { id, .. } if id == old));
+    assert!(
+        fetched,
+        "a viewer's demand reaches the origin at its deadline"
+    );
+}

@@ -45,6 +45,10 @@ impl Seed {
     }
 }
 
+/// Segments behind the newest one from which a live segment counts as
+/// history: a viewer near the live edge plays about this far behind it.
+pub(super) const HISTORY_SEGMENTS: u64 = 3;
+
 #[derive(Debug)]
 pub(super) struct Followed {
     pub(super) descriptor: VerifiedDescriptor,
@@ -114,6 +118,14 @@ impl Followed {
             return true;
         }
         false
+    }
+
+    /// Whether a live header is well behind the live edge: published more
+    /// than [`HISTORY_SEGMENTS`] segment durations before the newest one
+    /// seen (see `Scheduler::history_learned`).
+    pub(super) fn behind_edge(&self, published_us: u64) -> bool {
+        let duration_us = u64::from(self.descriptor.descriptor().segment_duration_ms.max(1)) * 1000;
+        self.live() && published_us.saturating_add(HISTORY_SEGMENTS * duration_us) < self.newest_us
     }
 
     /// A live header published more than `window_us` before the newest one

@@ -471,26 +471,25 @@ fn goals(r: &Report) -> Vec<Goal> {
             "no late segment for 1,000 good sessions with 100 attackers of each kind",
         ),
     });
-    const THIN: &str = "thin uplinks (20 volunteers, 10 Mbit/s, 20–150 ms): every segment to every node, 0 bans, origin ≤ 1.1 copies";
+    const THIN: &str = "thin uplinks (20 volunteers, 10 Mbit/s, 20–150 ms): \
+        every segment to every node, 0 bans, origin ≤ 1.1 copies";
     // Only where the lab ran (root, not --quick).
-    goals.extend(match r.thin.as_ref().and_then(|t| t.result.as_ref()) {
-        Some(t) => Some(Goal {
-            name: "thin uplinks",
-            target: THIN,
-            measured: Some(t.delivered),
-            met: t.met(),
-            note: format!(
-                "{} of {} delivered ({} from the origin), p95 {:.0} ms, {:.2} origin copies, {} bans",
-                t.delivered.value,
-                t.expected.value,
-                t.from_origin.value,
-                t.p95.value,
-                t.origin_copies.value,
-                t.bans.value
-            ),
-        }),
-        _ => None,
-    });
+    let thin = r.thin.as_ref().and_then(|t| t.result.as_ref());
+    goals.extend(thin.map(|t| Goal {
+        name: "thin uplinks",
+        target: THIN,
+        measured: Some(t.delivered),
+        met: t.met(),
+        note: format!(
+            "{} of {} delivered ({} from the origin), p95 {:.0} ms, {:.2} origin copies, {} bans",
+            t.delivered.value,
+            t.expected.value,
+            t.from_origin.value,
+            t.p95.value,
+            t.origin_copies.value,
+            t.bans.value
+        ),
+    }));
     goals.extend(r.idle.as_ref().map(|i| Goal {
         name: "idle peer cost",
         target: "≤ 1 % of a core with 100 idle peers",

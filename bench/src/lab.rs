@@ -5,6 +5,9 @@
 //! `thin`: a live stream through volunteers on thin, distant home lines
 //! (see [`meshcast_lab::thin`]).
 //!
+//! `loss`: one transfer over a lossy line, QUIC (with each of quinn's
+//! congestion controllers, libp2p-quic's windows) against kernel TCP.
+//!
 //! `nat`: the NAT matrix. Every ordered pair of sides (public, full cone,
 //! port-preserving, symmetric) over QUIC and TCP, each case in a lab of its
 //! own (see [`meshcast_lab::matrix`]), repeated: how often a direct
@@ -46,6 +49,22 @@ pub enum Scenario {
         /// Print the section as JSON instead of Markdown.
         #[arg(long)]
         json: bool,
+    },
+    /// One transfer over a lossy line: kernel TCP against raw quinn with
+    /// libp2p-quic's settings and each congestion controller, side by side.
+    Loss {
+        /// Loss each way on the receiver's line, in percent.
+        #[arg(long, default_value_t = 1.0)]
+        loss_percent: f64,
+        /// Round trip between the two hosts.
+        #[arg(long, default_value = "50ms", value_parser = super::parse_interval)]
+        rtt: Duration,
+        /// Bytes per transfer (a 4 Mbit/s stream's 2 s segment: 1 MB).
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=64_000_000))]
+        bytes: u64,
+        /// Transfers of each kind.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+        runs: u32,
     },
     /// Thin uplinks and distance: volunteers of mixed NAT types on home
     /// lines carry a live stream; delivered fraction, propagation, origin
@@ -447,6 +466,34 @@ pub fn cli(args: LabArgs) -> anyhow::Result<()> {
                 nat_markdown(&mut text, Some(&section));
                 println!("{text}");
             }
+            Ok(())
+        }
+        Scenario::Loss {
+            loss_percent,
+            rtt,
+            bytes,
+            runs,
+        } => {
+            if !(0.0..100.0).contains(&loss_percent) {
+                anyhow::bail!("--loss-percent {loss_percent} is not in [0, 100)");
+            }
+            if rtt < Duration::from_millis(8) {
+                anyhow::bail!("--rtt must be at least 8ms (the server's line has 2 ms each way)");
+            }
+            if let Some(why) = Lab::unavailable() {
+                anyhow::bail!("the network lab cannot run here: {why}");
+            }
+            let text = runtime.block_on(async {
+                tokio::select! {
+                    r = super::loss::run(loss_percent / 100.0, rtt, bytes, runs) => Some(r),
+                    _ = tokio::signal::ctrl_c() => None,
+                }
+            });
+            drop(runtime);
+            let Some(text) = text else {
+                anyhow::bail!("interrupted");
+            };
+            println!("{}", text?);
             Ok(())
         }
         Scenario::Thin {

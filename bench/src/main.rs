@@ -24,6 +24,7 @@ mod figure;
 mod hostile;
 mod idle;
 mod lab;
+mod loss;
 mod mesh;
 mod netns;
 mod offload;

@@ -108,7 +108,7 @@ fn pattern(len: usize) -> Bytes {
 
 /// QUIC transport settings of libp2p-quic 0.14 (`Config::new` and its
 /// conversion to quinn's), so raw quinn gets the same windows.
-fn transport() -> quinn::TransportConfig {
+pub(super) fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_uni_streams(0u32.into());
     t.max_concurrent_bidi_streams(256u32.into());
@@ -129,6 +129,15 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A quinn server endpoint with a fresh self-signed certificate; returns
 /// the certificate's SHA-256 (hex) for the client to pin.
 fn quinn_server() -> anyhow::Result<(quinn::Endpoint, String)> {
+    quinn_server_at(SocketAddr::from(([127, 0, 0, 1], 0)), transport())
+}
+
+/// [`quinn_server`] bound to `bind`, with `transport` (the sender's
+/// congestion controller is the server's: it sends what is asked of it).
+pub(super) fn quinn_server_at(
+    bind: SocketAddr,
+    transport: quinn::TransportConfig,
+) -> anyhow::Result<(quinn::Endpoint, String)> {
     let identity = wtransport::Identity::self_signed(["localhost", "127.0.0.1"])
         .map_err(|e| anyhow::anyhow!("a self-signed certificate: {e}"))?;
     let cert = identity
@@ -148,21 +157,24 @@ fn quinn_server() -> anyhow::Result<(quinn::Endpoint, String)> {
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport()));
+    server.transport_config(Arc::new(transport));
     server.migration(false);
-    let endpoint = quinn::Endpoint::server(server, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .context("binding the quinn endpoint")?;
+    let endpoint = quinn::Endpoint::server(server, bind).context("binding the quinn endpoint")?;
     Ok((endpoint, hash))
 }
 
 fn quinn_client(hash: [u8; 32]) -> anyhow::Result<quinn::Endpoint> {
+    quinn_client_at(SocketAddr::from(([127, 0, 0, 1], 0)), hash)
+}
+
+/// [`quinn_client`] bound to `bind`.
+pub(super) fn quinn_client_at(bind: SocketAddr, hash: [u8; 32]) -> anyhow::Result<quinn::Endpoint> {
     let mut tls = meshcast_relay::client::pinned_tls(hash)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport()));
-    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .context("binding a quinn client endpoint")?;
+    let mut endpoint = quinn::Endpoint::client(bind).context("binding a quinn client endpoint")?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
 }
@@ -204,7 +216,7 @@ async fn serve_quinn_stream(
     Ok(())
 }
 
-async fn serve_quinn(endpoint: quinn::Endpoint, chunk: Bytes) {
+pub(super) async fn serve_quinn(endpoint: quinn::Endpoint, chunk: Bytes) {
     while let Some(incoming) = endpoint.accept().await {
         let chunk = chunk.clone();
         tokio::spawn(async move {

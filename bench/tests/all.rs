@@ -505,3 +505,44 @@ fn a_missing_meshcast_binary_is_named_with_how_to_build_it() {
         "{stderr}"
     );
 }
+
+/// `lab loss` as root: every transport moves the bytes and gets a row of
+/// finite times, TCP's ratio to itself 1. Skipped, saying why, without root.
+#[test]
+fn lab_loss_compares_tcp_and_each_quic_congestion_controller() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        eprintln!("SKIPPED: the network lab needs root");
+        return;
+    }
+    let out = Command::new(BENCH)
+        .args(["lab", "loss", "--runs", "1", "--bytes", "200000"])
+        .output()
+        .expect("meshcast-bench runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cannot run here"),
+            "lab loss failed: {err}{text}"
+        );
+        eprintln!("SKIPPED: {err}");
+        return;
+    }
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.starts_with("| kernel") || l.starts_with("| quinn"))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{text}");
+    for row in &rows {
+        for figure in &row[1..] {
+            let value: f64 = figure.parse().unwrap_or_else(|_| panic!("{row:?}"));
+            assert!(value.is_finite() && value > 0.0, "{row:?}");
+        }
+    }
+    assert_eq!(rows[0][3], "1.00", "{text}");
+}

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use meshcast_lab::link::Link;
 use meshcast_lab::net::{Host, Lab};
 
-use super::throughput::{quinn_client_at, quinn_server_at, serve_quinn, transport};
+use super::quic::{quinn_client_at, quinn_server_at, serve_quinn, transport};
 
 const TCP_PORT: u16 = 7100;
 

@@ -30,6 +30,7 @@ mod netns;
 mod offload;
 mod proc;
 mod progress;
+mod quic;
 mod report;
 mod rss;
 mod sim;

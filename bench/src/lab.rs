@@ -434,6 +434,22 @@ pub fn nat_markdown(w: &mut String, section: Option<&NatSection>) {
     }
 }
 
+/// Runs `work` to its end, or until Ctrl-C drops it (its labs delete their
+/// namespaces as they go), then ends the runtime.
+fn until_ctrl_c<T>(
+    runtime: tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let done = runtime.block_on(async {
+        tokio::select! {
+            r = work => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    drop(runtime);
+    done.unwrap_or_else(|| Err(anyhow::anyhow!("interrupted")))
+}
+
 /// `meshcast-bench lab …`.
 pub fn cli(args: LabArgs) -> anyhow::Result<()> {
     crate::init_logs("error");
@@ -446,18 +462,8 @@ pub fn cli(args: LabArgs) -> anyhow::Result<()> {
         } => {
             let progress = Progress::new(1);
             let plan = NatPlan { repeat, parallel };
-            // Ctrl-C drops the runs: their labs delete their namespaces.
-            let section = runtime.block_on(async {
-                tokio::select! {
-                    s = nat(&plan, &progress) => Some(s),
-                    _ = tokio::signal::ctrl_c() => None,
-                }
-            });
+            let section = until_ctrl_c(runtime, nat(&plan, &progress));
             progress.finish();
-            drop(runtime);
-            let Some(section) = section else {
-                anyhow::bail!("interrupted");
-            };
             let section = section?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&section)?);
@@ -483,17 +489,8 @@ pub fn cli(args: LabArgs) -> anyhow::Result<()> {
             if let Some(why) = Lab::unavailable() {
                 anyhow::bail!("the network lab cannot run here: {why}");
             }
-            let text = runtime.block_on(async {
-                tokio::select! {
-                    r = super::loss::run(loss_percent / 100.0, rtt, bytes, runs) => Some(r),
-                    _ = tokio::signal::ctrl_c() => None,
-                }
-            });
-            drop(runtime);
-            let Some(text) = text else {
-                anyhow::bail!("interrupted");
-            };
-            println!("{}", text?);
+            let work = super::loss::run(loss_percent / 100.0, rtt, bytes, runs);
+            println!("{}", until_ctrl_c(runtime, work)?);
             Ok(())
         }
         Scenario::Thin {
@@ -515,17 +512,8 @@ pub fn cli(args: LabArgs) -> anyhow::Result<()> {
                 uplink,
                 loss_percent / 100.0,
             );
-            let section = runtime.block_on(async {
-                tokio::select! {
-                    s = thin(&plan, &progress) => Some(s),
-                    _ = tokio::signal::ctrl_c() => None,
-                }
-            });
+            let section = until_ctrl_c(runtime, thin(&plan, &progress));
             progress.finish();
-            drop(runtime);
-            let Some(section) = section else {
-                anyhow::bail!("interrupted");
-            };
             let section = section?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&section)?);

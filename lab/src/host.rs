@@ -3,12 +3,15 @@
 //! its packets cross the host's router.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
+use meshcast_node::publisher::{self, Ingested, Publisher};
 use meshcast_node::{Config, Node};
-use meshcast_proto::{SegmentId, StreamId};
+use meshcast_proto::{PublisherKey, SegmentId, StreamId};
 use tokio::task::JoinHandle;
 
 use crate::net::{Host, Runtime};
@@ -48,6 +51,44 @@ impl LabNode {
         F::Output: Send + 'static,
     {
         self.runtime.spawn(future)
+    }
+
+    /// Runs an origin serving `media` (an HLS folder) at `origin_addr` on
+    /// this node's host, and publishes its live stream from this node,
+    /// signed with the key of `seed`. Returns the stream, the origin (it
+    /// stops when dropped) and the ingest, running on the host.
+    pub async fn publish_live(
+        &self,
+        media: &Path,
+        origin_addr: SocketAddr,
+        name: &str,
+        seed: u8,
+    ) -> Result<(StreamId, meshcast_origin::Running, JoinHandle<Ingested>), String> {
+        let media = media.to_path_buf();
+        let origin = self
+            .spawn(async move { meshcast_origin::spawn(media, origin_addr).await })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("origin: {e}"))?;
+        let config = publisher::Config {
+            origin: format!("{}/live/master.m3u8", origin.url()),
+            public_origin: None,
+            name: name.into(),
+            concurrency: 4,
+            max_segment: 16 << 20,
+            fetch: Default::default(),
+            private: false,
+        };
+        let node = self.node.clone();
+        let ingest = self
+            .spawn(async move {
+                Publisher::start(node, PublisherKey::from_seed([seed; 32]), config).await
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("publisher: {e}"))?;
+        let stream = ingest.stream_id();
+        Ok((stream, origin, self.spawn(ingest.run())))
     }
 
     /// The segments of `stream` this node holds.

@@ -22,9 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
-use meshcast_node::publisher::{self, Publisher};
 use meshcast_node::{Config, Event, Source, scheduler};
-use meshcast_proto::{PublisherKey, SegmentId, StreamId};
+use meshcast_proto::{SegmentId, StreamId};
 use tokio::sync::broadcast;
 
 use crate::host::{LabNode, poll, poll_every};
@@ -226,36 +225,10 @@ pub async fn run(case: Case, media: &Path) -> Result<Outcome, String> {
     let publisher_addr = t.addr(publisher_host.addr);
     let publisher = LabNode::start(&publisher_host, node_config(publisher_addr.clone())).await?;
     let publisher_addr = publisher.at(publisher_addr);
-    let media = media.to_path_buf();
-    let origin = publisher
-        .spawn(async move {
-            meshcast_origin::spawn(media, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("origin: {e}"))?;
-    let ingest = {
-        let node = publisher.node.clone();
-        let origin = format!("{}/live/master.m3u8", origin.url());
-        publisher
-            .spawn(async move {
-                let config = publisher::Config {
-                    origin,
-                    public_origin: None,
-                    name: "lab-matrix".into(),
-                    concurrency: 4,
-                    max_segment: 16 << 20,
-                    fetch: Default::default(),
-                    private: false,
-                };
-                Publisher::start(node, PublisherKey::from_seed([7; 32]), config).await
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("publisher: {e}"))?
-    };
-    let stream = ingest.stream_id();
-    let ingest = publisher.spawn(ingest.run());
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let (stream, _origin, ingest) = publisher
+        .publish_live(media, loopback, "lab-matrix", 7)
+        .await?;
 
     // A takes the stream from the publisher, then is its only holder.
     let (a_host, a) = node_on(&mut lab, case.a, t, &relay_addr).await?;

@@ -219,6 +219,18 @@ impl Lab {
         None
     }
 
+    /// For tests: whether to skip, having said why on standard error when
+    /// the lab cannot run here.
+    pub fn skip_test() -> bool {
+        match Lab::unavailable() {
+            Some(why) => {
+                eprintln!("SKIPPED: the network lab cannot run here: {why}");
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A lab with an empty WAN. Deletes first what labs of dead processes
     /// left behind.
     pub fn start() -> Lab {

@@ -19,9 +19,8 @@ use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use meshcast_node::publisher::{self, Publisher};
 use meshcast_node::{Config, Event, Source};
-use meshcast_proto::{PublisherKey, SegmentId};
+use meshcast_proto::SegmentId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::broadcast;
@@ -132,35 +131,15 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
     let quic = Transport::Quic;
     let publisher = LabNode::start(&operator, node_config(quic.addr(operator.addr))).await?;
     let publisher_addr = publisher.at(quic.addr(operator.addr));
-    let media_dir = media.to_path_buf();
-    let origin_addr = SocketAddr::from((operator.addr, 8080));
-    let origin = publisher
-        .spawn(async move { meshcast_origin::spawn(media_dir, origin_addr).await })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("origin: {e}"))?;
     let mut published = publisher.node.events();
-    let ingest = {
-        let node = publisher.node.clone();
-        let config = publisher::Config {
-            origin: format!("{}/live/master.m3u8", origin.url()),
-            public_origin: None,
-            name: "lab-thin".into(),
-            concurrency: 4,
-            max_segment: 16 << 20,
-            fetch: Default::default(),
-            private: false,
-        };
-        publisher
-            .spawn(async move {
-                Publisher::start(node, PublisherKey::from_seed([9; 32]), config).await
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("publisher: {e}"))?
-    };
-    let stream = ingest.stream_id();
-    let _ingest = publisher.spawn(ingest.run());
+    let (stream, origin, _ingest) = publisher
+        .publish_live(
+            media,
+            SocketAddr::from((operator.addr, 8080)),
+            "lab-thin",
+            9,
+        )
+        .await?;
 
     let relay_host = lab.public_host_with(&server_link());
     let relay_listen = quic.addr(relay_host.addr);

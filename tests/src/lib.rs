@@ -1,7 +1,6 @@
 //! Helpers for tests that run real nodes over QUIC on 127.0.0.1.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -134,23 +133,9 @@ impl TestNode {
     }
 }
 
-/// Polls `probe` every 50 ms until it returns `Some`, or `timeout` passes.
-pub async fn eventually<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return Some(value);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// Polls a probe every 50 ms until it returns `Some`, or the timeout passes
+/// (the lab's, shared).
+pub use meshcast_lab::host::poll as eventually;
 
 /// A minimal HTTP/1.1 server for origins that misbehave in ways a real one
 /// would refuse to: it serves `files` by path and answers 404 for the rest.

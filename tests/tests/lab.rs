@@ -9,16 +9,6 @@ use std::time::Duration;
 use meshcast_lab::link::Link;
 use meshcast_lab::net::{Host, Lab, Nat, namespaces};
 
-fn skip() -> bool {
-    match Lab::unavailable() {
-        Some(why) => {
-            eprintln!("SKIPPED: the network lab cannot run here: {why}");
-            true
-        }
-        None => false,
-    }
-}
-
 /// A UDP server on `host`:`port` that answers every datagram with the
 /// source address it saw, for `datagrams` datagrams.
 fn echo_source(host: &Host, port: u16, datagrams: usize) -> std::thread::JoinHandle<()> {
@@ -70,7 +60,7 @@ fn seen_from(host: &Host, port: u16, to: Vec<SocketAddr>) -> Vec<SocketAddr> {
 
 #[test]
 fn nat_types_map_and_filter_as_named_over_real_udp() {
-    if skip() {
+    if Lab::skip_test() {
         return;
     }
     let mut lab = Lab::start();
@@ -131,7 +121,7 @@ fn nat_types_map_and_filter_as_named_over_real_udp() {
 
 #[test]
 fn nothing_is_left_behind_after_a_drop_or_a_panic() {
-    if skip() {
+    if Lab::skip_test() {
         return;
     }
     let prefix = {
@@ -175,7 +165,7 @@ fn hold_a_lab_until_killed() {
 #[test]
 fn nothing_is_left_behind_after_ctrl_c_or_sigkill() {
     use std::io::BufRead as _;
-    if skip() {
+    if Lab::skip_test() {
         return;
     }
     for signal in ["-INT", "-KILL"] {
@@ -307,7 +297,7 @@ fn median(mut times: Vec<Duration>) -> Duration {
 /// the test says which).
 #[test]
 fn links_have_the_delay_loss_and_rates_asked_for() {
-    if skip() {
+    if Lab::skip_test() {
         return;
     }
     let mut lab = Lab::start();

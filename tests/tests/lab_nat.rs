@@ -7,16 +7,6 @@
 use meshcast_lab::matrix::{self, Case, Outcome, Side, Transport};
 use meshcast_lab::net::{Lab, Nat};
 
-fn skip() -> bool {
-    match Lab::unavailable() {
-        Some(why) => {
-            eprintln!("SKIPPED: the network lab cannot run here: {why}");
-            true
-        }
-        None => false,
-    }
-}
-
 async fn run(a: Side, b: Side, transport: Transport) -> Outcome {
     let case = Case { a, b, transport };
     let outcome = matrix::run(case, &matrix::media_dir())
@@ -37,7 +27,7 @@ const FULL_CONE: Side = Side::Behind(Nat::FullCone);
 /// a home router's firewall drops such packets, and so do the lab's.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_port_preserving_nats_connect_directly_and_exchange_segments() {
-    if skip() {
+    if Lab::skip_test() {
         return;
     }
     for transport in [Transport::Quic, Transport::Tcp] {
@@ -54,7 +44,7 @@ async fn two_port_preserving_nats_connect_directly_and_exchange_segments() {
 /// so even a symmetric NAT's fresh port gets through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_symmetric_nat_connects_directly_with_a_full_cone() {
-    if skip() {
+    if Lab::skip_test() {
         return;
     }
     let outcome = run(FULL_CONE, SYMMETRIC, Transport::Quic).await;
@@ -70,7 +60,7 @@ async fn a_symmetric_nat_connects_directly_with_a_full_cone() {
 /// public node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_symmetric_nats_never_connect_and_get_every_segment_from_a_public_node() {
-    if skip() {
+    if Lab::skip_test() {
         return;
     }
     let outcome = run(SYMMETRIC, SYMMETRIC, Transport::Quic).await;
@@ -85,7 +75,7 @@ async fn two_symmetric_nats_never_connect_and_get_every_segment_from_a_public_no
 /// listening socket: both sides then take the listener's role).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_public_node_reaches_a_symmetric_nat_through_the_relay() {
-    if skip() {
+    if Lab::skip_test() {
         return;
     }
     for transport in [Transport::Quic, Transport::Tcp] {

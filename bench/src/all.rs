@@ -13,7 +13,7 @@ use super::report::{self, FanoutSection, FanoutStep, MeshRun, Report, fig};
 use super::{hostile, idle, netns, offload, rss, sim, throughput, viewers, vod};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 13] = [
+pub const SECTIONS: [&str; 14] = [
     "mesh",
     "sim",
     "hostile",
@@ -27,6 +27,7 @@ pub const SECTIONS: [&str; 13] = [
     "netns",
     "nat",
     "thin",
+    "churn",
 ];
 
 #[derive(Debug, clap::Args)]
@@ -42,7 +43,8 @@ pub struct AllArgs {
     pub out: PathBuf,
     /// Run only these sections (comma-separated): mesh, sim, hostile,
     /// offload, vod, fanout, viewers (hostile viewers), throughput, rss,
-    /// idle, netns, nat (the NAT matrix), thin (thin uplinks and distance).
+    /// idle, netns, nat (the NAT matrix), thin (thin uplinks and distance),
+    /// churn (volunteers killed and joining).
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SECTIONS))]
     pub only: Vec<String>,
 }
@@ -64,6 +66,8 @@ struct Plan {
     netns: Option<netns::Plan>,
     nat: Option<super::lab::NatPlan>,
     thin: Option<meshcast_lab::thin::Plan>,
+    /// Volunteers at the start, and the churn window.
+    churn: Option<(usize, Duration)>,
 }
 
 impl Plan {
@@ -118,6 +122,7 @@ impl Plan {
                 netns: None,
                 nat: None,
                 thin: None,
+                churn: None,
             }
         } else {
             Self {
@@ -172,6 +177,7 @@ impl Plan {
                     10_000_000,
                     0.0,
                 )),
+                churn: Some((20, Duration::from_secs(60))),
                 nat: Some(super::lab::NatPlan {
                     repeat: 3,
                     parallel: 4,
@@ -187,7 +193,7 @@ impl Plan {
     }
 
     fn steps(&self) -> u64 {
-        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 10)
+        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 11)
             as u64
     }
 }
@@ -196,9 +202,11 @@ pub fn run(args: AllArgs) -> anyhow::Result<()> {
     crate::init_logs("error");
     let wanted = |section: &str| args.only.is_empty() || args.only.iter().any(|s| s == section);
     // These run `meshcast` child processes: say now, not per section, if it is missing.
-    if ["hostile", "offload", "vod", "fanout", "viewers", "rss"]
-        .iter()
-        .any(|s| wanted(s))
+    if [
+        "hostile", "offload", "vod", "fanout", "viewers", "rss", "churn",
+    ]
+    .iter()
+    .any(|s| wanted(s))
     {
         super::proc::meshcast_path()?;
     }
@@ -305,6 +313,22 @@ pub fn run(args: AllArgs) -> anyhow::Result<()> {
                 )),
             };
             report.record("thin", result, |r, s| r.thin = Some(s));
+        }
+        progress.step();
+        if wanted("churn") {
+            let result = match plan.churn {
+                Some((nodes, window)) => match super::proc::meshcast_path() {
+                    Ok(bin) => {
+                        let plan = super::churn::plan(bin, nodes, window, 4);
+                        super::churn::run(&plan, &progress).await
+                    }
+                    Err(e) => Err(e),
+                },
+                None => Ok(super::churn::ChurnSection::skipped(
+                    "not run with --quick".into(),
+                )),
+            };
+            report.record("churn", result, |r, s| r.churn = Some(s));
         }
         progress.step();
     };

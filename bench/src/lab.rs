@@ -2,6 +2,9 @@
 //! section of `all`): real kernel networking in namespaces, from
 //! [`meshcast_lab`].
 //!
+//! `churn`: the same with volunteers coming and going (see
+//! [`super::churn`]).
+//!
 //! `thin`: a live stream through volunteers on thin, distant home lines
 //! (see [`meshcast_lab::thin`]).
 //!
@@ -23,6 +26,7 @@ use meshcast_lab::thin;
 use serde::Serialize;
 
 use super::figure::{Fig, fig};
+use super::playback::{VIEWER_BUFFER, VIEWER_MODEL, ViewerFigs};
 use super::progress::Progress;
 
 /// The libp2p hole-punching campaign's success rate in the wild
@@ -87,6 +91,29 @@ pub enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// Churn: volunteers as `meshcast node` processes, 30% of them killed
+    /// (SIGKILL) and a sixth as many joining during the window, while
+    /// viewers watch through the relay's gateway; delivered fraction,
+    /// heal time, viewer stalls, origin bytes, bans. Runs the `meshcast`
+    /// binary next to this one, or `$MESHCAST_BIN`.
+    Churn {
+        /// Volunteers at the start.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=200))]
+        nodes: u32,
+        /// The churn window (a calm window as long comes before it).
+        #[arg(long, default_value = "60s", value_parser = super::parse_interval)]
+        window: Duration,
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=100))]
+        viewers: u32,
+        /// Share of the volunteers killed during the window, in percent.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=100))]
+        kill_percent: u32,
+        /// Volunteers joining during the window (default: a sixth of --nodes).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=200))]
+        joins: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The thin-uplink run of `all`.
@@ -108,6 +135,8 @@ pub fn thin_plan(
         segment: Duration::from_secs(2),
         warmup: Duration::from_secs(10),
         measure,
+        viewers: 4,
+        viewer_buffer: VIEWER_BUFFER,
         seed: 14,
     }
 }
@@ -137,6 +166,7 @@ pub struct ThinResult {
     pub max: Fig,
     pub origin_copies: Fig,
     pub bans: Fig,
+    pub viewers: ViewerFigs,
 }
 
 impl ThinSection {
@@ -150,9 +180,10 @@ impl ThinSection {
 
 impl ThinResult {
     /// The goals: every segment to every node, no ban, the origin
-    /// at most 1.1 copies.
+    /// at most 1.1 copies, no viewer stall.
     pub fn met(&self) -> bool {
-        self.expected.value > 0.0
+        self.viewers.met()
+            && self.expected.value > 0.0
             && self.delivered.value == self.expected.value
             && self.bans.value == 0.0
             && self.origin_copies.value <= 1.1
@@ -172,14 +203,16 @@ pub async fn thin(plan: &thin::Plan, progress: &Progress) -> anyhow::Result<Thin
     let ms = |d: Duration| fig(d.as_secs_f64() * 1e3, "ms");
     let result = ThinResult {
         topology: format!(
-            "{} volunteers ({}), an origin and publisher and a relay on 200 Mbit/s lines",
+            "{} volunteers ({}), an origin and publisher and a relay (with a gateway) on 200 Mbit/s lines; {} native viewers on the volunteers' kind of line, half behind port-preserving NATs, playing {} s behind the live edge through the relay's gateway",
             plan.nodes,
             report
                 .sides
                 .iter()
                 .map(|(side, n)| format!("{n} {side}"))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            plan.viewers,
+            plan.viewer_buffer.as_secs()
         ),
         links: format!(
             "volunteers: {:.0} Mbit/s up, {:.0} Mbit/s down (tbf, 200 ms queues), round trips {}–{} ms (one-way delay drawn per line, ±10 % jitter), {}% loss each way; a {:.1} Mbit/s stream in {} s segments, {} s measured after {} s of warm-up",
@@ -204,6 +237,7 @@ pub async fn thin(plan: &thin::Plan, progress: &Progress) -> anyhow::Result<Thin
         max: ms(report.max),
         origin_copies: fig(report.origin_copies(), "copies of the stream"),
         bans: fig(report.bans as f64, "bans"),
+        viewers: ViewerFigs::new(report.viewers, &report.playback),
     };
     Ok(ThinSection {
         skipped: None,
@@ -224,16 +258,16 @@ pub fn thin_markdown(w: &mut String, section: Option<&ThinSection>) {
     };
     let _ = writeln!(
         w,
-        "Kernel namespaces (`meshcast_lab::thin`): {}. Links: {}; delay and loss from {}. Goals: every segment to every node, no ban, the origin at most 1.1 copies of the stream.\n",
-        s.topology, s.links, s.impairment
+        "Kernel namespaces (`meshcast_lab::thin`): {}. Links: {}; delay and loss from {}. Goals: every segment to every node, no ban, the origin at most 1.1 copies of the stream, no viewer stall. {}\n",
+        s.topology, s.links, s.impairment, VIEWER_MODEL
     );
     let _ = writeln!(
         w,
-        "| delivered | from the origin | catch-up from the origin | p50 ms | p95 ms | max ms | origin copies | bans |\n|---|---|---|---|---|---|---|---|"
+        "| delivered | from the origin | catch-up from the origin | p50 ms | p95 ms | max ms | origin copies | bans | viewers got | late | stalls |\n|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let _ = writeln!(
         w,
-        "| {} of {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {} |",
+        "| {} of {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {} | {}",
         s.delivered.value,
         s.expected.value,
         s.from_origin.value,
@@ -242,7 +276,8 @@ pub fn thin_markdown(w: &mut String, section: Option<&ThinSection>) {
         s.p95.value,
         s.max.value,
         s.origin_copies.value,
-        s.bans.value
+        s.bans.value,
+        s.viewers.cells()
     );
 }
 
@@ -524,6 +559,43 @@ pub fn cli(args: LabArgs) -> anyhow::Result<()> {
             }
             if !section.result.as_ref().is_some_and(ThinResult::met) {
                 anyhow::bail!("the thin-uplink goals were not met");
+            }
+            Ok(())
+        }
+        Scenario::Churn {
+            nodes,
+            window,
+            viewers,
+            kill_percent,
+            joins,
+            json,
+        } => {
+            if let Some(why) = Lab::unavailable() {
+                anyhow::bail!("the network lab cannot run here: {why}");
+            }
+            let bin = super::proc::meshcast_path()?;
+            let mut plan = super::churn::plan(bin, nodes as usize, window, viewers as usize);
+            plan.kills = (nodes * kill_percent).div_ceil(100) as usize;
+            if let Some(joins) = joins {
+                plan.joins = joins as usize;
+            }
+            let progress = Progress::new(1);
+            let section = until_ctrl_c(runtime, super::churn::run(&plan, &progress));
+            progress.finish();
+            let section = section?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&section)?);
+            } else {
+                let mut text = String::new();
+                super::churn::markdown(&mut text, Some(&section));
+                println!("{text}");
+            }
+            if !section
+                .result
+                .as_ref()
+                .is_some_and(super::churn::ChurnResult::met)
+            {
+                anyhow::bail!("the churn goals were not met");
             }
             Ok(())
         }

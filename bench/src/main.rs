@@ -20,6 +20,7 @@ use mesh::{MeshBench, MeshReport};
 
 mod all;
 mod attackers;
+mod churn;
 mod figure;
 mod hostile;
 mod idle;
@@ -28,6 +29,7 @@ mod loss;
 mod mesh;
 mod netns;
 mod offload;
+mod playback;
 mod proc;
 mod progress;
 mod quic;

@@ -346,6 +346,7 @@ pub struct Report {
     pub netns: Option<NetnsSection>,
     pub nat: Option<super::lab::NatSection>,
     pub thin: Option<super::lab::ThinSection>,
+    pub churn: Option<super::churn::ChurnSection>,
     pub goals: Vec<Goal>,
     pub errors: Vec<SectionError>,
 }
@@ -390,6 +391,7 @@ impl Report {
             netns: None,
             nat: None,
             thin: None,
+            churn: None,
             goals: Vec::new(),
             errors: Vec::new(),
         }
@@ -472,7 +474,7 @@ fn goals(r: &Report) -> Vec<Goal> {
         ),
     });
     const THIN: &str = "thin uplinks (20 volunteers, 10 Mbit/s, 20–150 ms): \
-        every segment to every node, 0 bans, origin ≤ 1.1 copies";
+        every segment to every node, 0 bans, origin ≤ 1.1 copies, 0 viewer stalls";
     // Only where the lab ran (root, not --quick).
     let thin = r.thin.as_ref().and_then(|t| t.result.as_ref());
     goals.extend(thin.map(|t| Goal {
@@ -481,13 +483,31 @@ fn goals(r: &Report) -> Vec<Goal> {
         measured: Some(t.delivered),
         met: t.met(),
         note: format!(
-            "{} of {} delivered ({} from the origin), p95 {:.0} ms, {:.2} origin copies, {} bans",
+            "{} of {} delivered ({} from the origin), p95 {:.0} ms, {:.2} origin copies, {} bans, {} viewer stalls",
             t.delivered.value,
             t.expected.value,
             t.from_origin.value,
             t.p95.value,
             t.origin_copies.value,
-            t.bans.value
+            t.bans.value,
+            t.viewers.stalls.value
+        ),
+    }));
+    let churn = r.churn.as_ref().and_then(|c| c.result.as_ref());
+    goals.extend(churn.map(|c| Goal {
+        name: "churn",
+        target: "30 % of 20 volunteers killed (SIGKILL) and others joining in a minute: \
+            every segment to every live node, 0 viewer stalls, 0 bans, origin ≤ 1.1 copies",
+        measured: Some(c.delivered),
+        met: c.met(),
+        note: format!(
+            "{} of {} delivered, {} viewer stalls, heal {:.0} ms, {:.2} origin copies, {} bans",
+            c.delivered.value,
+            c.expected.value,
+            c.viewers.stalls.value,
+            c.heal.value,
+            c.origin_copies.value,
+            c.bans.value
         ),
     }));
     goals.extend(r.idle.as_ref().map(|i| Goal {
@@ -1035,6 +1055,7 @@ pub fn markdown(r: &Report, stem: &str) -> String {
     }
     super::lab::nat_markdown(w, r.nat.as_ref());
     super::lab::thin_markdown(w, r.thin.as_ref());
+    super::churn::markdown(w, r.churn.as_ref());
 
     if !r.errors.is_empty() {
         let _ = writeln!(w, "\n## Errors\n");

@@ -31,7 +31,9 @@ impl LabNode {
         let (node, driver) = runtime
             .spawn(async move {
                 let (node, driver) = Node::new(config, Keypair::generate_ed25519())?;
-                let driver = tokio::spawn(driver.run());
+                // Several nodes log into one process: each line names its node.
+                let span = tracing::info_span!("node", peer = %node.peer_id());
+                let driver = tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
                 Ok::<_, meshcast_node::NodeError>((node, driver))
             })
             .await
@@ -91,6 +93,40 @@ impl LabNode {
         Ok((stream, origin, self.spawn(ingest.run())))
     }
 
+    /// Serves browsers (a gateway) on this node's host at `addr`, for
+    /// `stream`; stops when the returned guard drops.
+    pub async fn serve_browsers(
+        &self,
+        addr: std::net::Ipv4Addr,
+        stream: StreamId,
+    ) -> Result<Browsers, String> {
+        let config = meshcast_relay::Config {
+            listen: SocketAddr::from((addr, 4433)),
+            web_listen: SocketAddr::from((addr, 8443)),
+            serve: meshcast_relay::Serve {
+                streams: vec![stream],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let node = self.node.clone();
+        let (gateway, driver) = self
+            .spawn(async move { meshcast_relay::Gateway::bind(node, config).await })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("gateway: {e}"))?;
+        let driver = self.spawn(driver.run());
+        Ok(Browsers {
+            at: crate::viewer::Gateway {
+                url: gateway.url().to_string(),
+                cert_hashes: gateway.cert_hashes(),
+                stream,
+            },
+            _gateway: gateway,
+            driver,
+        })
+    }
+
     /// The segments of `stream` this node holds.
     pub fn held(&self, stream: &StreamId) -> BTreeSet<SegmentId> {
         self.node
@@ -124,6 +160,20 @@ impl LabNode {
             })
         })
         .await
+    }
+}
+
+/// A gateway run by [`LabNode::serve_browsers`].
+pub struct Browsers {
+    /// Where viewers connect.
+    pub at: crate::viewer::Gateway,
+    _gateway: meshcast_relay::Gateway,
+    driver: JoinHandle<()>,
+}
+
+impl Drop for Browsers {
+    fn drop(&mut self) {
+        self.driver.abort();
     }
 }
 

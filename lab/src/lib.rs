@@ -9,12 +9,17 @@
 //! - [`matrix`]: the NAT matrix, two nodes meeting through a relay for every
 //!   pair of NAT types and transport.
 //! - [`thin`]: a live stream through volunteers on thin, distant home lines.
+//! - [`churn`]: the same with volunteers as `meshcast node` processes
+//!   ([`process`]), killed and joining while viewers ([`viewer`]) watch.
 //!
 //! Everything here needs root, `ip` and `nft` ([`net::Lab::unavailable`] says
 //! why not); tests skip, saying so, where it cannot run.
 
+pub mod churn;
 pub mod host;
 pub mod link;
 pub mod matrix;
 pub mod net;
+pub mod process;
 pub mod thin;
+pub mod viewer;

@@ -11,7 +11,8 @@
 //! every node: the report gives the fraction delivered, the propagation
 //! delay (publisher to each node's store, one process clock), the origin's
 //! bytes against the stream's, and the bans (all nodes are honest: any ban
-//! is a bug).
+//! is a bug). Viewers on home lines watch through a gateway on the relay
+//! ([`crate::viewer`]): their stalls and late segments.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -29,6 +30,7 @@ use crate::host::LabNode;
 use crate::link::Link;
 use crate::matrix::{Side, Transport};
 use crate::net::{Lab, Nat};
+use crate::viewer::{self, Playback};
 
 /// The volunteers' sides, in turn: 20% public, 40% port-preserving NAT
 /// (the common home router), 20% full cone, 20% symmetric.
@@ -63,6 +65,10 @@ pub struct Plan {
     /// From the last node following to the measured window.
     pub warmup: Duration,
     pub measure: Duration,
+    /// Viewers watching through a gateway on the relay, on home lines like
+    /// the volunteers', playing this far behind the live edge.
+    pub viewers: usize,
+    pub viewer_buffer: Duration,
     /// Delays are drawn from this seed.
     pub seed: u64,
 }
@@ -95,6 +101,9 @@ pub struct Report {
     pub origin_bytes: u64,
     /// Bans by honest nodes of honest nodes: must be 0.
     pub bans: u64,
+    pub viewers: usize,
+    /// The viewers' playback over the window, all together.
+    pub playback: Playback,
 }
 
 impl Report {
@@ -105,7 +114,7 @@ impl Report {
 }
 
 /// A fat line for the operator's hosts.
-fn server_link() -> Link {
+pub(crate) fn server_link() -> Link {
     Link {
         up: Some(200_000_000),
         down: Some(200_000_000),
@@ -202,8 +211,53 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
         nodes.push((node, events));
     }
 
+    let descriptor = relay
+        .node
+        .find_stream(stream, Duration::from_secs(30))
+        .await
+        .map_err(|e| format!("the relay finds the stream: {e}"))?;
+    relay
+        .node
+        .follow(descriptor)
+        .await
+        .map_err(|e| format!("the relay follows: {e}"))?;
+    let browsers = relay.serve_browsers(relay_host.addr, stream).await?;
+    progress("starting the viewers");
+    let measured_from = tokio::time::Instant::now() + plan.warmup;
+    let measured_until = measured_from + plan.measure;
+    let mut viewer_hosts = Vec::new();
+    let mut watching = Vec::new();
+    for i in 0..plan.viewers {
+        let link = Link {
+            up: Some(plan.uplink),
+            down: Some(plan.downlink),
+            delay: plan.rtt_min / 4,
+            ..Link::default()
+        };
+        let host = if i % 2 == 0 {
+            lab.natted_host_with(Nat::PortPreserving, &link)
+        } else {
+            lab.public_host_with(&link)
+        };
+        let runtime = host.runtime();
+        let at = browsers.at.clone();
+        let bind = SocketAddr::from((host.addr, 0));
+        let client = runtime
+            .spawn(async move { viewer::connect(&at, bind).await })
+            .await
+            .map_err(|e| e.to_string())??;
+        watching.push(runtime.spawn(viewer::watch(
+            client,
+            plan.segment,
+            plan.viewer_buffer,
+            measured_from,
+            measured_until,
+        )));
+        viewer_hosts.push((runtime, host));
+    }
+
     progress("warming up");
-    tokio::time::sleep(plan.warmup).await;
+    tokio::time::sleep_until(measured_from).await;
     // Events so far are the warm-up's.
     let window_start = Instant::now();
     let mut earlier = HashMap::new();
@@ -214,7 +268,8 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
     let origin_before: u64 = nodes
         .iter()
         .map(|(n, _)| n.node.stats().origin_bytes_in.load(Relaxed))
-        .sum();
+        .sum::<u64>()
+        + relay.node.stats().origin_bytes_in.load(Relaxed);
     progress("measuring");
     let window_end = Instant::now() + plan.measure;
     let mut window: HashMap<SegmentId, (Instant, u64)> = HashMap::new();
@@ -251,7 +306,13 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
         stream_bytes: window.values().map(|(_, bytes)| bytes).sum(),
         origin_bytes: 0,
         bans: 0,
+        viewers: plan.viewers,
+        playback: Playback::default(),
     };
+    for playback in futures::future::join_all(watching).await {
+        let playback = playback.map_err(|e| format!("a viewer: {e}"))?;
+        report.playback.add(&playback);
+    }
     let mut delays = Vec::new();
     for (node, events) in &mut nodes {
         while let Ok(event) = events.try_recv() {
@@ -276,10 +337,12 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
         }
         report.bans += node.node.stats().bans.load(Relaxed);
     }
+    report.bans += relay.node.stats().bans.load(Relaxed);
     let origin_after: u64 = nodes
         .iter()
         .map(|(n, _)| n.node.stats().origin_bytes_in.load(Relaxed))
-        .sum();
+        .sum::<u64>()
+        + relay.node.stats().origin_bytes_in.load(Relaxed);
     report.origin_bytes = report.stream_bytes + origin_after.saturating_sub(origin_before);
     delays.sort();
     let at = |q: f64| {
@@ -292,13 +355,15 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
     report.p95 = at(0.95);
     report.max = delays.last().copied().unwrap_or_default();
     drop(nodes);
+    drop(viewer_hosts);
+    drop(browsers);
     drop(relay);
     drop(publisher);
     drop(origin);
     Ok(report)
 }
 
-fn node_config(listen: libp2p::Multiaddr) -> Config {
+pub(crate) fn node_config(listen: libp2p::Multiaddr) -> Config {
     Config {
         listen: vec![listen],
         // The origin is on the lab's private addresses.

@@ -552,6 +552,7 @@ fn relay_and_node_serve_browsers_as_the_file_says_and_stop_on_sigterm() {
 mod attacks;
 mod demo;
 mod examples;
+mod lab_churn;
 mod metrics;
 mod proc;
 mod processes;

@@ -1,6 +1,7 @@
 //! The mesh on home lines (`meshcast_lab::thin`), slim: six volunteers of
 //! mixed NAT types on 10 Mbit/s uplinks, 20–150 ms apart, carrying a
-//! 4 Mbit/s live stream in 2 s segments. `meshcast-bench lab thin` runs the
+//! 4 Mbit/s live stream in 2 s segments, two viewers watching through the
+//! relay's gateway. `meshcast-bench lab thin` runs the
 //! full size. Skipped, saying why, without root or `ip`/`nft`.
 
 use std::time::Duration;
@@ -24,6 +25,8 @@ async fn a_live_stream_reaches_every_volunteer_on_thin_distant_lines() {
         segment: Duration::from_secs(2),
         warmup: Duration::from_secs(8),
         measure: Duration::from_secs(16),
+        viewers: 2,
+        viewer_buffer: Duration::from_secs(4),
         seed: 14,
     };
     let media = tempfile::tempdir().expect("a scratch directory");
@@ -42,4 +45,9 @@ async fn a_live_stream_reaches_every_volunteer_on_thin_distant_lines() {
         "the origin served {:.2} copies of the stream",
         report.origin_copies()
     );
+    let p = report.playback;
+    assert!(p.announced >= 2 * 6, "{p:?}");
+    assert_eq!(p.delivered, p.announced, "a viewer missed segments: {p:?}");
+    assert_eq!(p.stalls, 0, "a viewer stalled: {p:?}");
+    assert_eq!(p.rejected, 0, "a viewer got bad data: {p:?}");
 }

@@ -24,6 +24,9 @@
 //!   for 15 s, doubling up to 4 min; a success clears its record. Nobody is
 //!   banned for being slow: only bytes that fail verification are held
 //!   against a peer, by the mesh core.
+//! - **History.** A live segment learned well behind the live edge (a
+//!   joiner's catch-up) is pulled one at a time beside the live edge, and
+//!   never from the origin unless demanded.
 //! - **Deadline.** A segment not held `origin_after` after its header was
 //!   learned is fetched from the origin, racing any download in progress: the
 //!   one case where two downloads of one segment may run at once.
@@ -639,6 +642,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         let Some(t) = self.transfers.remove(&transfer) else {
             return;
         };
+        tracing::trace!(transfer, id = %t.id, kind = ?t.kind, ?outcome, "transfer ends");
         let Some(seg) = self.segments.get_mut(&t.id) else {
             return;
         };
@@ -725,7 +729,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 .wanted
                 .iter()
                 .filter_map(|id| self.segments.get(id).map(|s| (id, s)))
-                .filter(|(_, s)| self.pull_at(s).is_some_and(|at| now >= at) && !self.busy(s))
+                .filter(|(_, s)| {
+                    self.pull_at(s).is_some_and(|at| now >= at)
+                        && !self.busy(s)
+                        && !self.history_waits(s)
+                })
                 .map(|(id, _)| *id)
                 .collect();
             for id in due {
@@ -828,7 +836,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             .filter_map(|id| self.segments.get(id));
         let segments = wanted.flat_map(|s| match self.pull_at(s) {
             None => None,
-            Some(_) if self.busy(s) => None,
+            // A history segment waiting for its turn is woken for by the
+            // end of the history download before it.
+            Some(_) if self.busy(s) || self.history_waits(s) => None,
             Some(pull_at) if pull_at > now => Some(pull_at),
             Some(_) => {
                 // When the first connected holder may be tried (again).
@@ -871,6 +881,25 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         from_peers >= 2
     }
 
+    /// A history segment (nobody waits for it) not demanded waits while
+    /// [`HISTORY_DOWNLOADS`] others are downloading: a joiner's catch-up
+    /// of the live window would otherwise take every download slot and
+    /// its holders' uplinks at once, and the live edge, due at once, would
+    /// come late or from the origin.
+    fn history_waits(&self, s: &Segment<P>) -> bool {
+        if !(s.history && s.want == Want::Live) {
+            return false;
+        }
+        let running = self
+            .transfers
+            .values()
+            .filter(|t| matches!(t.kind, Kind::Pull(_)))
+            .filter_map(|t| self.segments.get(&t.id))
+            .filter(|other| other.history && other.want == Want::Live)
+            .count();
+        running >= HISTORY_DOWNLOADS
+    }
+
     fn downloading_from(&self, s: &Segment<P>, peer: &P) -> bool {
         s.downloads.iter().any(|t| {
             self.transfers
@@ -885,6 +914,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         let mut stalled = Vec::new();
         for t in self.transfers.values_mut() {
             if !t.stalled && t.stall_at.is_some_and(|at| at <= now) {
+                tracing::trace!(id = %t.id, kind = ?t.kind, "transfer stalled");
                 t.stalled = true;
                 if let Kind::Pull(p) | Kind::PushIn(p) = t.kind {
                     stalled.push(p);
@@ -1018,6 +1048,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             }
             Kind::Offer(_) | Kind::Origin => None,
         };
+        tracing::trace!(transfer, %id, ?kind, "transfer starts");
         self.transfers.insert(
             transfer,
             Transfer {
@@ -1143,7 +1174,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             self.actions.push_back(Action::FetchOrigin { transfer, id });
             return;
         }
-        if self.busy(seg) || active >= self.config.max_downloads {
+        if self.busy(seg) || active >= self.config.max_downloads || self.history_waits(seg) {
             return;
         }
         let size = seg.size;
@@ -1175,6 +1206,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             .collect();
         let mut freed = Vec::new();
         for transfer in expired {
+            tracing::trace!(transfer, "transfer past its deadline: cancelled");
             self.actions.push_back(Action::Cancel { transfer });
             // Reported as failed right away; a late report of the same id is ignored.
             let Some(t) = self.transfers.remove(&transfer) else {
@@ -1229,6 +1261,10 @@ fn stall_after(peer: &Peer, size: u64) -> Duration {
 }
 
 const STALL_GRACE: Duration = Duration::from_secs(1);
+
+/// History downloads at once (see [`Scheduler::history_waits`]): one, so
+/// that a joiner's catch-up takes one holder's uplink at a time.
+const HISTORY_DOWNLOADS: usize = 1;
 
 /// A computed wait, at most a day: sizes come from the network (a signed
 /// length may be anything), and neither a NaN nor an overflow may panic.

@@ -867,6 +867,58 @@ fn a_busy_holder_is_asked_again_and_an_absent_one_is_forgotten() {
     assert_eq!(pull(&mut s), None, "an Absent holder is forgotten");
 }
 
+/// A joiner's catch-up of the live window goes one segment at a time,
+/// beside the live edge: it never takes every download slot and every
+/// holder's uplink while the newest segment is due.
+#[test]
+fn history_is_pulled_one_at_a_time_beside_the_live_edge() {
+    let now = Instant::now();
+    let config = Config::default();
+    let stream = StreamId::from_bytes(&[7; 32]).unwrap();
+    let mut s: Scheduler<u32> = Scheduler::new(config.clone(), 0);
+    for peer in 1..=4 {
+        s.peer_connected(peer);
+    }
+    for sequence in 1..=8 {
+        s.history_learned(SegmentId::media(stream, 0, sequence), 1_000, Some(1), now);
+    }
+    let edge = SegmentId::media(stream, 0, 9);
+    s.header_learned(edge, 1_000, Some(2), now);
+    let t = now + config.pull_delay;
+    s.tick(t);
+    let pulls = |s: &mut Scheduler<u32>| -> Vec<(TransferId, SegmentId)> {
+        std::iter::from_fn(|| s.poll_action())
+            .filter_map(|a| match a {
+                Action::Pull { transfer, id, .. } => Some((transfer, id)),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = pulls(&mut s);
+    let ids: Vec<u64> = first.iter().map(|(_, id)| id.sequence).collect();
+    assert_eq!(ids.len(), 2, "one history pull and the live edge: {ids:?}");
+    assert!(ids.contains(&9), "the live edge is pulled at once: {ids:?}");
+    assert_eq!(
+        s.next_wakeup(t).filter(|at| *at <= t),
+        None,
+        "waiting history does not spin the clock"
+    );
+    // The history pull ends: the next one starts.
+    let (history, _) = first
+        .iter()
+        .find(|(_, id)| id.sequence != 9)
+        .copied()
+        .expect("a history pull");
+    let done = Outcome::Done {
+        bytes: 1_000,
+        elapsed: Duration::from_millis(10),
+    };
+    s.finished(history, done, t + Duration::from_millis(10));
+    let next = pulls(&mut s);
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_ne!(next[0].1.sequence, 9);
+}
+
 /// A segment learned well behind the live edge comes from the mesh only,
 /// unless a viewer demands it; one at the edge falls back to the origin
 /// after `origin_after`.

@@ -123,7 +123,14 @@ impl Driver {
                 yamux::Config::default,
             )
             .map_err(|e| setup(&e))?
-            .with_quic()
+            // A volunteer that dies says nothing: notice it within 4 s, not
+            // libp2p-quic's 10 s, during which its neighbours' offers of the
+            // newest segment went unanswered (docs/architecture.md).
+            .with_quic_config(|mut quic| {
+                quic.max_idle_timeout = 4_000;
+                quic.keep_alive_interval = Duration::from_secs(1);
+                quic
+            })
             .with_dns()
             .map_err(|e| setup(&e))?
             // Relayed connections are secured and multiplexed end to end

@@ -431,26 +431,48 @@ pub async fn pull(
 
 /// Offers a segment over a fresh stream and sends the body if accepted.
 pub async fn push(
-    mut framed: Framed,
+    framed: Framed,
     header: &SignedHeader,
     body: &[u8],
 ) -> Result<Pushed, ExchangeError> {
+    match offer(framed, header).await? {
+        Offered::Accepted(framed) => send_pushed(*framed, body).await,
+        Offered::Declined(reason) => Ok(Pushed::Declined(reason)),
+    }
+}
+
+/// A peer's answer to a push offer.
+pub enum Offered {
+    /// It wants the body: send it on this stream ([`send_pushed`]).
+    /// Boxed: a stream is far larger than a reason.
+    Accepted(Box<Framed>),
+    Declined(pb::DeclineReason),
+}
+
+/// The first half of [`push`]: offers the segment and reads the answer.
+/// A node takes room for the body only once the peer accepts, so offers
+/// waiting on a silent peer hold none.
+pub async fn offer(mut framed: Framed, header: &SignedHeader) -> Result<Offered, ExchangeError> {
     framed
         .send(Body::PushOffer(pb::PushOffer {
             header: Some(header.to_pb()),
         }))
         .await?;
     match framed.read_message().await? {
-        Body::PushAccept(_) => {
-            framed.send_body(body).await?;
-            framed.finish_read(body.len() as u64).await?;
-            Ok(Pushed::Delivered)
-        }
-        Body::PushDecline(d) => Ok(Pushed::Declined(
+        Body::PushAccept(_) => Ok(Offered::Accepted(Box::new(framed))),
+        Body::PushDecline(d) => Ok(Offered::Declined(
             pb::DeclineReason::try_from(d.reason).unwrap_or(pb::DeclineReason::Unspecified),
         )),
         _ => Err(ExchangeError::Protocol("unexpected answer to PushOffer")),
     }
+}
+
+/// The second half of [`push`]: sends the body of an accepted offer and
+/// waits until the peer has read it.
+pub async fn send_pushed(mut framed: Framed, body: &[u8]) -> Result<Pushed, ExchangeError> {
+    framed.send_body(body).await?;
+    framed.finish_read(body.len() as u64).await?;
+    Ok(Pushed::Delivered)
 }
 
 /// Asks a peer which segments of `stream` it holds: the newest (`in_order`

@@ -874,6 +874,13 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
         self.drain(now);
     }
 
+    /// The peer accepted a push ([`Output::Push`]): its body is now in
+    /// flight. False if the scheduler gave the transfer up meanwhile (do
+    /// not send the body).
+    pub fn push_accepted(&mut self, transfer: TransferId) -> bool {
+        self.scheduler.accepted(transfer)
+    }
+
     /// A push ([`Output::Push`]) ended.
     pub fn handle_upload(
         &mut self,

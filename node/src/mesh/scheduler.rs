@@ -197,6 +197,12 @@ struct Transfer<P> {
     /// asked, or another push accepted, alongside it.
     stall_at: Option<Instant>,
     stalled: bool,
+    /// An offer the peer accepted: its body is in flight and counts in
+    /// [`Config::max_upload_bytes`]. Unanswered, it counts only until
+    /// `answer_by` (see [`OFFER_ANSWER`]), so offers waiting on a peer gone
+    /// silent take no bytes from live ones for long.
+    accepted: bool,
+    answer_by: Instant,
 }
 
 /// Whether, and how urgently, a known segment is wanted.
@@ -638,6 +644,18 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     }
 
     /// Reports the end of a transfer started by an [`Action`] or an accepted offer.
+    /// The peer accepted offer `transfer`: its body is now in flight.
+    /// False if the transfer is over (cancelled meanwhile).
+    pub fn accepted(&mut self, transfer: TransferId) -> bool {
+        match self.transfers.get_mut(&transfer) {
+            Some(t) if matches!(t.kind, Kind::Offer(_)) => {
+                t.accepted = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn finished(&mut self, transfer: TransferId, outcome: Outcome, now: Instant) {
         let Some(t) = self.transfers.remove(&transfer) else {
             return;
@@ -811,9 +829,14 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// a time in the past unless a tick at `now` would act, so a shell that
     /// sleeps until then does not spin.
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        let starved = !self.starved.is_empty();
         let timeouts = self.transfers.values().flat_map(|t| {
             let stall = t.stall_at.filter(|_| !t.stalled);
-            [Some(t.deadline), stall].into_iter().flatten()
+            // An offer unanswered past its time frees its bytes for a
+            // segment waiting for room.
+            let unanswered = matches!(t.kind, Kind::Offer(_)) && !t.accepted && starved;
+            let answer = Some(t.answer_by).filter(|at| unanswered && *at > now);
+            [Some(t.deadline), stall, answer].into_iter().flatten()
         });
         let origin_room = self.origin_fetches() < self.config.max_origin_fetches;
         // At the origin fetch limit, a finished fetch wakes the next.
@@ -990,11 +1013,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             .count()
     }
 
-    /// Bytes of the pushes in flight.
-    fn upload_bytes(&self) -> u64 {
+    /// Bytes of the pushes in flight: accepted offers, and offers still
+    /// within their time to answer.
+    fn upload_bytes(&self, now: Instant) -> u64 {
         self.transfers
             .values()
-            .filter(|t| matches!(t.kind, Kind::Offer(_)))
+            .filter(|t| matches!(t.kind, Kind::Offer(_)) && (t.accepted || now < t.answer_by))
             .filter_map(|t| self.segments.get(&t.id))
             .map(|s| s.size)
             .sum()
@@ -1002,10 +1026,10 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
 
     /// Pushes of `size` bytes that may start now: within the upload slots
     /// and the bytes in flight (one, if none is in flight).
-    fn upload_room(&self, size: u64) -> usize {
+    fn upload_room(&self, size: u64, now: Instant) -> usize {
         let uploads = self.active_uploads();
         let slots = self.config.max_uploads.saturating_sub(uploads);
-        let in_flight = self.upload_bytes();
+        let in_flight = self.upload_bytes(now);
         let bytes = self.config.max_upload_bytes.saturating_sub(in_flight);
         let by_bytes = usize::try_from(bytes / size.max(1)).unwrap_or(usize::MAX);
         // Behind the cap, each push must start soon and end in time, queued
@@ -1057,6 +1081,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 deadline,
                 stall_at,
                 stalled: false,
+                accepted: false,
+                answer_by: now + OFFER_ANSWER,
             },
         );
         if let Some(seg) = self.segments.get_mut(&id) {
@@ -1092,7 +1118,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         let Some(seg) = self.segments.get(&id) else {
             return;
         };
-        let slots = self.upload_room(seg.size);
+        let slots = self.upload_room(seg.size, now);
         if !seg.held {
             return;
         }
@@ -1261,6 +1287,13 @@ fn stall_after(peer: &Peer, size: u64) -> Duration {
 }
 
 const STALL_GRACE: Duration = Duration::from_secs(1);
+
+/// How long an offer's bytes count in the upload budget before the peer
+/// answers: a few round trips of a distant peer. An answer takes one; a
+/// peer silent this long has most likely gone (a dead connection lingers
+/// until QUIC's idle timeout), and its offer must not hold the bytes of
+/// pushes to live peers meanwhile.
+const OFFER_ANSWER: Duration = Duration::from_secs(1);
 
 /// History downloads at once (see [`Scheduler::history_waits`]): one, so
 /// that a joiner's catch-up takes one holder's uplink at a time.

@@ -867,6 +867,58 @@ fn a_busy_holder_is_asked_again_and_an_absent_one_is_forgotten() {
     assert_eq!(pull(&mut s), None, "an Absent holder is forgotten");
 }
 
+/// An offer counts in the upload budget only once accepted: offers waiting
+/// on peers gone silent (a volunteer killed, its connection not timed out
+/// yet) held the budget in the lab's churn run, and the publisher offered
+/// the newest segment to nobody.
+#[test]
+fn offers_waiting_for_an_answer_take_no_upload_bytes() {
+    let now = Instant::now();
+    let size = 1 << 20;
+    let config = Config {
+        max_upload_bytes: 2 * size,
+        ..Config::default()
+    };
+    let stream = StreamId::from_bytes(&[8; 32]).unwrap();
+    let mut s: Scheduler<u32> = Scheduler::new(config, 0);
+    for peer in 1..=6 {
+        s.peer_connected(peer);
+    }
+    let offers = |s: &mut Scheduler<u32>| -> Vec<TransferId> {
+        std::iter::from_fn(|| s.poll_action())
+            .filter_map(|a| match a {
+                Action::Offer { transfer, .. } => Some(transfer),
+                _ => None,
+            })
+            .collect()
+    };
+    s.held(SegmentId::media(stream, 0, 1), size, now);
+    let first = offers(&mut s);
+    assert_eq!(first.len(), 2, "the budget holds two bodies");
+    // While the answers may still come, they count: the next waits.
+    s.held(SegmentId::media(stream, 0, 2), size, now);
+    assert_eq!(offers(&mut s), vec![]);
+    // Nobody answers in time: the next segment is offered.
+    let wake = s.next_wakeup(now).expect("a wake-up");
+    assert!(wake <= now + Duration::from_secs(1), "{:?}", wake - now);
+    s.tick(wake);
+    let second = offers(&mut s);
+    assert!(
+        !second.is_empty(),
+        "unanswered offers blocked the next segment"
+    );
+    // Accepted, bodies count again and fill the budget: no more offers.
+    for transfer in first.iter().chain(&second) {
+        assert!(s.accepted(*transfer));
+    }
+    s.held(SegmentId::media(stream, 0, 3), size, wake);
+    assert_eq!(
+        offers(&mut s),
+        vec![],
+        "accepted bodies count in the budget"
+    );
+}
+
 /// A joiner's catch-up of the live window goes one segment at a time,
 /// beside the live edge: it never takes every download slot and every
 /// holder's uplink while the newest segment is due.

@@ -30,7 +30,7 @@ use crate::cache::Cache;
 use crate::config::Config;
 use crate::exchange::{self, Framed};
 use crate::ingest::source::FetchLimits;
-use crate::mesh::{Acceptance, Mesh, OfferReply, Output, Seed, Topic};
+use crate::mesh::{Acceptance, Mesh, OfferReply, Output, Pushed, Seed, Topic};
 use crate::metrics::{self, Class, Direction, LocalGauge};
 use crate::uplink::Uplink;
 
@@ -123,14 +123,7 @@ impl Driver {
                 yamux::Config::default,
             )
             .map_err(|e| setup(&e))?
-            // A volunteer that dies says nothing: notice it within 4 s, not
-            // libp2p-quic's 10 s, during which its neighbours' offers of the
-            // newest segment went unanswered (docs/architecture.md).
-            .with_quic_config(|mut quic| {
-                quic.max_idle_timeout = 4_000;
-                quic.keep_alive_interval = Duration::from_secs(1);
-                quic
-            })
+            .with_quic()
             .with_dns()
             .map_err(|e| setup(&e))?
             // Relayed connections are secured and multiplexed end to end
@@ -560,6 +553,26 @@ impl Driver {
         let now = Instant::now();
         match done {
             Done::Download { transfer, result } => self.mesh.handle_download(transfer, result, now),
+            Done::Offered {
+                transfer,
+                peer,
+                body,
+                span,
+                result,
+            } => match result {
+                Ok(exchange::Offered::Accepted(framed)) => {
+                    // A transfer the scheduler gave up meanwhile is dropped
+                    // here, and its stream with it.
+                    if self.mesh.push_accepted(transfer) {
+                        self.tasks.send_pushed(transfer, peer, *framed, body, span);
+                    }
+                }
+                Ok(exchange::Offered::Declined(reason)) => {
+                    self.mesh
+                        .handle_upload(transfer, peer, Ok(Pushed::Declined(reason)), now);
+                }
+                Err(broken) => self.mesh.handle_upload(transfer, peer, Err(broken), now),
+            },
             Done::Upload {
                 transfer,
                 peer,

@@ -22,7 +22,7 @@ use super::handle::lock;
 use super::uploads::Uploads;
 use crate::cache::{self, Cache};
 use crate::config::Faults;
-use crate::exchange::{self, ExchangeError, Framed, Pace};
+use crate::exchange::{self, ExchangeError, Framed, Offered, Pace};
 use crate::ingest::source::fetch_url;
 use crate::mesh::scheduler::TransferId;
 use crate::mesh::{Broken, Failure, Pushed};
@@ -36,6 +36,15 @@ pub(super) enum Done {
     Download {
         transfer: TransferId,
         result: Result<Option<(VerifiedHeader, Bytes)>, Broken>,
+    },
+    /// A push offer was answered (or failed); an accepted one goes on with
+    /// [`Tasks::send_pushed`].
+    Offered {
+        transfer: TransferId,
+        peer: PeerId,
+        body: Bytes,
+        span: tracing::Span,
+        result: Result<Offered, Broken>,
     },
     Upload {
         transfer: TransferId,
@@ -109,6 +118,7 @@ impl Tasks {
             match self.set.join_next().await {
                 Some(Ok(done)) => {
                     if let Done::Download { transfer, .. }
+                    | Done::Offered { transfer, .. }
                     | Done::Upload { transfer, .. }
                     | Done::Inbound {
                         download: Some((transfer, _)),
@@ -170,6 +180,10 @@ impl Tasks {
         );
     }
 
+    /// Offers a segment; the answer comes back as [`Done::Offered`]. No
+    /// room in the upload budget is taken yet: an offer to a peer that has
+    /// gone silent (its box died, its connection not timed out yet) would
+    /// hold it, and with it every push to live peers.
     pub(super) fn push(
         &mut self,
         control: libp2p_stream::Control,
@@ -179,19 +193,55 @@ impl Tasks {
         span: tracing::Span,
     ) {
         let (limits, pace, rate) = (self.limits, self.pace, self.upload_rate);
-        let (uploads, uplink) = (self.uploads.clone(), self.uplink.clone());
-        let bytes = body.len() as u64;
+        let uplink = self.uplink.clone();
+        let task_span = span.clone();
+        let (offered_body, cancelled_body) = (body.clone(), body);
         let work = async move {
             let mut control = control;
+            let result = async {
+                let framed = open(&mut control, peer, limits, pace).await?;
+                let framed = framed.with_throttle(rate).with_uplink(uplink);
+                exchange::offer(framed, &header).await
+            }
+            .await;
+            Done::Offered {
+                transfer,
+                peer,
+                body: offered_body,
+                span,
+                result: result.map_err(|e| e.broken()),
+            }
+        };
+        let cancelled = Done::Offered {
+            transfer,
+            peer,
+            body: cancelled_body,
+            span: tracing::Span::none(),
+            result: Err(cancelled()),
+        };
+        self.spawn_transfer(transfer, task_span, work, cancelled);
+    }
+
+    /// Sends the body of an accepted offer, once the upload budget has room
+    /// for it.
+    pub(super) fn send_pushed(
+        &mut self,
+        transfer: TransferId,
+        peer: PeerId,
+        framed: Framed,
+        body: Bytes,
+        span: tracing::Span,
+    ) {
+        let uploads = self.uploads.clone();
+        let bytes = body.len() as u64;
+        let work = async move {
             let result = async {
                 // Waits as long as the scheduler lets the push run.
                 let _room = uploads
                     .room(bytes, Duration::MAX)
                     .await
                     .ok_or(ExchangeError::Closed)?;
-                let framed = open(&mut control, peer, limits, pace).await?;
-                let framed = framed.with_throttle(rate).with_uplink(uplink);
-                exchange::push(framed, &header, &body).await
+                exchange::send_pushed(framed, &body).await
             }
             .await;
             Done::Upload {

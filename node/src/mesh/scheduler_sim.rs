@@ -753,6 +753,16 @@ fn empty_and_enormous_segments_give_finite_timers() {
     assert!(s.deadline(u64::MAX, now) <= now + Duration::from_secs(86_400 + 60));
 }
 
+/// The offers among the scheduler's pending actions.
+fn offers(s: &mut Scheduler<u32>) -> Vec<TransferId> {
+    std::iter::from_fn(|| s.poll_action())
+        .filter_map(|a| match a {
+            Action::Offer { transfer, .. } => Some(transfer),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Pushes in flight are bounded in bytes, not only in number: a node with
 /// many neighbours and large segments does not hand every body to QUIC at
 /// once. One push always may run, however large; a finished push lets the
@@ -769,14 +779,6 @@ fn pushes_in_flight_are_bounded_in_bytes() {
     for seq in 0..4 {
         s.held(seg(7, seq), size, now);
     }
-    let offers = |s: &mut Scheduler<u32>| -> Vec<TransferId> {
-        std::iter::from_fn(|| s.poll_action())
-            .filter_map(|a| match a {
-                Action::Offer { transfer, .. } => Some(transfer),
-                _ => None,
-            })
-            .collect()
-    };
     let first = offers(&mut s);
     assert_eq!(first.len() as u64, config.max_upload_bytes / size);
     let done = Outcome::Done {
@@ -884,14 +886,6 @@ fn offers_waiting_for_an_answer_take_no_upload_bytes() {
     for peer in 1..=6 {
         s.peer_connected(peer);
     }
-    let offers = |s: &mut Scheduler<u32>| -> Vec<TransferId> {
-        std::iter::from_fn(|| s.poll_action())
-            .filter_map(|a| match a {
-                Action::Offer { transfer, .. } => Some(transfer),
-                _ => None,
-            })
-            .collect()
-    };
     s.held(SegmentId::media(stream, 0, 1), size, now);
     let first = offers(&mut s);
     assert_eq!(first.len(), 2, "the budget holds two bodies");

@@ -192,16 +192,9 @@ pub async fn run(plan: &Plan, scratch: &Path, progress: impl Fn(&str)) -> Result
     // reservations on it), not through the publisher: its upstream is then
     // volunteers, whom the churn can kill.
     progress("the relay follows the stream");
-    let descriptor = relay
-        .node
-        .find_stream(stream, Duration::from_secs(30))
-        .await
-        .map_err(|e| format!("the relay finds the stream: {e}"))?;
     relay
-        .node
-        .follow(descriptor)
-        .await
-        .map_err(|e| format!("the relay follows: {e}"))?;
+        .follow_stream(stream, Duration::from_secs(30), "the relay")
+        .await?;
     let browsers = relay.serve_browsers(relay_host.addr, stream).await?;
 
     progress("starting the viewers");

@@ -93,6 +93,25 @@ impl LabNode {
         Ok((stream, origin, self.spawn(ingest.run())))
     }
 
+    /// Finds `stream` in the DHT within `timeout` and follows it; errors
+    /// name the node as `who`.
+    pub async fn follow_stream(
+        &self,
+        stream: StreamId,
+        timeout: Duration,
+        who: &str,
+    ) -> Result<(), String> {
+        let descriptor = self
+            .node
+            .find_stream(stream, timeout)
+            .await
+            .map_err(|e| format!("{who} finds the stream: {e}"))?;
+        self.node
+            .follow(descriptor)
+            .await
+            .map_err(|e| format!("{who} follows: {e}"))
+    }
+
     /// Serves browsers (a gateway) on this node's host at `addr`, for
     /// `stream`; stops when the returned guard drops.
     pub async fn serve_browsers(

@@ -244,15 +244,8 @@ pub async fn run(case: Case, media: &Path) -> Result<Outcome, String> {
         .dial(publisher_addr.clone())
         .await
         .map_err(|e| format!("A dials the publisher: {e}"))?;
-    let descriptor = a
-        .node
-        .find_stream(stream, Duration::from_secs(20))
-        .await
-        .map_err(|e| format!("A finds the stream: {e}"))?;
-    a.node
-        .follow(descriptor)
-        .await
-        .map_err(|e| format!("A follows: {e}"))?;
+    a.follow_stream(stream, Duration::from_secs(20), "A")
+        .await?;
     let published = poll(Duration::from_secs(30), || async {
         let held = publisher.held(&stream);
         (held.len() >= 4).then_some(held)

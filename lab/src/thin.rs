@@ -199,28 +199,14 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
             .dial(publisher_addr.clone())
             .await
             .map_err(|e| format!("volunteer {i} dials the publisher: {e}"))?;
-        let descriptor = node
-            .node
-            .find_stream(stream, Duration::from_secs(30))
-            .await
-            .map_err(|e| format!("volunteer {i} finds the stream: {e}"))?;
-        node.node
-            .follow(descriptor)
-            .await
-            .map_err(|e| format!("volunteer {i} follows: {e}"))?;
+        node.follow_stream(stream, Duration::from_secs(30), &format!("volunteer {i}"))
+            .await?;
         nodes.push((node, events));
     }
 
-    let descriptor = relay
-        .node
-        .find_stream(stream, Duration::from_secs(30))
-        .await
-        .map_err(|e| format!("the relay finds the stream: {e}"))?;
     relay
-        .node
-        .follow(descriptor)
-        .await
-        .map_err(|e| format!("the relay follows: {e}"))?;
+        .follow_stream(stream, Duration::from_secs(30), "the relay")
+        .await?;
     let browsers = relay.serve_browsers(relay_host.addr, stream).await?;
     progress("starting the viewers");
     let measured_from = tokio::time::Instant::now() + plan.warmup;

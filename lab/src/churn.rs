@@ -239,9 +239,11 @@ pub async fn run(plan: &Plan, scratch: &Path, progress: impl Fn(&str)) -> Result
     tokio::time::sleep_until(calm_start).await;
     let mut publish_times = HashMap::new();
     drain_published(&mut published, &mut publish_times);
-    let relay_upstream = upstream(&mut relay_events);
     progress("calm window");
     tokio::time::sleep_until(churn_start).await;
+    // Over the warm-up and the calm window: the longer, the likelier the
+    // relay has taken segments from volunteers and not only the publisher.
+    let relay_upstream = upstream(&mut relay_events);
     drain_published(&mut published, &mut publish_times);
     for v in &mut volunteers {
         v.start_metrics = v.process.metrics().unwrap_or_default();
@@ -442,7 +444,13 @@ fn spread(window: Duration, k: usize, n: usize) -> Duration {
 /// Peers the relay stored segments from so far.
 fn upstream(events: &mut broadcast::Receiver<Event>) -> HashSet<PeerId> {
     let mut peers = HashSet::new();
-    while let Ok(event) = events.try_recv() {
+    loop {
+        let event = match events.try_recv() {
+            Ok(event) => event,
+            // Missed events cost only their peers: read on.
+            Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+            Err(_) => break,
+        };
         if let Event::Stored {
             source: Source::Push(peer) | Source::Pull(peer),
             ..

@@ -176,6 +176,7 @@ impl Plan {
                     4_000_000,
                     10_000_000,
                     0.0,
+                    true,
                 )),
                 churn: Some((20, Duration::from_secs(60))),
                 nat: Some(super::lab::NatPlan {

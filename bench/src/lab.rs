@@ -20,6 +20,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use meshcast_lab::browser::{self, Browser};
 use meshcast_lab::matrix::{self, Case, Outcome, Side, Transport};
 use meshcast_lab::net::Lab;
 use meshcast_lab::thin;
@@ -88,6 +89,10 @@ pub enum Scenario {
         /// The measured window.
         #[arg(long, default_value = "60s", value_parser = super::parse_interval)]
         measure: Duration,
+        /// Leave out the headless Chromium viewer (it runs when Chromium,
+        /// Node.js and the built page, `cargo xtask web`, are there).
+        #[arg(long)]
+        no_browser: bool,
         #[arg(long)]
         json: bool,
     },
@@ -116,14 +121,34 @@ pub enum Scenario {
     },
 }
 
-/// The thin-uplink run of `all`.
+/// The workspace this bench was built in: its test stream and web page.
+fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The thin-uplink run of `all`: the committed test stream padded to
+/// `bitrate` (random bytes where the workspace is gone), and a browser
+/// viewer when `browser` and one can run here.
 pub fn thin_plan(
     nodes: usize,
     measure: Duration,
     bitrate: u64,
     uplink: u64,
     loss: f64,
+    browser: bool,
 ) -> thin::Plan {
+    let source = workspace().join("media/test-stream");
+    let media = if source.join("master.m3u8").exists() {
+        thin::Media::Playable {
+            source,
+            rendition: "360p".into(),
+        }
+    } else {
+        thin::Media::Random
+    };
+    let browser = Some(Browser::in_workspace(&workspace())).filter(|b| {
+        browser && b.unavailable().is_none() && matches!(media, thin::Media::Playable { .. })
+    });
     thin::Plan {
         nodes,
         uplink,
@@ -138,7 +163,19 @@ pub fn thin_plan(
         viewers: 4,
         viewer_buffer: VIEWER_BUFFER,
         seed: 14,
+        media,
+        browser,
     }
+}
+
+/// Why the thin run has no browser viewer.
+fn no_browser(plan: &thin::Plan) -> String {
+    if !matches!(plan.media, thin::Media::Playable { .. }) {
+        return "no playable stream (the workspace's media/test-stream is gone)".into();
+    }
+    Browser::in_workspace(&workspace())
+        .unavailable()
+        .unwrap_or_else(|| "left out (--no-browser)".into())
 }
 
 #[derive(Debug, Serialize)]
@@ -167,6 +204,35 @@ pub struct ThinResult {
     pub origin_copies: Fig,
     pub bans: Fig,
     pub viewers: ViewerFigs,
+    /// The headless Chromium viewer, or why there was none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub browser: Option<BrowserFigs>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub browser_skipped: Option<String>,
+}
+
+/// What the demo page measured in the lab's Chromium viewer.
+#[derive(Debug, Serialize)]
+pub struct BrowserFigs {
+    pub played: Fig,
+    pub stalls: Fig,
+    pub longest_stall: Fig,
+    pub mesh_share: Fig,
+    pub first_frame: Fig,
+    pub verify_failed: Fig,
+}
+
+impl BrowserFigs {
+    fn new(p: &browser::Playback) -> Self {
+        Self {
+            played: fig(p.played, "s"),
+            stalls: fig(p.stalls as f64, "stalls"),
+            longest_stall: fig(p.longest_stall.as_secs_f64() * 1e3, "ms"),
+            mesh_share: fig(p.mesh_share() * 100.0, "%"),
+            first_frame: fig(p.first_frame.as_secs_f64() * 1e3, "ms"),
+            verify_failed: fig(p.verify_failed as f64, "segments"),
+        }
+    }
 }
 
 impl ThinSection {
@@ -180,9 +246,10 @@ impl ThinSection {
 
 impl ThinResult {
     /// The goals: every segment to every node, no ban, the origin
-    /// at most 1.1 copies, no viewer stall.
+    /// at most 1.1 copies, no viewer stall (the browser's included).
     pub fn met(&self) -> bool {
         self.viewers.met()
+            && self.browser.as_ref().is_none_or(|b| b.stalls.value == 0.0)
             && self.expected.value > 0.0
             && self.delivered.value == self.expected.value
             && self.bans.value == 0.0
@@ -215,13 +282,19 @@ pub async fn thin(plan: &thin::Plan, progress: &Progress) -> anyhow::Result<Thin
             plan.viewer_buffer.as_secs()
         ),
         links: format!(
-            "volunteers: {:.0} Mbit/s up, {:.0} Mbit/s down (tbf, 200 ms queues), round trips {}–{} ms (one-way delay drawn per line, ±10 % jitter), {}% loss each way; a {:.1} Mbit/s stream in {} s segments, {} s measured after {} s of warm-up",
+            "volunteers: {:.0} Mbit/s up, {:.0} Mbit/s down (tbf, 200 ms queues), round trips {}–{} ms (one-way delay drawn per line, ±10 % jitter), {}% loss each way; a {:.1} Mbit/s stream ({}) in {} s segments, {} s measured after {} s of warm-up",
             plan.uplink as f64 / 1e6,
             plan.downlink as f64 / 1e6,
             plan.rtt_min.as_millis(),
             plan.rtt_max.as_millis(),
             plan.loss * 100.0,
             plan.bitrate as f64 / 1e6,
+            match &plan.media {
+                thin::Media::Random => "random bytes".to_string(),
+                thin::Media::Playable { rendition, .. } => format!(
+                    "the committed test stream's {rendition} rendition padded with `free` boxes, so that a browser plays it"
+                ),
+            },
             plan.segment.as_secs(),
             plan.measure.as_secs(),
             plan.warmup.as_secs()
@@ -238,6 +311,8 @@ pub async fn thin(plan: &thin::Plan, progress: &Progress) -> anyhow::Result<Thin
         origin_copies: fig(report.origin_copies(), "copies of the stream"),
         bans: fig(report.bans as f64, "bans"),
         viewers: ViewerFigs::new(report.viewers, &report.playback),
+        browser: report.browser.as_ref().map(BrowserFigs::new),
+        browser_skipped: report.browser.is_none().then(|| no_browser(plan)),
     };
     Ok(ThinSection {
         skipped: None,
@@ -279,6 +354,24 @@ pub fn thin_markdown(w: &mut String, section: Option<&ThinSection>) {
         s.bans.value,
         s.viewers.cells()
     );
+    match (&s.browser, &s.browser_skipped) {
+        (Some(b), _) => {
+            let _ = writeln!(
+                w,
+                "\nBrowser viewer (headless Chromium with the demo page, behind a port-preserving NAT on a volunteer's kind of line, served the page on its host's loopback): played {:.1} s, {} stalls over 250 ms (longest {:.0} ms), {:.1}% of segment bytes over the gateway, first frame after {:.0} ms, {} verification failures.",
+                b.played.value,
+                b.stalls.value,
+                b.longest_stall.value,
+                b.mesh_share.value,
+                b.first_frame.value,
+                b.verify_failed.value
+            );
+        }
+        (None, Some(why)) => {
+            let _ = writeln!(w, "\nBrowser viewer: none ({why}).");
+        }
+        (None, None) => {}
+    }
 }
 
 /// Sizes of the NAT matrix.
@@ -534,6 +627,7 @@ pub fn cli(args: LabArgs) -> anyhow::Result<()> {
             bitrate,
             loss_percent,
             measure,
+            no_browser,
             json,
         } => {
             if !(0.0..100.0).contains(&loss_percent) {
@@ -546,6 +640,7 @@ pub fn cli(args: LabArgs) -> anyhow::Result<()> {
                 bitrate,
                 uplink,
                 loss_percent / 100.0,
+                !no_browser,
             );
             let section = until_ctrl_c(runtime, thin(&plan, &progress));
             progress.finish();

@@ -136,6 +136,7 @@ impl LabNode {
             .map_err(|e| format!("gateway: {e}"))?;
         let driver = self.spawn(driver.run());
         Ok(Browsers {
+            well_known: format!("http://{}/.well-known/meshcast", gateway.web_addr()),
             at: crate::viewer::Gateway {
                 url: gateway.url().to_string(),
                 cert_hashes: gateway.cert_hashes(),
@@ -186,6 +187,8 @@ impl LabNode {
 pub struct Browsers {
     /// Where viewers connect.
     pub at: crate::viewer::Gateway,
+    /// Where a browser learns it (`/.well-known/meshcast`).
+    pub well_known: String,
     _gateway: meshcast_relay::Gateway,
     driver: JoinHandle<()>,
 }

@@ -9,12 +9,14 @@
 //! - [`matrix`]: the NAT matrix, two nodes meeting through a relay for every
 //!   pair of NAT types and transport.
 //! - [`thin`]: a live stream through volunteers on thin, distant home lines.
+//! - [`browser`]: a headless Chromium viewer in a host, for the thin run.
 //! - [`churn`]: the same with volunteers as `meshcast node` processes
 //!   ([`process`]), killed and joining while viewers ([`viewer`]) watch.
 //!
 //! Everything here needs root, `ip` and `nft` ([`net::Lab::unavailable`] says
 //! why not); tests skip, saying so, where it cannot run.
 
+pub mod browser;
 pub mod churn;
 pub mod host;
 pub mod link;

@@ -233,7 +233,7 @@ fn scrape(addr: &str) -> Result<String, String> {
 
 /// Makes the kernel kill the child when the thread that started it ends
 /// (this process dying included), so a killed run leaves no node running.
-fn die_with_parent(command: &mut Command) {
+pub(crate) fn die_with_parent(command: &mut Command) {
     let parent = std::process::id();
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe system calls (prctl, getppid, raise).

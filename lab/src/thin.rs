@@ -12,11 +12,13 @@
 //! delay (publisher to each node's store, one process clock), the origin's
 //! bytes against the stream's, and the bans (all nodes are honest: any ban
 //! is a bug). Viewers on home lines watch through a gateway on the relay
-//! ([`crate::viewer`]): their stalls and late segments.
+//! ([`crate::viewer`]): their stalls and late segments. With a playable
+//! stream ([`Media::Playable`]) a headless Chromium on a home line can watch
+//! too ([`crate::browser`]): the demo page, its stalls and mesh share.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::broadcast;
 
+use crate::browser::{self, Browser};
 use crate::host::LabNode;
 use crate::link::Link;
 use crate::matrix::{Side, Transport};
@@ -71,6 +74,22 @@ pub struct Plan {
     pub viewer_buffer: Duration,
     /// Delays are drawn from this seed.
     pub seed: u64,
+    pub media: Media,
+    /// A headless Chromium viewer on a home line too (needs
+    /// [`Media::Playable`]).
+    pub browser: Option<Browser>,
+}
+
+/// What the stream's segments are.
+#[derive(Debug, Clone)]
+pub enum Media {
+    /// Pseudo-random bytes at the bitrate, in segments of the plan's
+    /// duration ([`meshcast_origin::synthetic::write`]).
+    Random,
+    /// A rendition of a real HLS folder (`media/test-stream`) padded up to
+    /// the bitrate, in its own segment duration, which must be the plan's
+    /// ([`meshcast_origin::synthetic::write_playable`]).
+    Playable { source: PathBuf, rendition: String },
 }
 
 /// What a run measured.
@@ -104,6 +123,8 @@ pub struct Report {
     pub viewers: usize,
     /// The viewers' playback over the window, all together.
     pub playback: Playback,
+    /// The browser viewer's, from its first frame.
+    pub browser: Option<browser::Playback>,
 }
 
 impl Report {
@@ -131,8 +152,27 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
     let segments_on_disk = ((plan.warmup + plan.measure).as_secs_f64() / plan.segment.as_secs_f64())
         .ceil() as usize
         + 10;
-    meshcast_origin::synthetic::write(media, plan.bitrate, plan.segment, segments_on_disk)
-        .map_err(|e| format!("writing the stream: {e}"))?;
+    match &plan.media {
+        Media::Random => {
+            meshcast_origin::synthetic::write(media, plan.bitrate, plan.segment, segments_on_disk)
+                .map_err(|e| format!("writing the stream: {e}"))?;
+        }
+        Media::Playable { source, rendition } => {
+            let segment =
+                meshcast_origin::synthetic::write_playable(media, source, rendition, plan.bitrate)
+                    .map_err(|e| format!("writing the stream from {}: {e}", source.display()))?;
+            if segment != plan.segment {
+                return Err(format!(
+                    "{} has segments of {segment:?}, the plan {:?}",
+                    source.display(),
+                    plan.segment
+                ));
+            }
+        }
+    }
+    if plan.browser.is_some() && matches!(plan.media, Media::Random) {
+        return Err("a browser viewer needs a playable stream (Media::Playable)".into());
+    }
 
     // The operator: origin and publisher on one host, and a relay.
     progress("starting the publisher and the relay");
@@ -241,6 +281,28 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
         )));
         viewer_hosts.push((runtime, host));
     }
+    let scratch = media.join("browser");
+    let chromium = match &plan.browser {
+        Some(browser) => {
+            progress("starting the browser viewer");
+            let host = lab.natted_host_with(
+                Nat::PortPreserving,
+                &Link {
+                    up: Some(plan.uplink),
+                    down: Some(plan.downlink),
+                    delay: plan.rtt_max / 4,
+                    ..Link::default()
+                },
+            );
+            let page = browser::Page {
+                playlist: format!("{}/live/master.m3u8", origin.url()),
+                well_known: browsers.well_known.clone(),
+                stream,
+            };
+            Some(browser.watch(&host, &page, plan.warmup + plan.measure, &scratch)?)
+        }
+        None => None,
+    };
 
     progress("warming up");
     tokio::time::sleep_until(measured_from).await;
@@ -294,7 +356,15 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
         bans: 0,
         viewers: plan.viewers,
         playback: Playback::default(),
+        browser: None,
     };
+    if let Some(chromium) = chromium {
+        progress("waiting for the browser viewer");
+        report.browser =
+            Some(chromium.finish().await.map_err(|e| {
+                format!("{e}; its page log: {}", scratch.join("page.log").display())
+            })?);
+    }
     for playback in futures::future::join_all(watching).await {
         let playback = playback.map_err(|e| format!("a viewer: {e}"))?;
         report.playback.add(&playback);

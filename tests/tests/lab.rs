@@ -168,8 +168,10 @@ fn nothing_is_left_behind_after_ctrl_c_or_sigkill() {
     if Lab::skip_test() {
         return;
     }
+    use std::os::unix::process::CommandExt as _;
     for signal in ["-INT", "-KILL"] {
-        let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        let mut command = std::process::Command::new(std::env::current_exe().expect("test binary"));
+        command
             .args([
                 "hold_a_lab_until_killed",
                 "--exact",
@@ -177,9 +179,18 @@ fn nothing_is_left_behind_after_ctrl_c_or_sigkill() {
                 "--nocapture",
             ])
             .env("MESHCAST_LAB_HOLD", "1")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("the child starts");
+            .stdout(std::process::Stdio::piped());
+        // A shell that ran the tests in the background left SIGINT ignored
+        // for all its descendants: the child would sleep through it. A
+        // terminal's Ctrl-C is what this test means.
+        // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("the child starts");
         let stdout = child.stdout.take().expect("stdout");
         let prefix = std::io::BufReader::new(stdout)
             .lines()
@@ -192,7 +203,12 @@ fn nothing_is_left_behind_after_ctrl_c_or_sigkill() {
             .status()
             .expect("kill");
         assert!(killed.success());
-        child.wait().expect("the child ends");
+        let status = child.wait().expect("the child ends");
+        // Killed, not done holding its lab (60 s) and dropping it itself.
+        assert!(
+            std::os::unix::process::ExitStatusExt::signal(&status).is_some(),
+            "kill {signal} did not kill the child: {status}"
+        );
         // No lab starts meanwhile: the child's guardian does it.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while !namespaces(&prefix).is_empty() && std::time::Instant::now() < deadline {

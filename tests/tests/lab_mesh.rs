@@ -1,19 +1,35 @@
 //! The mesh on home lines (`meshcast_lab::thin`), slim: six volunteers of
 //! mixed NAT types on 10 Mbit/s uplinks, 20–150 ms apart, carrying a
 //! 4 Mbit/s live stream in 2 s segments, two viewers watching through the
-//! relay's gateway. `meshcast-bench lab thin` runs the
-//! full size. Skipped, saying why, without root or `ip`/`nft`.
+//! relay's gateway, and a headless Chromium playing the demo page through
+//! it. The stream is the committed test stream padded to 4 Mbit/s, so that
+//! the browser plays it. `meshcast-bench lab thin` runs the full size.
+//! Skipped, saying why, without root or `ip`/`nft`; the browser is left out,
+//! saying why, without Chromium, Node.js or the built page (`cargo xtask
+//! test` builds it first).
 
 use std::time::Duration;
 
+use std::path::Path;
+
+use meshcast_lab::browser::Browser;
 use meshcast_lab::net::Lab;
-use meshcast_lab::thin::{self, Plan};
+use meshcast_lab::thin::{self, Media, Plan};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_stream_reaches_every_volunteer_on_thin_distant_lines() {
     if Lab::skip_test() {
         return;
     }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let browser = Browser::in_workspace(&root);
+    let browser = match browser.unavailable() {
+        None => Some(browser),
+        Some(why) => {
+            eprintln!("SKIPPED: the browser viewer: {why}");
+            None
+        }
+    };
     let plan = Plan {
         nodes: 6,
         uplink: 10_000_000,
@@ -28,6 +44,11 @@ async fn a_live_stream_reaches_every_volunteer_on_thin_distant_lines() {
         viewers: 2,
         viewer_buffer: Duration::from_secs(4),
         seed: 14,
+        media: Media::Playable {
+            source: root.join("media/test-stream"),
+            rendition: "360p".into(),
+        },
+        browser,
     };
     let media = tempfile::tempdir().expect("a scratch directory");
     let report = thin::run(&plan, media.path(), |phase| eprintln!("lab: {phase}"))
@@ -50,4 +71,20 @@ async fn a_live_stream_reaches_every_volunteer_on_thin_distant_lines() {
     assert_eq!(p.delivered, p.announced, "a viewer missed segments: {p:?}");
     assert_eq!(p.stalls, 0, "a viewer stalled: {p:?}");
     assert_eq!(p.rejected, 0, "a viewer got bad data: {p:?}");
+    if let Some(b) = report.browser {
+        assert_eq!(b.error, None, "{b:?}");
+        assert!(
+            b.played >= 20.0,
+            "the browser played {:.1} s: {b:?}",
+            b.played
+        );
+        assert_eq!(b.stalls, 0, "the browser stalled: {b:?}");
+        assert_eq!(b.verify_failed, 0, "{b:?}");
+        // Its first fragments come over HTTP by design (time to first frame).
+        assert!(
+            b.mesh_share() >= 0.8,
+            "only {:.0}% of the browser's bytes over the mesh: {b:?}",
+            b.mesh_share() * 100.0
+        );
+    }
 }

@@ -14,7 +14,8 @@ mod modules;
 /// release cannot change flags under CI.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
-/// Crates that also build for the browser.
+/// Crates that also build for the browser: clippy checks them for wasm32,
+/// and `web()` builds the client (and so the proto crate) in release.
 const WASM_CRATES: &[&str] = &["meshcast-proto", "meshcast-client"];
 /// Must equal the wasm-bindgen version in Cargo.lock (pinned in Cargo.toml).
 const WASM_BINDGEN_VERSION: &str = "0.2.108";
@@ -31,9 +32,9 @@ tasks:
   setup                 install what the checks need (rustup components and targets,
                         cargo-fuzz, wasm-bindgen-cli, Debian chromium and, as root,
                         nftables and iproute2, the page's npm packages)
-  test [--no-setup]     setup, then every check: fmt, clippy (host and wasm32), the wasm32
-                        build, the fuzz targets (built and run briefly), all cargo tests, and
-                        the end-to-end tests in headless Chromium
+  test [--no-setup]     setup, then every check: fmt, clippy (host and wasm32), the fuzz
+                        targets (built and run briefly), the page (release wasm), all cargo
+                        tests, and the end-to-end tests in headless Chromium
   web                   build the browser client (release wasm) and assemble target/web
   bench ARGS...         build meshcast and meshcast-bench (release), then run
                         `meshcast-bench ARGS`, e.g. `cargo xtask bench all [--quick]`
@@ -302,9 +303,13 @@ fn bench_browser(args: &[&str]) -> Result {
 }
 
 /// The end-to-end tests in headless Chromium; returns (passed, failed).
+/// The end-to-end tests in headless Chromium, of the page `web()` built and
+/// the `meshcast` the workspace's tests built (building it again alone would
+/// recompile three crates with other features, for nothing).
 fn browser_tests() -> Result<(u64, u64)> {
-    web()?;
-    run("cargo", &["build", "-p", "meshcast"], None)?;
+    if !std::path::Path::new("target/debug/meshcast").exists() {
+        run("cargo", &["build", "-p", "meshcast"], None)?;
+    }
     let args = [
         "web/e2e/e2e.mjs",
         "--meshcast",
@@ -369,11 +374,6 @@ fn test() -> Result {
             ],
             None,
         )?;
-        run(
-            "cargo",
-            &["build", "-p", krate, "--target", WASM_TARGET],
-            None,
-        )?;
     }
     // `-s none`: the sanitizers need a nightly compiler; coverage guidance does not.
     run("cargo", &["fuzz", "build", "-s", "none"], Some("fuzz"))?;
@@ -384,6 +384,8 @@ fn test() -> Result {
             Some("fuzz"),
         )?;
     }
+    // Before the tests: the network lab's browser viewer plays this page.
+    web()?;
     let mut totals = run_tests(&["test", "--workspace", "--no-fail-fast"])?;
     let (passed, failed) = browser_tests()?;
     totals.passed += passed;

@@ -117,9 +117,8 @@ impl Browser {
         let create = |path: &Path| {
             std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))
         };
-        let mut command = Command::new("ip");
+        let mut command = crate::process::command_in(host, "node");
         command
-            .args(["netns", "exec", &host.netns, "node"])
             .arg(&self.script)
             .arg("--web")
             .arg(&self.web)
@@ -135,7 +134,6 @@ impl Browser {
             .stderr(create(&dir.join("stderr"))?)
             // Node and Chromium in a group of their own, killed together.
             .process_group(0);
-        crate::process::die_with_parent(&mut command);
         let child = command
             .spawn()
             .map_err(|e| format!("starting the browser viewer: {e}"))?;

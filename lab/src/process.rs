@@ -49,10 +49,8 @@ impl Process {
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         let stderr = std::fs::File::create(dir.join("stderr"))
             .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut command = Command::new("ip");
+        let mut command = command_in(host, bin);
         command
-            .args(["netns", "exec", &host.netns])
-            .arg(bin)
             .arg("node")
             .arg("--data-dir")
             .arg(dir.join("data"))
@@ -74,7 +72,6 @@ impl Process {
                 command.env_remove(key);
             }
         }
-        die_with_parent(&mut command);
         let child = command
             .spawn()
             .map_err(|e| format!("starting {}: {e}", bin.display()))?;
@@ -231,9 +228,21 @@ fn scrape(addr: &str) -> Result<String, String> {
     Ok(body.to_string())
 }
 
+/// `program` run on `host` (`ip netns exec`, which becomes `program`),
+/// killed by the kernel when the thread that spawns it ends (this process
+/// dying included, by any signal), so a killed run leaves no process
+/// running. Spawn it from a thread that lives as long as the process
+/// should: not from a blocking pool.
+pub fn command_in(host: &Host, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", &host.netns]).arg(program);
+    die_with_parent(&mut command);
+    command
+}
+
 /// Makes the kernel kill the child when the thread that started it ends
 /// (this process dying included), so a killed run leaves no node running.
-pub(crate) fn die_with_parent(command: &mut Command) {
+fn die_with_parent(command: &mut Command) {
     let parent = std::process::id();
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe system calls (prctl, getppid, raise).

@@ -1,6 +1,7 @@
 //! The network lab itself (`meshcast_tests::lab`): its NAT types behave as
-//! named, over real UDP across namespaces, and nothing is left behind after
-//! a lab is dropped or a test panics. Skipped, saying why, without root or
+//! named, over real UDP across namespaces, and nothing (namespace or
+//! process) is left behind after a lab is dropped, a test panics, or its
+//! process gets Ctrl-C or SIGKILL. Skipped, saying why, without root or
 //! `ip`/`nft`.
 
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
@@ -157,9 +158,18 @@ fn hold_a_lab_until_killed() {
         return;
     }
     let mut lab = Lab::start();
-    lab.natted_host(Nat::PortPreserving);
+    let host = lab.natted_host(Nat::PortPreserving);
+    // A process on a host, as a volunteer's node or the browser viewer is.
+    let mut process = meshcast_lab::process::command_in(&host, "sleep")
+        .arg("600")
+        .spawn()
+        .expect("sleep starts");
+    println!("PROCESS {}", process.id());
     println!("LAB {}", lab.prefix());
     std::thread::sleep(Duration::from_secs(60));
+    // Only when nobody killed this process in time.
+    let _ = process.kill();
+    let _ = process.wait();
 }
 
 #[test]
@@ -192,11 +202,23 @@ fn nothing_is_left_behind_after_ctrl_c_or_sigkill() {
         }
         let mut child = command.spawn().expect("the child starts");
         let stdout = child.stdout.take().expect("stdout");
-        let prefix = std::io::BufReader::new(stdout)
+        let mut lines = std::io::BufReader::new(stdout)
             .lines()
-            .map_while(Result::ok)
+            .map_while(Result::ok);
+        let process: i32 = lines
+            .find_map(|line| line.strip_prefix("PROCESS ")?.parse().ok())
+            .expect("the child started a process");
+        let prefix = lines
             .find_map(|line| line.strip_prefix("LAB ").map(str::to_string))
             .expect("the child made a lab");
+        // Running: a zombie is dead (whoever adopted it may not reap it).
+        let exists = || {
+            std::fs::read_to_string(format!("/proc/{process}/stat"))
+                .ok()
+                .and_then(|stat| Some(stat.rsplit_once(") ")?.1.starts_with('Z')))
+                .is_some_and(|zombie| !zombie)
+        };
+        assert!(exists(), "the child's process is not running");
         assert_eq!(namespaces(&prefix).len(), 3, "wan, router, host");
         let killed = std::process::Command::new("kill")
             .args([signal, &child.id().to_string()])
@@ -218,6 +240,14 @@ fn nothing_is_left_behind_after_ctrl_c_or_sigkill() {
             namespaces(&prefix).is_empty(),
             "after kill {signal}: {:?}",
             namespaces(&prefix)
+        );
+        // The kernel killed it (PR_SET_PDEATHSIG); init reaps it.
+        while exists() && std::time::Instant::now() < deadline + Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            !exists(),
+            "after kill {signal} its process {process} runs on"
         );
     }
 }

@@ -17,6 +17,9 @@
 //!   [`StreamKey`], and a [`BodyVerifier`] then hashes the body chunk by chunk
 //!   as it arrives, failing the moment it is longer than declared, and at the
 //!   end if it is shorter or hashes differently.
+//! - [`tree`]: the body also travels as BLAKE3's tree in 16 KiB groups, each
+//!   verified against the signed hash as it arrives, so that it can be
+//!   forwarded before the rest is in.
 //! - [`frame::Decoder`] cuts a byte stream into length-delimited control frames
 //!   and raw segment bodies, refusing any length over its [`frame::Limits`]
 //!   before allocating for it.
@@ -31,6 +34,7 @@ pub mod keys;
 pub mod segment;
 pub mod session;
 pub mod token;
+pub mod tree;
 pub mod uri;
 
 /// Messages generated from `proto/meshcast.proto`.

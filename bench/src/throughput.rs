@@ -2,7 +2,7 @@
 //! two processes in the same run.
 //!
 //! The far end is a child process, `meshcast-bench peer`: a real meshcast
-//! node (store, scheduler, `/meshcast/segment/1` over libp2p QUIC) holding
+//! node (store, scheduler, `/meshcast/segment/2` over libp2p QUIC) holding
 //! signed segments, and a quinn endpoint that sends and swallows bytes. This
 //! process pulls and pushes the same number of bytes each way over both, in
 //! chunks of one segment, the same number of streams in flight, alternating

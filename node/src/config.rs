@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::Bytes;
 use libp2p::Multiaddr;
 use meshcast_proto::SignedHeader;
 use meshcast_proto::frame::Limits;
@@ -91,7 +90,9 @@ pub struct Config {
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Faults {
-    /// Flip a byte of every body sent.
+    /// Flip a byte in the middle of every body of more than one 16 KiB group
+    /// sent, its hashes left true: a forger mid-segment (bodies of one
+    /// group, such as init segments, go out true).
     pub corrupt_bodies: bool,
     /// Offer and announce headers whose signatures do not verify.
     pub forge_headers: bool,
@@ -101,15 +102,6 @@ pub struct Faults {
 }
 
 impl Faults {
-    pub(crate) fn body(&self, body: &Bytes) -> Bytes {
-        if !self.corrupt_bodies || body.is_empty() {
-            return body.clone();
-        }
-        let mut bad = body.to_vec();
-        bad[body.len() / 2] ^= 0x01;
-        bad.into()
-    }
-
     pub(crate) fn header(&self, header: &SignedHeader) -> SignedHeader {
         let mut forged = header.clone();
         if self.forge_headers {

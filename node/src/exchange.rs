@@ -1,5 +1,7 @@
-//! The segment-exchange protocol, `/meshcast/segment/1`: one QUIC stream per
-//! transfer, frames of [`pb::MeshMessage`], raw bodies after their header.
+//! The segment-exchange protocol, `/meshcast/segment/2`: one QUIC stream per
+//! transfer, frames of [`pb::MeshMessage`], bodies after their header encoded
+//! as BLAKE3's tree ([`meshcast_proto::tree`]: parent hashes and 16 KiB
+//! groups in pre-order, [`tree::encoded_len`] bytes).
 //!
 //! - pull: `Want{id}` → `Deliver{header}` + body, or `Absent{id}`.
 //! - push: `PushOffer{header}` → `PushAccept` (then the body) or `PushDecline{reason}`.
@@ -7,8 +9,9 @@
 //!
 //! Every read and every write has a deadline ([`Pace`]: one per control frame,
 //! one per body from a minimum rate) and every read goes through a
-//! [`Decoder`] with hard limits; bodies are verified chunk by chunk against
-//! the signed header before they are returned. Errors that prove a peer
+//! [`Decoder`] with hard limits; bodies are verified group by group against
+//! the signed header as they arrive, and a forged group fails the transfer
+//! at once. Errors that prove a peer
 //! dishonest are marked ([`ExchangeError::is_misbehaviour`]) so the node bans
 //! it. A stream that ends early, even inside a body, is not one of them: a
 //! sender that gives up on a slow transfer (or restarts) ends its stream the
@@ -21,6 +24,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{Stream, StreamProtocol};
 use meshcast_proto::frame::{self, Decoder, FrameError, Item, Limits};
 use meshcast_proto::pb::{self, mesh_message::Body};
+use meshcast_proto::tree::{self, Outboard, TreeError};
 use meshcast_proto::{
     BodyError, DecodeError, SegmentId, SignedHeader, StreamId, StreamKey, VerifiedHeader,
     VerifyError,
@@ -30,7 +34,8 @@ pub use crate::mesh::Pushed;
 use crate::mesh::{Broken, Failure};
 use crate::uplink::Uplink;
 
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/meshcast/segment/1");
+/// Version 2: bodies as BLAKE3 trees (version 1 sent them raw).
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/meshcast/segment/2");
 
 /// Bytes read from the stream at a time: the decoder never holds more than
 /// one frame plus one read.
@@ -91,6 +96,8 @@ pub enum ExchangeError {
     #[error(transparent)]
     Body(#[from] BodyError),
     #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error(transparent)]
     Verify(#[from] VerifyError),
     #[error(transparent)]
     Decode(#[from] DecodeError),
@@ -111,7 +118,7 @@ impl ExchangeError {
             return Broken::Failed(self.to_string());
         }
         let failure = match self {
-            Self::Body(_) => Some(Failure::Body),
+            Self::Body(_) | Self::Tree(_) => Some(Failure::Body),
             Self::Verify(_) | Self::Decode(_) => Some(Failure::Header),
             _ => None,
         };
@@ -130,6 +137,7 @@ impl ExchangeError {
             Self::Frame(FrameError::Truncated { .. }) => false,
             Self::Frame(_)
             | Self::Body(_)
+            | Self::Tree(_)
             | Self::Verify(_)
             | Self::Decode(_)
             | Self::Protocol(_) => true,
@@ -153,6 +161,9 @@ pub struct Framed<S = Stream> {
     pace: Pace,
     /// Test-only: bodies are written at most this fast (bytes per second).
     throttle: Option<u64>,
+    /// Test-only: a byte in the middle of every body of more than one group
+    /// sent is flipped, the hashes left as they were (a forger mid-segment).
+    corrupt: bool,
     /// The node's upload cap, shared by all its uploads.
     uplink: Uplink,
 }
@@ -167,6 +178,7 @@ impl<S> Framed<S> {
             buf: vec![0; READ_CHUNK].into_boxed_slice(),
             pace: Pace::new(read_timeout),
             throttle: None,
+            corrupt: false,
             uplink: Uplink::default(),
         }
     }
@@ -176,6 +188,14 @@ impl<S> Framed<S> {
     #[doc(hidden)]
     pub fn with_throttle(mut self, rate: Option<u64>) -> Self {
         self.throttle = rate.filter(|r| *r > 0);
+        self
+    }
+
+    /// Flips a byte in the middle of every body written, for tests
+    /// ([`crate::Faults::corrupt_bodies`]).
+    #[doc(hidden)]
+    pub fn with_corruption(mut self, corrupt: bool) -> Self {
+        self.corrupt = corrupt;
         self
     }
 
@@ -272,9 +292,16 @@ impl<S: AsyncRead + Unpin> Framed<S> {
 
     async fn read_body_unpaced(&mut self, header: &VerifiedHeader) -> Result<Bytes, ExchangeError> {
         let max = self.decoder.limits().max_segment;
-        let mut verifier = header.body_verifier(max)?;
         let length = header.info().length;
-        self.decoder.expect_body(length)?;
+        if length > max {
+            return Err(BodyError::TooLarge {
+                declared: length,
+                max,
+            }
+            .into());
+        }
+        let mut verifier = tree::Decoder::new(header.info().hash, length);
+        self.decoder.expect_body(tree::encoded_len(length))?;
         // Grown as bytes arrive (a few copies as it doubles), never reserved
         // from the signed length: a peer that accepts or announces a 16 MiB
         // body and sends 1 byte holds 64 KiB of ours, not 16 MiB. Doubling
@@ -285,15 +312,21 @@ impl<S: AsyncRead + Unpin> Framed<S> {
         loop {
             match self.next_item(false).await? {
                 Item::Body { chunk, last } => {
-                    verifier.update(&chunk)?;
-                    let needed = body.len() + chunk.len();
-                    if needed > body.capacity() {
-                        let grown = (body.capacity() * 2).max(needed).min(length);
-                        body.reserve_exact(grown.saturating_sub(body.len()));
-                    }
-                    body.extend_from_slice(&chunk);
+                    verifier.push(&chunk, |item| {
+                        if let tree::Item::Group { data, .. } = item {
+                            let needed = body.len() + data.len();
+                            if needed > body.capacity() {
+                                let grown = (body.capacity() * 2).max(needed).min(length);
+                                body.reserve_exact(grown.saturating_sub(body.len()));
+                            }
+                            body.extend_from_slice(data);
+                        }
+                    })?;
                     if last {
-                        verifier.finish()?;
+                        // The frame decoder gave exactly the encoded length.
+                        if !verifier.is_complete() {
+                            return Err(ExchangeError::Protocol("a body's encoding ended early"));
+                        }
                         return Ok(Bytes::from(body));
                     }
                 }
@@ -322,20 +355,61 @@ impl<S: AsyncWrite + Unpin> Framed<S> {
         self.send_frame(&pb::MeshMessage { body: Some(body) }).await
     }
 
-    /// Writes a body, within [`Pace::body`] of its length.
+    /// Writes a body, encoded as its tree, within [`Pace::body`] of its
+    /// length.
     pub async fn send_body(&mut self, body: &[u8]) -> Result<(), ExchangeError> {
-        let limit = self.pace.body(body.len() as u64);
-        within(limit, "writing a segment body", self.write_throttled(body)).await??;
+        let outboard = Outboard::new(body);
+        let mut wire = Vec::new();
+        // Bodies of one group pass untouched: the forger forges mid-body.
+        let pieces: Vec<&[u8]> = if self.corrupt && body.len() as u64 > tree::GROUP_BYTES {
+            // A byte of the middle group flipped, the hashes telling the
+            // truth: caught at that group, after the groups before it.
+            let middle = (body.len() / 2) as u64;
+            let mut flip = None;
+            for piece in outboard.pieces(body)? {
+                if let tree::Item::Group { offset, data } = piece
+                    && flip.is_none()
+                    && offset + data.len() as u64 > middle
+                {
+                    flip = Some(wire.len() + (middle - offset) as usize);
+                }
+                wire.extend_from_slice(piece.wire());
+            }
+            if let Some(byte) = flip.and_then(|at| wire.get_mut(at)) {
+                *byte ^= 0x01;
+            }
+            vec![&wire[..]]
+        } else {
+            outboard.pieces(body)?.map(tree::Item::wire).collect()
+        };
+        let limit = self.pace.body(tree::encoded_len(body.len() as u64));
+        within(
+            limit,
+            "writing a segment body",
+            self.write_throttled(&pieces),
+        )
+        .await??;
         Ok(())
     }
 
-    async fn write_throttled(&mut self, body: &[u8]) -> std::io::Result<()> {
+    /// Writes bytes as they are (an encoding made elsewhere), for tests.
+    #[doc(hidden)]
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ExchangeError> {
+        let limit = self.pace.frame;
+        within(limit, "writing raw bytes", self.stream.write_all(bytes)).await??;
+        Ok(())
+    }
+
+    async fn write_throttled(&mut self, pieces: &[&[u8]]) -> std::io::Result<()> {
         if self.throttle.is_none() && self.uplink.rate().is_none() {
-            return self.stream.write_all(body).await;
+            for piece in pieces {
+                self.stream.write_all(piece).await?;
+            }
+            return Ok(());
         }
         const SLICE: usize = 16 * 1024;
         let mut turn = self.uplink.turn().await;
-        for slice in body.chunks(SLICE) {
+        for slice in pieces.iter().flat_map(|p| p.chunks(SLICE)) {
             turn.take(slice.len()).await;
             self.stream.write_all(slice).await?;
             self.stream.flush().await?;

@@ -8,7 +8,7 @@
 //!
 //! The shell:
 //! - [`node`]: the `(Node, Driver)` pair that owns the libp2p swarm.
-//! - [`exchange`]: the `/meshcast/segment/1` stream protocol.
+//! - [`exchange`]: the `/meshcast/segment/2` stream protocol (bodies as BLAKE3 trees).
 //! - [`behaviour`]: the libp2p protocols combined.
 //! - [`ingest`]: HLS playlists and origin fetches, for the publisher and the fallback.
 //! - [`publisher`]: ingest, sign, inject.

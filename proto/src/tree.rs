@@ -132,33 +132,41 @@ impl Outboard {
     /// `body` encoded for the wire: parent pairs and groups in pre-order.
     /// `body` must be the body this outboard was made for.
     pub fn encode(&self, body: &[u8]) -> Result<Vec<u8>, TreeError> {
+        let mut out = Vec::with_capacity(encoded_len(self.length) as usize);
+        for piece in self.pieces(body)? {
+            out.extend_from_slice(piece.wire());
+        }
+        Ok(out)
+    }
+
+    /// The encoding of `body` as slices of the outboard and of the body, in
+    /// wire order, to write without copying. `body` must be the body this
+    /// outboard was made for (of its length: checked).
+    pub fn pieces<'a>(
+        &'a self,
+        body: &'a [u8],
+    ) -> Result<impl Iterator<Item = Item<'a>> + 'a, TreeError> {
         if body.len() as u64 != self.length {
             return Err(TreeError::BodyLength {
                 expected: self.length,
                 got: body.len() as u64,
             });
         }
-        let mut out = Vec::with_capacity(encoded_len(self.length) as usize);
+        // new() and from_parts() made the pairs exactly as many as the
+        // tree's parents, so the zip ends with the items.
         let mut pairs = self.pairs.chunks_exact(PAIR_BYTES);
-        for item in items(self.length) {
-            match item {
-                BaoChunk::Parent { .. } => {
-                    let pair = pairs.next().ok_or(TreeError::OutboardLength {
-                        length: self.length,
-                        expected: outboard_len(self.length),
-                        got: self.pairs.len() as u64,
-                    })?;
-                    out.extend_from_slice(pair);
-                }
-                BaoChunk::Leaf {
-                    start_chunk, size, ..
-                } => {
-                    let start = start_chunk.to_bytes() as usize;
-                    out.extend_from_slice(&body[start..start + size]);
-                }
+        Ok(items(self.length).map_while(move |item| match item {
+            BaoChunk::Parent { .. } => pairs.next()?.try_into().ok().map(Item::Parent),
+            BaoChunk::Leaf {
+                start_chunk, size, ..
+            } => {
+                let start = start_chunk.to_bytes() as usize;
+                Some(Item::Group {
+                    offset: start as u64,
+                    data: body.get(start..start + size)?,
+                })
             }
-        }
-        Ok(out)
+        }))
     }
 }
 
@@ -177,9 +185,9 @@ pub enum Item<'a> {
     Group { offset: u64, data: &'a [u8] },
 }
 
-impl Item<'_> {
+impl<'a> Item<'a> {
     /// The item's bytes on the wire.
-    pub fn wire(&self) -> &[u8] {
+    pub fn wire(self) -> &'a [u8] {
         match self {
             Item::Parent(pair) => &pair[..],
             Item::Group { data, .. } => data,

@@ -475,7 +475,11 @@ async fn stalled_pulls_move_to_another_holder() {
         .expect("accept segment streams");
     let (asked_tx, mut asked) = tokio::sync::mpsc::channel(16);
     let deliver = header.signed().to_pb();
-    let trickled = body.clone();
+    // Its encoding on the wire (the tree's hashes and the body), a byte at
+    // a time.
+    let trickled = meshcast_proto::tree::Outboard::new(&body)
+        .encode(&body)
+        .expect("encodes");
     let staller = tokio::spawn(async move {
         while let Some((_, stream)) = incoming.next().await {
             let (deliver, body) = (deliver.clone(), trickled.clone());
@@ -503,7 +507,7 @@ async fn stalled_pulls_move_to_another_holder() {
                 }
                 for byte in body.iter() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    if framed.send_body(&[*byte]).await.is_err() {
+                    if framed.send_raw(&[*byte]).await.is_err() {
                         return;
                     }
                 }

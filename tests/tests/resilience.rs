@@ -83,6 +83,75 @@ async fn a_malicious_node_is_banned_and_honest_nodes_still_get_the_true_segments
     ingest.abort();
 }
 
+/// A peer that sends a true header and true hashes but one forged byte in
+/// the middle of each body is caught at the group holding that byte, by the
+/// first honest node: banned for it, and the segments it stores are the
+/// origin's. The publisher serves no bytes, so every body the honest node
+/// gets over the mesh comes from the forger (which takes them from the
+/// origin).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_group_mid_segment_is_caught_at_the_first_honest_hop() {
+    init_logs();
+    let origin = meshcast_origin::spawn(media_dir(), local())
+        .await
+        .expect("origin");
+    let publisher_node = TestNode::start(meshcast_node::Config {
+        announce_only: true,
+        ..config()
+    })
+    .await;
+    let ingest = Publisher::start(
+        publisher_node.node.clone(),
+        PublisherKey::from_seed([9; 32]),
+        publisher_config(format!("{}/live/master.m3u8", origin.url()), "forged-group"),
+    )
+    .await
+    .expect("publisher");
+    let stream = ingest.stream_id();
+    // The forger takes each segment from the origin at once; the honest
+    // node waits for the mesh (the forger) long before its own fallback.
+    let mut forger_config = config();
+    forger_config.faults.corrupt_bodies = true;
+    forger_config.scheduler.origin_after = Duration::from_millis(300);
+    let forger = TestNode::start(forger_config).await;
+    follow(&forger, &publisher_node, stream).await;
+    let mut honest_config = config();
+    honest_config.scheduler.origin_after = Duration::from_secs(6);
+    let honest = TestNode::start(honest_config).await;
+    let mut events = honest.node.events();
+    follow(&honest, &forger, stream).await;
+    let ingest = tokio::spawn(ingest.run());
+
+    let reason = eventually(Duration::from_secs(20), || {
+        let found = std::iter::from_fn(|| events.try_recv().ok()).find_map(|event| match event {
+            Event::Banned { peer, reason } if peer == forger.node.peer_id() => Some(reason),
+            _ => None,
+        });
+        async move { found }
+    })
+    .await
+    .expect("the honest node never banned the forger");
+    // "the group at N bytes into the body does not match its hash", N > 0:
+    // the groups before it were true and the forged one was caught.
+    let offset: u64 = reason
+        .split("group at ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a forged group: {reason}"));
+    assert!(offset > 0, "caught at the start, not mid-segment: {reason}");
+    assert_eq!(offset % meshcast_proto::tree::GROUP_BYTES, 0, "{reason}");
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let expected = publisher_node.held(&stream);
+    assert!(!expected.is_empty());
+    honest
+        .assert_gets(&stream, &expected, Duration::from_secs(15))
+        .await;
+    honest.assert_identical_to_origin(&expected);
+    ingest.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_publishers_links_cut_nodes_fetch_from_the_origin_before_the_deadline() {
     init_logs();

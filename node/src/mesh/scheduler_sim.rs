@@ -891,7 +891,7 @@ fn offers_waiting_for_an_answer_take_no_upload_bytes() {
     assert_eq!(first.len(), 2, "the budget holds two bodies");
     // While the answers may still come, they count: the next waits.
     s.held(SegmentId::media(stream, 0, 2), size, now);
-    assert_eq!(offers(&mut s), vec![]);
+    assert_eq!(offers(&mut s), Vec::<TransferId>::new());
     // Nobody answers in time: the next segment is offered.
     let wake = s.next_wakeup(now).expect("a wake-up");
     assert!(wake <= now + Duration::from_secs(1), "{:?}", wake - now);
@@ -908,7 +908,7 @@ fn offers_waiting_for_an_answer_take_no_upload_bytes() {
     s.held(SegmentId::media(stream, 0, 3), size, wake);
     assert_eq!(
         offers(&mut s),
-        vec![],
+        Vec::<TransferId>::new(),
         "accepted bodies count in the budget"
     );
 }

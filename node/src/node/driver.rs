@@ -207,13 +207,7 @@ impl Driver {
             stats: stats.clone(),
         };
         let driver = Driver {
-            tasks: Tasks::new(
-                config.limits,
-                config.pace(),
-                uploads,
-                config.faults.upload_rate,
-                uplink,
-            ),
+            tasks: Tasks::new(config.limits, config.pace(), uploads, config.faults, uplink),
             config,
             swarm,
             control,
@@ -525,6 +519,7 @@ impl Driver {
         let framed = Framed::new(stream, self.config.limits, self.config.read_timeout)
             .with_pace(self.config.pace())
             .with_throttle(self.config.faults.upload_rate)
+            .with_corruption(self.config.faults.corrupt_bodies)
             .with_uplink(self.shared.uplink.clone());
         let shared = self.shared.clone();
         let span = self.peer_span(peer);

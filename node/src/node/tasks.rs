@@ -88,8 +88,8 @@ pub(super) struct Tasks {
     limits: Limits,
     pace: Pace,
     uploads: Uploads,
-    /// Test-only upload throttle ([`crate::Faults::upload_rate`]).
-    upload_rate: Option<u64>,
+    /// Test-only: an upload throttle and corrupt bodies.
+    faults: Faults,
     uplink: Uplink,
 }
 
@@ -98,7 +98,7 @@ impl Tasks {
         limits: Limits,
         pace: Pace,
         uploads: Uploads,
-        upload_rate: Option<u64>,
+        faults: Faults,
         uplink: Uplink,
     ) -> Self {
         Self {
@@ -107,7 +107,7 @@ impl Tasks {
             limits,
             pace,
             uploads,
-            upload_rate,
+            faults,
             uplink,
         }
     }
@@ -192,7 +192,8 @@ impl Tasks {
         (header, body): (SignedHeader, Bytes),
         span: tracing::Span,
     ) {
-        let (limits, pace, rate) = (self.limits, self.pace, self.upload_rate);
+        let (limits, pace) = (self.limits, self.pace);
+        let (rate, corrupt) = (self.faults.upload_rate, self.faults.corrupt_bodies);
         let uplink = self.uplink.clone();
         let task_span = span.clone();
         let (offered_body, cancelled_body) = (body.clone(), body);
@@ -200,7 +201,10 @@ impl Tasks {
             let mut control = control;
             let result = async {
                 let framed = open(&mut control, peer, limits, pace).await?;
-                let framed = framed.with_throttle(rate).with_uplink(uplink);
+                let framed = framed
+                    .with_throttle(rate)
+                    .with_corruption(corrupt)
+                    .with_uplink(uplink);
                 exchange::offer(framed, &header).await
             }
             .await;
@@ -450,11 +454,12 @@ async fn fetch_origin(
     Ok((header, body))
 }
 
-/// Applies the test-only faults to a segment about to be sent.
+/// Applies the test-only header faults to a segment about to be sent (a
+/// body is corrupted as it is encoded: [`Framed::with_corruption`]).
 pub(super) fn faulty(
     faults: &Faults,
     header: &SignedHeader,
     body: &Bytes,
 ) -> (SignedHeader, Bytes) {
-    (faults.header(header), faults.body(body))
+    (faults.header(header), body.clone())
 }

@@ -359,25 +359,10 @@ impl<S: AsyncWrite + Unpin> Framed<S> {
     /// length.
     pub async fn send_body(&mut self, body: &[u8]) -> Result<(), ExchangeError> {
         let outboard = Outboard::new(body);
-        let mut wire = Vec::new();
+        let wire;
         // Bodies of one group pass untouched: the forger forges mid-body.
         let pieces: Vec<&[u8]> = if self.corrupt && body.len() as u64 > tree::GROUP_BYTES {
-            // A byte of the middle group flipped, the hashes telling the
-            // truth: caught at that group, after the groups before it.
-            let middle = (body.len() / 2) as u64;
-            let mut flip = None;
-            for piece in outboard.pieces(body)? {
-                if let tree::Item::Group { offset, data } = piece
-                    && flip.is_none()
-                    && offset + data.len() as u64 > middle
-                {
-                    flip = Some(wire.len() + (middle - offset) as usize);
-                }
-                wire.extend_from_slice(piece.wire());
-            }
-            if let Some(byte) = flip.and_then(|at| wire.get_mut(at)) {
-                *byte ^= 0x01;
-            }
+            wire = tree::forge_middle(&outboard, body)?;
             vec![&wire[..]]
         } else {
             outboard.pieces(body)?.map(tree::Item::wire).collect()

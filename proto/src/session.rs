@@ -17,9 +17,10 @@ use bytes::{Bytes, BytesMut};
 
 use crate::frame::{self, Decoder, FrameError, Item, Limits};
 use crate::pb::{self, client_message, server_message};
+use crate::tree;
 use crate::{
-    BodyError, BodyVerifier, PublicKey, SegmentId, SignedDescriptor, SignedHeader, StreamId,
-    StreamKey, VerifiedDescriptor, VerifiedHeader, VerifyError,
+    BodyError, PublicKey, SegmentId, SignedDescriptor, SignedHeader, StreamId, StreamKey,
+    VerifiedDescriptor, VerifiedHeader, VerifyError,
 };
 
 /// What a viewer accepts from a gateway: the protocol maxima.
@@ -50,6 +51,10 @@ pub enum SessionError {
     /// The body does not match its signed header: also a lie.
     #[error(transparent)]
     Body(#[from] BodyError),
+    /// A group of the body (or a hash above it) does not match the signed
+    /// root: a lie too, caught where it is.
+    #[error(transparent)]
+    Tree(#[from] crate::tree::TreeError),
     /// A validly signed segment, but not the one asked for (another rendition
     /// with the same file name, an older sequence): a gateway answering a
     /// request with something else is lying too.
@@ -66,7 +71,10 @@ impl SessionError {
     pub fn is_forgery(&self) -> bool {
         matches!(
             self,
-            SessionError::Verify(_) | SessionError::Body(_) | SessionError::WrongSegment { .. }
+            SessionError::Verify(_)
+                | SessionError::Body(_)
+                | SessionError::Tree(_)
+                | SessionError::WrongSegment { .. }
         )
     }
 }
@@ -358,7 +366,7 @@ enum DeliveryState {
     Body {
         request_id: u64,
         header: VerifiedHeader,
-        verifier: Box<BodyVerifier>,
+        verifier: Box<tree::Decoder>,
         body: BytesMut,
     },
     Done(Delivered),
@@ -367,7 +375,9 @@ enum DeliveryState {
 }
 
 /// Reads one delivery stream: a `Delivery` frame, then exactly the body its
-/// signed header declares, hashed as it arrives.
+/// signed header declares, encoded as its tree ([`crate::tree`]) and
+/// verified group by group as it arrives: a forged group fails the stream
+/// where it is.
 ///
 /// Feed it every chunk the stream yields, then call [`finish`](Self::finish)
 /// at the end of the stream. Memory is bounded by the verified header's
@@ -442,17 +452,19 @@ impl DeliveryReader {
                         SessionError::Protocol("Delivery without a header".into())
                     })?;
                     let header = verify_header(header, &self.key)?;
-                    let verifier = Box::new(header.body_verifier(LIMITS.max_segment)?);
+                    // Refuses a length over the limit before anything is sized from it.
+                    header.body_verifier(LIMITS.max_segment)?;
                     let length = header.info().length;
+                    let mut verifier = Box::new(tree::Decoder::new(header.info().hash, length));
                     if length == 0 {
-                        verifier.finish()?;
+                        verifier.push(&[], |_| {})?;
                         DeliveryState::Done(Delivered {
                             request_id,
                             header,
                             body: Bytes::new(),
                         })
                     } else {
-                        self.decoder.expect_body(length)?;
+                        self.decoder.expect_body(tree::encoded_len(length))?;
                         DeliveryState::Body {
                             request_id,
                             header,
@@ -472,10 +484,17 @@ impl DeliveryReader {
                     Item::Body { chunk, last },
                 ) => {
                     self.state = DeliveryState::Failed(Some(request_id));
-                    verifier.update(&chunk)?;
-                    body.extend_from_slice(&chunk);
+                    verifier.push(&chunk, |item| {
+                        if let tree::Item::Group { data, .. } = item {
+                            body.extend_from_slice(data);
+                        }
+                    })?;
                     if last {
-                        verifier.finish()?;
+                        if !verifier.is_complete() {
+                            return Err(SessionError::Protocol(
+                                "a body's encoding ended early".into(),
+                            ));
+                        }
                         DeliveryState::Done(Delivered {
                             request_id,
                             header,

@@ -46,6 +46,42 @@ pub fn encoded_len(length: u64) -> u64 {
     length + outboard_len(length)
 }
 
+/// Where body byte `offset` of a body of `length` bytes sits in its encoding
+/// (`None` past the end).
+pub fn wire_offset(length: u64, offset: u64) -> Option<u64> {
+    let mut wire = 0;
+    for item in items(length) {
+        match item {
+            BaoChunk::Parent { .. } => wire += PAIR_BYTES as u64,
+            BaoChunk::Leaf {
+                start_chunk, size, ..
+            } => {
+                let start = start_chunk.to_bytes();
+                if offset < start + size as u64 {
+                    return Some(wire + offset - start);
+                }
+                wire += size as u64;
+            }
+        }
+    }
+    None
+}
+
+/// `body` encoded with the byte in its middle flipped and every hash true:
+/// what a forger mid-segment sends, for fault injection in tests and
+/// benchmarks.
+#[doc(hidden)]
+pub fn forge_middle(outboard: &Outboard, body: &[u8]) -> Result<Vec<u8>, TreeError> {
+    let mut wire = outboard.encode(body)?;
+    let middle = body.len() as u64 / 2;
+    if let Some(byte) =
+        wire_offset(outboard.length, middle).and_then(|at| wire.get_mut(at as usize))
+    {
+        *byte ^= 0x01;
+    }
+    Ok(wire)
+}
+
 /// The root of `body`'s tree: `blake3::hash(body)`, whatever the group size.
 pub fn root(body: &[u8]) -> [u8; 32] {
     *blake3::hash(body).as_bytes()
@@ -483,6 +519,19 @@ mod tests {
                 decoder.push(&[], |_| {}).is_err(),
                 "a failed decoder stays failed"
             );
+        }
+    }
+
+    #[test]
+    fn a_body_bytes_place_on_the_wire_is_known() {
+        for &length in LENGTHS {
+            let body = body(length);
+            let wire = Outboard::new(&body).encode(&body).expect("encodes");
+            for offset in (0..length).step_by(4099).chain(length.checked_sub(1)) {
+                let at = wire_offset(length as u64, offset as u64).expect("inside") as usize;
+                assert_eq!(wire[at], body[offset], "{length} at {offset}");
+            }
+            assert_eq!(wire_offset(length as u64, length as u64), None);
         }
     }
 

@@ -24,7 +24,11 @@ fn delivery_bytes(request_id: u64, header: &SignedHeader, body: &[u8]) -> Vec<u8
     )
     .expect("encode");
     out.extend_from_slice(&frame);
-    out.extend_from_slice(body);
+    // On the wire a body is its tree (parent hashes and 16 KiB groups).
+    let wire = meshcast_proto::tree::Outboard::new(body)
+        .encode(body)
+        .expect("encodes");
+    out.extend_from_slice(&wire);
     out.to_vec()
 }
 
@@ -64,6 +68,27 @@ proptest! {
         let err = read_all(s, &bytes, at).unwrap_err();
         prop_assert_eq!(err.request_id, Some(7));
         prop_assert!(err.error.is_forgery(), "{}", err);
+    }
+
+    /// A forged byte deep in a body of many groups fails at its own group:
+    /// the groups before it were verified and kept, none after it.
+    #[test]
+    fn a_forged_byte_mid_body_fails_at_its_group(at in 0usize..200_000, bit in 0u8..8) {
+        let k = key(1);
+        let s = stream(&k, "live");
+        let b = body(200_000, 5);
+        let mut bytes = delivery_bytes(8, &header(&k, &s, 2, &b), &b);
+        let start = bytes.len() - meshcast_proto::tree::encoded_len(200_000) as usize;
+        let wire = meshcast_proto::tree::wire_offset(200_000, at as u64).expect("inside") as usize;
+        bytes[start + wire] ^= 1 << bit;
+        let mut reader = DeliveryReader::new(s);
+        let err = reader.feed(&bytes).unwrap_err();
+        prop_assert!(err.error.is_forgery(), "{}", err);
+        let group = at as u64 / meshcast_proto::tree::GROUP_BYTES * meshcast_proto::tree::GROUP_BYTES;
+        prop_assert!(
+            err.to_string().contains(&format!("group at {group} bytes")),
+            "{}", err
+        );
     }
 }
 

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use meshcast_proto::{PublicKey, StreamId, StreamKey};
 
 use crate::certs::CertSource;
@@ -164,15 +163,17 @@ pub struct Faults {
 }
 
 impl Faults {
-    /// The body to send as the `n`th delivery (counted from 1).
-    pub(crate) fn body(&self, n: u64, body: &Bytes) -> Bytes {
+    /// The `n`th delivery's body (counted from 1) on the wire when it is
+    /// to be forged: every `corrupt_every`th, with a byte in its middle
+    /// group flipped and its hashes true, so the client catches it at that
+    /// group.
+    pub(crate) fn forged(&self, n: u64, body: &[u8]) -> Option<Vec<u8>> {
         let every = u64::from(self.corrupt_every);
         if every == 0 || !n.is_multiple_of(every) || body.is_empty() {
-            return body.clone();
+            return None;
         }
-        let mut bad = body.to_vec();
-        bad[body.len() / 2] ^= 0x01;
-        bad.into()
+        let outboard = meshcast_proto::tree::Outboard::new(body);
+        meshcast_proto::tree::forge_middle(&outboard, body).ok()
     }
 }
 

@@ -102,6 +102,7 @@ impl Gateway {
             records: Mutex::default(),
             records_changed: tokio::sync::watch::Sender::new(0),
             deliveries: AtomicU64::new(0),
+            outboards: Mutex::new(std::collections::VecDeque::new()),
             answers: AtomicU64::new(0),
             config,
         });

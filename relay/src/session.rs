@@ -481,10 +481,18 @@ async fn deliver(
         let frame = meshcast_proto::frame::encode(&delivery, &FrameLimits::default())
             .map_err(|e| e.to_string())?;
         stream.write_all(&frame).await.map_err(|e| e.to_string())?;
-        stream
-            .write_all(&shared.delivery_body(&segment.body))
-            .await
-            .map_err(|e| e.to_string())?;
+        if let Some(forged) = shared.forged_delivery(&segment.body) {
+            stream.write_all(&forged).await.map_err(|e| e.to_string())?;
+        } else {
+            let outboard = shared.outboard(&segment);
+            let pieces = outboard.pieces(&segment.body).map_err(|e| e.to_string())?;
+            for piece in pieces {
+                stream
+                    .write_all(piece.wire())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         stream.finish().await.map_err(|e| e.to_string())
     })
     .await

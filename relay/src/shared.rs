@@ -10,6 +10,7 @@ use bytes::Bytes;
 use meshcast_node::Node;
 use meshcast_node::store::Segment;
 use meshcast_proto::pb::ErrorCode;
+use meshcast_proto::tree::Outboard;
 use meshcast_proto::{SegmentId, StreamId, VerifiedDescriptor};
 use tokio::sync::{OnceCell, oneshot};
 use tokio::time::Instant;
@@ -39,7 +40,14 @@ pub(crate) struct Shared {
     pub deliveries: AtomicU64,
     /// Segments looked up for requests so far (for [`Faults`]).
     pub answers: AtomicU64,
+    /// The trees of the segments served lately: many viewers ask for the
+    /// same few, and each outboard costs a BLAKE3 pass over its body.
+    pub outboards: Mutex<std::collections::VecDeque<(SegmentId, Arc<Outboard>)>>,
 }
+
+/// Outboards kept ([`Shared::outboards`]): a few live windows' worth of
+/// segments across renditions, 4 KB each per MB of segment.
+pub(crate) const OUTBOARDS_KEPT: usize = 256;
 
 /// An error for the client: a code and a message.
 pub(crate) struct Refusal(pub ErrorCode, pub String);
@@ -212,15 +220,34 @@ impl Shared {
         }
     }
 
-    /// The body to send for the next delivery: `body` itself unless a fault
-    /// is configured.
-    pub fn delivery_body(&self, body: &Bytes) -> Bytes {
+    /// The outboard of `segment`'s body, computed once for all viewers.
+    pub fn outboard(&self, segment: &Segment) -> Arc<Outboard> {
+        let id = segment.header.id();
+        let hash = segment.header.info().hash;
+        let mut kept = lock(&self.outboards);
+        // The same id with another body (a restarted publisher) is a miss.
+        if let Some((_, outboard)) = kept.iter().find(|(i, o)| *i == id && o.root == hash) {
+            return outboard.clone();
+        }
+        drop(kept);
+        let outboard = Arc::new(Outboard::new(&segment.body));
+        kept = lock(&self.outboards);
+        if kept.len() >= OUTBOARDS_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((id, outboard.clone()));
+        outboard
+    }
+
+    /// The next delivery's body forged mid-body, if a fault says so
+    /// ([`Faults::corrupt_every`]).
+    pub fn forged_delivery(&self, body: &Bytes) -> Option<Vec<u8>> {
         let faults = self.config.faults;
         if faults.corrupt_every == 0 {
-            return body.clone();
+            return None;
         }
         let n = self.deliveries.fetch_add(1, Ordering::Relaxed) + 1;
-        faults.body(n, body)
+        faults.forged(n, body)
     }
 
     /// The segment to send in answer to a request for `asked`: `segment`

@@ -14,8 +14,10 @@
 //               the kill allowed, and reported)
 //   tamper      --gateways 2 --tamper-every 1: the entry relay corrupts every
 //               body it serves (so the first mesh request meets it whichever
-//               gateway the client prefers later); a verify-failed event shows in
-//               the page, the segment concerned is then obtained elsewhere
+//               gateway the client prefers later; a byte in the middle of each
+//               body, its hashes true); a verify-failed event shows in the
+//               page, caught at that byte's 16 KiB group (an offset over 0),
+//               the segment concerned is then obtained elsewhere
 //               (other gateway or HTTP), and playback goes on ≥ 15 s with no
 //               stall over 1 s
 //   gateway-restart
@@ -160,6 +162,12 @@ async function testTamper(t) {
     `${failures.length} verify-failed (first from ${first.url}: ${first.reason ?? 'no reason'}), ` +
     (obtained ? `${obtained.url.split('/').pop()} then obtained ${where}, ` : '') +
     `played ${(end - atFailure.currentTime).toFixed(1)} s after, mesh ${pct(meshShare(after.totals))}, ${stallText(st)}`;
+  // The tampering relay flips a byte in the middle of each body, hashes
+  // true: the client catches it at that byte's 16 KiB group, not at the end.
+  const groupAt = (f) => Number((/group at (\d+) bytes/.exec(f.reason ?? '') ?? [])[1] ?? -1);
+  if (!failures.some((f) => groupAt(f) > 0)) {
+    throw new Error(`no failure caught mid-body at its group (reasons: ${failures.map((f) => f.reason).join('; ')}); ${figures}`);
+  }
   if (!obtained) {
     throw new Error(`no segment was delivered after the verification failure (in flight: ${JSON.stringify(first.inflight)}); ${figures}`);
   }

@@ -22,7 +22,7 @@ const WASM_BINDGEN_VERSION: &str = "0.2.108";
 /// Where the assembled web page (demo page, loader, wasm, hls.js) goes.
 const WEB_OUT: &str = "target/web";
 const CHROMIUM: &str = "/usr/bin/chromium";
-const FUZZ_TARGETS: &[&str] = &["frame_decoder", "header_verify"];
+const FUZZ_TARGETS: &[&str] = &["frame_decoder", "header_verify", "tree_decoder"];
 
 const USAGE: &str = "usage: cargo xtask <task>
 
@@ -40,7 +40,8 @@ tasks:
                         `meshcast-bench ARGS`, e.g. `cargo xtask bench all [--quick]`
   bench-browser [ARGS]  time to first frame and segment latency in Chromium: mesh loader
                         against plain hls.js HTTP, on one demo deployment
-  fuzz TARGET [SECONDS] run one fuzz target (frame_decoder, header_verify); default 60 s";
+  fuzz TARGET [SECONDS] run one fuzz target (frame_decoder, header_verify, tree_decoder);
+                        default 60 s";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

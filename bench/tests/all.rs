@@ -12,10 +12,16 @@ const BENCH: &str = env!("CARGO_BIN_EXE_meshcast-bench");
 /// `meshcast-bench`, with the `meshcast` binary it drives (the one next to
 /// it) built and up to date. Cargo builds only this package's binaries for
 /// its tests, so `cargo test -p meshcast-bench` alone would otherwise run a
-/// missing or stale `meshcast`; under `cargo test --workspace` the build is a
-/// no-op. With `MESHCAST_BIN` set, that binary is used as it is.
+/// missing or stale `meshcast`. Under `cargo test --workspace` the build is
+/// not a no-op: `-p meshcast` alone resolves other features, so it
+/// recompiles three crates and replaces the binary the workspace build made
+/// (up to date already); `cargo xtask test` says so with
+/// `BENCH_TEST_MESHCAST_BUILT`. With `MESHCAST_BIN` set, that binary is used
+/// as it is.
 fn bench_with_meshcast() -> Command {
-    if std::env::var_os("MESHCAST_BIN").is_none() {
+    if std::env::var_os("MESHCAST_BIN").is_none()
+        && std::env::var_os("BENCH_TEST_MESHCAST_BUILT").is_none()
+    {
         let dir = Path::new(BENCH).parent().expect("a target directory");
         // target/debug is the dev profile's; other profiles have their own.
         let profile = match dir.file_name().and_then(|n| n.to_str()) {

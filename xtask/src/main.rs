@@ -491,6 +491,9 @@ fn run_tests(args: &[&str]) -> Result<Totals> {
     let start = Instant::now();
     let mut child = Command::new("cargo")
         .args(args)
+        // The workspace's test build has built `meshcast` next to
+        // `meshcast-bench`: its tests need not build it again.
+        .env("BENCH_TEST_MESHCAST_BUILT", "1")
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("could not start `{shown}`: {e}"))?;

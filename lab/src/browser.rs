@@ -139,6 +139,7 @@ impl Browser {
             .map_err(|e| format!("starting the browser viewer: {e}"))?;
         Ok(Watching {
             child: Some(child),
+            page_log: dir.join("page.log"),
             stdout,
             deadline: Instant::now() + seconds + GRACE,
         })
@@ -153,6 +154,7 @@ fn chromium() -> String {
 pub struct Watching {
     child: Option<Child>,
     stdout: PathBuf,
+    page_log: PathBuf,
     deadline: Instant,
 }
 
@@ -181,7 +183,14 @@ impl Watching {
             .lines()
             .find_map(|l| l.strip_prefix("lab-viewer-error "))
             .unwrap_or("no output");
-        Err(format!("the browser viewer failed ({status}): {why}"))
+        // The page's own log says why; the scratch directory may not outlive
+        // the error.
+        let log = read_limited(&self.page_log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(25).collect();
+        Err(format!(
+            "the browser viewer failed ({status}): {why}; the page log ends:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ))
     }
 }
 

@@ -83,15 +83,9 @@ async fn a_malicious_node_is_banned_and_honest_nodes_still_get_the_true_segments
     ingest.abort();
 }
 
-/// A peer that sends a true header and true hashes but one forged byte in
-/// the middle of each body is caught at the group holding that byte, by the
-/// first honest node: banned for it, and the segments it stores are the
-/// origin's. The publisher serves no bytes, so every body the honest node
-/// gets over the mesh comes from the forger (which takes them from the
-/// origin).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forged_group_mid_segment_is_caught_at_the_first_honest_hop() {
-    init_logs();
+/// An origin serving the test stream, and a publisher of it (key seed
+/// `seed`) that announces segments but serves no bytes.
+async fn announcing_only(seed: u8, name: &str) -> (meshcast_origin::Running, TestNode, Publisher) {
     let origin = meshcast_origin::spawn(media_dir(), local())
         .await
         .expect("origin");
@@ -102,11 +96,24 @@ async fn a_forged_group_mid_segment_is_caught_at_the_first_honest_hop() {
     .await;
     let ingest = Publisher::start(
         publisher_node.node.clone(),
-        PublisherKey::from_seed([9; 32]),
-        publisher_config(format!("{}/live/master.m3u8", origin.url()), "forged-group"),
+        PublisherKey::from_seed([seed; 32]),
+        publisher_config(format!("{}/live/master.m3u8", origin.url()), name),
     )
     .await
     .expect("publisher");
+    (origin, publisher_node, ingest)
+}
+
+/// A peer that sends a true header and true hashes but one forged byte in
+/// the middle of each body is caught at the group holding that byte, by the
+/// first honest node: banned for it, and the segments it stores are the
+/// origin's. The publisher serves no bytes, so every body the honest node
+/// gets over the mesh comes from the forger (which takes them from the
+/// origin).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_group_mid_segment_is_caught_at_the_first_honest_hop() {
+    init_logs();
+    let (_origin, publisher_node, ingest) = announcing_only(9, "forged-group").await;
     let stream = ingest.stream_id();
     // The forger takes each segment from the origin at once; the honest
     // node waits for the mesh (the forger) long before its own fallback.
@@ -155,22 +162,8 @@ async fn a_forged_group_mid_segment_is_caught_at_the_first_honest_hop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_publishers_links_cut_nodes_fetch_from_the_origin_before_the_deadline() {
     init_logs();
-    let origin = meshcast_origin::spawn(media_dir(), local())
-        .await
-        .expect("origin");
     // The publisher announces but serves no bytes: the mesh has no copy to pass on.
-    let publisher_node = TestNode::start(meshcast_node::Config {
-        announce_only: true,
-        ..config()
-    })
-    .await;
-    let ingest = Publisher::start(
-        publisher_node.node.clone(),
-        PublisherKey::from_seed([8; 32]),
-        publisher_config(format!("{}/live/master.m3u8", origin.url()), "resilience"),
-    )
-    .await
-    .expect("publisher");
+    let (_origin, publisher_node, ingest) = announcing_only(8, "resilience").await;
     let stream = ingest.stream_id();
     let origin_after = Duration::from_millis(1500);
     let mut nodes = Vec::new();

@@ -103,12 +103,17 @@ async fn follow(shared: &Shared, descriptor: &VerifiedDescriptor) -> Result<(), 
         }
     }
     // A live stream followed just now has nothing held yet: give the node a
-    // moment to learn the live window from its neighbours.
+    // moment to learn the live window from its neighbours. Init segments
+    // often come first and name no live edge, so wait for a media header.
     let deadline = Instant::now() + FIRST_HEADERS_WAIT;
-    while descriptor.descriptor().live
-        && shared.node.headers(&stream).is_empty()
-        && Instant::now() < deadline
-    {
+    let holds_media = || {
+        shared
+            .node
+            .headers(&stream)
+            .iter()
+            .any(|h| h.info.id.kind == meshcast_proto::SegmentKind::Media)
+    };
+    while descriptor.descriptor().live && !holds_media() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())

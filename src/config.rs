@@ -64,6 +64,10 @@ pub struct NodeConfig {
         deserialize_with = "de_rate"
     )]
     pub max_upload: Option<u64>,
+    /// Forward each verified piece of a segment while the rest still
+    /// arrives (cut-through), so a hop costs a round trip rather than a
+    /// whole segment. Off: store-and-forward, for comparing the two.
+    pub cut_through: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +100,7 @@ impl Default for NodeConfig {
             cache_dir: None,
             allow_private_origins: false,
             max_upload: None,
+            cut_through: true,
         }
     }
 }
@@ -267,6 +272,10 @@ pub struct Overrides {
     /// [config: node.max_upload]
     #[arg(long, value_name = "RATE")]
     max_upload: Option<String>,
+    /// Pass a segment on only once it is held whole (turn off cut-through,
+    /// to compare) [config: node.cut_through = false]
+    #[arg(long)]
+    store_and_forward: bool,
 }
 
 /// Flag names by configuration key, for messages that say where a value came from.
@@ -279,6 +288,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("node.external", "--external"),
     ("node.allow_private_origins", "--allow-private-origins"),
     ("node.max_upload", "--max-upload"),
+    ("node.cut_through", "--store-and-forward"),
     ("store.max_bytes", "--store-max-bytes"),
     ("store.live_window", "--live-window"),
     ("store.disk_max_bytes", "--disk-max-bytes"),
@@ -331,6 +341,9 @@ impl Provider for Overrides {
         }
         if self.allow_private_origins {
             node.insert("allow_private_origins".into(), true.into());
+        }
+        if self.store_and_forward {
+            node.insert("cut_through".into(), false.into());
         }
         if let Some(dir) = &self.cache_dir {
             node.insert(
@@ -1012,6 +1025,10 @@ impl Config {
             cache_max_bytes: self.store.disk_max_bytes,
             allow_private_origins: self.node.allow_private_origins,
             max_upload: self.node.max_upload,
+            scheduler: meshcast_node::mesh::scheduler::Config {
+                cut_through: self.node.cut_through,
+                ..Default::default()
+            },
             ..meshcast_node::Config::default()
         })
     }
@@ -1070,6 +1087,23 @@ mod tests {
         assert!(text.contains("max_upload = \"8Mbit/s\""), "{text}");
         let back: Config = Figment::from(Toml::string(&text)).extract().unwrap();
         assert_eq!(back, config);
+    }
+
+    #[test]
+    fn store_and_forward_turns_cut_through_off_from_the_flag_or_the_file() {
+        let on = load(None, &Overrides::default(), &ServeOverrides::default()).unwrap();
+        assert!(on.node.cut_through);
+        assert!(on.node_config().unwrap().scheduler.cut_through);
+        let flag = Overrides {
+            store_and_forward: true,
+            ..Overrides::default()
+        };
+        let off = load(None, &flag, &ServeOverrides::default()).unwrap();
+        assert!(!off.node_config().unwrap().scheduler.cut_through);
+        let text = off.to_toml().unwrap();
+        assert!(text.contains("cut_through = false"), "{text}");
+        let back: Config = Figment::from(Toml::string(&text)).extract().unwrap();
+        assert_eq!(back, off);
     }
 
     #[test]

@@ -13,8 +13,9 @@ use super::report::{self, FanoutSection, FanoutStep, MeshRun, Report, fig};
 use super::{hostile, idle, netns, offload, rss, sim, throughput, viewers, vod};
 
 /// The sections, in the order they run.
-pub const SECTIONS: [&str; 14] = [
+pub const SECTIONS: [&str; 15] = [
     "mesh",
+    "cut",
     "sim",
     "hostile",
     "offload",
@@ -41,7 +42,8 @@ pub struct AllArgs {
     /// Folder for `<date>.json`, `<date>.md` and `<date>.svg` (created if missing).
     #[arg(long, value_name = "DIR", default_value = "bench/results")]
     pub out: PathBuf,
-    /// Run only these sections (comma-separated): mesh, sim, hostile,
+    /// Run only these sections (comma-separated): mesh, cut (cut-through
+    /// against store-and-forward), sim, hostile,
     /// offload, vod, fanout, viewers (hostile viewers), throughput, rss,
     /// idle, netns, nat (the NAT matrix), thin (thin uplinks and distance),
     /// churn (volunteers killed and joining).
@@ -53,6 +55,8 @@ pub struct AllArgs {
 struct Plan {
     mesh_nodes: Vec<usize>,
     mesh: MeshBench,
+    /// The cut-through comparison (run twice).
+    cut: MeshBench,
     sim: sim::Plan,
     hostile: hostile::Plan,
     offload: offload::Plan,
@@ -77,10 +81,18 @@ impl Plan {
             Self {
                 mesh_nodes: vec![5],
                 mesh: MeshBench {
+                    cut_through: true,
                     nodes: 5,
                     segment_bytes: 125_000,
                     segments: 4,
                     interval: Duration::from_millis(500),
+                },
+                cut: MeshBench {
+                    cut_through: true,
+                    nodes: 5,
+                    segment_bytes: 1 << 20,
+                    segments: 3,
+                    interval: Duration::from_secs(1),
                 },
                 sim: sim::Plan::new(true),
                 hostile: hostile::Plan::new(true),
@@ -128,8 +140,17 @@ impl Plan {
             Self {
                 mesh_nodes: vec![10, 50, 100],
                 mesh: MeshBench {
+                    cut_through: true,
                     nodes: 0,
                     segment_bytes: 250_000,
+                    segments: 10,
+                    interval: Duration::from_secs(1),
+                },
+                // The comparison: 50 nodes, 1 MiB segments (8 Mbit/s).
+                cut: MeshBench {
+                    cut_through: true,
+                    nodes: 50,
+                    segment_bytes: 1 << 20,
                     segments: 10,
                     interval: Duration::from_secs(1),
                 },
@@ -194,7 +215,7 @@ impl Plan {
     }
 
     fn steps(&self) -> u64 {
-        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 11)
+        (self.mesh_nodes.len() + self.offload.viewers.len() + self.fanout_sessions.len() + 12)
             as u64
     }
 }
@@ -228,6 +249,11 @@ pub fn run(args: AllArgs) -> anyhow::Result<()> {
                 progress.step();
             }
         }
+        if wanted("cut") {
+            let result = super::cut::run(&plan.cut, &progress).await;
+            report.record("cut", result, |r, s| r.cut = Some(s));
+        }
+        progress.step();
         if wanted("sim") {
             let result = sim::section(&plan.sim, &progress).await;
             report.record("sim", result, |r, s| r.sim = Some(s));
@@ -377,7 +403,11 @@ pub fn run(args: AllArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn mesh_run(plan: &MeshBench, nodes: usize, progress: &Progress) -> anyhow::Result<MeshRun> {
+pub(crate) async fn mesh_run(
+    plan: &MeshBench,
+    nodes: usize,
+    progress: &Progress,
+) -> anyhow::Result<MeshRun> {
     let bench = MeshBench {
         nodes,
         ..plan.clone()

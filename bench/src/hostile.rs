@@ -48,6 +48,7 @@ impl Plan {
             Self {
                 sim_nodes: 100,
                 swarms: MeshBench {
+                    cut_through: true,
                     nodes: 6,
                     segment_bytes: 100_000,
                     segments: 3,
@@ -66,6 +67,7 @@ impl Plan {
             Self {
                 sim_nodes: 1_000,
                 swarms: MeshBench {
+                    cut_through: true,
                     nodes: 20,
                     segment_bytes: 250_000,
                     segments: 10,

@@ -21,6 +21,7 @@ use mesh::{MeshBench, MeshReport};
 mod all;
 mod attackers;
 mod churn;
+mod cut;
 mod figure;
 mod hostile;
 mod idle;
@@ -68,6 +69,10 @@ enum Command {
         /// Time between segments, e.g. 1s or 500ms.
         #[arg(long, default_value = "1s", value_parser = parse_interval)]
         interval: Duration,
+        /// Nodes forward a segment only once they hold all of it (turn off
+        /// cut-through), to compare with the default.
+        #[arg(long)]
+        store_and_forward: bool,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -140,6 +145,7 @@ fn main() -> ExitCode {
             segment_bytes,
             segments,
             interval,
+            store_and_forward,
             json,
         } => mesh(
             MeshBench {
@@ -147,6 +153,7 @@ fn main() -> ExitCode {
                 segment_bytes: segment_bytes as usize,
                 segments: segments as usize,
                 interval,
+                cut_through: !store_and_forward,
             },
             json,
         ),

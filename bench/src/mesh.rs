@@ -32,6 +32,9 @@ pub struct MeshBench {
     pub segment_bytes: usize,
     pub segments: usize,
     pub interval: Duration,
+    /// Nodes forward segments while they arrive (the default); off, each
+    /// hop waits for the whole segment (store-and-forward).
+    pub cut_through: bool,
 }
 
 /// Hostile nodes joining among the honest ones (the report's hostile-mesh
@@ -220,9 +223,14 @@ pub(crate) fn loopback(n: usize) -> std::net::Ipv4Addr {
     )
 }
 
-fn bench_config(n: usize, faults: Faults) -> Config {
+fn bench_config(n: usize, faults: Faults, cut_through: bool) -> Config {
+    let scheduler = meshcast_node::mesh::scheduler::Config {
+        cut_through,
+        ..Default::default()
+    };
     Config {
         faults,
+        scheduler,
         listen: vec![
             format!("/ip4/{}/udp/0/quic-v1", loopback(n))
                 .parse()
@@ -235,8 +243,12 @@ fn bench_config(n: usize, faults: Faults) -> Config {
 }
 
 /// Starts swarm `n` (0: the publisher).
-async fn start(n: usize, faults: Faults) -> Result<(Running, libp2p::Multiaddr), NodeError> {
-    start_with(bench_config(n, faults)).await
+async fn start(
+    n: usize,
+    faults: Faults,
+    cut_through: bool,
+) -> Result<(Running, libp2p::Multiaddr), NodeError> {
+    start_with(bench_config(n, faults, cut_through)).await
 }
 
 /// Runs the benchmark; `progress` hears about each phase.
@@ -315,14 +327,14 @@ pub async fn run_with(
             bench.nodes, hostile.forgers, hostile.stallers
         ));
     }
-    let (publisher, publisher_addr) = start(0, Faults::default()).await?;
+    let (publisher, publisher_addr) = start(0, Faults::default(), bench.cut_through).await?;
     publisher.node.follow(descriptor.clone()).await?;
     let mut all: Vec<(Running, libp2p::Multiaddr)> = Vec::with_capacity(total);
     let mut events = Vec::with_capacity(bench.nodes);
     let mut failed_dials = Vec::with_capacity(bench.nodes);
     let mut hostile_peers = std::collections::HashSet::new();
     for i in 0..total {
-        let (running, addr) = start(i + 1, faults[i]).await?;
+        let (running, addr) = start(i + 1, faults[i], bench.cut_through).await?;
         let honest = !is_hostile(&faults[i]);
         if honest {
             events.push(running.node.events());

@@ -334,6 +334,7 @@ pub struct Report {
     pub machine: Machine,
     pub elapsed: Fig,
     pub mesh: Vec<MeshRun>,
+    pub cut: Option<super::cut::CutSection>,
     pub sim: Option<super::sim::SimSection>,
     pub hostile: Option<super::hostile::HostileSection>,
     pub offload: Option<OffloadSection>,
@@ -379,6 +380,7 @@ impl Report {
             },
             elapsed: fig(0.0, "s"),
             mesh: Vec::new(),
+            cut: None,
             sim: None,
             hostile: None,
             offload: None,
@@ -448,9 +450,61 @@ fn sim_goal(section: Option<&super::sim::SimSection>) -> Option<Goal> {
     })
 }
 
+/// The simulator's cut-through goal (#15): at 10,000 nodes, p95 within one
+/// segment's duration and the origin at most 1.01 copies, against
+/// store-and-forward on the same seed.
+fn sim_cut_goal(sim: Option<&super::sim::SimSection>) -> Option<Goal> {
+    let runs = &sim?.runs;
+    let with = runs
+        .iter()
+        .filter(|r| r.report.scenario.cut_through && r.report.scenario.churn_per_min == 0.0)
+        .filter(|r| r.report.scenario.stallers == 0.0)
+        .max_by_key(|r| r.report.scenario.nodes)?;
+    let without = runs.iter().find(|r| {
+        !r.report.scenario.cut_through && r.report.scenario.nodes == with.report.scenario.nodes
+    });
+    let r = &with.report;
+    let copies = r.origin_fraction * r.scenario.nodes as f64;
+    Some(Goal {
+        name: "cut-through in the simulator",
+        target: "10,000 nodes, 10 Mbit/s uplinks, 4 Mbit/s in 2 s segments: p95 ≤ 2 s, origin ≤ 1.01 copies",
+        measured: Some(fig(r.propagation_p95_s, "s")),
+        met: r.scenario.nodes >= 10_000 && r.propagation_p95_s <= 2.0 && copies <= 1.01,
+        note: format!(
+            "{} nodes: p95 {:.2} s, p50 {:.2} s, origin {:.2} copies{}",
+            r.scenario.nodes,
+            r.propagation_p95_s,
+            r.propagation_p50_s,
+            copies,
+            without.map_or(String::new(), |w| format!(
+                "; store-and-forward on the same seed: p95 {:.2} s, origin {:.2} copies",
+                w.report.propagation_p95_s,
+                w.report.origin_fraction * w.report.scenario.nodes as f64
+            ))
+        ),
+    })
+}
+
 fn goals(r: &Report) -> Vec<Goal> {
     let mut goals = Vec::new();
     goals.extend(sim_goal(r.sim.as_ref()));
+    goals.extend(sim_cut_goal(r.sim.as_ref()));
+    goals.push(match &r.cut {
+        Some(c) => Goal {
+            name: "cut-through on real swarms",
+            target: "50 nodes, 1 MiB segments: p95 ≤ 0.5 × store-and-forward, in one run",
+            measured: Some(c.ratio_p95),
+            met: c.with.nodes >= 50 && c.met(),
+            note: format!(
+                "{} nodes: p95 {:.1} ms against {:.1} ms",
+                c.with.nodes, c.with.p95.value, c.without.p95.value
+            ),
+        },
+        None => not_measured(
+            "cut-through on real swarms",
+            "50 nodes, 1 MiB segments: p95 ≤ 0.5 × store-and-forward, in one run",
+        ),
+    });
     goals.push(match &r.viewers {
         Some(v) => Goal {
             name: "hostile viewers",
@@ -626,7 +680,7 @@ fn not_measured(name: &'static str, target: &'static str) -> Goal {
     }
 }
 
-fn show(f: &Fig, decimals: usize) -> String {
+pub(crate) fn show(f: &Fig, decimals: usize) -> String {
     if f.value.is_finite() {
         format!("{:.*}", decimals, f.value)
     } else {
@@ -736,6 +790,7 @@ pub fn markdown(r: &Report, stem: &str) -> String {
         }
     }
 
+    super::cut::markdown(w, r.cut.as_ref());
     super::sim::markdown(w, r.sim.as_ref());
     super::hostile::markdown(w, r.hostile.as_ref());
     let _ = writeln!(w, "\n## Origin offload\n");

@@ -74,6 +74,10 @@ pub struct SimArgs {
     /// A transfer running longer is cancelled and retried elsewhere.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     transfer_timeout: Duration,
+    /// Nodes forward a segment only once they hold all of it (turn off
+    /// cut-through), to compare the two with one seed.
+    #[arg(long)]
+    store_and_forward: bool,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Print one JSON object instead of a table.
@@ -103,6 +107,7 @@ impl SimArgs {
             origin_after: self.origin_after,
             pull_delay: self.pull_delay,
             transfer_timeout: self.transfer_timeout,
+            cut_through: !self.store_and_forward,
             seed: self.seed,
         }
     }
@@ -247,6 +252,15 @@ fn references(nodes: &[u32]) -> Vec<(String, Scenario)> {
             ..Scenario::default()
         };
         all.push((format!("{n} nodes"), base.clone()));
+        // The same network, seed and stream, each hop waiting for the whole
+        // segment: what cut-through buys.
+        all.push((
+            format!("{n} nodes, store-and-forward"),
+            Scenario {
+                cut_through: false,
+                ..base.clone()
+            },
+        ));
         all.push((
             format!("{n} nodes, 30%/min churn, 10% stalling"),
             Scenario {
@@ -302,6 +316,7 @@ pub async fn section(plan: &Plan, progress: &Progress) -> anyhow::Result<SimSect
         runs.push(Run { label, report });
     }
     let bench = MeshBench {
+        cut_through: true,
         nodes: plan.check_nodes,
         segment_bytes: 250_000,
         segments: plan.check_segments,

@@ -333,7 +333,7 @@ impl Ends {
                     async move {
                         let s = control.open_stream(peer, exchange::PROTOCOL).await?;
                         let framed = Framed::new(s, Limits::default(), TIMEOUT);
-                        match exchange::pull(framed, id, &stream).await? {
+                        match exchange::pull(framed, id, &stream, None).await? {
                             Some((_, body)) => anyhow::Ok(body.len() as u64),
                             None => anyhow::bail!("the peer does not hold {id:?}"),
                         }
@@ -358,7 +358,13 @@ impl Ends {
                         loop {
                             let s = control.open_stream(peer, exchange::PROTOCOL).await?;
                             let framed = Framed::new(s, Limits::default(), TIMEOUT);
-                            match exchange::push(framed, header, &body).await? {
+                            match exchange::push(
+                                framed,
+                                header,
+                                &exchange::Outgoing::Held(body.clone()),
+                            )
+                            .await?
+                            {
                                 Pushed::Delivered => return anyhow::Ok(body.len() as u64),
                                 // The dropped attempt got through after all.
                                 Pushed::Declined(pb::DeclineReason::AlreadyHave) if again => {

@@ -161,6 +161,9 @@ impl Config {
         mesh::Config {
             scheduler: scheduler::Config {
                 upload_rate: self.max_upload,
+                // The test forger corrupts a body as it encodes it whole:
+                // it sends nothing it has not held.
+                cut_through: self.scheduler.cut_through && !self.faults.corrupt_bodies,
                 ..self.scheduler.clone()
             },
             store_max_bytes: self.store_max_bytes,

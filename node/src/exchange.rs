@@ -17,6 +17,7 @@
 //! sender that gives up on a slow transfer (or restarts) ends its stream the
 //! same way, since libp2p's streams can be finished but not reset.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,6 +31,7 @@ use meshcast_proto::{
     VerifyError,
 };
 
+use crate::arrival::{Announcer, Arrival, Feed};
 pub use crate::mesh::Pushed;
 use crate::mesh::{Broken, Failure};
 use crate::uplink::Uplink;
@@ -105,6 +107,10 @@ pub enum ExchangeError {
     Protocol(&'static str),
     #[error("the peer holds the segment but has no upload room now")]
     Busy,
+    /// A forwarded body's own download failed (cut-through): the push ends
+    /// early, nobody's fault downstream.
+    #[error("forwarding stopped: {0}")]
+    Upstream(String),
 }
 
 impl ExchangeError {
@@ -146,7 +152,8 @@ impl ExchangeError {
             | Self::TooSlow { .. }
             | Self::Closed
             | Self::Open(_)
-            | Self::Busy => false,
+            | Self::Busy
+            | Self::Upstream(_) => false,
         }
     }
 }
@@ -286,11 +293,30 @@ impl<S: AsyncRead + Unpin> Framed<S> {
     /// Reads and verifies the body announced by `header`, within
     /// [`Pace::body`] of its length.
     pub async fn read_body(&mut self, header: &VerifiedHeader) -> Result<Bytes, ExchangeError> {
-        let limit = self.pace.body(header.info().length);
-        within(limit, "a segment body", self.read_body_unpaced(header)).await?
+        self.read_body_feeding(header, None).await
     }
 
-    async fn read_body_unpaced(&mut self, header: &VerifiedHeader) -> Result<Bytes, ExchangeError> {
+    /// [`Framed::read_body`], writing each verified piece of the encoding to
+    /// `feed` as it arrives (cut-through), and completing it at the end.
+    pub async fn read_body_feeding(
+        &mut self,
+        header: &VerifiedHeader,
+        feed: Option<Feed>,
+    ) -> Result<Bytes, ExchangeError> {
+        let limit = self.pace.body(header.info().length);
+        within(
+            limit,
+            "a segment body",
+            self.read_body_unpaced(header, feed),
+        )
+        .await?
+    }
+
+    async fn read_body_unpaced(
+        &mut self,
+        header: &VerifiedHeader,
+        mut feed: Option<Feed>,
+    ) -> Result<Bytes, ExchangeError> {
         let max = self.decoder.limits().max_segment;
         let length = header.info().length;
         if length > max {
@@ -309,10 +335,15 @@ impl<S: AsyncRead + Unpin> Framed<S> {
         // takes exactly its length (plain doubling left up to twice that).
         let length = usize::try_from(length).unwrap_or(usize::MAX);
         let mut body = Vec::with_capacity(length.min(BODY_START));
+        let mut verified = Vec::new();
         loop {
             match self.next_item(false).await? {
                 Item::Body { chunk, last } => {
+                    let forwarding = feed.is_some();
                     verifier.push(&chunk, |item| {
+                        if forwarding {
+                            verified.extend_from_slice(item.wire());
+                        }
                         if let tree::Item::Group { data, .. } = item {
                             let needed = body.len() + data.len();
                             if needed > body.capacity() {
@@ -322,10 +353,18 @@ impl<S: AsyncRead + Unpin> Framed<S> {
                             body.extend_from_slice(data);
                         }
                     })?;
+                    if let Some(feed) = feed.as_mut()
+                        && !verified.is_empty()
+                    {
+                        feed.append(Bytes::from(std::mem::take(&mut verified)));
+                    }
                     if last {
                         // The frame decoder gave exactly the encoded length.
                         if !verifier.is_complete() {
                             return Err(ExchangeError::Protocol("a body's encoding ended early"));
+                        }
+                        if let Some(feed) = feed {
+                            feed.complete();
                         }
                         return Ok(Bytes::from(body));
                     }
@@ -375,6 +414,29 @@ impl<S: AsyncWrite + Unpin> Framed<S> {
         )
         .await??;
         Ok(())
+    }
+
+    /// Forwards a body still arriving (cut-through): each verified piece of
+    /// its encoding as the download brings it, within [`Pace::body`] of its
+    /// length. Should the download fail, our side is closed at once (the
+    /// receiver sees a body end early, which it never holds against us) and
+    /// [`ExchangeError::Upstream`] returned.
+    pub async fn send_arriving(&mut self, arrival: &Arc<Arrival>) -> Result<(), ExchangeError> {
+        let limit = self.pace.body(arrival.encoded_len());
+        let mut reader = arrival.reader();
+        let sent = within(limit, "forwarding a segment body", async {
+            while let Some(pieces) = reader.next().await.map_err(ExchangeError::Upstream)? {
+                let pieces: Vec<&[u8]> = pieces.iter().map(|p| &p[..]).collect();
+                self.write_throttled(&pieces).await?;
+            }
+            Ok::<_, ExchangeError>(())
+        })
+        .await
+        .and_then(|r| r);
+        if let Err(ExchangeError::Upstream(_)) = &sent {
+            let _ = within(self.pace.frame, "closing the stream", self.stream.close()).await;
+        }
+        sent
     }
 
     /// Writes bytes as they are (an encoding made elsewhere), for tests.
@@ -461,10 +523,13 @@ pub fn verify_header(
 }
 
 /// Pulls segment `id` over a fresh stream; `None` when the peer lacks it.
+/// With an `announcer`, the body is offered for forwarding as it arrives
+/// (see [`crate::arrival`]).
 pub async fn pull(
     mut framed: Framed,
     id: SegmentId,
     key: &StreamKey,
+    announcer: Option<Announcer>,
 ) -> Result<Option<(VerifiedHeader, Bytes)>, ExchangeError> {
     framed
         .send(Body::Want(pb::Want {
@@ -479,7 +544,8 @@ pub async fn pull(
                     "delivered a segment other than the one asked for",
                 ));
             }
-            let body = framed.read_body(&header).await?;
+            let feed = announcer.map(|a| Feed::new(header.clone(), a));
+            let body = framed.read_body_feeding(&header, feed).await?;
             Ok(Some((header, body)))
         }
         Body::Absent(absent) if absent.busy => Err(ExchangeError::Busy),
@@ -488,11 +554,32 @@ pub async fn pull(
     }
 }
 
+/// A body to push: held whole, or still arriving (cut-through).
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Held(Bytes),
+    Arriving(Arc<Arrival>),
+}
+
+impl Outgoing {
+    /// The body's length (not its encoding's).
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Held(body) => body.len() as u64,
+            Self::Arriving(arrival) => arrival.header().info().length,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Offers a segment over a fresh stream and sends the body if accepted.
 pub async fn push(
     framed: Framed,
     header: &SignedHeader,
-    body: &[u8],
+    body: &Outgoing,
 ) -> Result<Pushed, ExchangeError> {
     match offer(framed, header).await? {
         Offered::Accepted(framed) => send_pushed(*framed, body).await,
@@ -528,9 +615,12 @@ pub async fn offer(mut framed: Framed, header: &SignedHeader) -> Result<Offered,
 
 /// The second half of [`push`]: sends the body of an accepted offer and
 /// waits until the peer has read it.
-pub async fn send_pushed(mut framed: Framed, body: &[u8]) -> Result<Pushed, ExchangeError> {
-    framed.send_body(body).await?;
-    framed.finish_read(body.len() as u64).await?;
+pub async fn send_pushed(mut framed: Framed, body: &Outgoing) -> Result<Pushed, ExchangeError> {
+    match body {
+        Outgoing::Held(body) => framed.send_body(body).await?,
+        Outgoing::Arriving(arrival) => framed.send_arriving(arrival).await?,
+    }
+    framed.finish_read(body.len()).await?;
     Ok(Pushed::Delivered)
 }
 

@@ -14,6 +14,7 @@
 //! - [`publisher`]: ingest, sign, inject.
 //! - [`metrics`]: Prometheus metric names and the helpers that update them.
 
+pub mod arrival;
 pub mod behaviour;
 pub mod cache;
 pub mod config;

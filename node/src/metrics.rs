@@ -47,6 +47,9 @@ pub const UPLOAD_CAP: &str = "meshcast_upload_cap_bytes_per_second";
 /// Pulls answered `Absent` because the upload cap could not send the body
 /// before the puller's deadline.
 pub const PULLS_DECLINED_AT_CAP: &str = "meshcast_pulls_declined_at_cap_total";
+/// Pushes accepted while their segment was still arriving here, and so
+/// forwarded piece by piece as it came (cut-through), whatever their end.
+pub const FORWARDS: &str = "meshcast_cut_through_forwards_total";
 /// Always 1, labelled with the `version` of the program.
 pub const BUILD_INFO: &str = "meshcast_build_info";
 
@@ -181,6 +184,10 @@ pub fn pull_declined_at_cap() {
     counter!(PULLS_DECLINED_AT_CAP).increment(1);
 }
 
+pub fn forward() {
+    counter!(FORWARDS).increment(1);
+}
+
 pub fn ban() {
     counter!(BANS).increment(1);
 }
@@ -307,8 +314,13 @@ pub fn register(version: &str) {
         PULLS_DECLINED_AT_CAP,
         "Pulls answered Absent: behind the upload cap, the body would not reach the puller before its deadline"
     );
+    describe_counter!(
+        FORWARDS,
+        "Pushes accepted while their segment was still arriving, forwarded piece by piece (cut-through)"
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the build");
     counter!(PULLS_DECLINED_AT_CAP).increment(0);
+    counter!(FORWARDS).increment(0);
 
     gauge!(BUILD_INFO, "version" => version.to_string()).set(1.0);
     for source in SOURCES {

@@ -104,6 +104,8 @@ impl Gateway {
             deliveries: AtomicU64::new(0),
             outboards: Mutex::new(std::collections::VecDeque::new()),
             answers: AtomicU64::new(0),
+            forwards: AtomicU64::new(0),
+            forwards_sent: AtomicU64::new(0),
             config,
         });
         let gateway = Gateway {
@@ -163,6 +165,16 @@ impl Gateway {
     /// Streams served now (followed or found for viewers).
     pub fn streams(&self) -> usize {
         streams::count(&self.shared)
+    }
+
+    /// Deliveries of segments still arriving at the node, sent piece by
+    /// piece as they came (cut-through): started, and sent whole.
+    pub fn forwards(&self) -> (u64, u64) {
+        let load = |a: &AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        (
+            load(&self.shared.forwards),
+            load(&self.shared.forwards_sent),
+        )
     }
 
     /// How many times the gateway has made its node follow a stream for
@@ -255,7 +267,9 @@ impl Driver {
                 }
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 event = arrivals.recv() => match event {
-                    Ok(Event::Stored { id, .. }) => wake(&self.shared, &id),
+                    Ok(Event::Stored { id, .. } | Event::Arriving { id }) => {
+                        wake(&self.shared, &id);
+                    }
                     Ok(Event::GatewayRecord(record)) => {
                         let (record, signed) = *record;
                         self.learn(record, signed);

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use meshcast_node::Event;
+use meshcast_node::arrival::Arrival;
 use meshcast_node::exchange::{ExchangeError, Framed};
 use meshcast_node::metrics::{self, BrowserSession, Class, Direction, Late, RequestResult};
 use meshcast_proto::frame::Limits as FrameLimits;
@@ -405,8 +406,8 @@ async fn deliver(
     sending: Arc<AtomicU64>,
     errors: mpsc::Sender<pb::ServerMessage>,
 ) -> u64 {
-    let segment = match shared.node.segment(&id) {
-        Some(segment) => Some(segment),
+    let ready = match shared.node.segment(&id) {
+        Some(segment) => Some(Ready::Held(Box::new(segment))),
         None if wait.is_zero() => None,
         None => {
             // Fetched now if the node will not receive it by itself (a VOD
@@ -429,6 +430,22 @@ async fn deliver(
                 }
             }
         }
+    };
+    let segment = match ready {
+        Some(Ready::Held(segment)) => Some(*segment),
+        Some(Ready::Arriving(arrival)) => {
+            answer.0 = forward(&shared, &connection, request_id, &arrival, sending).await;
+            if answer.0 == RequestResult::Refused {
+                let msg = error_frame(
+                    ErrorCode::TooManyRequests,
+                    "too many bytes in flight",
+                    request_id,
+                );
+                let _ = errors.send(msg).await;
+            }
+            return request_id;
+        }
+        None => None,
     };
     let Some(segment) = segment else {
         let code = if wait.is_zero() {
@@ -508,26 +525,111 @@ async fn deliver(
     request_id
 }
 
-/// Waits until `deadline` for segment `id` to be stored: `Ok(None)` when it
-/// does not come, `Err` when the gateway has too many requests waiting.
+/// A requested segment the gateway can send.
+enum Ready {
+    /// Boxed: far larger than the other.
+    Held(Box<meshcast_node::store::Segment>),
+    /// Still arriving at the node: sent piece by piece as it comes.
+    Arriving(Arc<Arrival>),
+}
+
+impl Ready {
+    fn now(shared: &Shared, id: &SegmentId) -> Option<Self> {
+        match shared.node.segment(id) {
+            Some(segment) => Some(Self::Held(Box::new(segment))),
+            None => shared.node.arriving(id).map(Self::Arriving),
+        }
+    }
+}
+
+/// Waits until `deadline` for segment `id` to be stored or to start
+/// arriving: `Ok(None)` when it does not come, `Err` when the gateway has
+/// too many requests waiting.
 async fn arrival(
     shared: &Arc<Shared>,
     id: SegmentId,
     deadline: Instant,
-) -> Result<Option<meshcast_node::store::Segment>, ()> {
+) -> Result<Option<Ready>, ()> {
     loop {
         // Registered before the store is checked, so an arrival in between
         // is not missed.
         let mut waiting = Waiting::start(shared, id).ok_or(())?;
-        if let Some(segment) = shared.node.segment(&id) {
-            return Ok(Some(segment));
+        if let Some(ready) = Ready::now(shared, &id) {
+            return Ok(Some(ready));
         }
         // A wake-up may be for everyone (missed events): check and wait again.
         if tokio::time::timeout_at(deadline, &mut waiting.arrived)
             .await
             .is_err()
         {
-            return Ok(shared.node.segment(&id));
+            return Ok(Ready::now(shared, &id));
         }
     }
 }
+
+/// Sends a segment still arriving at the node (cut-through): its signed
+/// header, then each verified piece of its encoding as the node's download
+/// brings it. Should that download fail, the stream is reset: the browser
+/// drops what it got and falls back to HTTP, blaming nobody.
+async fn forward(
+    shared: &Shared,
+    connection: &Connection,
+    request_id: u64,
+    arrival: &Arc<Arrival>,
+    sending: Arc<AtomicU64>,
+) -> RequestResult {
+    let id = arrival.header().id();
+    let size = arrival.header().info().length;
+    let reserved = Reserved::new(sending, size);
+    if reserved.total > shared.config.limits.max_inflight_bytes {
+        return RequestResult::Refused;
+    }
+    let limits = &shared.config.limits;
+    let limit = limits.write_timeout
+        + Duration::from_secs_f64(size as f64 / limits.min_delivery_rate.max(1) as f64);
+    shared.forwards.fetch_add(1, Ordering::Relaxed);
+    let mut reader = arrival.reader();
+    let mut stream = None;
+    let sent = tokio::time::timeout(limit, async {
+        let opened = connection
+            .open_uni()
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        let stream = stream.insert(opened);
+        let delivery = pb::Delivery {
+            request_id,
+            header: Some(arrival.header().signed().to_pb()),
+        };
+        let frame = meshcast_proto::frame::encode(&delivery, &FrameLimits::default())
+            .map_err(|e| e.to_string())?;
+        stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+        while let Some(pieces) = reader.next().await? {
+            for piece in pieces {
+                stream.write_all(&piece).await.map_err(|e| e.to_string())?;
+            }
+        }
+        stream.finish().await.map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("not sent within {limit:?}")));
+    drop(reserved);
+    match sent {
+        Ok(()) => {
+            shared.forwards_sent.fetch_add(1, Ordering::Relaxed);
+            metrics::bytes(Direction::Out, Class::Browser, size);
+            RequestResult::Delivered
+        }
+        Err(e) => {
+            if let Some(stream) = stream.as_mut() {
+                let _ = stream.reset(VarInt::from_u32(FORWARD_FAILED));
+            }
+            tracing::debug!(request_id, "forwarding {id} failed: {e}");
+            RequestResult::Cancelled
+        }
+    }
+}
+
+/// The reset code of a delivery whose segment's own download failed.
+const FORWARD_FAILED: u32 = 1;

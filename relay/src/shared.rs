@@ -40,6 +40,10 @@ pub(crate) struct Shared {
     pub deliveries: AtomicU64,
     /// Segments looked up for requests so far (for [`Faults`]).
     pub answers: AtomicU64,
+    /// Deliveries of segments still arriving at the node (cut-through)
+    /// started so far, and those sent whole.
+    pub forwards: AtomicU64,
+    pub forwards_sent: AtomicU64,
     /// The trees of the segments served lately: many viewers ask for the
     /// same few, and each outboard costs a BLAKE3 pass over its body.
     pub outboards: Mutex<std::collections::VecDeque<(SegmentId, Arc<Outboard>)>>,

@@ -61,6 +61,10 @@ pub struct Scenario {
     /// A transfer running longer is cancelled and retried elsewhere (the
     /// node's `transfer_timeout`, 5 s by default).
     pub transfer_timeout: Duration,
+    /// Nodes forward a segment while it is still arriving, each verified
+    /// piece at once (the node's `cut_through`, on by default); off, every
+    /// hop waits for the whole segment (store-and-forward).
+    pub cut_through: bool,
     pub seed: u64,
 }
 
@@ -86,6 +90,7 @@ impl Default for Scenario {
             origin_after: Duration::from_secs(4),
             pull_delay: Duration::from_millis(150),
             transfer_timeout: Duration::from_secs(5),
+            cut_through: true,
             seed: 1,
         }
     }

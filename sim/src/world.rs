@@ -7,7 +7,11 @@
 //! the sender's uplink split over its active uploads, the receiver's
 //! downlink over its active downloads, the smaller of the two — recomputed
 //! whenever a flow starts or ends at either end; the last byte lands one
-//! way's latency after it left. Gossip floods every link (gossipsub's mesh
+//! way's latency after it left. A push that forwards a segment still
+//! arriving (cut-through) is fed by the flow bringing it: it moves no faster
+//! than that flow while it runs, so it never overtakes it, and it ends when
+//! that flow fails (the sender's mesh cancels it). Its receiver hears that
+//! the body is arriving once the first 16 KiB group has landed. Gossip floods every link (gossipsub's mesh
 //! and lazy gossip reach about the same peers a little later), each node
 //! validating and forwarding a message once.
 
@@ -21,6 +25,7 @@ use meshcast_node::mesh::{
     self, Acceptance, Broken, Failure, Mesh, OfferReply, Output, Pushed, Seed, Source, Topic,
 };
 use meshcast_proto::pb::{self, DeclineReason};
+use meshcast_proto::tree;
 use meshcast_proto::{
     Descriptor, PublisherKey, Rendition, SegmentId, SegmentInfo, SignedHeader, VerifiedDescriptor,
     VerifiedHeader,
@@ -60,6 +65,10 @@ enum Event {
     FlowDone {
         flow: u64,
         version: u64,
+    },
+    /// A flow's first verified group reaches its receiver (cut-through).
+    Arriving {
+        flow: u64,
     },
     /// A header-list request reaches the asked node.
     ListHeaders {
@@ -132,6 +141,8 @@ struct Xfer {
     b_tid: Option<TransferId>,
     seq: u64,
     flow: Option<u64>,
+    /// A push forwarding a segment still arriving: the flow that brings it.
+    fed_by: Option<u64>,
 }
 
 struct Flow {
@@ -146,6 +157,12 @@ struct Flow {
     delay: Duration,
     /// A stalling peer at either end: nothing moves, ever.
     stalled: bool,
+    /// The flow that brings what this one forwards (see the module docs),
+    /// and the flows this one feeds.
+    fed_by: Option<u64>,
+    feeds: Vec<u64>,
+    /// `(receiver, sequence)` while its receiver forwards from it.
+    forwarded: Option<(u32, u64)>,
 }
 
 struct Node {
@@ -182,6 +199,8 @@ pub(crate) struct World {
     next_xfer: u64,
     flows: HashMap<u64, Flow>,
     next_flow: u64,
+    /// Segments arriving at a node through a flow that pushes forward from.
+    arriving: HashMap<(u32, u64), u64>,
     descriptor: VerifiedDescriptor,
     segments: Vec<(VerifiedHeader, Bytes)>,
     injected_at: Vec<Option<Duration>>,
@@ -247,6 +266,7 @@ impl World {
             next_xfer: 0,
             flows: HashMap::new(),
             next_flow: 0,
+            arriving: HashMap::new(),
             descriptor,
             dirty: Vec::new(),
             m: Measured::default(),
@@ -342,6 +362,12 @@ impl World {
         config.scheduler.origin_after = self.sc.origin_after;
         config.scheduler.pull_delay = self.sc.pull_delay;
         config.scheduler.transfer_timeout = self.sc.transfer_timeout;
+        config.scheduler.cut_through = self.sc.cut_through;
+        // A volunteer states its uplink as its upload cap (`node.max_upload`),
+        // which the scheduler sizes its pushes to; the publisher is a server.
+        if !publisher {
+            config.scheduler.upload_rate = Some((self.sc.uplink_bps / 8.0) as u64);
+        }
         let mut mesh = Mesh::new(config, &id.to_be_bytes(), self.sc.seed ^ u64::from(id));
         mesh.follow(self.descriptor.clone(), Seed::All, self.base + self.now);
         self.nodes.push(Node {
@@ -462,6 +488,7 @@ impl World {
                     self.flow_done(flow);
                 }
             }
+            Event::Arriving { flow } => self.arriving(flow),
             Event::ListHeaders {
                 from,
                 to,
@@ -658,7 +685,8 @@ impl World {
                     return self.fail(x);
                 }
                 let delay = self.one_way(a, b);
-                self.start_flow(Some(a), b, x, delay);
+                let fed_by = self.xfers.get(&x).and_then(|t| t.fed_by);
+                self.start_flow(Some(a), b, x, delay, fed_by);
             }
             Answer::Declined(reason) => {
                 if let Some(t) = self.xfers.remove(&x) {
@@ -688,7 +716,7 @@ impl World {
         self.count(if holds { "pull served" } else { "pull absent" });
         if holds {
             let delay = self.one_way(b, a);
-            self.start_flow(Some(b), a, x, delay);
+            self.start_flow(Some(b), a, x, delay, None);
         } else {
             let back = self.one_way(b, a);
             self.at(back, Event::Absent(x));
@@ -733,7 +761,52 @@ impl World {
         }
     }
 
-    fn start_flow(&mut self, from: Option<u32>, to: u32, x: u64, delay: Duration) {
+    /// A forger's body failed verification at its first group: the
+    /// receiver drops the transfer and bans the sender, whose upload fails.
+    fn forged(&mut self, x: u64) {
+        let now = self.instant();
+        let Some(t) = self.xfers.remove(&x) else {
+            return;
+        };
+        self.forget_tid(&t);
+        self.count("forged body caught");
+        if let Some(flow) = t.flow {
+            self.stop_flow(flow);
+        }
+        let misbehaved = Broken::Misbehaved {
+            reason: "a group does not match its signed hash".into(),
+            failure: Some(Failure::Body),
+        };
+        let failed = Broken::Failed("the receiver closed the stream".into());
+        match t.kind {
+            Kind::Push => {
+                let receiver = t.b.unwrap_or(PUBLISHER);
+                if let Some(m) = self.mesh(t.a) {
+                    m.handle_upload(t.a_tid, receiver, Err(failed), now);
+                }
+                if let (Some(bt), Some(m)) = (t.b_tid, self.mesh(receiver)) {
+                    m.handle_download(bt, Err(misbehaved), now);
+                }
+            }
+            Kind::Pull => {
+                if let Some(m) = self.mesh(t.a) {
+                    m.handle_download(t.a_tid, Err(misbehaved), now);
+                }
+            }
+            Kind::Origin => {}
+        }
+    }
+
+    fn start_flow(
+        &mut self,
+        from: Option<u32>,
+        to: u32,
+        x: u64,
+        delay: Duration,
+        fed_by: Option<u64>,
+    ) {
+        // Fed by a flow already done: the whole segment is held.
+        let fed_by = fed_by.filter(|f| self.flows.contains_key(f));
         let bytes = self.sc.segment_bytes() as f64;
         let stalled = [from, Some(to)]
             .into_iter()
@@ -753,8 +826,14 @@ impl World {
                 xfer: x,
                 delay,
                 stalled,
+                fed_by,
+                feeds: Vec::new(),
+                forwarded: None,
             },
         );
+        if let Some(up) = fed_by.and_then(|f| self.flows.get_mut(&f)) {
+            up.feeds.push(id);
+        }
         if let Some(t) = self.xfers.get_mut(&x) {
             t.flow = Some(id);
         }
@@ -766,12 +845,77 @@ impl World {
         }
         self.nodes[to as usize].down.push(id);
         self.refresh(from, to);
+        // Bodies from peers are verified group by group as they land;
+        // origin fetches whole, as the node does.
+        if from.is_some() {
+            let first = self.flows.get(&id).map(|f| {
+                let group = (tree::GROUP_BYTES as f64).min(f.left);
+                f.delay + Duration::from_secs_f64(group / f.rate.max(1.0))
+            });
+            if let Some(after) = first {
+                self.at(after, Event::Arriving { flow: id });
+            }
+        }
+    }
+
+    /// A flow's first group landed: a forger's fails verification there
+    /// (the receiver bans it at once); otherwise its receiver's mesh may
+    /// forward it.
+    fn arriving(&mut self, flow: u64) {
+        let now = self.instant();
+        let Some((x, from)) = self.flows.get(&flow).map(|f| (f.xfer, f.from)) else {
+            return;
+        };
+        if from.is_some_and(|s| self.nodes[s as usize].bad == Some(BadKind::Forge)) {
+            return self.forged(x);
+        }
+        if !self.sc.cut_through {
+            return;
+        }
+        let Some(t) = self.xfers.get(&x) else { return };
+        let (receiver, rtid) = match t.kind {
+            Kind::Push => (t.b.unwrap_or(PUBLISHER), t.b_tid),
+            Kind::Pull => (t.a, Some(t.a_tid)),
+            Kind::Origin => return,
+        };
+        let (Some(rtid), seq) = (rtid, t.seq) else {
+            return;
+        };
+        if self.nodes[receiver as usize].bad.is_some() {
+            return;
+        }
+        let header = self.segments[seq as usize].0.clone();
+        let accepted = self
+            .mesh(receiver)
+            .is_some_and(|m| m.handle_arriving(rtid, header, now));
+        if accepted {
+            self.arriving.insert((receiver, seq), flow);
+            if let Some(f) = self.flows.get_mut(&flow) {
+                f.forwarded = Some((receiver, seq));
+            }
+        }
     }
 
     fn stop_flow(&mut self, flow: u64) {
         let Some(f) = self.flows.remove(&flow) else {
             return;
         };
+        if let Some(key) = f.forwarded
+            && self.arriving.get(&key) == Some(&flow)
+        {
+            self.arriving.remove(&key);
+        }
+        if let Some(up) = f.fed_by.and_then(|u| self.flows.get_mut(&u)) {
+            up.feeds.retain(|d| *d != flow);
+        }
+        // What it fed moves at its own pace now (a failed feed ends them
+        // through their sender's mesh, which cancels them).
+        let fed: Vec<u64> = f.feeds.clone();
+        for d in &fed {
+            if let Some(down) = self.flows.get_mut(d) {
+                down.fed_by = None;
+            }
+        }
         if f.stalled {
             return;
         }
@@ -780,6 +924,7 @@ impl World {
         }
         self.nodes[f.to as usize].down.retain(|x| *x != flow);
         self.refresh(f.from, f.to);
+        self.refresh_flows(fed);
     }
 
     /// Recomputes the rate of every flow at `a` and `b`.
@@ -791,7 +936,14 @@ impl World {
         }
         touched.sort_unstable();
         touched.dedup();
-        for id in touched {
+        self.refresh_flows(touched);
+    }
+
+    /// Recomputes the rate of `flows`, and of the flows they feed whose
+    /// rate that changes (down a forwarding chain).
+    fn refresh_flows(&mut self, flows: Vec<u64>) {
+        let mut work = flows;
+        while let Some(id) = work.pop() {
             let rate = {
                 let Some(f) = self.flows.get(&id) else {
                     continue;
@@ -810,7 +962,12 @@ impl World {
                 };
                 let down =
                     self.sc.downlink_bps / 8.0 / self.nodes[f.to as usize].down.len().max(1) as f64;
-                up.min(down)
+                // Never faster than what feeds it, while that runs.
+                let feed = f
+                    .fed_by
+                    .and_then(|u| self.flows.get(&u))
+                    .map_or(f64::INFINITY, |u| if u.stalled { 0.0 } else { u.rate });
+                up.min(down).min(feed)
             };
             let now = self.now;
             let Some(f) = self.flows.get_mut(&id) else {
@@ -819,11 +976,18 @@ impl World {
             let elapsed = now.saturating_sub(f.updated).as_secs_f64();
             f.left = (f.left - f.rate * elapsed).max(0.0);
             f.updated = now;
+            let changed = f.rate != rate;
             f.rate = rate;
             f.version += 1;
-            let done = Duration::from_secs_f64(f.left / rate) + f.delay;
             let version = f.version;
-            self.at(done, Event::FlowDone { flow: id, version });
+            if changed {
+                work.extend(f.feeds.iter().copied());
+            }
+            // A flow fed by a stalled one waits for it to end.
+            if rate > 0.0 {
+                let done = Duration::from_secs_f64(f.left / rate) + f.delay;
+                self.at(done, Event::FlowDone { flow: id, version });
+            }
         }
     }
 
@@ -947,6 +1111,28 @@ impl World {
                     b_tid: None,
                     seq: seq_of(&header.id()),
                     flow: None,
+                    fed_by: None,
+                });
+                let delay = self.one_way(node, peer);
+                self.at(delay, Event::Offer(x));
+            }
+            Output::Forward {
+                transfer,
+                peer,
+                header,
+            } => {
+                let seq = seq_of(&header.id());
+                let fed_by = self.arriving.get(&(node, seq)).copied();
+                self.count("forward offered");
+                let x = self.new_xfer(Xfer {
+                    kind: Kind::Push,
+                    a: node,
+                    a_tid: transfer,
+                    b: Some(peer),
+                    b_tid: None,
+                    seq,
+                    flow: None,
+                    fed_by,
                 });
                 let delay = self.one_way(node, peer);
                 self.at(delay, Event::Offer(x));
@@ -962,6 +1148,7 @@ impl World {
                     b_tid: None,
                     seq: seq_of(&id),
                     flow: None,
+                    fed_by: None,
                 });
                 let delay = self.one_way(node, peer);
                 self.at(delay, Event::Want(x));
@@ -977,10 +1164,11 @@ impl World {
                     b_tid: None,
                     seq: seq_of(&header.id()),
                     flow: None,
+                    fed_by: None,
                 });
                 self.m.origin_fetches += 1;
                 let delay = self.sc.origin_rtt;
-                self.start_flow(None, node, x, delay);
+                self.start_flow(None, node, x, delay, None);
             }
             Output::Cancel { transfer } => {
                 if let Some(x) = self.by_tid.get(&(node, transfer)).copied() {

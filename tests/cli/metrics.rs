@@ -473,6 +473,7 @@ fn node_and_relay_metrics_move_with_the_live_stream() {
             ("meshcast_cache_bytes", "gauge"),
             ("meshcast_upload_cap_bytes_per_second", "gauge"),
             ("meshcast_pulls_declined_at_cap_total", "counter"),
+            ("meshcast_cut_through_forwards_total", "counter"),
             ("meshcast_build_info", "gauge"),
         ] {
             assert_eq!(

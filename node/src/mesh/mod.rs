@@ -245,6 +245,17 @@ pub enum Output<P> {
         url: String,
         header: VerifiedHeader,
     },
+    /// Offer a segment still arriving (cut-through) to `peer`, and if it
+    /// accepts, send each verified piece of the body as the download of it
+    /// brings them, from the first. Should that download fail, end the
+    /// stream early (the peer then drops what it got, through no fault of
+    /// its own); should it be superseded by another that delivered, finish
+    /// from the held body. Report with [`Mesh::handle_upload`].
+    Forward {
+        transfer: TransferId,
+        peer: P,
+        header: VerifiedHeader,
+    },
     /// Abandon a transfer: it timed out, or another one delivered. It must
     /// still be reported (as failed, unless it completed first).
     Cancel {
@@ -308,11 +319,14 @@ pub enum Output<P> {
 }
 
 /// A download in flight: what it brings, from whom, since when.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Download<P> {
     id: SegmentId,
     source: Source<P>,
     started: Instant,
+    /// Its verified header, once its body is arriving
+    /// ([`Mesh::handle_arriving`]): offers of the segment stream from it.
+    arriving: Option<VerifiedHeader>,
 }
 
 /// See the module docs.
@@ -527,6 +541,10 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
             None => Followed::new(descriptor.clone(), seed),
         };
         self.streams.insert(key.id, followed);
+        let live = descriptor.descriptor().live;
+        let segment = Duration::from_millis(u64::from(descriptor.descriptor().segment_duration_ms));
+        self.scheduler
+            .pace(key.id, live.then_some(segment).filter(|d| !d.is_zero()));
         self.outputs.push_back(Output::Follow { descriptor, first });
         let peers: Vec<P> = self.neighbours.iter().copied().collect();
         for peer in peers {
@@ -541,6 +559,7 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
         if self.streams.remove(stream).is_none() {
             return;
         }
+        self.scheduler.pace(*stream, None);
         let unheld: Vec<SegmentId> = self
             .pending
             .keys()
@@ -748,6 +767,7 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
                         id,
                         source: Source::Push(peer),
                         started: now,
+                        arriving: None,
                     },
                 );
                 OfferReply::Accept {
@@ -872,6 +892,34 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
         };
         self.scheduler.finished(transfer, outcome, now);
         self.drain(now);
+    }
+
+    /// Download `transfer` has verified its header and the first pieces of
+    /// its body: call once, as soon as they arrive, so that the segment is
+    /// forwarded while the rest is on its way ([`Output::Forward`]). Needed
+    /// only with [`scheduler::Config::cut_through`]; without the call every
+    /// hop waits for the whole segment.
+    /// False if nothing will be forwarded from it: cut-through is off, the
+    /// download is over, the header is not its segment's, or another
+    /// download of the segment is the one forwarded.
+    pub fn handle_arriving(
+        &mut self,
+        transfer: TransferId,
+        header: VerifiedHeader,
+        now: Instant,
+    ) -> bool {
+        let Some(download) = self.downloads.get(&transfer) else {
+            return false;
+        };
+        if download.id != header.id() || download.arriving.is_some() || !self.current(&header) {
+            return false;
+        }
+        if let Some(download) = self.downloads.get_mut(&transfer) {
+            download.arriving = Some(header);
+        }
+        let forwarded = self.scheduler.arriving(transfer, now);
+        self.drain(now);
+        forwarded
     }
 
     /// The peer accepted a push ([`Output::Push`]): its body is now in
@@ -1148,6 +1196,13 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
         });
     }
 
+    /// The header of a segment arriving through a download that offers
+    /// stream from.
+    fn arriving_header(&self, id: &SegmentId) -> Option<VerifiedHeader> {
+        let transfer = self.scheduler.arriving_through(id)?;
+        self.downloads.get(&transfer)?.arriving.clone()
+    }
+
     /// Stores a verified segment; true if it is new.
     fn insert(&mut self, header: VerifiedHeader, body: Bytes, source: Source<P>) -> bool {
         let id = header.id();
@@ -1259,7 +1314,20 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
                             header: segment.header,
                             body: segment.body,
                         }),
-                        None => self.scheduler.finished(transfer, Outcome::Failed, now),
+                        None => match self.arriving_header(&id) {
+                            Some(header) => self.outputs.push_back(Output::Forward {
+                                transfer,
+                                peer,
+                                header,
+                            }),
+                            // Gone meanwhile (evicted): not a failure, which
+                            // would have it offered again at once.
+                            None => self.scheduler.finished(
+                                transfer,
+                                Outcome::Declined(DeclineReason::Unspecified),
+                                now,
+                            ),
+                        },
                     }
                 }
                 Action::Pull { transfer, peer, id } => {
@@ -1273,6 +1341,7 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
                             id,
                             source: Source::Pull(peer),
                             started: now,
+                            arriving: None,
                         },
                     );
                     self.outputs.push_back(Output::Pull {
@@ -1296,6 +1365,7 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
                                 id,
                                 source: Source::Origin,
                                 started: now,
+                                arriving: None,
                             },
                         );
                         self.outputs.push_back(Output::FetchOrigin {

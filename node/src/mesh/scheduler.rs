@@ -46,8 +46,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use meshcast_proto::SegmentId;
 use meshcast_proto::pb::DeclineReason;
+use meshcast_proto::{SegmentId, StreamId};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -73,6 +73,11 @@ pub struct Config {
     pub max_downloads: usize,
     /// Concurrent uploads, all segments together.
     pub max_uploads: usize,
+    /// Offer a segment to neighbours while it is still arriving, forwarding
+    /// each verified piece at once ([`Scheduler::arriving`]), instead of
+    /// after the whole of it is held. Off: store-and-forward, every hop
+    /// costs a whole segment's transfer.
+    pub cut_through: bool,
     /// Bytes of pushes in flight, all together (one push always may run,
     /// whatever its size). A push's body sits in QUIC's send buffer until
     /// the receiver has read it; more in flight than the uplink carries
@@ -118,6 +123,7 @@ impl Default for Config {
             origin_after: Duration::from_secs(4),
             max_downloads: 16,
             max_uploads: 24,
+            cut_through: true,
             max_upload_bytes: 4 << 20,
             upload_rate: None,
             max_downloads_per_peer: 6,
@@ -226,6 +232,9 @@ struct Segment<P> {
     learned: Instant,
     want: Want,
     held: bool,
+    /// The download whose verified body is arriving and forwarded as it
+    /// comes (cut-through, [`Scheduler::arriving`]); offers stream from it.
+    arriving: Option<TransferId>,
     holders: PeerSet<P>,
     /// Peers a download from failed at, and when: retried after `retry_after`.
     failed: PeerTimes<P>,
@@ -400,6 +409,9 @@ pub struct Scheduler<P> {
     origin_queue: BTreeSet<(Instant, SegmentId)>,
     /// When tracked segments are next swept for forgetting.
     next_sweep: Option<Instant>,
+    /// The segment duration of each live stream followed (see
+    /// [`Scheduler::pace`]).
+    paces: BTreeMap<StreamId, Duration>,
     rng: StdRng,
 }
 
@@ -417,12 +429,27 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             live: BTreeSet::new(),
             origin_queue: BTreeSet::new(),
             next_sweep: None,
+            paces: BTreeMap::new(),
             rng: StdRng::seed_from_u64(seed),
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// A live stream's segments last `segment` each (`None`: not live, or
+    /// no longer followed). Behind an upload cap ([`Config::upload_rate`]),
+    /// a push of one of them must move at least at its own pace (its size
+    /// over its duration), else it ends after the next segment is due and
+    /// slows every push beside it: pushes run at once only as many as the
+    /// cap carries at that pace (one at least). With cut-through that keeps
+    /// a forwarding tree narrow and fast instead of wide and late.
+    pub fn pace(&mut self, stream: StreamId, segment: Option<Duration>) {
+        match segment {
+            Some(d) => self.paces.insert(stream, d),
+            None => self.paces.remove(&stream),
+        };
     }
 
     /// A new neighbour. It is offered segments that arrive from now on; what
@@ -602,6 +629,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             learned: now,
             want: Want::No,
             held: false,
+            arriving: None,
             holders: PeerSet::default(),
             failed: PeerTimes::default(),
             offered: PeerSet::default(),
@@ -618,6 +646,71 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     pub fn held(&mut self, id: SegmentId, size: u64, now: Instant) {
         self.header_learned(id, size, None, now);
         self.mark_held(id, now);
+    }
+
+    /// Download `transfer` verified its header and its body has started to
+    /// arrive, each piece verified as it comes: with
+    /// [`Config::cut_through`], offer the segment to neighbours now and
+    /// stream them the pieces as they arrive. Should the download fail,
+    /// those offers are cancelled ([`Action::Cancel`]) and their peers may
+    /// be offered the segment again once it is held.
+    ///
+    /// True if offers now stream from this download: false without
+    /// cut-through, for a transfer over, or while another download of the
+    /// segment is the one forwarded (the first to arrive is).
+    pub fn arriving(&mut self, transfer: TransferId, now: Instant) -> bool {
+        if !self.config.cut_through {
+            return false;
+        }
+        let Some(t) = self.transfers.get(&transfer) else {
+            return false;
+        };
+        if matches!(t.kind, Kind::Offer(_)) {
+            return false;
+        }
+        let id = t.id;
+        match self.segments.get_mut(&id) {
+            Some(seg) if !seg.held && seg.arriving.is_none() => seg.arriving = Some(transfer),
+            _ => return false,
+        }
+        self.pump_offers(id, now);
+        true
+    }
+
+    /// The download the segment is arriving through, that offers stream
+    /// from (see [`Scheduler::arriving`]).
+    pub fn arriving_through(&self, id: &SegmentId) -> Option<TransferId> {
+        self.segments.get(id).and_then(|s| s.arriving)
+    }
+
+    /// A download ended without the segment: if offers were streaming from
+    /// it, they end too. Their peers did nothing wrong and lack the segment:
+    /// they may be offered it again.
+    fn source_lost(&mut self, id: SegmentId, transfer: TransferId) {
+        let Some(seg) = self.segments.get_mut(&id) else {
+            return;
+        };
+        if seg.arriving != Some(transfer) {
+            return;
+        }
+        seg.arriving = None;
+        let forwarding: Vec<(TransferId, P)> = self
+            .transfers
+            .iter()
+            .filter(|(_, t)| t.id == id)
+            .filter_map(|(tid, t)| match t.kind {
+                Kind::Offer(peer) => Some((*tid, peer)),
+                _ => None,
+            })
+            .collect();
+        for (offer, peer) in forwarding {
+            self.transfers.remove(&offer);
+            self.actions.push_back(Action::Cancel { transfer: offer });
+            if let Some(seg) = self.segments.get_mut(&id) {
+                seg.offers_in_flight = seg.offers_in_flight.saturating_sub(1);
+                seg.offered.remove(&peer);
+            }
+        }
     }
 
     /// A peer offers a segment. Accept only what is neither held nor being
@@ -671,6 +764,11 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                     Outcome::Done { .. } | Outcome::Declined(DeclineReason::AlreadyHave) => {
                         seg.holders.insert(peer);
                     }
+                    // A cut-through offer whose source failed: the peer
+                    // lacks the segment through no fault of its own.
+                    Outcome::Failed if !seg.held => {
+                        seg.offered.remove(&peer);
+                    }
                     _ => {}
                 }
                 self.queue_offers(t.id);
@@ -678,6 +776,12 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             }
             Kind::Pull(peer) | Kind::PushIn(peer) => {
                 seg.downloads.remove(&transfer);
+                if !matches!(outcome, Outcome::Done { .. }) {
+                    self.source_lost(t.id, transfer);
+                }
+                let Some(seg) = self.segments.get_mut(&t.id) else {
+                    return;
+                };
                 match outcome {
                     Outcome::Done { bytes, elapsed } => {
                         seg.holders.insert(peer);
@@ -713,6 +817,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
                 seg.downloads.remove(&transfer);
                 if matches!(outcome, Outcome::Done { .. }) {
                     self.mark_held(t.id, now);
+                } else {
+                    self.source_lost(t.id, transfer);
                 }
             }
         }
@@ -1026,7 +1132,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
 
     /// Pushes of `size` bytes that may start now: within the upload slots
     /// and the bytes in flight (one, if none is in flight).
-    fn upload_room(&self, size: u64, now: Instant) -> usize {
+    fn upload_room(&self, id: &SegmentId, size: u64, now: Instant) -> usize {
         let uploads = self.active_uploads();
         let slots = self.config.max_uploads.saturating_sub(uploads);
         let in_flight = self.upload_bytes(now);
@@ -1046,7 +1152,15 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             }
             None => usize::MAX,
         };
-        let room = by_bytes.min(by_rate);
+        let by_pace = match (self.config.upload_rate, self.paces.get(&id.stream)) {
+            (Some(rate), Some(segment)) if size > 0 => {
+                let pace = size as f64 / segment.as_secs_f64().max(1e-3);
+                let at_once = ((rate as f64 / pace).floor() as usize).max(1);
+                at_once.saturating_sub(uploads)
+            }
+            _ => usize::MAX,
+        };
+        let room = by_bytes.min(by_rate).min(by_pace);
         // One push always may run, whatever its size.
         let room = if uploads == 0 { room.max(1) } else { room };
         slots.min(room)
@@ -1104,6 +1218,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             return;
         }
         seg.held = true;
+        // Offers streaming from the arriving download go on: the shell
+        // completes them from the held body.
+        seg.arriving = None;
         // A racing download (origin vs. peer) is no longer needed.
         for transfer in std::mem::take(&mut seg.downloads) {
             self.transfers.remove(&transfer);
@@ -1118,8 +1235,8 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
         let Some(seg) = self.segments.get(&id) else {
             return;
         };
-        let slots = self.upload_room(seg.size, now);
-        if !seg.held {
+        let slots = self.upload_room(&id, seg.size, now);
+        if !seg.held && seg.arriving.is_none() {
             return;
         }
         let mut candidates: Vec<P> = self
@@ -1156,7 +1273,7 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
     /// turn for the next free slot, newest first.
     fn queue_offers(&mut self, id: SegmentId) {
         if let Some(seg) = self.segments.get(&id)
-            && seg.held
+            && (seg.held || seg.arriving.is_some())
         {
             self.starved.insert((seg.learned, id));
         }
@@ -1238,6 +1355,9 @@ impl<P: Copy + Ord + std::fmt::Debug> Scheduler<P> {
             let Some(t) = self.transfers.remove(&transfer) else {
                 continue;
             };
+            if !matches!(t.kind, Kind::Offer(_)) {
+                self.source_lost(t.id, transfer);
+            }
             if let Some(seg) = self.segments.get_mut(&t.id) {
                 match t.kind {
                     Kind::Offer(_) => {

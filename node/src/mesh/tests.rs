@@ -816,3 +816,135 @@ fn a_restarted_publishers_new_headers_win() {
         assert!(net.bans(n).is_empty(), "node {n} banned someone");
     }
 }
+
+fn forwards(net: &Net, node: u32) -> Vec<(TransferId, u32)> {
+    net.log
+        .iter()
+        .filter(|(n, _)| *n == node)
+        .filter_map(|(_, o)| match o {
+            Output::Forward { transfer, peer, .. } => Some((*transfer, *peer)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cancels(net: &Net, node: u32) -> Vec<TransferId> {
+    net.log
+        .iter()
+        .filter(|(n, _)| *n == node)
+        .filter_map(|(_, o)| match o {
+            Output::Cancel { transfer } => Some(*transfer),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A chain 0 → 1 → 2 with 0's push to 1 held back and accepted by hand:
+/// returns the net, the segment, and 1's transfer of it.
+fn chain_with_a_push_arriving(
+    f: &Fixture,
+    relay: Config,
+) -> (Net, (VerifiedHeader, Bytes), TransferId) {
+    let mut net = Net::new(vec![config(), relay, config()]);
+    for n in 0..3 {
+        net.follow(n, f);
+    }
+    net.connect(0, 1);
+    net.connect(1, 2);
+    net.hold = true;
+    let (header, body) = f.segment(1, 100_000);
+    let now = net.now;
+    net.nodes[0].inject(header.clone(), body.clone(), now);
+    net.run();
+    let offer = header.signed().to_pb();
+    let transfer = match net.nodes[1].handle_offer(0, Some(&offer), now) {
+        OfferReply::Accept { transfer, .. } => transfer,
+        other => panic!("node 1 did not accept: {other:?}"),
+    };
+    net.held.clear();
+    net.run();
+    (net, (header, body), transfer)
+}
+
+/// Cut-through in the core: a body that starts to arrive is offered on at
+/// once to the neighbours that lack it (not back to its sender). When its
+/// download fails, the forwards are cancelled, their peers are not held
+/// responsible, and once the segment is held they are offered it again.
+#[test]
+fn a_segment_is_forwarded_while_it_arrives_and_its_forwards_end_with_its_download() {
+    let f = Fixture::new(true, "");
+    let (mut net, (header, body), transfer) = chain_with_a_push_arriving(&f, config());
+    let now = net.now;
+    assert!(net.nodes[1].handle_arriving(transfer, header.clone(), now));
+    net.run();
+    let forwarded = forwards(&net, 1);
+    assert_eq!(forwarded.len(), 1, "{forwarded:?}");
+    let (forward, peer) = forwarded[0];
+    assert_eq!(peer, 2, "forwarded back to its sender");
+    // A second report changes nothing.
+    assert!(!net.nodes[1].handle_arriving(transfer, header.clone(), now));
+
+    net.nodes[1].handle_download(transfer, Err(Broken::Failed("reset".into())), now);
+    net.run();
+    assert!(
+        cancels(&net, 1).contains(&forward),
+        "the forward outlived its source"
+    );
+    // The shell reports the cancelled forward; it is nobody's fault.
+    net.nodes[1].handle_upload(forward, 2, Err(Broken::Failed("cancelled".into())), now);
+    net.run();
+    assert!(net.bans(1).is_empty() && net.bans(2).is_empty());
+
+    // Node 1 gets the segment whole after all: node 2 is offered it again.
+    net.hold = false;
+    let offer = header.signed().to_pb();
+    let again = match net.nodes[1].handle_offer(0, Some(&offer), now) {
+        OfferReply::Accept { transfer, .. } => transfer,
+        other => panic!("node 1 did not accept again: {other:?}"),
+    };
+    net.nodes[1].handle_download(again, Ok(Some((header.clone(), body))), now);
+    net.run();
+    assert!(net.holds(2, &header.id()));
+    assert_eq!(net.stored(2)[&header.id()], Source::Push(1));
+}
+
+/// The switch: without cut-through a node offers only what it holds whole.
+#[test]
+fn without_cut_through_nothing_is_forwarded_before_it_is_held() {
+    let f = Fixture::new(true, "");
+    let mut relay = config();
+    relay.scheduler.cut_through = false;
+    let (mut net, (header, _), transfer) = chain_with_a_push_arriving(&f, relay);
+    let now = net.now;
+    assert!(!net.nodes[1].handle_arriving(transfer, header, now));
+    net.run();
+    assert!(forwards(&net, 1).is_empty());
+    assert!(offered(&net, 1).is_empty());
+}
+
+/// Behind an upload cap, pushes of a live segment run at once only as many
+/// as the cap carries at the stream's pace (size over duration): 1.25 MB/s
+/// and 1 MB every 2 s is two; 250 kB segments leave `push_parallel` (3)
+/// the limit.
+#[test]
+fn pushes_at_once_are_sized_to_the_upload_cap_and_the_streams_pace() {
+    let f = Fixture::new(true, "");
+    for (size, expected) in [(1_000_000, 2), (250_000, 3)] {
+        let mut publisher = config();
+        publisher.scheduler.upload_rate = Some(1_250_000);
+        publisher.scheduler.max_upload_bytes = 64 << 20;
+        let mut net = Net::new(vec![publisher, config(), config(), config(), config()]);
+        for n in 0..5 {
+            net.follow(n, &f);
+        }
+        for n in 1..5 {
+            net.connect(0, n);
+        }
+        net.hold = true;
+        let (header, body) = f.segment(1, size);
+        let now = net.now;
+        net.nodes[0].inject(header, body, now);
+        net.run();
+        assert_eq!(offered(&net, 0).len(), expected, "{size}-byte segments");
+    }
+}

@@ -16,20 +16,22 @@ use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::kad::store::RecordStore as _;
 use libp2p::{Multiaddr, PeerId, Swarm, kad, noise, tcp, yamux};
-use meshcast_proto::{SignedDescriptor, StreamId, VerifiedDescriptor, pb};
+use meshcast_proto::{SegmentId, SignedDescriptor, StreamId, VerifiedDescriptor, pb};
 use prost::Message as _;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::handle::{Command, Event, Info, Node, NodeError, Source, Stats};
+use super::handle::{Arrivals, Command, Event, Info, Node, NodeError, Source, Stats, lock};
 use super::nat::{Change, Nat};
 use super::serve::{OfferRequest, Offered, Shared, serve};
 use super::tasks::{Done, Tasks, faulty};
 use super::uploads::Uploads;
+use crate::arrival::{Announcer, Arrived};
 use crate::behaviour::{self, Behaviour};
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::exchange::{self, Framed};
+use crate::exchange::{self, Framed, Outgoing};
 use crate::ingest::source::FetchLimits;
+use crate::mesh::scheduler::TransferId;
 use crate::mesh::{Acceptance, Mesh, OfferReply, Output, Pushed, Seed, Topic};
 use crate::metrics::{self, Class, Direction, LocalGauge};
 use crate::uplink::Uplink;
@@ -70,6 +72,14 @@ pub struct Driver {
     incoming: Option<libp2p_stream::IncomingStreams>,
     commands: mpsc::Receiver<Command>,
     offers: mpsc::Receiver<OfferRequest>,
+    /// Downloads whose body has started to arrive (cut-through), and where
+    /// they say so; `arrived_tx` is `None` when the node does not forward
+    /// segments before it holds them.
+    arrived: mpsc::Receiver<Arrived>,
+    arrived_tx: Option<mpsc::Sender<Arrived>>,
+    /// Segments arriving, by the download that brings them: pushes of them
+    /// ([`Output::Forward`]) stream from here.
+    arrivals: Arrivals,
     shared: Shared,
     pub(super) mesh: Mesh<PeerId>,
     events: broadcast::Sender<Event>,
@@ -178,11 +188,20 @@ impl Driver {
         let cache = cache.map(|c| Arc::new(Mutex::new(c)));
         let (commands_tx, commands) = mpsc::channel(256);
         let (offers_tx, offers) = mpsc::channel(256);
+        // One message per download at most, and downloads are bounded.
+        let (arrived_tx, arrived) = mpsc::channel(256);
+        let arrived_tx = config
+            .mesh(None)
+            .scheduler
+            .cut_through
+            .then_some(arrived_tx);
         let (events, _) = broadcast::channel(4096);
         let stats = Arc::new(Stats::default());
         let http = crate::origin::client(&FetchLimits::default(), config.allow_private_origins)
             .map_err(|e| NodeError::Setup(format!("HTTP client: {e}")))?;
+        let arrivals = Arrivals::default();
         let node = Node {
+            arrivals: arrivals.clone(),
             peer_id,
             key: signer,
             cache: cache.clone(),
@@ -214,6 +233,9 @@ impl Driver {
             incoming: Some(incoming),
             commands,
             offers,
+            arrived,
+            arrived_tx,
+            arrivals,
             shared,
             mesh,
             events,
@@ -282,6 +304,7 @@ impl Driver {
                 },
                 Some((peer, stream)) = inbound.recv() => self.on_inbound(peer, stream),
                 Some(offer) = self.offers.recv() => self.on_offer(offer),
+                Some(arrived) = self.arrived.recv() => self.on_arrived(arrived),
                 done = self.tasks.next() => self.on_done(done),
                 _ = tokio::time::sleep_until(wake) => self.mesh.handle_timeout(Instant::now()),
                 _ = housekeeping.tick() => {
@@ -535,8 +558,9 @@ impl Driver {
         let answer = match reply {
             OfferReply::Accept { transfer, header } => Offered::Accept {
                 transfer,
-                header,
+                header: Box::new(header),
                 cancel: self.tasks.cancellation(transfer),
+                announcer: self.announcer(transfer),
             },
             OfferReply::Decline(reason) => Offered::Decline(reason),
             OfferReply::Reject(reason) => Offered::Reject(reason),
@@ -544,10 +568,39 @@ impl Driver {
         let _ = offer.reply.send(answer);
     }
 
+    /// Where download `transfer` says its body is arriving, if the node
+    /// forwards segments as they arrive.
+    fn announcer(&self, transfer: TransferId) -> Option<Announcer> {
+        let tx = self.arrived_tx.clone()?;
+        Some(Announcer { transfer, tx })
+    }
+
+    fn on_arrived(&mut self, arrived: Arrived) {
+        let Arrived { transfer, arrival } = arrived;
+        let header = arrival.header().clone();
+        let id = header.id();
+        if self.mesh.handle_arriving(transfer, header, Instant::now()) {
+            lock(&self.arrivals).insert(id, (transfer, arrival));
+            self.emit(Event::Arriving { id });
+        }
+    }
+
+    fn arrival(&self, id: &SegmentId) -> Option<Arc<crate::arrival::Arrival>> {
+        lock(&self.arrivals).get(id).map(|(_, a)| a.clone())
+    }
+
+    /// A download ended: pushes forwarding it no longer start from here.
+    fn download_ended(&mut self, transfer: TransferId) {
+        lock(&self.arrivals).retain(|_, (t, _)| *t != transfer);
+    }
+
     fn on_done(&mut self, done: Done) {
         let now = Instant::now();
         match done {
-            Done::Download { transfer, result } => self.mesh.handle_download(transfer, result, now),
+            Done::Download { transfer, result } => {
+                self.download_ended(transfer);
+                self.mesh.handle_download(transfer, result, now);
+            }
             Done::Offered {
                 transfer,
                 peer,
@@ -559,6 +612,10 @@ impl Driver {
                     // A transfer the scheduler gave up meanwhile is dropped
                     // here, and its stream with it.
                     if self.mesh.push_accepted(transfer) {
+                        if matches!(body, Outgoing::Arriving(_)) {
+                            metrics::forward();
+                            self.stats.forwards.fetch_add(1, Relaxed);
+                        }
                         self.tasks.send_pushed(transfer, peer, *framed, body, span);
                     }
                 }
@@ -572,8 +629,12 @@ impl Driver {
                 transfer,
                 peer,
                 bytes,
+                forwarded,
                 result,
             } => {
+                if forwarded && result.is_err() {
+                    self.stats.forwards_failed.fetch_add(1, Relaxed);
+                }
                 if result.is_ok() {
                     metrics::bytes(Direction::Out, Class::Mesh, bytes);
                     self.stats.mesh_bytes_out.fetch_add(bytes, Relaxed);
@@ -605,6 +666,7 @@ impl Driver {
                     }
                 }
                 if let Some((transfer, result)) = download {
+                    self.download_ended(transfer);
                     self.mesh.handle_download(transfer, result.map(Some), now);
                 }
                 if let Err(crate::mesh::Broken::Misbehaved { reason, failure }) = result {
@@ -640,11 +702,38 @@ impl Driver {
                     header,
                     body,
                 } => {
-                    let segment = faulty(&self.config.faults, header.signed(), &body);
+                    let (header, body) = faulty(&self.config.faults, header.signed(), &body);
                     let span = self.peer_span(peer);
-                    self.tasks
-                        .push(self.control.clone(), transfer, peer, segment, span);
+                    self.tasks.push(
+                        self.control.clone(),
+                        transfer,
+                        peer,
+                        (header, Outgoing::Held(body)),
+                        span,
+                    );
                 }
+                Output::Forward {
+                    transfer,
+                    peer,
+                    header,
+                } => match self.arrival(&header.id()) {
+                    Some(arrival) => {
+                        let body = Outgoing::Arriving(arrival);
+                        let header = self.config.faults.header(header.signed());
+                        let span = self.peer_span(peer);
+                        self.tasks
+                            .push(self.control.clone(), transfer, peer, (header, body), span);
+                    }
+                    // Never expected (the core asks only while the download
+                    // runs). Not a failure: that would have the core offer it
+                    // again at once, and again; the peer pulls it instead.
+                    None => self.mesh.handle_upload(
+                        transfer,
+                        peer,
+                        Ok(Pushed::Declined(pb::DeclineReason::Unspecified)),
+                        Instant::now(),
+                    ),
+                },
                 Output::Pull {
                     transfer,
                     peer,
@@ -652,8 +741,15 @@ impl Driver {
                     key,
                 } => {
                     let span = self.peer_span(peer);
-                    self.tasks
-                        .pull(self.control.clone(), transfer, peer, (id, key), span);
+                    let announcer = self.announcer(transfer);
+                    self.tasks.pull(
+                        self.control.clone(),
+                        transfer,
+                        peer,
+                        (id, key),
+                        announcer,
+                        span,
+                    );
                 }
                 Output::FetchOrigin {
                     transfer,
@@ -725,6 +821,7 @@ impl Driver {
                     bytes,
                 } => {
                     store_changed = true;
+                    self.complete_arrival(&header.id());
                     self.stored(header, source, bytes);
                 }
                 Output::WriteCache { header, body } => {
@@ -748,6 +845,17 @@ impl Driver {
             };
             self.gauges.store_bytes.set(bytes);
             self.gauges.store_segments.set(segments);
+        }
+    }
+
+    /// The segment is held: pushes forwarding it while it arrived finish
+    /// from the held body if another download brought it first.
+    fn complete_arrival(&mut self, id: &SegmentId) {
+        let arrival = lock(&self.arrivals).remove(id);
+        if let Some((_, arrival)) = arrival
+            && let Some(segment) = self.mesh.store().lock().get(id)
+        {
+            arrival.complete_from(&segment.body);
         }
     }
 

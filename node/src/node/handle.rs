@@ -1,6 +1,6 @@
 //! The [`Node`] handle: what the rest of the program holds of a running node.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use libp2p::{Multiaddr, PeerId};
 use meshcast_proto::{SegmentId, SignedHeader, StreamId, VerifiedDescriptor, VerifiedHeader};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::arrival::Arrival;
 use crate::cache::Cache;
 use crate::mesh::Seed;
 use crate::mesh::store::{self, Segment};
@@ -41,6 +42,9 @@ pub enum Event {
         bytes: u64,
         at: Instant,
     },
+    /// A segment's verified body has started to arrive: until it is
+    /// stored, [`Node::arriving`] reads it as it comes (cut-through).
+    Arriving { id: SegmentId },
     /// A peer sent bad data and is banned.
     Banned { peer: PeerId, reason: String },
     /// Something went wrong that the node survived (origin errors, dial failures).
@@ -70,6 +74,12 @@ pub struct Stats {
     /// Pulls answered `Absent` because the upload cap could not send the
     /// body in time (see [`crate::uplink`]).
     pub pulls_declined_at_cap: AtomicU64,
+    /// Pushes accepted while their segment was still arriving here, and so
+    /// forwarded piece by piece as it came (cut-through), whatever their end.
+    pub forwards: AtomicU64,
+    /// Of those, the ones that ended without the whole body sent: their
+    /// segment's own download failed, their peer went, or they timed out.
+    pub forwards_failed: AtomicU64,
     pub origin_bytes_in: AtomicU64,
     pub bans: AtomicU64,
 }
@@ -112,7 +122,14 @@ pub struct Node {
     pub(super) cache: Option<Arc<Mutex<Cache>>>,
     pub(super) events: broadcast::Sender<Event>,
     pub(super) stats: Arc<Stats>,
+    pub(super) arrivals: Arrivals,
 }
+
+/// Segments arriving, by the download that brings them (see
+/// [`crate::arrival`]): shared by the driver, which adds and removes them,
+/// and the handle, which reads them.
+pub(super) type Arrivals =
+    Arc<Mutex<HashMap<SegmentId, (crate::mesh::scheduler::TransferId, Arc<Arrival>)>>>;
 
 impl Node {
     pub fn peer_id(&self) -> PeerId {
@@ -131,6 +148,12 @@ impl Node {
     /// A held segment.
     pub fn segment(&self, id: &SegmentId) -> Option<Segment> {
         self.store.lock().get(id)
+    }
+
+    /// A segment whose verified body is arriving now ([`Event::Arriving`]):
+    /// read its encoding as it comes, to pass it on before it is held.
+    pub fn arriving(&self, id: &SegmentId) -> Option<Arc<Arrival>> {
+        lock(&self.arrivals).get(id).map(|(_, a)| a.clone())
     }
 
     /// Headers of every segment of `stream` held in memory.

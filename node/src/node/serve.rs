@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::handle::lock;
 use super::tasks::{Done, PushIn, faulty, read_cached};
 use super::uploads::Uploads;
+use crate::arrival::{Announcer, Feed};
 use crate::cache::Cache;
 use crate::config::Faults;
 use crate::exchange::{ExchangeError, Framed};
@@ -37,8 +38,12 @@ pub(super) enum Offered {
     /// Receive the body; stop if `cancel` fires.
     Accept {
         transfer: TransferId,
-        header: VerifiedHeader,
+        /// Boxed: far larger than a decline's reason.
+        header: Box<VerifiedHeader>,
         cancel: oneshot::Receiver<()>,
+        /// Where to say that the body is arriving, to forward it as it
+        /// comes (cut-through); `None` when the node does not.
+        announcer: Option<Announcer>,
     },
     Decline(DeclineReason),
     Reject(String),
@@ -179,10 +184,13 @@ async fn answer(
                     transfer,
                     header,
                     cancel,
+                    announcer,
                 } => {
                     framed.send(Body::PushAccept(pb::PushAccept {})).await?;
+                    let header = *header;
+                    let feed = announcer.map(|a| Feed::new(header.clone(), a));
                     let result = tokio::select! {
-                        body = framed.read_body(&header) => body.map_err(|e| e.broken()),
+                        body = framed.read_body_feeding(&header, feed) => body.map_err(|e| e.broken()),
                         _ = cancel => Err(Broken::Failed("cancelled".into())),
                     };
                     *download = Some((transfer, result.map(|body| (header, body))));

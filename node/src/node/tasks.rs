@@ -20,9 +20,10 @@ use tracing::Instrument as _;
 
 use super::handle::lock;
 use super::uploads::Uploads;
+use crate::arrival::Announcer;
 use crate::cache::{self, Cache};
 use crate::config::Faults;
-use crate::exchange::{self, ExchangeError, Framed, Offered, Pace};
+use crate::exchange::{self, ExchangeError, Framed, Offered, Outgoing, Pace};
 use crate::ingest::source::fetch_url;
 use crate::mesh::scheduler::TransferId;
 use crate::mesh::{Broken, Failure, Pushed};
@@ -42,7 +43,7 @@ pub(super) enum Done {
     Offered {
         transfer: TransferId,
         peer: PeerId,
-        body: Bytes,
+        body: Outgoing,
         span: tracing::Span,
         result: Result<Offered, Broken>,
     },
@@ -50,6 +51,8 @@ pub(super) enum Done {
         transfer: TransferId,
         peer: PeerId,
         bytes: u64,
+        /// Its body was forwarded as it arrived (cut-through).
+        forwarded: bool,
         result: Result<Pushed, Broken>,
     },
     Headers {
@@ -189,7 +192,7 @@ impl Tasks {
         control: libp2p_stream::Control,
         transfer: TransferId,
         peer: PeerId,
-        (header, body): (SignedHeader, Bytes),
+        (header, body): (SignedHeader, Outgoing),
         span: tracing::Span,
     ) {
         let (limits, pace) = (self.limits, self.pace);
@@ -233,11 +236,12 @@ impl Tasks {
         transfer: TransferId,
         peer: PeerId,
         framed: Framed,
-        body: Bytes,
+        body: Outgoing,
         span: tracing::Span,
     ) {
         let uploads = self.uploads.clone();
-        let bytes = body.len() as u64;
+        let bytes = body.len();
+        let forwarded = matches!(body, Outgoing::Arriving(_));
         let work = async move {
             let result = async {
                 // Waits as long as the scheduler lets the push run.
@@ -252,6 +256,7 @@ impl Tasks {
                 transfer,
                 peer,
                 bytes,
+                forwarded,
                 result: result.map_err(|e| e.broken()),
             }
         };
@@ -259,6 +264,7 @@ impl Tasks {
             transfer,
             peer,
             bytes,
+            forwarded,
             result: Err(cancelled()),
         };
         self.spawn_transfer(transfer, span, work, cancelled);
@@ -270,6 +276,7 @@ impl Tasks {
         transfer: TransferId,
         peer: PeerId,
         (id, key): (SegmentId, StreamKey),
+        announcer: Option<Announcer>,
         span: tracing::Span,
     ) {
         let (limits, pace) = (self.limits, self.pace);
@@ -277,7 +284,7 @@ impl Tasks {
             let mut control = control;
             let result = async {
                 let framed = open(&mut control, peer, limits, pace).await?;
-                exchange::pull(framed, id, &key).await
+                exchange::pull(framed, id, &key, announcer).await
             }
             .await;
             Done::Download {

@@ -82,6 +82,8 @@ impl Plan {
                 mesh_nodes: vec![5],
                 mesh: MeshBench {
                     cut_through: true,
+                    max_upload: None,
+                    publisher_degree: None,
                     nodes: 5,
                     segment_bytes: 125_000,
                     segments: 4,
@@ -89,6 +91,8 @@ impl Plan {
                 },
                 cut: MeshBench {
                     cut_through: true,
+                    max_upload: Some(super::cut::UPLINK),
+                    publisher_degree: None,
                     nodes: 5,
                     segment_bytes: 1 << 20,
                     segments: 3,
@@ -141,14 +145,19 @@ impl Plan {
                 mesh_nodes: vec![10, 50, 100],
                 mesh: MeshBench {
                     cut_through: true,
+                    max_upload: None,
+                    publisher_degree: None,
                     nodes: 0,
                     segment_bytes: 250_000,
                     segments: 10,
                     interval: Duration::from_secs(1),
                 },
-                // The comparison: 50 nodes, 1 MiB segments (8 Mbit/s).
+                // The comparison: 50 nodes, 1 MiB segments (8 Mbit/s),
+                // every uplink at 100 Mbit/s (see `cut.rs`).
                 cut: MeshBench {
                     cut_through: true,
+                    max_upload: Some(super::cut::UPLINK),
+                    publisher_degree: None,
                     nodes: 50,
                     segment_bytes: 1 << 20,
                     segments: 10,

@@ -49,6 +49,8 @@ impl Plan {
                 sim_nodes: 100,
                 swarms: MeshBench {
                     cut_through: true,
+                    max_upload: None,
+                    publisher_degree: None,
                     nodes: 6,
                     segment_bytes: 100_000,
                     segments: 3,
@@ -68,6 +70,8 @@ impl Plan {
                 sim_nodes: 1_000,
                 swarms: MeshBench {
                     cut_through: true,
+                    max_upload: None,
+                    publisher_degree: None,
                     nodes: 20,
                     segment_bytes: 250_000,
                     segments: 10,

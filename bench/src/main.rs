@@ -73,6 +73,13 @@ enum Command {
         /// cut-through), to compare with the default.
         #[arg(long)]
         store_and_forward: bool,
+        /// Every node's upload cap (the publisher's too), e.g. 100Mbit/s: an
+        /// uplink, which loopback does not have.
+        #[arg(long, value_parser = sim::parse_rate)]
+        max_upload: Option<f64>,
+        /// Only the first N nodes dial the publisher (default: every node).
+        #[arg(long, value_name = "N")]
+        publisher_degree: Option<usize>,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -146,6 +153,8 @@ fn main() -> ExitCode {
             segments,
             interval,
             store_and_forward,
+            max_upload,
+            publisher_degree,
             json,
         } => mesh(
             MeshBench {
@@ -154,6 +163,8 @@ fn main() -> ExitCode {
                 segments: segments as usize,
                 interval,
                 cut_through: !store_and_forward,
+                max_upload: max_upload.map(|bits| (bits / 8.0) as u64),
+                publisher_degree,
             },
             json,
         ),

@@ -35,6 +35,13 @@ pub struct MeshBench {
     /// Nodes forward segments while they arrive (the default); off, each
     /// hop waits for the whole segment (store-and-forward).
     pub cut_through: bool,
+    /// Every node's upload cap (`node.max_upload`, the publisher's too),
+    /// bytes per second: an uplink, which on loopback nothing else models.
+    pub max_upload: Option<u64>,
+    /// Only the first this many nodes dial the publisher (the others reach
+    /// it through them): a mesh several hops deep, as on the internet,
+    /// where the publisher keeps a few neighbours. `None`: every node does.
+    pub publisher_degree: Option<usize>,
 }
 
 /// Hostile nodes joining among the honest ones (the report's hostile-mesh
@@ -223,7 +230,8 @@ pub(crate) fn loopback(n: usize) -> std::net::Ipv4Addr {
     )
 }
 
-fn bench_config(n: usize, faults: Faults, cut_through: bool) -> Config {
+fn bench_config(n: usize, faults: Faults, bench: &MeshBench) -> Config {
+    let cut_through = bench.cut_through;
     let scheduler = meshcast_node::mesh::scheduler::Config {
         cut_through,
         ..Default::default()
@@ -238,6 +246,10 @@ fn bench_config(n: usize, faults: Faults, cut_through: bool) -> Config {
         ],
         live_window: Duration::from_secs(120),
         store_max_bytes: 1 << 30,
+        // The publisher's too: uncapped on loopback, it serves most nodes
+        // itself (the DHT connects every node to it), and hardly a segment
+        // is forwarded at all.
+        max_upload: bench.max_upload,
         ..Config::default()
     }
 }
@@ -246,9 +258,9 @@ fn bench_config(n: usize, faults: Faults, cut_through: bool) -> Config {
 async fn start(
     n: usize,
     faults: Faults,
-    cut_through: bool,
+    bench: &MeshBench,
 ) -> Result<(Running, libp2p::Multiaddr), NodeError> {
-    start_with(bench_config(n, faults, cut_through)).await
+    start_with(bench_config(n, faults, bench)).await
 }
 
 /// Runs the benchmark; `progress` hears about each phase.
@@ -327,21 +339,23 @@ pub async fn run_with(
             bench.nodes, hostile.forgers, hostile.stallers
         ));
     }
-    let (publisher, publisher_addr) = start(0, Faults::default(), bench.cut_through).await?;
+    let (publisher, publisher_addr) = start(0, Faults::default(), bench).await?;
     publisher.node.follow(descriptor.clone()).await?;
     let mut all: Vec<(Running, libp2p::Multiaddr)> = Vec::with_capacity(total);
     let mut events = Vec::with_capacity(bench.nodes);
     let mut failed_dials = Vec::with_capacity(bench.nodes);
     let mut hostile_peers = std::collections::HashSet::new();
     for i in 0..total {
-        let (running, addr) = start(i + 1, faults[i], bench.cut_through).await?;
+        let (running, addr) = start(i + 1, faults[i], bench).await?;
         let honest = !is_hostile(&faults[i]);
         if honest {
             events.push(running.node.events());
         } else {
             hostile_peers.insert(running.node.peer_id());
         }
-        running.node.dial(publisher_addr.clone()).await?;
+        if bench.publisher_degree.is_none_or(|d| i < d) {
+            running.node.dial(publisher_addr.clone()).await?;
+        }
         let mut failed = 0;
         for _ in 0..4.min(i) {
             let neighbour = &all[rng.gen_range(0..i)].1;

@@ -317,6 +317,8 @@ pub async fn section(plan: &Plan, progress: &Progress) -> anyhow::Result<SimSect
     }
     let bench = MeshBench {
         cut_through: true,
+        max_upload: None,
+        publisher_degree: None,
         nodes: plan.check_nodes,
         segment_bytes: 250_000,
         segments: plan.check_segments,

@@ -209,6 +209,28 @@ fn bench_all_quick_reports_every_section() {
     figure(&report, "/mesh/0/max", p99, 60_000.0);
     figure(&report, "/mesh/0/duplicate_ratio", 1.0, 10.0);
 
+    // a'. cut-through against store-and-forward: both deliver everything,
+    // and the ratio is theirs.
+    for side in ["with", "without"] {
+        let expected = figure(&report, &format!("/cut/{side}/expected"), 1.0, 1e6);
+        figure(
+            &report,
+            &format!("/cut/{side}/delivered"),
+            expected,
+            expected,
+        );
+        figure(&report, &format!("/cut/{side}/p95"), 0.0, 60_000.0);
+    }
+    let ratio = figure(&report, "/cut/ratio_p95", 0.0, 1e3);
+    let (with, without) = (
+        figure(&report, "/cut/with/p95", 0.0, 60_000.0),
+        figure(&report, "/cut/without/p95", 0.0, 60_000.0),
+    );
+    assert!(
+        (ratio - with / without).abs() < 1e-6,
+        "{ratio} vs {with} / {without}"
+    );
+
     // b. offload: a real origin served something, viewers got more.
     let runs = report["offload"]["runs"].as_array().expect("offload runs");
     assert_eq!(runs.len(), 1);
@@ -372,8 +394,10 @@ fn bench_all_quick_reports_every_section() {
 
     // The simulator: its quick scenarios, every figure a share or a time,
     // and the check against real swarms.
+    // (The reference, store-and-forward on its seed, and churn with stallers.)
     let runs = report["sim"]["runs"].as_array().expect("sim runs");
-    assert_eq!(runs.len(), 2, "{}", report["sim"]);
+    assert_eq!(runs.len(), 3, "{}", report["sim"]);
+    assert_eq!(runs[1]["report"]["scenario"]["cut_through"], false);
     for run in runs {
         let r = &run["report"];
         for share in ["delivered", "origin_fraction", "cancelled", "upload_none"] {
@@ -433,9 +457,9 @@ fn bench_all_quick_reports_every_section() {
     assert!((0.0..=2.0).contains(&cpu), "{idle}");
     assert!(idle["wakeups_per_second"].as_f64().unwrap() > 0.0, "{idle}");
 
-    // Goals: eight, each met or missed.
+    // Goals: ten, each met or missed.
     let goals = report["goals"].as_array().expect("goals");
-    assert_eq!(goals.len(), 8);
+    assert_eq!(goals.len(), 10);
     for goal in goals {
         assert!(goal["met"].is_boolean(), "{goal}");
         assert!(
@@ -449,6 +473,7 @@ fn bench_all_quick_reports_every_section() {
     let text = std::fs::read_to_string(&md[0]).unwrap();
     for heading in [
         "## Goals",
+        "## Cut-through against store-and-forward",
         "## Mesh propagation",
         "## Simulator",
         "## Hostile mesh",

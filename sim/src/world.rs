@@ -684,6 +684,11 @@ impl World {
                 if !self.alive(a) {
                     return self.fail(x);
                 }
+                // As the node does: a push the scheduler gave up meanwhile
+                // sends nothing.
+                if !self.mesh(a).is_some_and(|m| m.push_accepted(a_tid)) {
+                    return self.fail(x);
+                }
                 let delay = self.one_way(a, b);
                 let fed_by = self.xfers.get(&x).and_then(|t| t.fed_by);
                 self.start_flow(Some(a), b, x, delay, fed_by);

@@ -15,9 +15,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::figure::{Fig, fig};
 use super::mesh::MeshBench;
 use super::progress::Progress;
-use super::report::{Fig, MeshRun, fig, show};
 
 /// The target of the goal, as a ratio of p95s.
 pub const GOAL_RATIO: f64 = 0.5;
@@ -26,10 +26,26 @@ pub const GOAL_RATIO: f64 = 0.5;
 /// 12.5 times the stream.
 pub const UPLINK: u64 = 12_500_000;
 
+/// One of the two runs.
+#[derive(Debug, Serialize)]
+pub struct CutRun {
+    pub nodes: usize,
+    pub segments: usize,
+    pub segment_bytes: Fig,
+    pub delivered: Fig,
+    pub expected: Fig,
+    pub p50: Fig,
+    pub p95: Fig,
+    pub max: Fig,
+    pub duplicate_ratio: Fig,
+    /// CPU of the bench process (every swarm) over the run.
+    pub cpu: Fig,
+}
+
 #[derive(Debug, Serialize)]
 pub struct CutSection {
-    pub with: MeshRun,
-    pub without: MeshRun,
+    pub with: CutRun,
+    pub without: CutRun,
     /// p95 with cut-through ÷ p95 without.
     pub ratio_p95: Fig,
     pub ratio_p50: Fig,
@@ -37,29 +53,45 @@ pub struct CutSection {
 
 impl CutSection {
     pub fn met(&self) -> bool {
-        let all = |r: &MeshRun| r.delivered.value >= r.expected.value;
+        let all = |r: &CutRun| r.delivered.value >= r.expected.value;
         all(&self.with) && all(&self.without) && self.ratio_p95.value <= GOAL_RATIO
     }
 }
 
-pub async fn run(plan: &MeshBench, progress: &Progress) -> anyhow::Result<CutSection> {
-    let run = |cut_through: bool| {
-        let bench = MeshBench {
-            cut_through,
-            ..plan.clone()
-        };
-        let label = if cut_through {
-            "cut-through"
-        } else {
-            "store-and-forward"
-        };
-        async move {
-            progress.phase(&format!("cut: {} nodes, {label}", bench.nodes));
-            super::all::mesh_run(&bench, bench.nodes, progress).await
-        }
+async fn run_one(bench: MeshBench, progress: &Progress) -> anyhow::Result<CutRun> {
+    let label = if bench.cut_through {
+        "cut-through"
+    } else {
+        "store-and-forward"
     };
-    let with = run(true).await?;
-    let without = run(false).await?;
+    progress.phase(&format!("cut: {} nodes, {label}", bench.nodes));
+    let (cpu_before, start) = (super::proc::cpu_seconds("self")?, std::time::Instant::now());
+    let r = super::mesh::run(&bench, |phase| {
+        progress.phase(&format!("cut ({label}): {phase}"))
+    })
+    .await?;
+    let cores = (super::proc::cpu_seconds("self")? - cpu_before) / start.elapsed().as_secs_f64();
+    Ok(CutRun {
+        nodes: r.nodes,
+        segments: r.segments,
+        segment_bytes: fig(r.segment_bytes as f64, "bytes"),
+        delivered: fig(r.delivered as f64, "(node, segment) pairs"),
+        expected: fig((r.nodes * r.segments) as f64, "(node, segment) pairs"),
+        p50: fig(r.p50_ms, "ms"),
+        p95: fig(r.p95_ms, "ms"),
+        max: fig(r.max_ms, "ms"),
+        duplicate_ratio: fig(r.duplicate_ratio, "received ÷ needed"),
+        cpu: fig(cores, "cores"),
+    })
+}
+
+pub async fn run(plan: &MeshBench, progress: &Progress) -> anyhow::Result<CutSection> {
+    let bench = |cut_through| MeshBench {
+        cut_through,
+        ..plan.clone()
+    };
+    let with = run_one(bench(true), progress).await?;
+    let without = run_one(bench(false), progress).await?;
     let ratio = |a: &Fig, b: &Fig| fig(a.value / b.value.max(1e-9), "ratio");
     let section = CutSection {
         ratio_p95: ratio(&with.p95, &without.p95),
@@ -72,6 +104,10 @@ pub async fn run(plan: &MeshBench, progress: &Progress) -> anyhow::Result<CutSec
         section.with.p95.value, section.without.p95.value, section.ratio_p95.value
     ));
     Ok(section)
+}
+
+fn show(f: &Fig, decimals: usize) -> String {
+    format!("{:.*}", decimals, f.value)
 }
 
 pub fn markdown(w: &mut String, section: Option<&CutSection>) {

@@ -680,7 +680,7 @@ fn not_measured(name: &'static str, target: &'static str) -> Goal {
     }
 }
 
-pub(crate) fn show(f: &Fig, decimals: usize) -> String {
+fn show(f: &Fig, decimals: usize) -> String {
     if f.value.is_finite() {
         format!("{:.*}", decimals, f.value)
     } else {

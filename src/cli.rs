@@ -135,6 +135,11 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// Also serve the live loop as low-latency HLS under /ll/, each
+        /// segment cut into parts of about this long (e.g. 500ms; fragmented
+        /// MP4 only).
+        #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+        parts: Option<std::time::Duration>,
         /// Log format on standard error (what log.format is to the other roles).
         #[arg(
             long,
@@ -261,8 +266,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Origin {
             dir,
             listen,
+            parts,
             log_format,
-        } => run::origin(dir, listen, log_format)?,
+        } => run::origin(dir, listen, parts, log_format)?,
         Command::Demo(args) => demo::run(args)?,
         Command::Config { action } => match action {
             ConfigAction::Show { layers, serve } => {

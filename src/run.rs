@@ -314,18 +314,29 @@ pub fn publish(config: Config, args: PublishArgs) -> anyhow::Result<()> {
     })
 }
 
-pub fn origin(dir: PathBuf, listen: SocketAddr, log_format: LogFormat) -> anyhow::Result<()> {
+pub fn origin(
+    dir: PathBuf,
+    listen: SocketAddr,
+    parts: Option<Duration>,
+    log_format: LogFormat,
+) -> anyhow::Result<()> {
     init_logs_as("info", log_format);
     runtime()?.block_on(async {
         let mut stop = StopSignals::catch()?;
-        let running = meshcast_origin::spawn(&dir, listen)
-            .await
-            .with_context(|| format!("serving {}", dir.display()))?;
+        let serving = || format!("serving {}", dir.display());
+        let mut origin = meshcast_origin::Origin::load(&dir).with_context(serving)?;
+        if let Some(target) = parts {
+            origin = origin.with_parts(target).with_context(serving)?;
+        }
+        let running = origin.spawn(listen).await.with_context(serving)?;
         println!("origin {}", running.url());
         tracing::info!(
             "serving {}: VOD at {0}/vod/master.m3u8, live at {0}/live/master.m3u8",
             running.url()
         );
+        if parts.is_some() {
+            tracing::info!("low-latency live at {}/ll/master.m3u8", running.url());
+        }
         eprintln!("stopping ({})", stop.recv().await);
         running.shutdown().await.context("stopping the origin")
     })

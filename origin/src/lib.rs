@@ -12,6 +12,11 @@
 //! | `GET /replay/<loops>/<media playlist>` | a VOD of the media playlist repeated `loops` times (see [`playlist`], *The replay*), for every media playlist the master names |
 //! | `GET /replay/<loops>/<path>` | any other file, as is |
 //!
+//! | `GET /ll/master.m3u8` | the master playlist, unchanged (only with [`Origin::with_parts`]) |
+//! | `GET /ll/<media playlist>` | the live loop as low-latency HLS, with blocking reload (see [`lowlatency`]) |
+//! | `GET /ll/<stem>/<msn>.m4s`, `GET /ll/<stem>/<msn>.<part>.m4s` | a live segment or part, once published (a request for one about to be published waits for it) |
+//! | `GET /ll/<path>` | any other file (init segments), as is |
+//!
 //! `/replay/` makes a long VOD of a short directory: the committed test
 //! stream (20 s) under `/replay/15/` is a five-minute VOD, with the
 //! discontinuities the live loop has. `<loops>` must be a number from 1 to
@@ -43,6 +48,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod fmp4;
+pub mod lowlatency;
 pub mod playlist;
 pub mod synthetic;
 
@@ -55,8 +62,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path as UrlPath, Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, RawQuery, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -66,6 +73,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::fmp4::{Fmp4Error, Tracks};
+use crate::lowlatency::{Availability, Blocking, LowLatency, MediaPath, SegmentParts};
 use crate::playlist::{MasterPlaylist, PlaylistError, VodPlaylist, check_relative_path};
 
 /// Name of the master playlist in the served directory.
@@ -95,6 +104,8 @@ pub enum Error {
         path: PathBuf,
         reason: String,
     },
+    #[error("{}: cannot cut into low-latency parts: {reason}", path.display())]
+    Parts { path: PathBuf, reason: String },
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
 }
@@ -109,6 +120,19 @@ pub struct Origin {
     window: NonZeroUsize,
     clock_rate: f64,
     started: Instant,
+    /// The low-latency renditions by the stem of their media playlist's URI
+    /// (`360p` for `360p.m3u8`); empty unless [`Origin::with_parts`].
+    parts: HashMap<String, Arc<PartedPlaylist>>,
+}
+
+/// A media playlist cut into parts, with their bytes.
+#[derive(Debug)]
+struct PartedPlaylist {
+    playlist: LowLatency,
+    /// By VOD segment: its parts, and their concatenation (the segment as
+    /// the low-latency stream serves it).
+    parts: Vec<Vec<Arc<[u8]>>>,
+    whole: Vec<Arc<[u8]>>,
 }
 
 impl Origin {
@@ -152,7 +176,74 @@ impl Origin {
             window: playlist::DEFAULT_WINDOW,
             clock_rate: 1.0,
             started: Instant::now(),
+            parts: HashMap::new(),
         })
+    }
+
+    /// Cuts every segment into parts of about `target` (see [`fmp4`]) and
+    /// serves the live loop as low-latency HLS under `/ll/`. Every media
+    /// playlist needs an fMP4 init segment (`EXT-X-MAP`).
+    pub fn with_parts(mut self, target: Duration) -> Result<Self, Error> {
+        let mut parted = HashMap::new();
+        for (uri, vod) in &self.media {
+            let path = self.root.join(uri);
+            let base = path.parent().unwrap_or(&self.root).to_owned();
+            let bad = |reason: String| Error::Parts {
+                path: path.clone(),
+                reason,
+            };
+            let init_uri = vod
+                .init_uri()
+                .ok_or_else(|| bad("no EXT-X-MAP: parts need fragmented MP4".into()))?;
+            let init = read_bounded_sync(&base.join(init_uri)).map_err(|e| bad(e.to_string()))?;
+            let tracks = Tracks::parse(&init).map_err(|e| bad(format!("{init_uri}: {e}")))?;
+            let mut plans = Vec::new();
+            let mut parts = Vec::new();
+            let mut whole = Vec::new();
+            for segment in vod.segments() {
+                let cut = |e: Fmp4Error| bad(format!("{}: {e}", segment.uri));
+                let bytes = read_bounded_sync(&base.join(&segment.uri))
+                    .map_err(|e| bad(format!("{}: {e}", segment.uri)))?;
+                let split = fmp4::split(&bytes, &tracks, target).map_err(cut)?;
+                plans.push(SegmentParts {
+                    starts: split.iter().map(|p| p.start.as_micros() as u64).collect(),
+                    independent: split.iter().map(|p| p.independent).collect(),
+                });
+                whole.push(Arc::from(
+                    split
+                        .iter()
+                        .flat_map(|p| p.bytes.iter().copied())
+                        .collect::<Vec<_>>(),
+                ));
+                parts.push(split.into_iter().map(|p| Arc::from(p.bytes)).collect());
+            }
+            let stem = uri.strip_suffix(".m3u8").unwrap_or(uri);
+            let file_stem = stem.rsplit('/').next().unwrap_or(stem);
+            let playlist =
+                LowLatency::new(vod.clone(), file_stem, plans).map_err(|e| bad(e.to_string()))?;
+            parted.insert(
+                stem.to_owned(),
+                Arc::new(PartedPlaylist {
+                    playlist,
+                    parts,
+                    whole,
+                }),
+            );
+        }
+        self.parts = parted;
+        Ok(self)
+    }
+
+    /// The low-latency rendering of media playlist `uri`, if
+    /// [`with_parts`](Self::with_parts) made one.
+    pub fn low_latency(&self, uri: &str) -> Option<&LowLatency> {
+        let stem = uri.strip_suffix(".m3u8")?;
+        self.parts.get(stem).map(|p| &p.playlist)
+    }
+
+    /// Real time until `stream` more stream time has passed.
+    fn real_time(&self, stream: Duration) -> Duration {
+        Duration::try_from_secs_f64(stream.as_secs_f64() / self.clock_rate).unwrap_or(Duration::MAX)
     }
 
     /// Segments per live playlist (default [`playlist::DEFAULT_WINDOW`]).
@@ -221,6 +312,7 @@ impl Origin {
             .route("/vod/{*path}", get(vod))
             .route("/live/{*path}", get(live))
             .route("/replay/{loops}/{*path}", get(replay))
+            .route("/ll/{*path}", get(low_latency))
             .fallback(|| async { StatusCode::NOT_FOUND })
             .layer(middleware::from_fn(cors))
             .with_state(Arc::new(self))
@@ -380,6 +472,98 @@ async fn replay(
         return StatusCode::NOT_FOUND.into_response();
     }
     serve_file(&origin.root, &path).await
+}
+
+async fn low_latency(
+    State(origin): State<Arc<Origin>>,
+    UrlPath(path): UrlPath<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if origin.parts.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            "this origin serves no low-latency stream\n",
+        )
+            .into_response();
+    }
+    if path == MASTER_PLAYLIST {
+        return no_cache(serve_file(&origin.root, &path).await);
+    }
+    if let Some(stem) = path.strip_suffix(".m3u8") {
+        let Some(parted) = origin.parts.get(stem).cloned() else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        let blocking = match Blocking::parse(query.as_deref()) {
+            Ok(b) => b,
+            Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        };
+        if let Some(msn) = blocking.msn {
+            match wait_for(&origin, &parted, msn, blocking.part).await {
+                Waited::Ready => {}
+                Waited::TooFar => {
+                    let text = "_HLS_msn is more than two segments past the live edge\n";
+                    return (StatusCode::BAD_REQUEST, text).into_response();
+                }
+                Waited::TimedOut => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            }
+        }
+        let text = parted.playlist.render(origin.elapsed(), origin.window);
+        return no_cache(([(header::CONTENT_TYPE, content_type(&path))], text).into_response());
+    }
+    if let Some(media) = MediaPath::parse(&path)
+        && let Some(parted) = origin.parts.get(media.stem).cloned()
+    {
+        if !parted.playlist.exists(media.msn, media.part) {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        if wait_for(&origin, &parted, media.msn, media.part).await != Waited::Ready {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        let index = (media.msn % parted.parts.len() as u64) as usize;
+        let bytes = match media.part {
+            None => parted.whole[index].clone(),
+            // exists() checked the index.
+            Some(j) => parted.parts[index][j as usize].clone(),
+        };
+        return (
+            [(header::CONTENT_TYPE, content_type(&path))],
+            Body::from(Bytes::from_owner(bytes)),
+        )
+            .into_response();
+    }
+    serve_file(&origin.root, &path).await
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Waited {
+    Ready,
+    TooFar,
+    TimedOut,
+}
+
+/// Holds a request until segment `msn` (or its part) is published: at most
+/// three target durations, as RFC 8216bis asks of a blocking reload.
+async fn wait_for(origin: &Origin, parted: &PartedPlaylist, msn: u64, part: Option<u64>) -> Waited {
+    let limit = Duration::from_secs(3 * parted.playlist.vod().target_duration());
+    let deadline = tokio::time::Instant::now() + origin.real_time(limit);
+    loop {
+        match parted
+            .playlist
+            .ready_at(msn, part, origin.elapsed(), origin.window)
+        {
+            None => return Waited::TooFar,
+            Some(Availability::Now) => return Waited::Ready,
+            Some(Availability::After(wait)) => {
+                let until = tokio::time::Instant::now() + origin.real_time(wait);
+                if until > deadline {
+                    tokio::time::sleep_until(deadline).await;
+                    return Waited::TimedOut;
+                }
+                // A millisecond past: the clock is read again, not assumed.
+                tokio::time::sleep_until(until + Duration::from_millis(1)).await;
+            }
+        }
+    }
 }
 
 fn no_cache(mut response: Response) -> Response {

@@ -293,6 +293,11 @@ impl VodPlaylist {
         self.init_uri.as_deref()
     }
 
+    /// `#EXT-X-VERSION`, if the playlist states one.
+    pub fn version(&self) -> Option<usize> {
+        self.version
+    }
+
     /// `#EXT-X-TARGETDURATION`, in seconds.
     pub fn target_duration(&self) -> u64 {
         self.target_duration
@@ -309,7 +314,7 @@ impl VodPlaylist {
     }
 
     /// End of live segment `k` in stream time, µs: `E(k)` in the module docs.
-    fn end_of(&self, k: u64) -> u128 {
+    pub(crate) fn end_of(&self, k: u64) -> u128 {
         let n = self.ends.len() as u64;
         let iteration = u128::from(k / n);
         // k % n < n = ends.len(), so the index is in range.
@@ -319,7 +324,7 @@ impl VodPlaylist {
 
     /// Number of live segments published by stream time `s_us`: those with
     /// `E(k) <= s_us`.
-    fn published(&self, s_us: u128) -> u64 {
+    pub(crate) fn published(&self, s_us: u128) -> u64 {
         let loop_us = u128::from(self.loop_us());
         let full = s_us / loop_us;
         let rem = s_us % loop_us;
@@ -381,7 +386,7 @@ impl VodPlaylist {
     }
 
     /// `#EXT-X-INDEPENDENT-SEGMENTS` and `#EXT-X-MAP`, as the VOD has them.
-    fn write_common_tags(&self, out: &mut String) -> std::fmt::Result {
+    pub(crate) fn write_common_tags(&self, out: &mut String) -> std::fmt::Result {
         if self.independent_segments {
             writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS")?;
         }

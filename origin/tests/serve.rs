@@ -440,3 +440,107 @@ fn load_errors_name_the_file() {
     names.sort_unstable();
     assert_eq!(names, ["180p.m3u8", "360p.m3u8"]);
 }
+
+/// The value of `URI="…"` in the playlist's `#EXT-X-PRELOAD-HINT`.
+fn preload_hint(text: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+        .unwrap_or_else(|| panic!("a preload hint in\n{text}"));
+    line.split('"').nth(1).expect("quoted URI").to_owned()
+}
+
+#[tokio::test]
+async fn low_latency_parts_block_until_published_and_make_up_their_segment() {
+    let origin = Origin::load(stream_dir())
+        .expect("loads")
+        .with_parts(Duration::from_millis(500))
+        .expect("the committed stream cuts into parts")
+        .spawn(any_port())
+        .await
+        .expect("starts");
+    let addr = origin.addr;
+
+    let first = get(addr, "/ll/360p.m3u8").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("cache-control"), Some("no-cache"));
+    let text = first.text();
+    assert!(
+        text.contains("#EXT-X-PART-INF:PART-TARGET=0.520000\n"),
+        "{text}"
+    );
+    assert!(text.contains("CAN-BLOCK-RELOAD=YES"), "{text}");
+    let hint = preload_hint(&text);
+    let (msn, part) = hint
+        .strip_prefix("360p/")
+        .and_then(|h| h.strip_suffix(".m4s"))
+        .and_then(|h| h.split_once('.'))
+        .map(|(m, p)| (m.parse::<u64>().unwrap(), p.parse::<u64>().unwrap()))
+        .unwrap_or_else(|| panic!("hint {hint:?}"));
+
+    // A blocking reload for the hinted part answers once it is listed.
+    let reload = get(
+        addr,
+        &format!("/ll/360p.m3u8?_HLS_msn={msn}&_HLS_part={part}"),
+    )
+    .await;
+    assert_eq!(reload.status, 200);
+    assert!(
+        reload.text().contains(&format!("URI=\"{hint}\"")),
+        "{}",
+        reload.text()
+    );
+
+    // Every part of the next segment, each asked for before it is out, and
+    // the segment itself: the parts make it up exactly.
+    let next = msn + 1;
+    let mut joined = Vec::new();
+    for j in 0..4 {
+        let part = get(addr, &format!("/ll/360p/{next}.{j}.m4s")).await;
+        assert_eq!(part.status, 200, "part {next}.{j}");
+        assert_eq!(part.header("content-type"), Some("video/mp4"));
+        assert_eq!(&part.body[4..8], b"moof", "part {next}.{j} is a fragment");
+        joined.extend_from_slice(&part.body);
+    }
+    let whole = get(addr, &format!("/ll/360p/{next}.m4s")).await;
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.body, joined);
+    // The parts hold the VOD segment's media: as many bytes, less its index
+    // boxes (styp, sidx) and with a moof per part.
+    let vod = file(&format!("360p_{:02}.m4s", next % 10));
+    let diff = vod.len().abs_diff(joined.len());
+    assert!(diff < 2_000, "{} against {}", joined.len(), vod.len());
+
+    // Bad requests.
+    for (target, status) in [
+        (format!("/ll/360p.m3u8?_HLS_msn={}", next + 10), 400),
+        ("/ll/360p.m3u8?_HLS_part=1".to_owned(), 400),
+        ("/ll/360p.m3u8?_HLS_msn=x".to_owned(), 400),
+        (format!("/ll/360p/{}.m4s", next + 10), 404),
+        (format!("/ll/360p/{next}.4.m4s"), 404),
+        ("/ll/480p.m3u8".to_owned(), 404),
+        ("/ll/480p/1.m4s".to_owned(), 404),
+    ] {
+        assert_eq!(get(addr, &target).await.status, status, "{target}");
+    }
+    assert_eq!(
+        get(addr, "/ll/init_360p.mp4").await.body,
+        file("init_360p.mp4")
+    );
+    assert_eq!(get(addr, "/ll/master.m3u8").await.body, file("master.m3u8"));
+}
+
+#[tokio::test]
+async fn low_latency_needs_parts_and_fragmented_mp4() {
+    let origin = start().await;
+    assert_eq!(get(origin.addr, "/ll/360p.m3u8").await.status, 404);
+
+    let dir = tempfile::tempdir().unwrap();
+    meshcast_origin::synthetic::write(dir.path(), 1_000_000, Duration::from_secs(2), 3).unwrap();
+    let err = Origin::load(dir.path())
+        .unwrap()
+        .with_parts(Duration::from_millis(500))
+        .unwrap_err();
+    assert!(matches!(err, Error::Parts { .. }), "{err}");
+    assert!(err.to_string().contains("EXT-X-MAP"), "{err}");
+}

@@ -5,7 +5,9 @@
 //! publisher, three edge nodes, and the relay the page enters through. With
 //! `--vod` the publisher publishes a five-minute VOD instead (the origin's
 //! `/replay/15/`: the test stream fifteen times), which the nodes seed and
-//! the gateways fetch on demand, so the page can seek. With
+//! the gateways fetch on demand, so the page can seek. With `--low-latency`
+//! the origin also serves the loop as LL-HLS (parts, blocking reload) and the
+//! page plays it in hls.js's low-latency mode. With
 //! `--gateways 2` the first node also serves browsers and the relay's Welcome
 //! names it. An HTTP server in this process serves the page (`--web`) and
 //! `/config.json`, which tells the page where everything is.
@@ -76,6 +78,11 @@ pub struct DemoArgs {
     /// lets you seek.
     #[arg(long)]
     vod: bool,
+    /// Low-latency HLS: the origin cuts every segment into parts of
+    /// 500 ms and serves them with blocking playlist reload (`/ll/`), and
+    /// the page plays in hls.js's low-latency mode, about 1.5 s behind live.
+    #[arg(long, conflicts_with = "vod")]
+    low_latency: bool,
     /// Show the children's logs and output on this terminal instead of log files.
     #[arg(long)]
     verbose: bool,
@@ -89,6 +96,10 @@ pub struct DemoArgs {
 /// How many times `--vod` repeats the media folder (`/replay/<loops>/`): the
 /// committed 20 s test stream becomes five minutes, long enough to seek in.
 const VOD_LOOPS: u32 = 15;
+
+/// Part duration of `--low-latency`: four parts per 2 s segment, a part
+/// hold-back of 1.5 s (three parts, as RFC 8216bis recommends).
+const PART_TARGET: &str = "500ms";
 
 /// How long the whole deployment may take to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -221,6 +232,7 @@ async fn demo(
         "stream": ready.stream.to_string(),
         "playlist": ready.playlist,
         "vod": args.vod,
+        "lowLatency": args.low_latency,
         "token": "",
         "gateways": args.gateways,
         "tamperEvery": args.tamper_every,
@@ -288,19 +300,17 @@ async fn start(
     let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
 
     children.step("starting the origin");
-    let origin = children.spawn(
-        "origin",
-        &[
-            "origin",
-            "--dir",
-            &media.to_string_lossy(),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    )?;
+    let media = media.to_string_lossy();
+    let mut origin_args = vec!["origin", "--dir", &media, "--listen", "127.0.0.1:0"];
+    if args.low_latency {
+        origin_args.extend(["--parts", PART_TARGET]);
+    }
+    let origin = children.spawn("origin", &origin_args)?;
     let origin_url = children.line(origin, "origin").await?;
     let playlist = if args.vod {
         format!("{origin_url}/replay/{VOD_LOOPS}/master.m3u8")
+    } else if args.low_latency {
+        format!("{origin_url}/ll/master.m3u8")
     } else {
         format!("{origin_url}/live/master.m3u8")
     };

@@ -31,6 +31,10 @@
 //              ms (frameAt − at), superseded (another seek began first) }.
 //              hls.js' own jumps over holes are not seeks: they are 'gap-skip'
 //              events (from, to)
+//   latencies  once a second after the first frame of a live stream, hls.js'
+//              estimate of how far the playhead is behind the live edge:
+//              { at, s } (hls.latency: the playlist's edge, advanced by the
+//              time since it was loaded, minus currentTime)
 //   startedAt  performance.now() when the player setup (mesh + playlist) began
 //   ttffMs     first video frame (requestVideoFrameCallback) − startedAt
 
@@ -51,6 +55,7 @@ const demo = {
   events: [],
   stalls: [],
   seeks: [],
+  latencies: [],
   vod: null,
   startedAt: null,
   firstFrameAt: null,
@@ -233,7 +238,10 @@ function renderPosition() {
   const d = video.duration;
   let text = fmtClock(t);
   if (demo.vod && Number.isFinite(d)) text += ` / ${fmtClock(d)}`;
-  else if (demo.vod === false) text += ' · live';
+  else if (demo.vod === false) {
+    const last = demo.latencies[demo.latencies.length - 1];
+    text += last ? ` · live, ${last.s.toFixed(1)} s behind` : ' · live';
+  }
   $('position').textContent = text;
 }
 
@@ -443,7 +451,13 @@ function watchPlayback() {
     setState('stalled');
   }
   lastTime = t;
+  if (!demo.vod && demo.hls && now - lastLatencyAt >= 1000) {
+    lastLatencyAt = now;
+    const s = demo.hls.latency;
+    if (Number.isFinite(s) && s > 0) demo.latencies.push({ at: Math.round(now), s: Math.round(s * 1000) / 1000 });
+  }
 }
+let lastLatencyAt = -Infinity;
 
 // hls.js jumps over holes in the buffer (at the test stream's loop
 // boundaries, say) by setting currentTime itself, and reports it with one of
@@ -686,7 +700,9 @@ async function main() {
   // 60 MB: all of the demo's VOD in seconds). 30 s is plenty to play on and
   // keeps a seek meaningful: what is played after it is fetched then, through
   // the mesh's on-demand path, as for a viewer of a long video.
-  const hlsConfig = { lowLatencyMode: false, backBufferLength: 30, maxBufferLength: 30, maxMaxBufferLength: 30 };
+  // Low-latency mode only for a low-latency demo: it makes hls.js ask for
+  // parts and blocking reloads, which a plain live origin does not offer.
+  const hlsConfig = { lowLatencyMode: config.lowLatency === true, backBufferLength: 30, maxBufferLength: 30, maxMaxBufferLength: 30 };
   if (mode === 'mesh') {
     const mesh = await createMesh({
       Hls,

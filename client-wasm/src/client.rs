@@ -20,7 +20,7 @@ use meshcast_proto::pb::ErrorCode;
 use meshcast_proto::session::{
     self, ControlReader, Delivered, DeliveryReader, GatewayAddr, ServerEvent, SessionError,
 };
-use meshcast_proto::{SegmentId, SegmentKind, StreamId, StreamKey, VerifiedDescriptor};
+use meshcast_proto::{MAX_PARTS, SegmentId, StreamId, StreamKey, VerifiedDescriptor};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, spawn_local};
 use web_sys::{AbortSignal, ReadableStreamDefaultReader};
@@ -726,17 +726,25 @@ impl FetchRequest {
             .filter(|s| s.fract() == 0.0 && *s >= 0.0 && *s <= 9_007_199_254_740_991.0)
             .ok_or_else(|| Failure::new("bad-options", "sequence must be a whole number"))?;
         let init = get(options, "init").and_then(|v| v.as_bool()) == Some(true);
+        // A low-latency part: its index within media segment `sequence`.
+        let part = match get(options, "part").filter(|v| !v.is_undefined() && !v.is_null()) {
+            None => None,
+            Some(v) => Some(
+                v.as_f64()
+                    .filter(|p| p.fract() == 0.0 && *p >= 0.0 && *p < f64::from(MAX_PARTS))
+                    .ok_or_else(|| {
+                        Failure::new("bad-options", "part must be a part index (0 to 63)")
+                    })? as u32,
+            ),
+        };
+        let (rendition, sequence) = (rendition as u32, sequence as u64);
+        let id = match (init, part) {
+            (true, _) => SegmentId::init(stream, rendition, sequence),
+            (false, Some(part)) => SegmentId::part(stream, rendition, sequence, part),
+            (false, None) => SegmentId::media(stream, rendition, sequence),
+        };
         Ok(Self {
-            id: SegmentId {
-                stream,
-                rendition: rendition as u32,
-                sequence: sequence as u64,
-                kind: if init {
-                    SegmentKind::Init
-                } else {
-                    SegmentKind::Media
-                },
-            },
+            id,
             url: get_string(options, "url"),
             priority: get_f64(options, "priority").map_or(0, |p| p.clamp(0.0, 1000.0) as u32),
             deadline_ms: get_f64(options, "deadlineMs")

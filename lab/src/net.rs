@@ -271,6 +271,19 @@ impl Lab {
     fn namespace(&mut self, name: &str) {
         run(&["ip", "netns", "add", name]);
         self.made.push(name.to_string());
+        // The lab is IPv4 only. Without this, each new link gets an IPv6
+        // link-local address a moment later (after duplicate address
+        // detection), and Chromium takes that for a network change and fails
+        // its requests in flight (ERR_NETWORK_CHANGED: a lab run's browser
+        // viewer lost its first playlist that way). Not fatal where the
+        // kernel has no IPv6.
+        let _ = Command::new("ip")
+            .args(["netns", "exec", name, "sysctl", "-q", "-w"])
+            .args([
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ])
+            .output();
         in_ns(name, &["ip", "link", "set", "lo", "up"]);
     }
 

@@ -32,13 +32,14 @@ use prost::Message as _;
 
 /// Where a segment's body goes; its header is the same path with `.header`.
 pub fn body_path(dir: &Path, id: &SegmentId) -> PathBuf {
-    let kind = match id.kind {
-        SegmentKind::Media => "media",
-        SegmentKind::Init => "init",
-    };
-    dir.join(id.stream.to_string())
-        .join(id.rendition.to_string())
-        .join(format!("{kind}-{:010}", id.sequence))
+    let rendition = dir
+        .join(id.stream.to_string())
+        .join(id.rendition.to_string());
+    match id.kind {
+        SegmentKind::Media => rendition.join(format!("media-{:010}", id.sequence)),
+        SegmentKind::Init => rendition.join(format!("init-{:010}", id.sequence)),
+        SegmentKind::Part => rendition.join(format!("part-{:010}.{:02}", id.sequence, id.part)),
+    }
 }
 
 #[derive(Debug)]

@@ -24,8 +24,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use meshcast_proto::{
-    DecodeError, Descriptor, PublisherKey, Rendition, SegmentId, SegmentInfo, SegmentKind,
-    StreamId, StreamKey, VerifiedDescriptor,
+    DecodeError, Descriptor, PublisherKey, Rendition, SegmentId, SegmentInfo, StreamId, StreamKey,
+    VerifiedDescriptor,
 };
 use tokio::sync::broadcast;
 
@@ -271,15 +271,25 @@ impl Publisher {
 
     async fn poll_rendition(self: Arc<Self>, rendition: u32, playlist: String) {
         let mut tracker = Tracker::new();
+        let mut parts = PartBodies::default();
         let target =
             Duration::from_millis(u64::from(self.descriptor.descriptor().segment_duration_ms));
+        let blocking = matches!(*self.source, Source::Http { .. });
+        // The part a blocking reload asks for, when the origin offers them.
+        let mut reload: Option<(u64, u32)> = None;
         loop {
             let mut ended = false;
-            match fetch_playlist(&self.source, "", &playlist, self.config.max_segment).await {
+            let mut new = false;
+            let uri = match reload {
+                Some((msn, part)) => blocking_reload(&playlist, msn, part),
+                None => playlist.clone(),
+            };
+            match fetch_playlist(&self.source, "", &uri, self.config.max_segment).await {
                 Ok(Playlist::Media(media)) => {
                     ended = media.ended;
                     let items = tracker.update(&media);
-                    self.ingest(rendition, &playlist, items).await;
+                    new = !items.is_empty();
+                    self.ingest(rendition, &playlist, items, &mut parts).await;
                 }
                 Ok(Playlist::Master(_)) => self.warn(format!(
                     "rendition playlist {playlist} is a master playlist"
@@ -289,60 +299,125 @@ impl Publisher {
             if ended {
                 return;
             }
+            // Low latency: ask at once for the next part; the origin holds
+            // the request until it exists, so the publisher's delay is a
+            // fetch, not a poll interval. A reload that brought nothing new
+            // was not held: the origin does not block, so poll.
+            let asked = reload.take();
+            if blocking && (new || asked.is_none()) {
+                reload = tracker.next_part();
+                if reload.is_some() {
+                    continue;
+                }
+            }
             // Before any playlist loaded, retry at the descriptor's pace.
             let wait = tracker.poll_interval();
             tokio::time::sleep(if wait.is_zero() { target / 2 } else { wait }).await;
         }
     }
 
-    async fn ingest(&self, rendition: u32, playlist_uri: &str, items: Vec<Item>) {
+    async fn ingest(
+        &self,
+        rendition: u32,
+        playlist_uri: &str,
+        items: Vec<Item>,
+        parts: &mut PartBodies,
+    ) {
+        let max = self.config.max_segment;
         let downloads = futures::stream::iter(items)
             .map(|item| async move {
-                let (kind, sequence, uri, duration) = match &item {
-                    Item::Init { sequence, uri } => {
-                        (SegmentKind::Init, *sequence, uri.clone(), Duration::ZERO)
-                    }
-                    Item::Media(seg) => (
-                        SegmentKind::Media,
-                        seg.sequence,
-                        seg.uri.clone(),
-                        seg.duration,
-                    ),
+                let uri = match &item {
+                    Item::Init { uri, .. } => Some(uri),
+                    Item::Media(seg) => Some(&seg.uri),
+                    Item::Part(part) => Some(&part.uri),
+                    // Made of parts already fetched.
+                    Item::Assembled { .. } => None,
                 };
-                let body = self
-                    .source
-                    .get(playlist_uri, &uri, self.config.max_segment)
-                    .await;
-                (kind, sequence, uri, duration, body)
+                let body = match uri {
+                    Some(uri) => Some(self.source.get(playlist_uri, uri, max).await),
+                    None => None,
+                };
+                (item, body)
             })
             .buffered(self.config.concurrency.max(1));
         futures::pin_mut!(downloads);
-        while let Some((kind, sequence, uri, duration, body)) = downloads.next().await {
-            let id = SegmentId {
-                stream: self.stream.id,
-                rendition,
-                kind,
-                sequence,
+        let stream = self.stream.id;
+        while let Some((item, body)) = downloads.next().await {
+            let (id, uri, duration, composed) = match item {
+                Item::Init { sequence, uri } => (
+                    SegmentId::init(stream, rendition, sequence),
+                    uri,
+                    Duration::ZERO,
+                    0,
+                ),
+                Item::Media(seg) => (
+                    SegmentId::media(stream, rendition, seg.sequence),
+                    seg.uri,
+                    seg.duration,
+                    0,
+                ),
+                Item::Part(part) => {
+                    let id = SegmentId::part(stream, rendition, part.sequence, part.index);
+                    match &body {
+                        Some(Ok(bytes)) => parts.add(part.sequence, part.index, bytes.clone()),
+                        _ => parts.lost(part.sequence),
+                    }
+                    (id, part.uri, part.duration, 0)
+                }
+                Item::Assembled { segment, parts: n } => {
+                    let id = SegmentId::media(stream, rendition, segment.sequence);
+                    match parts.take(segment.sequence, n) {
+                        Some(whole) => {
+                            self.inject(id, segment.uri, segment.duration, whole, n)
+                                .await;
+                        }
+                        // A part failed: the segment as the origin serves it.
+                        None => match self.source.get(playlist_uri, &segment.uri, max).await {
+                            Ok(body) => {
+                                self.count_origin(&body);
+                                self.inject(id, segment.uri, segment.duration, body, 0)
+                                    .await;
+                            }
+                            Err(e) => self.warn(format!("segment {id} not published: {e}")),
+                        },
+                    }
+                    continue;
+                }
             };
             match body {
-                Ok(body) => {
-                    crate::metrics::bytes(
-                        crate::metrics::Direction::In,
-                        crate::metrics::Class::Origin,
-                        body.len() as u64,
-                    );
-                    self.inject(id, uri, duration, body).await
+                Some(Ok(body)) => {
+                    self.count_origin(&body);
+                    self.inject(id, uri, duration, body, composed).await
                 }
-                Err(e) => self.warn(format!("segment {id} not published: {e}")),
+                Some(Err(e)) => self.warn(format!("segment {id} not published: {e}")),
+                None => {}
             }
         }
     }
 
-    async fn inject(&self, id: SegmentId, uri: String, duration: Duration, body: Bytes) {
+    fn count_origin(&self, body: &Bytes) {
+        crate::metrics::bytes(
+            crate::metrics::Direction::In,
+            crate::metrics::Class::Origin,
+            body.len() as u64,
+        );
+    }
+
+    /// Signs and injects a segment; `parts` > 0 for a media segment that is
+    /// the concatenation of that many parts already injected.
+    async fn inject(
+        &self,
+        id: SegmentId,
+        uri: String,
+        duration: Duration,
+        body: Bytes,
+        parts: u32,
+    ) {
         let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
         let header = SegmentInfo::for_body(id, &body, duration_us, now_us())
             .with_uri(uri)
             .with_epoch(self.epoch_us)
+            .with_parts(parts)
             .sign(&self.key)
             .verify(&self.stream);
         let header = match header {
@@ -353,9 +428,55 @@ impl Publisher {
         if let Err(e) = self.node.inject(header, body).await {
             return self.warn(format!("segment {id} not injected: {e}"));
         }
-        self.injected_segments.fetch_add(1, Relaxed);
-        self.injected_bytes.fetch_add(bytes, Relaxed);
+        // A segment made of parts brings no new bytes: they were its parts.
+        if parts == 0 {
+            self.injected_segments.fetch_add(1, Relaxed);
+            self.injected_bytes.fetch_add(bytes, Relaxed);
+        }
         let _ = self.events.send(PublishEvent::Injected { id, bytes });
+    }
+}
+
+/// The playlist URI with the query of a blocking reload for part `part` of
+/// segment `msn` (RFC 8216bis §6.2.5.2).
+fn blocking_reload(playlist: &str, msn: u64, part: u32) -> String {
+    let separator = if playlist.contains('?') { '&' } else { '?' };
+    format!("{playlist}{separator}_HLS_msn={msn}&_HLS_part={part}")
+}
+
+/// The bodies of the parts of the segments in progress, to publish each
+/// segment as their concatenation once it is whole.
+#[derive(Debug, Default)]
+struct PartBodies {
+    /// By segment sequence: the parts so far, in order.
+    segments: std::collections::BTreeMap<u64, Vec<Bytes>>,
+}
+
+impl PartBodies {
+    /// Segments kept: the one in progress and a few before it.
+    const KEPT: usize = 4;
+
+    fn add(&mut self, sequence: u64, index: u32, body: Bytes) {
+        let parts = self.segments.entry(sequence).or_default();
+        // Parts come in order from the first; anything else breaks the run,
+        // and `take` then finds too few.
+        if parts.len() == index as usize {
+            parts.push(body);
+        }
+        while self.segments.len() > Self::KEPT {
+            self.segments.pop_first();
+        }
+    }
+
+    /// A part of the segment could not be fetched.
+    fn lost(&mut self, sequence: u64) {
+        self.segments.remove(&sequence);
+    }
+
+    /// The concatenation of the segment's `count` parts, if all are here.
+    fn take(&mut self, sequence: u64, count: u32) -> Option<Bytes> {
+        let parts = self.segments.remove(&sequence)?;
+        (parts.len() == count as usize).then(|| Bytes::from(parts.concat()))
     }
 }
 
@@ -379,4 +500,50 @@ async fn fetch_playlist(
                 .unwrap_or_else(|_| uri.to_string())
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(byte: u8) -> Bytes {
+        Bytes::from(vec![byte; 3])
+    }
+
+    #[test]
+    fn a_segment_is_its_parts_only_when_every_part_came_in_order() {
+        let mut parts = PartBodies::default();
+        parts.add(5, 0, part(1));
+        parts.add(5, 1, part(2));
+        assert_eq!(parts.take(5, 3), None, "one part short");
+        parts.add(6, 0, part(1));
+        parts.add(6, 1, part(2));
+        assert_eq!(parts.take(6, 2).as_deref(), Some(&[1, 1, 1, 2, 2, 2][..]));
+        // A part that failed: the segment is fetched whole instead.
+        parts.add(7, 0, part(1));
+        parts.lost(7);
+        parts.add(7, 1, part(2));
+        assert_eq!(parts.take(7, 2), None);
+        // Out of order (a part skipped) breaks the run too.
+        parts.add(8, 1, part(2));
+        assert_eq!(parts.take(8, 1), None);
+        // Only a few segments are kept.
+        for seq in 10..20 {
+            parts.add(seq, 0, part(0));
+        }
+        assert_eq!(parts.segments.len(), PartBodies::KEPT);
+        assert!(parts.take(19, 1).is_some() && parts.take(10, 1).is_none());
+    }
+
+    #[test]
+    fn a_blocking_reload_adds_its_query() {
+        assert_eq!(
+            blocking_reload("v.m3u8", 7, 2),
+            "v.m3u8?_HLS_msn=7&_HLS_part=2"
+        );
+        assert_eq!(
+            blocking_reload("v.m3u8?token=1", 7, 0),
+            "v.m3u8?token=1&_HLS_msn=7&_HLS_part=0"
+        );
+    }
 }

@@ -59,13 +59,20 @@ impl FromStr for StreamId {
     }
 }
 
-/// Names one segment: stream, rendition, kind and sequence number.
+/// Most parts a media segment may be made of: 64 parts of 0.1 s make a
+/// 6.4 s segment, longer than low-latency HLS uses.
+pub const MAX_PARTS: u32 = 64;
+
+/// Names one segment: stream, rendition, kind and sequence number, and for a
+/// part ([`SegmentKind::Part`]) its index within media segment `sequence`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SegmentId {
     pub stream: StreamId,
     pub rendition: u32,
     pub kind: SegmentKind,
     pub sequence: u64,
+    /// Index of a part within its media segment; 0 for other kinds.
+    pub part: u32,
 }
 
 impl SegmentId {
@@ -75,6 +82,37 @@ impl SegmentId {
             rendition,
             kind: SegmentKind::Media,
             sequence,
+            part: 0,
+        }
+    }
+
+    /// Part `part` of media segment `sequence`.
+    pub fn part(stream: StreamId, rendition: u32, sequence: u64, part: u32) -> Self {
+        Self {
+            stream,
+            rendition,
+            kind: SegmentKind::Part,
+            sequence,
+            part,
+        }
+    }
+
+    /// The init segment numbered `sequence` of a rendition.
+    pub fn init(stream: StreamId, rendition: u32, sequence: u64) -> Self {
+        Self {
+            stream,
+            rendition,
+            kind: SegmentKind::Init,
+            sequence,
+            part: 0,
+        }
+    }
+
+    /// The media segment a part belongs to (a media or init id itself).
+    pub fn parent(&self) -> Self {
+        match self.kind {
+            SegmentKind::Part => Self::media(self.stream, self.rendition, self.sequence),
+            _ => *self,
         }
     }
 
@@ -84,15 +122,34 @@ impl SegmentId {
             rendition: self.rendition,
             sequence: self.sequence,
             kind: self.kind as i32,
+            part: self.part,
         }
     }
 
     pub fn from_pb(msg: &pb::SegmentId) -> Result<Self, DecodeError> {
-        Ok(Self {
+        checked(Self {
             stream: StreamId::from_bytes(&msg.stream_id)?,
             rendition: msg.rendition,
             kind: kind_from_i32(msg.kind)?,
             sequence: msg.sequence,
+            part: msg.part,
+        })
+    }
+}
+
+/// Refuses a part index on anything but a part, and one of [`MAX_PARTS`] or
+/// more: every id has one encoding.
+pub(crate) fn checked(id: SegmentId) -> Result<SegmentId, DecodeError> {
+    let ok = match id.kind {
+        SegmentKind::Part => id.part < MAX_PARTS,
+        _ => id.part == 0,
+    };
+    if ok {
+        Ok(id)
+    } else {
+        Err(DecodeError::UnknownValue {
+            field: "part",
+            value: i32::try_from(id.part).unwrap_or(i32::MAX),
         })
     }
 }
@@ -100,14 +157,18 @@ impl SegmentId {
 impl fmt::Display for SegmentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
-            SegmentKind::Media => "",
+            SegmentKind::Media | SegmentKind::Part => "",
             SegmentKind::Init => "init",
         };
         write!(
             f,
             "{:?}/{}/{kind}{}",
             self.stream, self.rendition, self.sequence
-        )
+        )?;
+        if self.kind == SegmentKind::Part {
+            write!(f, ".{}", self.part)?;
+        }
+        Ok(())
     }
 }
 

@@ -44,7 +44,7 @@ pub mod pb {
 }
 
 pub use descriptor::{Descriptor, Rendition, SignedDescriptor, VerifiedDescriptor};
-pub use id::{SegmentId, StreamId};
+pub use id::{MAX_PARTS, SegmentId, StreamId};
 pub use keys::{PublicKey, PublisherKey, StreamKey};
 pub use pb::SegmentKind;
 pub use segment::{BodyError, BodyVerifier, SegmentInfo, SignedHeader, VerifiedHeader};

@@ -6,8 +6,10 @@
 //! then accept body bytes, through a [`BodyVerifier`].
 
 use crate::canonical::Canonical;
-use crate::id::kind_from_i32;
-use crate::{DecodeError, PublisherKey, SegmentId, StreamId, StreamKey, VerifyError, fixed, pb};
+use crate::id::{MAX_PARTS, checked, kind_from_i32};
+use crate::{
+    DecodeError, PublisherKey, SegmentId, SegmentKind, StreamId, StreamKey, VerifyError, fixed, pb,
+};
 
 const HEADER_TAG: &[u8] = b"meshcast/v1/segment-header\0";
 
@@ -31,6 +33,9 @@ pub struct SegmentInfo {
     /// restarted origin; its headers carry a newer epoch, so a node tells
     /// which of two valid headers for one id is current (the newer epoch).
     pub epoch_us: u64,
+    /// A media segment published as parts (low-latency HLS): how many; its
+    /// body is their concatenation in order. 0 for anything else.
+    pub parts: u32,
 }
 
 impl SegmentInfo {
@@ -44,7 +49,15 @@ impl SegmentInfo {
             published_at_us,
             uri: String::new(),
             epoch_us: 0,
+            parts: 0,
         }
+    }
+
+    /// Describes a media segment made of `parts` parts, whose body is their
+    /// concatenation (see [`Self::parts`]).
+    pub fn with_parts(mut self, parts: u32) -> Self {
+        self.parts = parts;
+        self
     }
 
     /// Sets the publisher's epoch (its start time, see [`Self::epoch_us`]).
@@ -71,6 +84,8 @@ impl SegmentInfo {
             .u64(self.published_at_us)
             .str(&self.uri)
             .u64(self.epoch_us)
+            .u32(self.id.part)
+            .u32(self.parts)
             .finish()
     }
 
@@ -129,6 +144,8 @@ impl SignedHeader {
             published_at_us: info.published_at_us,
             uri: info.uri.clone(),
             epoch_us: info.epoch_us,
+            part: info.id.part,
+            parts: info.parts,
             signature: self.signature.to_vec().into(),
         }
     }
@@ -136,20 +153,36 @@ impl SignedHeader {
     pub fn from_pb(msg: &pb::SegmentHeader) -> Result<Self, DecodeError> {
         Ok(Self {
             info: SegmentInfo {
-                id: SegmentId {
+                id: checked(SegmentId {
                     stream: StreamId::from_bytes(&msg.stream_id)?,
                     rendition: msg.rendition,
                     kind: kind_from_i32(msg.kind)?,
                     sequence: msg.sequence,
-                },
+                    part: msg.part,
+                })?,
                 duration_us: msg.duration_us,
                 length: msg.length,
                 hash: fixed("hash", &msg.hash)?,
                 published_at_us: msg.published_at_us,
                 uri: msg.uri.clone(),
                 epoch_us: msg.epoch_us,
+                parts: composed_of(msg)?,
             },
             signature: fixed("signature", &msg.signature)?,
+        })
+    }
+}
+
+/// `parts` of a header: only a media segment is made of parts, at most
+/// [`MAX_PARTS`].
+fn composed_of(msg: &pb::SegmentHeader) -> Result<u32, DecodeError> {
+    let media = msg.kind == SegmentKind::Media as i32;
+    if msg.parts == 0 || (media && msg.parts <= MAX_PARTS) {
+        Ok(msg.parts)
+    } else {
+        Err(DecodeError::UnknownValue {
+            field: "parts",
+            value: i32::try_from(msg.parts).unwrap_or(i32::MAX),
         })
     }
 }

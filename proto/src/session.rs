@@ -60,8 +60,9 @@ pub enum SessionError {
     /// request with something else is lying too.
     #[error("asked for {asked:?}, the gateway delivered {delivered:?}")]
     WrongSegment {
-        asked: SegmentId,
-        delivered: SegmentId,
+        // Boxed: two ids would make every session result large.
+        asked: Box<SegmentId>,
+        delivered: Box<SegmentId>,
     },
 }
 
@@ -345,8 +346,8 @@ impl Delivered {
             Ok(())
         } else {
             Err(SessionError::WrongSegment {
-                asked: *asked,
-                delivered,
+                asked: Box::new(*asked),
+                delivered: Box::new(delivered),
             })
         }
     }

@@ -172,6 +172,72 @@ fn header_with_malformed_fields_is_rejected_on_decode() {
 }
 
 #[test]
+fn parts_are_named_and_signed_and_only_media_is_made_of_parts() {
+    use meshcast_proto::{MAX_PARTS, SegmentId, SegmentInfo, SegmentKind};
+    let k = key(1);
+    let s = stream(&k, "live");
+    let b = body(5000, 1);
+    let part = SegmentId::part(s.id, 0, 42, 3);
+    assert_eq!(part.parent(), SegmentId::media(s.id, 0, 42));
+    assert!(part.to_string().ends_with("/0/42.3"), "{part}");
+    let h = SegmentInfo::for_body(part, &b, 500_000, 1).sign(&k);
+    let back = SignedHeader::from_pb(&h.to_pb()).expect("decodes");
+    assert_eq!(back, h);
+    back.verify(&s)
+        .expect("verifies")
+        .verify_body(&b, MAX)
+        .unwrap();
+    assert_eq!(SegmentId::from_pb(&part.to_pb()), Ok(part));
+
+    // The part index and the part count are signed.
+    let mut moved = h.clone();
+    moved.info.id.part = 2;
+    assert!(matches!(
+        moved.verify(&s),
+        Err(VerifyError::BadSignature { .. })
+    ));
+    let whole = SegmentInfo::for_body(SegmentId::media(s.id, 0, 42), &b, 2_000_000, 1)
+        .with_parts(4)
+        .sign(&k);
+    let back = SignedHeader::from_pb(&whole.to_pb()).unwrap();
+    assert_eq!(back.info.parts, 4);
+    let mut fewer = whole.clone();
+    fewer.info.parts = 3;
+    assert!(matches!(
+        fewer.verify(&s),
+        Err(VerifyError::BadSignature { .. })
+    ));
+
+    // One encoding per id: a part index on a media segment, a part count on
+    // a part or an init segment, too many parts: all refused on decode.
+    let refused = |msg: pb::SegmentHeader, field: &str| {
+        let err = SignedHeader::from_pb(&msg).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::UnknownValue { field: f, .. } if f == field),
+            "{err:?}"
+        );
+    };
+    let mut msg = whole.to_pb();
+    msg.part = 1;
+    refused(msg, "part");
+    let mut msg = h.to_pb();
+    msg.parts = 2;
+    refused(msg, "parts");
+    let mut msg = h.to_pb();
+    msg.part = MAX_PARTS;
+    refused(msg, "part");
+    let mut msg = whole.to_pb();
+    msg.parts = MAX_PARTS + 1;
+    refused(msg, "parts");
+    let mut msg = whole.to_pb();
+    msg.kind = SegmentKind::Init as i32;
+    refused(msg, "parts");
+    let mut id = part.to_pb();
+    id.kind = SegmentKind::Media as i32;
+    assert!(SegmentId::from_pb(&id).is_err());
+}
+
+#[test]
 fn descriptor_round_trip_and_forgery() {
     let k = key(1);
     let signed = descriptor(&k, "live").sign(&k).unwrap();
@@ -278,6 +344,7 @@ proptest! {
             rendition,
             kind: if init { meshcast_proto::SegmentKind::Init } else { meshcast_proto::SegmentKind::Media },
             sequence,
+            part: 0,
         };
         let h = meshcast_proto::SegmentInfo::for_body(id, &b, duration, published).sign(&k);
         let msg = pb::MeshMessage { body: Some(pb::mesh_message::Body::Deliver(pb::Deliver { header: Some(h.to_pb()) })) };

@@ -198,6 +198,7 @@ async fn a_viewer_finds_gateways_through_the_mesh_and_reaches_a_restarted_one_wi
         rendition: 0,
         kind: SegmentKind::Init,
         sequence: 0,
+        part: 0,
     };
     again
         .fetch(init, Duration::from_secs(10))

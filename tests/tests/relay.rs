@@ -117,6 +117,7 @@ async fn a_private_stream_needs_a_valid_token() {
         rendition: 0,
         kind: SegmentKind::Init,
         sequence: 0,
+        part: 0,
     };
     client
         .fetch(id, Duration::from_secs(10))
@@ -141,6 +142,7 @@ async fn certificate_rotation_keeps_open_sessions_and_new_sessions_use_the_new_h
         rendition,
         kind: SegmentKind::Init,
         sequence: 0,
+        part: 0,
     };
     open.fetch(init(0), Duration::from_secs(10))
         .await
@@ -201,6 +203,7 @@ async fn bad_clients_get_error_codes_and_others_keep_being_served() {
         rendition: 0,
         kind: SegmentKind::Init,
         sequence: 0,
+        part: 0,
     };
     let mut good = connect(&mesh, "").await.expect("session");
     good.fetch(init, Duration::from_secs(10))

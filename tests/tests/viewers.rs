@@ -22,6 +22,7 @@ fn init(mesh: &Mesh, rendition: u32) -> SegmentId {
         rendition,
         kind: SegmentKind::Init,
         sequence: 0,
+        part: 0,
     }
 }
 

@@ -703,6 +703,10 @@ async function main() {
   // Low-latency mode only for a low-latency demo: it makes hls.js ask for
   // parts and blocking reloads, which a plain live origin does not offer.
   const hlsConfig = { lowLatencyMode: config.lowLatency === true, backBufferLength: 30, maxBufferLength: 30, maxMaxBufferLength: 30 };
+  // Low latency: play up to 1.2× faster after a late part or a slow start,
+  // back to the target latency (the playlist's PART-HOLD-BACK), instead of
+  // staying as far behind as the worst moment left it.
+  if (hlsConfig.lowLatencyMode) hlsConfig.maxLiveSyncPlaybackRate = 1.2;
   if (mode === 'mesh') {
     const mesh = await createMesh({
       Hls,

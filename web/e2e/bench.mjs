@@ -3,7 +3,13 @@
 // on one `meshcast demo` run, in headless Chromium.
 //
 //   node web/e2e/bench.mjs --meshcast target/release/meshcast --web target/web --out target/bench
-//       [--rounds 5] [--play 10]
+//       [--rounds 5] [--play 10] [--low-latency]
+//
+// --low-latency runs the demo with --low-latency (LL-HLS parts, hls.js in
+// low-latency mode, both loaders) and adds its goals: live latency (hls.js'
+// estimate, median of each page's second half of play) ≤ 2.0 s with the mesh
+// and within 0.3 s of plain HTTP, no stall, ≥ 90 % of the mesh loader's bytes
+// over the mesh.
 //
 // One warm-up page per loader (discarded), then --rounds rounds, each opening
 // a fresh browser on ?loader=mesh and on ?loader=http, in alternating order.
@@ -34,8 +40,15 @@ import {
   waitPlaying,
 } from './lib.mjs';
 
-const USAGE = 'usage: node bench.mjs --meshcast BIN --web DIR --out DIR [--rounds N] [--play SECONDS]';
-const opts = cli(USAGE, { rounds: { type: 'string', default: '5' }, play: { type: 'string', default: '10' } });
+const USAGE = 'usage: node bench.mjs --meshcast BIN --web DIR --out DIR [--rounds N] [--play SECONDS] [--low-latency]';
+const opts = cli(USAGE, {
+  rounds: { type: 'string', default: '5' },
+  play: { type: 'string', default: '10' },
+  'low-latency': { type: 'boolean', default: false },
+});
+const LOW_LATENCY = opts['low-latency'];
+const LATENCY_GOAL_S = 2.0;
+const LATENCY_GAP_GOAL_S = 0.3;
 const ROUNDS = Math.max(1, Number(opts.rounds) || 5);
 const PLAY_MS = Math.max(2, Number(opts.play) || 10) * 1000;
 const TTFF_GOAL = 1.1;
@@ -52,7 +65,10 @@ async function run(demoUrl, loader, label) {
     const result = await page.evaluate((mode) => {
       const d = window.demo;
       const media = mode === 'mesh' ? d.segments.filter((s) => !s.init) : d.fragLoads;
+      // hls.js settles on its target latency after start: the second half.
+      const late = d.latencies.slice(Math.floor(d.latencies.length / 2)).map((l) => l.s).sort((a, b) => a - b);
       return {
+        liveLatency: late.length ? late[Math.floor(late.length / 2)] : null,
         ttffMs: d.ttffMs,
         latencies: media.map((s) => s.ms),
         sources: mode === 'mesh' ? media.map((s) => s.source) : media.map(() => 'http'),
@@ -88,6 +104,7 @@ try {
     web: opts.web,
     logFile: path.join(opts.out, 'bench.meshcast.log'),
     timeoutMs: 90_000,
+    args: LOW_LATENCY ? ['--low-latency'] : [],
   });
 
   const results = { mesh: [], http: [] };
@@ -117,6 +134,7 @@ try {
       runs: rs.length,
       ttff: stats(rs.map((r) => r.ttffMs).filter((x) => x != null)),
       segment: stats(rs.flatMap((r) => r.latencies)),
+      live: stats(rs.map((r) => r.liveLatency).filter((x) => x != null)),
       stalls: rs.reduce((n, r) => n + r.stalls, 0),
     };
   }
@@ -148,10 +166,27 @@ try {
       segmentsOverHttp: meshSources.filter((s) => s !== 'mesh').length,
       offload: all ? meshTotals.meshBytes / all : null,
     },
+    liveLatency: {
+      mesh: { median: m.live.median, p95: m.live.p95 },
+      http: { median: h.live.median, p95: h.live.p95 },
+    },
     stalls: { mesh: m.stalls, http: h.stalls },
+    lowLatency: LOW_LATENCY,
     errors,
   };
   json.ttffGoalMet = json.ttff.ratioMedian != null && json.ttff.ratioMedian <= TTFF_GOAL;
+  if (LOW_LATENCY) {
+    const gap = m.live.median != null && h.live.median != null ? m.live.median - h.live.median : null;
+    json.liveLatency.gap = gap;
+    json.lowLatencyGoalMet =
+      m.live.median != null &&
+      m.live.median <= LATENCY_GOAL_S &&
+      gap != null &&
+      gap <= LATENCY_GAP_GOAL_S &&
+      m.stalls === 0 &&
+      json.meshLoader.offload != null &&
+      json.meshLoader.offload >= 0.9;
+  }
 
   const row = (name, a, b, r) => `${name.padEnd(16)}${a.padStart(10)}${b.padStart(10)}${r.padStart(12)}`;
   console.log(`browser bench: ${ROUNDS} rounds (one warm-up page per loader discarded), ${PLAY_MS / 1000} s of play per page`);
@@ -160,6 +195,8 @@ try {
   console.log(row('ttff p95', ms(m.ttff.p95), ms(h.ttff.p95), fmtRatio(json.ttff.ratioP95)));
   console.log(row('segment median', ms(m.segment.median), ms(h.segment.median), fmtRatio(json.segment.ratioMedian)));
   console.log(row('segment p95', ms(m.segment.p95), ms(h.segment.p95), fmtRatio(json.segment.ratioP95)));
+  const secs = (x) => (x == null ? '–' : `${x.toFixed(2)} s`);
+  console.log(row('live latency', secs(m.live.median), secs(h.live.median), fmtRatio(ratio(m.live.median, h.live.median))));
   console.log(
     `mesh loader: ${json.meshLoader.segmentsFromMesh} segments from the mesh, ${json.meshLoader.segmentsOverHttp} over HTTP, ` +
       `offload ${json.meshLoader.offload == null ? '–' : `${(json.meshLoader.offload * 100).toFixed(1)} %`}; ` +
@@ -169,6 +206,13 @@ try {
   console.log(
     `goal ttff mesh ≤ ${TTFF_GOAL} × http: ${json.ttffGoalMet ? 'met' : 'missed'} (${fmtRatio(json.ttff.ratioMedian)})`,
   );
+  if (LOW_LATENCY) {
+    console.log(
+      `goal low latency (mesh ≤ ${LATENCY_GOAL_S} s, ≤ ${LATENCY_GAP_GOAL_S} s behind http, no stall, ≥ 90 % mesh): ` +
+        `${json.lowLatencyGoalMet ? 'met' : 'missed'} (mesh ${secs(m.live.median)}, http ${secs(h.live.median)}, ` +
+        `stalls ${m.stalls}, offload ${json.meshLoader.offload == null ? '–' : `${(json.meshLoader.offload * 100).toFixed(1)} %`})`,
+    );
+  }
   console.log(`bench-browser ${JSON.stringify(json)}`);
   if (!m.runs || !h.runs) exitCode = 1;
 } catch (e) {

@@ -69,7 +69,8 @@
  *
  * Events (CustomEvent, data in `event.detail`):
  *   segment        { url, source: 'mesh'|'http', bytes, ms, gateway, reason,
- *                    why, rendition, sequence, init, level, firstByteMs,
+ *                    why, rendition, sequence, init, part (a low-latency
+ *                    part's index, else null), level, firstByteMs,
  *                    attempts, deadlineMs, aheadMs, verifyFailed, at }
  *                  ms: from hls.js' request to data handed over (loading.end
  *                  − loading.start); reason: why HTTP was used, null for mesh:
@@ -87,8 +88,8 @@
  *   state          { state, reason }
  *   totals         same as mesh.totals()
  *
- * Which segments go over the mesh: every media fragment and init segment of a
- * rendition named in the stream descriptor (matched by playlist path), while
+ * Which segments go over the mesh: every media fragment, low-latency part
+ * (hls.js `lowLatencyMode`) and init segment of a rendition named in the stream descriptor (matched by playlist path), while
  * the client is connected and has a connected gateway. HTTP is used instead
  * when WebTransport is missing, the wasm client failed to load or connect, the
  * fragment's playlist is not a descriptor rendition, the client rejects (for
@@ -101,11 +102,14 @@
  * The deadline. The mesh gets as long as HTTP can still be afforded after it:
  *
  *   aheadMs   = media buffered contiguously ahead of media.currentTime
- *   bytes     = rendition bandwidth (bit/s) × frag.duration / 8   (init: 4 KiB)
+ *   bytes     = rendition bandwidth (bit/s) × frag.duration / 8   (init: 4 KiB;
+ *               a low-latency part: its own duration)
  *   httpMs    = httpTtfbMs + bytes × 8000 / httpBps    (HTTP estimate; both are
  *               moving averages of this page's HTTP fallbacks, defaults 300 ms
  *               and 4 Mbit/s)
  *   deadline  = clamp(aheadMs − safetyMarginMs − httpMs, minDeadlineMs, maxDeadlineMs)
+ *               (for a part, the least is its duration if shorter, at least
+ *               100 ms: a low-latency player holds only a few parts ahead)
  *
  * The fragment being loaded is appended where the buffer ends, so the player
  * stalls `aheadMs` from now unless it has arrived. If the mesh gives up at the
@@ -261,17 +265,21 @@ class Mesh extends EventTarget {
    * The deadline for fragment `frag` now:
    * { deadlineMs, aheadMs, httpMs, urgent, priority } (see the top comment).
    */
-  deadline(frag, renditionId) {
+  deadline(frag, renditionId, part = null) {
     const o = this.options;
     const aheadMs = bufferAheadMs(this.media);
     const init = frag?.sn === 'initSegment';
     const bps = this._bandwidth.get(renditionId) || frag?.bitrate || DEFAULT_RENDITION_BPS;
-    const duration = Number.isFinite(frag?.duration) ? frag.duration : 0;
+    // A low-latency part is a fraction of its fragment, and so is its time:
+    // the player holds only a few parts ahead.
+    const of = part ?? frag;
+    const duration = Number.isFinite(of?.duration) ? of.duration : 0;
     const bytes = init ? INIT_SEGMENT_BYTES : (bps * duration) / 8;
     const httpMs = this._http.ttfbMs + (bytes * 8000) / this._http.bps;
     const slack = aheadMs - o.safetyMarginMs - httpMs;
-    const deadlineMs = Math.round(Math.min(o.maxDeadlineMs, Math.max(o.minDeadlineMs, slack)));
-    const urgent = slack <= o.minDeadlineMs;
+    const minMs = part ? Math.min(o.minDeadlineMs, Math.max(100, duration * 1000)) : o.minDeadlineMs;
+    const deadlineMs = Math.round(Math.min(o.maxDeadlineMs, Math.max(minMs, slack)));
+    const urgent = slack <= minMs;
     // 0 = most urgent for the gateway; then by seconds of buffer left.
     const priority = urgent ? 0 : Math.min(1000, 1 + Math.floor(aheadMs / 1000));
     return { deadlineMs, aheadMs: Math.round(aheadMs), httpMs: Math.round(httpMs), urgent, priority };
@@ -547,11 +555,10 @@ function makeLoaderClass(mesh) {
       const { context } = this;
       const frag = context.frag;
       if (!frag) return this._startHttp('not a fragment');
-      if (context.part) return this._startHttp('partial segment');
       if (context.rangeEnd) return this._startHttp('byte range');
       if (mesh.state === 'closed') return this._startHttp('mesh closed');
 
-      this._plan = mesh.deadline(frag, mesh.renditionFor(frag.baseurl));
+      this._plan = mesh.deadline(frag, mesh.renditionFor(frag.baseurl), context.part);
       let budgetMs = Infinity; // what is left of the deadline after waiting
       if (mesh.state === 'unavailable') return this._startHttp('mesh unavailable');
       if (mesh.state === 'connecting') {
@@ -571,7 +578,7 @@ function makeLoaderClass(mesh) {
       if (!mesh.usable()) return this._startHttp('no gateway connected');
       if (mesh._coolingDown()) return this._startHttp('mesh failing');
       // Again, with the rendition's bandwidth, and the buffer as it is now.
-      const plan = mesh.deadline(frag, rendition);
+      const plan = mesh.deadline(frag, rendition, context.part);
       if (plan.deadlineMs > budgetMs) plan.deadlineMs = Math.round(budgetMs);
       this._plan = plan;
       await this._fetchMesh(rendition, plan);
@@ -603,6 +610,7 @@ function makeLoaderClass(mesh) {
           rendition,
           sequence: init ? 0 : frag.sn,
           init,
+          part: context.part ? context.part.index : undefined,
           url: context.url,
           priority: plan.priority,
           deadlineMs: plan.deadlineMs,
@@ -649,6 +657,7 @@ function makeLoaderClass(mesh) {
         rendition,
         sequence: init ? 0 : frag.sn,
         init,
+        part: context.part ? context.part.index : null,
         level: frag.level,
         deadlineMs: plan.deadlineMs,
         aheadMs: plan.aheadMs,
@@ -700,6 +709,7 @@ function makeLoaderClass(mesh) {
             rendition: frag ? mesh.renditionFor(frag.baseurl) ?? null : null,
             sequence: init ? 0 : frag?.sn,
             init,
+            part: context.part ? context.part.index : null,
             level: frag?.level,
             deadlineMs: this._plan?.deadlineMs ?? null,
             aheadMs: this._plan?.aheadMs ?? Math.round(bufferAheadMs(mesh.media)),

@@ -11,8 +11,11 @@
 //! by the publisher (not in this module). A VOD playlist is read once.
 //!
 //! - [`playlist`]: sans-I/O parsing and checking of playlists, and the tracker.
+//! - [`parts`]: the low-latency HLS tags (parts, preload hint, blocking
+//!   reload) that `m3u8-rs` leaves unread.
 //! - [`source`]: fetching playlists and segments over HTTP or from a folder,
 //!   and [`source::fetch_url`], also used by the origin fallback.
 
+pub mod parts;
 pub mod playlist;
 pub mod source;

@@ -33,10 +33,14 @@
 //! segment that needs them, then media segments in order, each exactly once.
 //! Its algorithm and its handling of restarts are described on the type.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use m3u8_rs::{MasterPlaylist, MediaPlaylistType, VariantStream};
+
+use meshcast_proto::MAX_PARTS;
+
+use super::parts::{LowLatency, PartInfo, PartsError};
 use meshcast_proto::descriptor::{MAX_CODECS, MAX_RENDITION_NAME, MAX_RENDITIONS};
 
 /// Largest playlist accepted: room for [`MAX_SEGMENTS`] segments with
@@ -114,6 +118,8 @@ pub struct MediaPlaylist {
     pub segments: Vec<MediaSegment>,
     /// No segment will be added: `EXT-X-ENDLIST` or `EXT-X-PLAYLIST-TYPE:VOD`.
     pub ended: bool,
+    /// Parts and blocking reload, for a low-latency playlist.
+    pub low_latency: Option<LowLatency>,
 }
 
 /// One media segment of a media playlist.
@@ -170,6 +176,26 @@ pub enum PlaylistError {
     Unsupported { feature: &'static str },
 }
 
+impl From<PartsError> for PlaylistError {
+    fn from(e: PartsError) -> Self {
+        match e {
+            PartsError::Malformed(tag) => PlaylistError::Unparsable {
+                message: format!("malformed {tag}"),
+            },
+            PartsError::Unsupported(feature) => PlaylistError::Unsupported { feature },
+            PartsError::UriTooLong { len, .. } => PlaylistError::UriTooLong {
+                len,
+                start: String::new(),
+            },
+            PartsError::TooMany => PlaylistError::TooMany {
+                what: "parts in one segment",
+                count: MAX_PARTS as usize + 1,
+                max: MAX_PARTS as usize,
+            },
+        }
+    }
+}
+
 /// Parses and checks a master or media playlist.
 pub fn parse(bytes: &[u8]) -> Result<Playlist, PlaylistError> {
     if bytes.len() as u64 > MAX_PLAYLIST_BYTES {
@@ -202,7 +228,12 @@ pub fn parse(bytes: &[u8]) -> Result<Playlist, PlaylistError> {
     }
     match parsed {
         m3u8_rs::Playlist::MasterPlaylist(master) => renditions(master).map(Playlist::Master),
-        m3u8_rs::Playlist::MediaPlaylist(media) => media_playlist(media).map(Playlist::Media),
+        m3u8_rs::Playlist::MediaPlaylist(media) => {
+            let first = media.media_sequence;
+            let mut media = media_playlist(media)?;
+            media.low_latency = super::parts::scan(input, first, MAX_URI_LEN)?;
+            Ok(Playlist::Media(media))
+        }
     }
 }
 
@@ -363,6 +394,7 @@ fn media_playlist(media: m3u8_rs::MediaPlaylist) -> Result<MediaPlaylist, Playli
         media_sequence: media.media_sequence,
         segments,
         ended,
+        low_latency: None,
     })
 }
 
@@ -451,6 +483,13 @@ pub enum Item {
     /// A media segment never returned before; its `sequence` is renumbered
     /// after an origin restart (see [`Tracker`]).
     Media(MediaSegment),
+    /// A part of a low-latency segment never returned before, numbered (its
+    /// segment's sequence) as media segments are. Parts of a segment come in
+    /// order, from its first.
+    Part(PartInfo),
+    /// A media segment every part of which was returned as [`Item::Part`]:
+    /// its body is their concatenation, no fetch needed.
+    Assembled { segment: MediaSegment, parts: u32 },
 }
 
 /// Follows one rendition's media playlist across polls.
@@ -491,9 +530,14 @@ pub struct Tracker {
     next_init_sequence: u64,
     restarts: u64,
     /// (media sequence, segment count, ended) of the latest playlist.
-    fingerprint: Option<(u64, usize, bool)>,
+    fingerprint: Option<(u64, usize, bool, usize)>,
     changed: bool,
     target_duration: Duration,
+    /// Parts returned of recent segments, by playlist sequence: always the
+    /// first so many, in order.
+    parts_returned: BTreeMap<u64, u32>,
+    /// The part a blocking reload asks for next, in the playlist's numbering.
+    next_part: Option<(u64, u32)>,
 }
 
 impl Tracker {
@@ -503,10 +547,12 @@ impl Tracker {
 
     /// Takes the latest poll of the playlist; returns what is new, in order.
     pub fn update(&mut self, playlist: &MediaPlaylist) -> Vec<Item> {
+        let ll = playlist.low_latency.as_ref();
         let fingerprint = (
             playlist.media_sequence,
             playlist.segments.len(),
             playlist.ended,
+            ll.map_or(0, |ll| ll.parts.len()),
         );
         self.changed = self.fingerprint != Some(fingerprint);
         self.fingerprint = Some(fingerprint);
@@ -546,15 +592,66 @@ impl Tracker {
                     uri: uri.clone(),
                 });
             }
-            items.push(Item::Media(MediaSegment {
+            let renumbered = MediaSegment {
                 // Cannot overflow: playlist sequences are at most 2^53 and the
                 // offset grows by at most the number of segments returned.
                 sequence: segment.sequence.saturating_add(self.renumber_offset),
                 ..segment.clone()
-            }));
+            };
+            let listed = ll.map_or(0, |ll| ll.parts_of(segment.sequence).count());
+            let returned = self.return_parts(ll, segment.sequence, &mut items);
+            if listed > 0 && returned as usize == listed {
+                items.push(Item::Assembled {
+                    segment: renumbered,
+                    parts: returned,
+                });
+            } else {
+                items.push(Item::Media(renumbered));
+            }
             self.last_returned = Some(segment.sequence);
         }
+        // The segment in progress: its parts so far.
+        let in_progress = last.sequence.saturating_add(1);
+        self.next_part = None;
+        if let Some(ll) = ll
+            && !playlist.ended
+        {
+            self.return_parts(Some(ll), in_progress, &mut items);
+            if ll.can_block_reload {
+                self.next_part = Some(ll.next_part(in_progress));
+            }
+        }
+        self.parts_returned.retain(|&seq, _| seq >= first.sequence);
         items
+    }
+
+    /// Adds the parts of playlist segment `sequence` not returned yet, in
+    /// order from the first not returned; returns how many of its parts have
+    /// been returned in all.
+    fn return_parts(
+        &mut self,
+        ll: Option<&LowLatency>,
+        sequence: u64,
+        items: &mut Vec<Item>,
+    ) -> u32 {
+        let done = self.parts_returned.entry(sequence).or_insert(0);
+        for part in ll.into_iter().flat_map(|ll| ll.parts_of(sequence)) {
+            if part.index == *done {
+                items.push(Item::Part(PartInfo {
+                    sequence: part.sequence.saturating_add(self.renumber_offset),
+                    ..part.clone()
+                }));
+                *done += 1;
+            }
+        }
+        *done
+    }
+
+    /// The part to ask the origin for with a blocking reload (`_HLS_msn`,
+    /// `_HLS_part`, in the origin's numbering), if the latest playlist was
+    /// low-latency and its origin offers blocking reloads.
+    pub fn next_part(&self) -> Option<(u64, u32)> {
+        self.next_part
     }
 
     fn restart(&mut self, first_sequence: u64) {
@@ -564,6 +661,7 @@ impl Tracker {
         self.renumber_offset = next_returned.saturating_sub(first_sequence);
         self.last_returned = None;
         self.inits.clear();
+        self.parts_returned.clear();
         self.restarts += 1;
     }
 
@@ -619,7 +717,7 @@ mod tests {
             .iter()
             .filter_map(|item| match item {
                 Item::Media(segment) => Some(segment.sequence),
-                Item::Init { .. } => None,
+                _ => None,
             })
             .collect()
     }
@@ -977,5 +1075,124 @@ mod tests {
             parse(text.as_bytes()),
             Err(PlaylistError::Unsupported { .. })
         ));
+    }
+
+    /// A low-latency playlist of the test origin's kind: whole segments
+    /// `first..whole` (the last two with their four parts), then `done` parts
+    /// of segment `whole`.
+    fn low_latency(first: u64, whole: u64, done: u32) -> MediaPlaylist {
+        let mut text = format!(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n\
+             #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.5\n\
+             #EXT-X-PART-INF:PART-TARGET=0.5\n#EXT-X-MEDIA-SEQUENCE:{first}\n\
+             #EXT-X-MAP:URI=\"init.mp4\"\n"
+        );
+        let part = |k: u64, j: u32| format!("#EXT-X-PART:DURATION=0.5,URI=\"v/{k}.{j}.m4s\"\n");
+        for k in first..whole {
+            if k + 2 >= whole {
+                (0..4).for_each(|j| text.push_str(&part(k, j)));
+            }
+            text.push_str(&format!("#EXTINF:2.0,\nv/{k}.m4s\n"));
+        }
+        (0..done).for_each(|j| text.push_str(&part(whole, j)));
+        text.push_str(&format!(
+            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"v/{whole}.{done}.m4s\"\n"
+        ));
+        media(&text)
+    }
+
+    fn names(items: &[Item]) -> Vec<String> {
+        items
+            .iter()
+            .map(|item| match item {
+                Item::Init { uri, .. } => uri.clone(),
+                Item::Media(seg) => format!("media {}", seg.sequence),
+                Item::Part(part) => format!("part {}.{}", part.sequence, part.index),
+                Item::Assembled { segment, parts } => {
+                    format!("assembled {} of {parts}", segment.sequence)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn low_latency_parts_come_once_in_order_and_make_up_their_segments() {
+        let mut tracker = Tracker::new();
+        // Start: 10 whole (no parts listed), 11 and 12 whole with parts, 13.0 out.
+        let items = tracker.update(&low_latency(10, 13, 1));
+        assert_eq!(
+            names(&items),
+            [
+                "init.mp4",
+                "media 10",
+                "part 11.0",
+                "part 11.1",
+                "part 11.2",
+                "part 11.3",
+                "assembled 11 of 4",
+                "part 12.0",
+                "part 12.1",
+                "part 12.2",
+                "part 12.3",
+                "assembled 12 of 4",
+                "part 13.0"
+            ]
+        );
+        assert_eq!(tracker.next_part(), Some((13, 1)));
+        // The same playlist again: nothing new.
+        assert!(tracker.update(&low_latency(10, 13, 1)).is_empty());
+        // Two more parts, then the segment closes with its last.
+        assert_eq!(
+            names(&tracker.update(&low_latency(10, 13, 3))),
+            ["part 13.1", "part 13.2"]
+        );
+        assert_eq!(tracker.next_part(), Some((13, 3)));
+        let items = tracker.update(&low_latency(11, 14, 0));
+        assert_eq!(names(&items), ["part 13.3", "assembled 13 of 4"]);
+        assert_eq!(tracker.next_part(), Some((14, 0)));
+        // Parts skipped while the publisher was away: the segment is fetched whole.
+        let items = tracker.update(&low_latency(14, 17, 1));
+        assert_eq!(
+            names(&items),
+            [
+                "media 14",
+                "part 15.0",
+                "part 15.1",
+                "part 15.2",
+                "part 15.3",
+                "assembled 15 of 4",
+                "part 16.0",
+                "part 16.1",
+                "part 16.2",
+                "part 16.3",
+                "assembled 16 of 4",
+                "part 17.0"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_origin_without_blocking_reload_is_polled() {
+        let mut tracker = Tracker::new();
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART-INF:PART-TARGET=0.5\n\
+                    #EXT-X-PART:DURATION=0.5,URI=\"a.0.m4s\"\n#EXTINF:2.0,\na.m4s\n";
+        let items = tracker.update(&media(text));
+        assert_eq!(names(&items), ["part 0.0", "assembled 0 of 1"]);
+        assert_eq!(tracker.next_part(), None);
+        assert_eq!(tracker.update(&live_window(0, 1)).len(), 0);
+        assert_eq!(tracker.next_part(), None);
+    }
+
+    #[test]
+    fn a_refused_part_refuses_its_playlist() {
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART-INF:PART-TARGET=0.5\n\
+                    #EXT-X-PART:DURATION=0.5,URI=\"a.0.m4s\",BYTERANGE=\"10@0\"\n";
+        assert!(matches!(
+            parse(text.as_bytes()),
+            Err(PlaylistError::Unsupported { .. })
+        ));
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART:URI=\"a.0.m4s\"\n";
+        let err = parse(text.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("malformed EXT-X-PART"), "{err}");
     }
 }

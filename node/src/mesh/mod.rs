@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use meshcast_proto::pb::{self, DeclineReason};
 use meshcast_proto::{
-    SegmentId, SignedHeader, StreamId, StreamKey, VerifiedDescriptor, VerifiedHeader,
+    SegmentId, SegmentKind, SignedHeader, StreamId, StreamKey, VerifiedDescriptor, VerifiedHeader,
 };
 use prost::Message as _;
 
@@ -65,6 +65,10 @@ pub const MAX_INDEX_PAGES: u32 = 250;
 /// most. Live streams need their windows (a few hundred); the rest is VOD
 /// indexes.
 pub const MAX_PENDING: usize = 50_000;
+
+/// Headers of segments made of parts waiting for their parts (a bound on
+/// memory; the oldest are forgotten first).
+const MAX_COMPOSITES: usize = 4096;
 /// Headers in one announcement. The publisher announces one segment per
 /// message; a few more leave room for parts (low latency). More is someone
 /// making every node verify and forward a batch.
@@ -126,6 +130,8 @@ pub enum Source<P> {
     Origin,
     /// Read back from this node's disk cache.
     Cache,
+    /// A media segment made of parts, put together from the parts held.
+    Assembled,
 }
 
 impl<P> Source<P> {
@@ -145,6 +151,7 @@ impl<P> Source<P> {
             Source::Pull(_) => "pull",
             Source::Origin => "origin",
             Source::Cache => "cache",
+            Source::Assembled => "parts",
         }
     }
 }
@@ -355,6 +362,9 @@ pub struct Mesh<P> {
     announced: Recent<(SegmentId, u64), ()>,
     /// Headers whose signature was checked, beyond pending and held ones.
     verified: Recent<SegmentId, VerifiedHeader>,
+    /// Headers of media segments made of parts, not yet put together: see
+    /// [`Mesh::assemble`].
+    composites: Recent<SegmentId, VerifiedHeader>,
     outputs: VecDeque<Output<P>>,
     next_prune: Option<Instant>,
 }
@@ -378,6 +388,12 @@ impl<K: Copy + Eq + Hash, V> Recent<K, V> {
 
     fn get(&self, key: &K) -> Option<&V> {
         self.map.get(key)
+    }
+
+    fn remove(&mut self, key: &K) -> Option<V> {
+        // The key stays in `order` until it comes out at the front; a
+        // re-insert meanwhile only makes it leave a little early.
+        self.map.remove(key)
     }
 
     fn insert(&mut self, key: K, value: V) {
@@ -417,6 +433,7 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
             downloads: HashMap::new(),
             announced: Recent::new(MAX_RECENT),
             verified: Recent::new(MAX_RECENT),
+            composites: Recent::new(MAX_COMPOSITES),
             outputs: VecDeque::new(),
             next_prune: None,
         }
@@ -588,7 +605,10 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
             },
             announce: announce.encode_to_vec().into(),
         });
-        if self.insert(header, body, Source::Injected) {
+        // A segment made of parts is not pushed: every node puts it
+        // together from the parts it gets (see `assemble`).
+        let composite = header.info().parts > 0;
+        if self.insert(header, body, Source::Injected) && !composite {
             self.scheduler.held(id, size, now);
         }
         self.drain(now);
@@ -608,6 +628,14 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
         }
         if self.on_disk.contains_key(&id) {
             self.outputs.push_back(Output::ReadCache { id });
+            return;
+        }
+        if let Some(parts) = self.composites.get(&id).map(|h| h.info().parts) {
+            // Made of parts: the parts are what travels.
+            for part in 0..parts {
+                let part = SegmentId::part(id.stream, id.rendition, id.sequence, part);
+                self.demand(part, within, now);
+            }
             return;
         }
         let size = self.pending.get(&id).map(|h| h.info().length);
@@ -752,6 +780,11 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
         }
         if self.holds(&id) {
             return OfferReply::Decline(DeclineReason::AlreadyHave);
+        }
+        if verified.info().parts > 0 {
+            // Put together here from its parts; an honest node never offers it.
+            self.learn(verified, None, now);
+            return OfferReply::Decline(DeclineReason::NotWanted);
         }
         if !self.wanted(&verified) {
             return OfferReply::Decline(DeclineReason::NotWanted);
@@ -1073,6 +1106,13 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
             return;
         }
         let wanted = self.wanted(&header);
+        if header.info().parts > 0 {
+            if wanted && !self.holds(&id) {
+                self.composites.insert(id, header);
+                self.assemble(id);
+            }
+            return;
+        }
         let live = self.streams.get(&id.stream).is_none_or(Followed::live);
         if (live && !wanted) || self.holds(&id) {
             return;
@@ -1227,6 +1267,9 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
                     source,
                     bytes,
                 });
+                if id.kind == SegmentKind::Part {
+                    self.assemble(id.parent());
+                }
                 true
             }
             Inserted::AlreadyHeld => false,
@@ -1237,6 +1280,39 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
                 false
             }
         }
+    }
+
+    /// Puts the media segment `id`, made of parts, together once every part
+    /// is held: their bodies in order must be the body its header signs.
+    /// Such a segment never travels between nodes (each node assembles it,
+    /// so the bytes cross every link once, as parts); gateways serve it
+    /// whole to players that ask for the segment rather than its parts.
+    fn assemble(&mut self, id: SegmentId) {
+        let Some(header) = self.composites.get(&id).cloned() else {
+            return;
+        };
+        let info = header.info();
+        let mut body = Vec::with_capacity(usize::try_from(info.length).unwrap_or(0));
+        {
+            let mut store = self.store.lock();
+            for part in 0..info.parts {
+                let part = SegmentId::part(id.stream, id.rendition, id.sequence, part);
+                match store.get(&part) {
+                    Some(segment) => body.extend_from_slice(&segment.body),
+                    None => return,
+                }
+            }
+        }
+        self.composites.remove(&id);
+        if body.len() as u64 != info.length || blake3::hash(&body).as_bytes() != &info.hash {
+            // Both signed by the publisher: its own inconsistency, no peer's.
+            self.outputs.push_back(Output::Warning(format!(
+                "segment {id} is not the concatenation of its {} parts as signed: not assembled",
+                info.parts
+            )));
+            return;
+        }
+        self.insert(header, Bytes::from(body), Source::Assembled);
     }
 
     /// Segments the memory store dropped are no longer held, unless on disk.

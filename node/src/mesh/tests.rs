@@ -72,6 +72,37 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// Segment `seq` as `n` parts of `size` bytes, published a quarter of a
+    /// segment apart, and the header of the segment they make up.
+    fn parts(
+        &self,
+        seq: u64,
+        n: u32,
+        size: usize,
+    ) -> (Vec<(VerifiedHeader, Bytes)>, VerifiedHeader) {
+        let key = self.descriptor.stream_key();
+        let start = (START_S + 2 * seq) * 1_000_000;
+        let mut whole = Vec::new();
+        let parts = (0..n)
+            .map(|j| {
+                let body = Bytes::from(vec![(seq as u8) ^ (j as u8 * 16 + 1); size]);
+                whole.extend_from_slice(&body);
+                let id = SegmentId::part(self.stream(), 0, seq, j);
+                let info =
+                    SegmentInfo::for_body(id, &body, 500_000, start + u64::from(j) * 500_000)
+                        .with_uri(format!("seg-{seq}.{j}.m4s"));
+                (info.sign(&self.key).verify(&key).unwrap(), body)
+            })
+            .collect();
+        let id = SegmentId::media(self.stream(), 0, seq);
+        let info = SegmentInfo::for_body(id, &whole, 2_000_000, start + 2_000_000)
+            .with_uri(format!("seg-{seq}.m4s"))
+            .with_parts(n);
+        (parts, info.sign(&self.key).verify(&key).unwrap())
+    }
+}
+
 /// Meshes numbered from 0, all neighbours of each other unless cut, an
 /// origin serving URLs, and a clock.
 struct Net {
@@ -947,4 +978,119 @@ fn pushes_at_once_are_sized_to_the_upload_cap_and_the_streams_pace() {
         net.run();
         assert_eq!(offered(&net, 0).len(), expected, "{size}-byte segments");
     }
+}
+
+/// Parts travel like segments; the segment they make up never travels: each
+/// node puts it together from its parts, whichever comes first (the parts or
+/// the segment's header).
+#[test]
+fn a_segment_made_of_parts_is_assembled_at_every_node_and_never_sent() {
+    let f = Fixture::new(true, "");
+    let mut net = Net::new(vec![config(); 3]);
+    for n in 0..3 {
+        net.follow(n, &f);
+    }
+    net.connect(0, 1);
+    net.connect(1, 2);
+    let (parts, whole) = f.parts(4, 4, 700);
+    let id = whole.id();
+    // Three parts, then the segment's header (gossiped), then the last part.
+    for (header, body) in parts[..3].iter().cloned() {
+        net.nodes[0].inject(header, body, net.now);
+        net.run();
+    }
+    let body: Vec<u8> = parts.iter().flat_map(|(_, b)| b.to_vec()).collect();
+    net.nodes[0].inject(whole.clone(), Bytes::from(body.clone()), net.now);
+    net.run();
+    for n in 1..3 {
+        assert!(
+            !net.holds(n, &id),
+            "node {n} cannot have it before its last part"
+        );
+    }
+    let (header, last) = parts[3].clone();
+    net.nodes[0].inject(header, last, net.now);
+    net.run();
+    for n in 1..3 {
+        assert_eq!(net.stored(n).get(&id), Some(&Source::Assembled), "node {n}");
+        let held = net.nodes[n as usize].store().lock().get(&id).unwrap();
+        assert_eq!(held.body, body);
+        for part in &parts {
+            assert!(matches!(net.stored(n)[&part.0.id()], Source::Push(_)));
+        }
+    }
+    let sent = net.log.iter().any(|(_, o)| match o {
+        Output::Push { header, .. } => header.id() == id,
+        Output::Pull { id: pulled, .. } => *pulled == id,
+        _ => false,
+    });
+    assert!(!sent, "the whole segment crossed a link");
+    assert!((0..3).all(|n| net.bans(n).is_empty()));
+}
+
+/// A viewer asking a node for a segment made of parts gets the node to pull
+/// the parts it lacks; a header whose parts do not make up its body is a
+/// warning, not anyone's misbehaviour.
+#[test]
+fn demanding_a_segment_made_of_parts_pulls_its_missing_parts() {
+    let f = Fixture::new(true, "");
+    let mut net = Net::new(vec![config(); 2]);
+    net.follow(0, &f);
+    let (parts, whole) = f.parts(6, 3, 400);
+    for (header, body) in parts.iter().cloned() {
+        net.nodes[0].inject(header, body, net.now);
+    }
+    let body: Vec<u8> = parts.iter().flat_map(|(_, b)| b.to_vec()).collect();
+    net.nodes[0].inject(whole.clone(), Bytes::from(body), net.now);
+    net.run();
+    // Node 1 joins late and learns the headers from node 0's list.
+    net.follow(1, &f);
+    net.connect(0, 1);
+    net.nodes[1].demand(whole.id(), Duration::from_secs(4), net.now);
+    net.run();
+    net.advance(Duration::from_millis(10));
+    assert_eq!(net.stored(1).get(&whole.id()), Some(&Source::Assembled));
+    let pulled: Vec<SegmentId> = net
+        .log
+        .iter()
+        .filter_map(|(n, o)| match o {
+            Output::Pull { id, .. } if *n == 1 => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        pulled.iter().all(|id| id.kind == SegmentKind::Part),
+        "{pulled:?}"
+    );
+
+    // A publisher whose segment header does not match its parts.
+    let (parts, _) = f.parts(8, 2, 300);
+    let (_, wrong) = f.parts(9, 2, 300);
+    let key = f.descriptor.stream_key();
+    let mut info = wrong.info().clone();
+    info.id = SegmentId::media(f.stream(), 0, 8);
+    let wrong = info.sign(&f.key).verify(&key).unwrap();
+    let mut net = Net::new(vec![config(); 2]);
+    net.follow(0, &f);
+    net.follow(1, &f);
+    net.connect(0, 1);
+    for (header, body) in parts {
+        net.nodes[0].inject(header, body, net.now);
+    }
+    net.run();
+    let announce = pb::Announce {
+        headers: vec![wrong.signed().to_pb()],
+    };
+    let topic = Topic {
+        stream: f.stream(),
+        rendition: 0,
+    };
+    net.nodes[1].handle_announce(0, Some(0), topic, &announce.encode_to_vec(), net.now);
+    net.run();
+    assert!(!net.holds(1, &wrong.id()));
+    let warned = net.log.iter().any(|(n, o)| {
+        *n == 1 && matches!(o, Output::Warning(w) if w.contains("not the concatenation"))
+    });
+    assert!(warned);
+    assert!(net.bans(1).is_empty());
 }

@@ -870,7 +870,7 @@ impl Driver {
                 self.stats.mesh_bytes_in.fetch_add(bytes, Relaxed);
                 metrics::bytes(Direction::In, Class::Mesh, bytes);
             }
-            Source::Injected | Source::Cache => {}
+            Source::Injected | Source::Cache | Source::Assembled => {}
         }
         metrics::segment_received(source.label());
         if matches!(source, Source::Push(_) | Source::Pull(_) | Source::Origin) {

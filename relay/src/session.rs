@@ -420,12 +420,8 @@ async fn deliver(
                 Ok(segment) => segment,
                 Err(()) => {
                     answer.0 = RequestResult::Refused;
-                    let msg = error_frame(
-                        ErrorCode::TooManyRequests,
-                        "the gateway has too many requests waiting",
-                        request_id,
-                    );
-                    let _ = errors.send(msg).await;
+                    let why = "the gateway has too many requests waiting";
+                    too_many(&errors, why, request_id).await;
                     return request_id;
                 }
             }
@@ -436,12 +432,7 @@ async fn deliver(
         Some(Ready::Arriving(arrival)) => {
             answer.0 = forward(&shared, &connection, request_id, &arrival, sending).await;
             if answer.0 == RequestResult::Refused {
-                let msg = error_frame(
-                    ErrorCode::TooManyRequests,
-                    "too many bytes in flight",
-                    request_id,
-                );
-                let _ = errors.send(msg).await;
+                too_many(&errors, "too many bytes in flight", request_id).await;
             }
             return request_id;
         }
@@ -473,12 +464,7 @@ async fn deliver(
     if reserved.total > limit {
         drop(reserved);
         answer.0 = RequestResult::Refused;
-        let msg = error_frame(
-            ErrorCode::TooManyRequests,
-            "too many bytes in flight",
-            request_id,
-        );
-        let _ = errors.send(msg).await;
+        too_many(&errors, "too many bytes in flight", request_id).await;
         return request_id;
     }
     let limits = &shared.config.limits;
@@ -523,6 +509,13 @@ async fn deliver(
         Err(e) => tracing::debug!(request_id, "delivery of {id} failed: {e}"),
     }
     request_id
+}
+
+/// Refuses a request for want of room: the client may ask again, or
+/// elsewhere. A full error queue means the session is ending anyway.
+async fn too_many(errors: &mpsc::Sender<pb::ServerMessage>, why: &str, request_id: u64) {
+    let msg = error_frame(ErrorCode::TooManyRequests, why, request_id);
+    let _ = errors.send(msg).await;
 }
 
 /// A requested segment the gateway can send.

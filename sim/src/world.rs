@@ -615,6 +615,24 @@ impl World {
         *self.m.outcomes.entry(outcome).or_default() += 1;
     }
 
+    /// `node` offers segment `seq` to `peer`: the offer lands a one-way
+    /// delay later. `fed_by`: the flow bringing a segment still arriving
+    /// (cut-through), which the push cannot outrun.
+    fn offer(&mut self, node: u32, peer: u32, transfer: TransferId, seq: u64, fed_by: Option<u64>) {
+        let x = self.new_xfer(Xfer {
+            kind: Kind::Push,
+            a: node,
+            a_tid: transfer,
+            b: Some(peer),
+            b_tid: None,
+            seq,
+            flow: None,
+            fed_by,
+        });
+        let delay = self.one_way(node, peer);
+        self.at(delay, Event::Offer(x));
+    }
+
     fn new_xfer(&mut self, xfer: Xfer) -> u64 {
         self.count(match xfer.kind {
             Kind::Push => "push offered",
@@ -1107,20 +1125,7 @@ impl World {
                 peer,
                 header,
                 ..
-            } => {
-                let x = self.new_xfer(Xfer {
-                    kind: Kind::Push,
-                    a: node,
-                    a_tid: transfer,
-                    b: Some(peer),
-                    b_tid: None,
-                    seq: seq_of(&header.id()),
-                    flow: None,
-                    fed_by: None,
-                });
-                let delay = self.one_way(node, peer);
-                self.at(delay, Event::Offer(x));
-            }
+            } => self.offer(node, peer, transfer, seq_of(&header.id()), None),
             Output::Forward {
                 transfer,
                 peer,
@@ -1129,18 +1134,7 @@ impl World {
                 let seq = seq_of(&header.id());
                 let fed_by = self.arriving.get(&(node, seq)).copied();
                 self.count("forward offered");
-                let x = self.new_xfer(Xfer {
-                    kind: Kind::Push,
-                    a: node,
-                    a_tid: transfer,
-                    b: Some(peer),
-                    b_tid: None,
-                    seq,
-                    flow: None,
-                    fed_by,
-                });
-                let delay = self.one_way(node, peer);
-                self.at(delay, Event::Offer(x));
+                self.offer(node, peer, transfer, seq, fed_by);
             }
             Output::Pull {
                 transfer, peer, id, ..

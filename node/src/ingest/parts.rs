@@ -11,7 +11,8 @@
 //! resource, as for segments), more than [`MAX_PARTS`] parts in a segment,
 //! and parts without a usable `DURATION` or `URI`. `GAP=YES` parts are
 //! skipped, along with every later part of their segment (a gap has no bytes,
-//! and parts only make up a segment from its first).
+//! and parts only make up a segment from its first), and such a segment is
+//! not made up of its parts ([`LowLatency::whole`]).
 
 use std::time::Duration;
 
@@ -46,6 +47,9 @@ pub struct LowLatency {
     pub parts: Vec<PartInfo>,
     /// `EXT-X-PRELOAD-HINT:TYPE=PART`: the URI of the next part.
     pub preload_hint: Option<String>,
+    /// Segments (by sequence) with a `GAP=YES` part: their parts listed do
+    /// not make them up.
+    pub gapped: Vec<u64>,
 }
 
 /// One `EXT-X-PART`.
@@ -64,6 +68,12 @@ pub struct PartInfo {
 }
 
 impl LowLatency {
+    /// Whether the parts listed for segment `sequence` make it up: none of
+    /// them is a gap.
+    pub fn whole(&self, sequence: u64) -> bool {
+        !self.gapped.contains(&sequence)
+    }
+
     /// The parts listed for segment `sequence`, in order.
     pub fn parts_of(&self, sequence: u64) -> impl Iterator<Item = &PartInfo> {
         self.parts.iter().filter(move |p| p.sequence == sequence)
@@ -119,6 +129,9 @@ pub fn scan(
             }
             if attribute(attrs, "GAP").as_deref() == Some("YES") {
                 gap = true;
+                if ll.gapped.last() != Some(&sequence) {
+                    ll.gapped.push(sequence);
+                }
             }
             let duration = attribute(attrs, "DURATION")
                 .and_then(seconds)
@@ -289,5 +302,6 @@ mod tests {
         let uris: Vec<&str> = ll.parts.iter().map(|p| p.uri.as_str()).collect();
         assert_eq!(uris, ["a0", "b0"]);
         assert_eq!((ll.parts[1].sequence, ll.parts[1].index), (1, 0));
+        assert!(!ll.whole(0) && ll.whole(1));
     }
 }

@@ -599,8 +599,9 @@ impl Tracker {
                 ..segment.clone()
             };
             let listed = ll.map_or(0, |ll| ll.parts_of(segment.sequence).count());
+            let whole = ll.is_some_and(|ll| ll.whole(segment.sequence));
             let returned = self.return_parts(ll, segment.sequence, &mut items);
-            if listed > 0 && returned as usize == listed {
+            if listed > 0 && whole && returned as usize == listed {
                 items.push(Item::Assembled {
                     segment: renumbered,
                     parts: returned,
@@ -1194,5 +1195,16 @@ mod tests {
         let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART:URI=\"a.0.m4s\"\n";
         let err = parse(text.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("malformed EXT-X-PART"), "{err}");
+    }
+
+    #[test]
+    fn a_segment_with_a_gap_is_fetched_whole() {
+        let mut tracker = Tracker::new();
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART-INF:PART-TARGET=0.5\n\
+                    #EXT-X-PART:DURATION=0.5,URI=\"a.0.m4s\"\n\
+                    #EXT-X-PART:DURATION=0.5,URI=\"a.1.m4s\",GAP=YES\n\
+                    #EXTINF:1.0,\na.m4s\n";
+        let items = tracker.update(&media(text));
+        assert_eq!(names(&items), ["part 0.0", "media 0"]);
     }
 }

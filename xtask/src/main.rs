@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         ["test"] => setup().and_then(|()| test()),
         ["test", "--no-setup"] => test(),
         ["web"] => web_setup().and_then(|()| web()),
-        ["demo", rest @ ..] => web_setup().and_then(|()| demo(rest)),
+        ["demo", rest @ ..] => demo(rest),
         ["bench", rest @ ..] if !rest.is_empty() => bench(rest),
         ["bench-browser", rest @ ..] => web_setup()
             .and_then(|()| debian_setup())
@@ -259,13 +259,46 @@ fn web() -> Result {
     Ok(())
 }
 
+/// The steps of `cargo xtask demo`: what each does and how long it takes
+/// the first time on a fresh machine (2 cores), printed as it starts, so a
+/// long build never looks like a hang.
+const DEMO_STEPS: [(&str, &str); 4] = [
+    (
+        "checking what the page needs: the wasm32 target, wasm-bindgen-cli, npm packages",
+        "seconds; the first time about 2 minutes, to compile wasm-bindgen-cli",
+    ),
+    (
+        "building the browser client (release wasm) and the page",
+        "about 1 minute the first time, seconds after",
+    ),
+    (
+        "building meshcast",
+        "about 3 minutes the first time, seconds after",
+    ),
+    (
+        "starting the demo: origin, publisher, three nodes, relay, web page",
+        "about 10 s; it prints the page's address, Ctrl-C stops it",
+    ),
+];
+
+fn demo_step(index: usize) {
+    let (what, how_long) = DEMO_STEPS[index];
+    eprintln!("\n[{}/{}] {what} ({how_long})", index + 1, DEMO_STEPS.len());
+}
+
 fn demo(args: &[&str]) -> Result {
+    demo_step(0);
+    web_setup()?;
+    demo_step(1);
     web()?;
-    let mut all = vec![
-        "run", "--quiet", "-p", "meshcast", "--", "demo", "--web", WEB_OUT,
-    ];
+    // Built with cargo's progress shown, then run: `cargo run --quiet` used
+    // to compile for minutes without a word.
+    demo_step(2);
+    run("cargo", &["build", "-p", "meshcast"], None)?;
+    demo_step(3);
+    let mut all = vec!["demo", "--web", WEB_OUT];
     all.extend_from_slice(args);
-    run("cargo", &all, None)
+    run("target/debug/meshcast", &all, None)
 }
 
 /// The benchmarks: `meshcast-bench` drives the `meshcast` binary next to it,
@@ -532,4 +565,24 @@ fn fuzz(target: &str, seconds: &str) -> Result {
         &["fuzz", "run", "-s", "none", target, "--", &time],
         Some("fuzz"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DEMO_STEPS;
+
+    /// A newcomer's first `cargo xtask demo` compiles for minutes: every step
+    /// says what it does and how long it takes, in minutes or seconds.
+    #[test]
+    fn every_demo_step_says_what_it_does_and_how_long() {
+        for (what, how_long) in DEMO_STEPS {
+            assert!(what.len() > 10, "{what:?}");
+            assert!(
+                how_long.contains("minute")
+                    || how_long.contains("second")
+                    || how_long.contains(" s"),
+                "{what}: {how_long:?}"
+            );
+        }
+    }
 }

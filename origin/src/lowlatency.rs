@@ -256,28 +256,13 @@ impl LowLatency {
         let live = self.vod.live_window(elapsed, window);
         let n = self.parts.len() as u64;
         let current = self.vod.published(s);
-        writeln!(out, "#EXTM3U")?;
-        if let Some(version) = self.vod.version() {
-            writeln!(out, "#EXT-X-VERSION:{version}")?;
-        }
-        writeln!(out, "#EXT-X-TARGETDURATION:{}", self.vod.target_duration())?;
-        writeln!(
-            out,
-            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={}",
-            secs(3 * self.part_target)
-        )?;
-        writeln!(
-            out,
-            "#EXT-X-PART-INF:PART-TARGET={}",
+        let extra = format!(
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={}\n\
+             #EXT-X-PART-INF:PART-TARGET={}\n",
+            secs(3 * self.part_target),
             secs(self.part_target)
-        )?;
-        writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", live.media_sequence)?;
-        writeln!(
-            out,
-            "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
-            live.discontinuity_sequence
-        )?;
-        self.vod.write_common_tags(out)?;
+        );
+        self.vod.write_live_head(out, &live, &extra)?;
         for seg in &live.segments {
             if seg.discontinuity {
                 writeln!(out, "#EXT-X-DISCONTINUITY")?;
@@ -285,8 +270,7 @@ impl LowLatency {
             if seg.sequence + SEGMENTS_WITH_PARTS >= current {
                 self.write_parts(out, seg.sequence, usize::MAX)?;
             }
-            let us = self.vod.segments()[seg.index].duration.as_micros();
-            writeln!(out, "#EXTINF:{}.{:06},", us / 1_000_000, us % 1_000_000)?;
+            self.vod.write_extinf(out, seg.index)?;
             writeln!(out, "{}", self.segment_uri(seg.sequence))?;
         }
         let done = self.parts_published(current, s);

@@ -293,11 +293,6 @@ impl VodPlaylist {
         self.init_uri.as_deref()
     }
 
-    /// `#EXT-X-VERSION`, if the playlist states one.
-    pub fn version(&self) -> Option<usize> {
-        self.version
-    }
-
     /// `#EXT-X-TARGETDURATION`, in seconds.
     pub fn target_duration(&self) -> u64 {
         self.target_duration
@@ -367,26 +362,38 @@ impl VodPlaylist {
     }
 
     fn write_live(&self, out: &mut String, live: &LiveWindow) -> std::fmt::Result {
-        writeln!(out, "#EXTM3U")?;
-        if let Some(version) = self.version {
-            writeln!(out, "#EXT-X-VERSION:{version}")?;
-        }
-        writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration)?;
-        writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", live.media_sequence)?;
-        writeln!(
-            out,
-            "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
-            live.discontinuity_sequence
-        )?;
-        self.write_common_tags(out)?;
+        self.write_live_head(out, live, "")?;
         for seg in &live.segments {
             self.write_segment(out, seg.index, seg.discontinuity)?;
         }
         Ok(())
     }
 
+    /// The tags of a live playlist before its first segment; `extra` (whole
+    /// lines) goes after `#EXT-X-TARGETDURATION`.
+    pub(crate) fn write_live_head(
+        &self,
+        out: &mut String,
+        live: &LiveWindow,
+        extra: &str,
+    ) -> std::fmt::Result {
+        writeln!(out, "#EXTM3U")?;
+        if let Some(version) = self.version {
+            writeln!(out, "#EXT-X-VERSION:{version}")?;
+        }
+        writeln!(out, "#EXT-X-TARGETDURATION:{}", self.target_duration)?;
+        out.push_str(extra);
+        writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", live.media_sequence)?;
+        writeln!(
+            out,
+            "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+            live.discontinuity_sequence
+        )?;
+        self.write_common_tags(out)
+    }
+
     /// `#EXT-X-INDEPENDENT-SEGMENTS` and `#EXT-X-MAP`, as the VOD has them.
-    pub(crate) fn write_common_tags(&self, out: &mut String) -> std::fmt::Result {
+    fn write_common_tags(&self, out: &mut String) -> std::fmt::Result {
         if self.independent_segments {
             writeln!(out, "#EXT-X-INDEPENDENT-SEGMENTS")?;
         }
@@ -407,10 +414,14 @@ impl VodPlaylist {
         if discontinuity {
             writeln!(out, "#EXT-X-DISCONTINUITY")?;
         }
-        let vod = &self.segments[index];
-        let us = vod.duration.as_micros();
-        writeln!(out, "#EXTINF:{}.{:06},", us / 1_000_000, us % 1_000_000)?;
-        writeln!(out, "{}", vod.uri)
+        self.write_extinf(out, index)?;
+        writeln!(out, "{}", self.segments[index].uri)
+    }
+
+    /// `#EXTINF` of VOD segment `index`, to the microsecond.
+    pub(crate) fn write_extinf(&self, out: &mut String, index: usize) -> std::fmt::Result {
+        let us = self.segments[index].duration.as_micros();
+        writeln!(out, "#EXTINF:{}.{:06},", us / 1_000_000, us % 1_000_000)
     }
 
     /// The most loops [`render_replay`](Self::render_replay) accepts for this

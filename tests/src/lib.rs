@@ -195,6 +195,33 @@ pub fn publisher_config(origin: String, name: &str) -> meshcast_node::publisher:
     }
 }
 
+/// Starts a publisher on `node` for the playlist at `origin`, with the key
+/// of `seed`: the publisher (to `run`) and its signed descriptor.
+pub async fn publish(
+    node: &TestNode,
+    origin: String,
+    name: &str,
+    seed: u8,
+) -> (
+    meshcast_node::publisher::Publisher,
+    meshcast_proto::VerifiedDescriptor,
+) {
+    let publisher = meshcast_node::publisher::Publisher::start(
+        node.node.clone(),
+        meshcast_proto::PublisherKey::from_seed([seed; 32]),
+        publisher_config(origin, name),
+    )
+    .await
+    .expect("publisher");
+    let descriptor = node
+        .node
+        .known_descriptor(publisher.stream_id())
+        .await
+        .expect("the publisher runs")
+        .expect("the publisher knows its descriptor");
+    (publisher, descriptor)
+}
+
 /// Connects `node` through `via`, finds `stream` in the DHT and follows it.
 pub async fn follow(node: &TestNode, via: &TestNode, stream: StreamId) {
     node.node.dial(via.addr.clone()).await.expect("dial");

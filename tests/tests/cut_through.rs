@@ -7,9 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use meshcast_node::Event;
-use meshcast_node::publisher::Publisher;
-use meshcast_proto::{PublisherKey, StreamId};
-use meshcast_tests::{TestNode, config, eventually, init_logs, local, media_dir, publisher_config};
+use meshcast_proto::StreamId;
+use meshcast_tests::{TestNode, config, eventually, init_logs, local, media_dir, publish};
 
 /// The test stream's segments are about 100 kB: at 120 kB/s each takes
 /// most of a second to reach the relay.
@@ -33,20 +32,9 @@ async fn chain(name: &str, uplink: u64, relay_config: meshcast_node::Config) -> 
     let mut publisher_config_ = config();
     publisher_config_.faults.upload_rate = Some(uplink);
     let publisher = TestNode::start(publisher_config_).await;
-    let ingest = Publisher::start(
-        publisher.node.clone(),
-        PublisherKey::from_seed([61; 32]),
-        publisher_config(format!("{}/live/master.m3u8", origin.url()), name),
-    )
-    .await
-    .expect("publisher");
+    let url = format!("{}/live/master.m3u8", origin.url());
+    let (ingest, descriptor) = publish(&publisher, url, name, 61).await;
     let stream = ingest.stream_id();
-    let descriptor = publisher
-        .node
-        .known_descriptor(stream)
-        .await
-        .expect("the publisher runs")
-        .expect("the publisher knows its descriptor");
     let relay = TestNode::start(relay_config).await;
     relay
         .node

@@ -11,9 +11,8 @@ use std::time::Duration;
 use meshcast_node::Event;
 use meshcast_node::ingest::source::fetch_url;
 use meshcast_node::mesh::Source;
-use meshcast_node::publisher::Publisher;
-use meshcast_proto::{PublisherKey, SegmentId, SegmentKind};
-use meshcast_tests::{TestNode, config, eventually, init_logs, local, media_dir, publisher_config};
+use meshcast_proto::{SegmentId, SegmentKind};
+use meshcast_tests::{TestNode, config, eventually, init_logs, local, media_dir, publish};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_cross_the_mesh_and_whole_segments_are_assembled_not_sent() {
@@ -26,20 +25,9 @@ async fn parts_cross_the_mesh_and_whole_segments_are_assembled_not_sent() {
         .await
         .expect("origin starts");
     let publisher = TestNode::start(config()).await;
-    let ingest = Publisher::start(
-        publisher.node.clone(),
-        PublisherKey::from_seed([71; 32]),
-        publisher_config(format!("{}/ll/master.m3u8", origin.url()), "low-latency"),
-    )
-    .await
-    .expect("publisher");
+    let url = format!("{}/ll/master.m3u8", origin.url());
+    let (ingest, descriptor) = publish(&publisher, url, "low-latency", 71).await;
     let stream = ingest.stream_id();
-    let descriptor = publisher
-        .node
-        .known_descriptor(stream)
-        .await
-        .expect("the publisher runs")
-        .expect("the publisher knows its descriptor");
     let relay = TestNode::start(config()).await;
     let mut relay_events = relay.node.events();
     relay

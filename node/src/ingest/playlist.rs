@@ -635,8 +635,10 @@ impl Tracker {
         sequence: u64,
         items: &mut Vec<Item>,
     ) -> u32 {
+        // A playlist without parts keeps no count.
+        let Some(ll) = ll else { return 0 };
         let done = self.parts_returned.entry(sequence).or_insert(0);
-        for part in ll.into_iter().flat_map(|ll| ll.parts_of(sequence)) {
+        for part in ll.parts_of(sequence) {
             if part.index == *done {
                 items.push(Item::Part(PartInfo {
                     sequence: part.sequence.saturating_add(self.renumber_offset),

@@ -76,6 +76,10 @@ pub struct Report {
     /// Volunteers killed, of them upstream of the relay, and joined.
     pub killed: usize,
     pub killed_upstream: usize,
+    /// Volunteers the relay had stored segments from before the churn: the
+    /// victims are chosen among them first. None when the publisher, to
+    /// which the relay is also connected, pushed it everything.
+    pub relay_upstream: usize,
     pub joined: usize,
     /// Segments published in the churn window.
     pub segments: usize,
@@ -244,6 +248,10 @@ pub async fn run(plan: &Plan, scratch: &Path, progress: impl Fn(&str)) -> Result
     // Over the warm-up and the calm window: the longer, the likelier the
     // relay has taken segments from volunteers and not only the publisher.
     let relay_upstream = upstream(&mut relay_events);
+    report.relay_upstream = volunteers
+        .iter()
+        .filter(|v| relay_upstream.contains(&v.process.peer))
+        .count();
     drain_published(&mut published, &mut publish_times);
     for v in &mut volunteers {
         v.start_metrics = v.process.metrics().unwrap_or_default();

@@ -16,6 +16,7 @@ use futures::channel::oneshot;
 use futures::{FutureExt, pin_mut, select};
 use js_sys::{Array, Promise, Uint8Array};
 use meshcast_proto::balance::{Pool, State};
+use meshcast_proto::known::{KnownHeaders, Verdict};
 use meshcast_proto::pb::ErrorCode;
 use meshcast_proto::session::{
     self, ControlReader, Delivered, DeliveryReader, GatewayAddr, ServerEvent, SessionError,
@@ -85,6 +86,9 @@ struct Inner {
     timeout_ms: f64,
     key: Option<StreamKey>,
     descriptor: Option<VerifiedDescriptor>,
+    /// Headers from Welcomes, announcements and deliveries: what HTTP bytes
+    /// are checked against (`verify`).
+    known: KnownHeaders,
     pool: Pool,
     gateways: Vec<Gateway>,
     pending: HashMap<u64, Pending>,
@@ -126,6 +130,7 @@ impl MeshClient {
             timeout_ms,
             key: None,
             descriptor: None,
+            known: KnownHeaders::default(),
             pool,
             gateways: vec![Gateway {
                 addr,
@@ -215,6 +220,46 @@ impl MeshClient {
             let request = FetchRequest::parse(&inner, &options).map_err(Failure::into_js)?;
             fetch(&inner, request).await.map_err(Failure::into_js)
         })
+    }
+
+    /// Checks bytes fetched elsewhere (the HTTP fallback: the origin, a CDN
+    /// edge, a mirror) as the segment `{ rendition, sequence, init, part }`
+    /// at `url`, against the publisher's signed header if one was announced:
+    /// `data` (ArrayBuffer or Uint8Array). Returns `{ verdict, reason }`:
+    /// `verified` (hand it to the player), `mismatch` (poisoned, truncated
+    /// or stale: do not), or `unknown` (no header of that segment was
+    /// announced, or it names another file than `url`: nothing can be said).
+    pub fn verify(&self, options: JsValue) -> Result<JsValue, JsValue> {
+        let request = FetchRequest::parse(&self.inner, &options).map_err(Failure::into_js)?;
+        let data = get(&options, "data")
+            .filter(|d| {
+                d.is_instance_of::<js_sys::ArrayBuffer>() || d.is_instance_of::<Uint8Array>()
+            })
+            .ok_or_else(|| error("bad-options", "data must be an ArrayBuffer or a Uint8Array"))?;
+        let body = Uint8Array::new(&data).to_vec();
+        let inner = self.inner.borrow();
+        let (verdict, reason) = match inner.known.get(&request.id) {
+            Some(header)
+                if request
+                    .url
+                    .as_deref()
+                    .is_some_and(|url| !same_file(&header.info().uri, url)) =>
+            {
+                (
+                    "unknown",
+                    format!("the header of {:?} names {}", request.id, header.info().uri),
+                )
+            }
+            _ => match inner.known.check(&request.id, &body) {
+                Verdict::Verified => ("verified", String::new()),
+                Verdict::Unknown => ("unknown", "no header of this segment was announced".into()),
+                Verdict::Mismatch(e) => ("mismatch", e.to_string()),
+            },
+        };
+        Ok(object(&[
+            ("verdict", verdict.into()),
+            ("reason", reason.into()),
+        ]))
     }
 
     /// Closes every session; pending fetches reject with `closed`.
@@ -349,6 +394,9 @@ async fn open_gateway(inner: &Shared, index: usize, refresh: bool) -> Result<(),
             d.descriptor().issued_at_us < welcomed.descriptor.descriptor().issued_at_us
         }) {
             i.descriptor = Some(welcomed.descriptor);
+        }
+        for header in welcomed.recent.into_iter().chain(welcomed.live_edge) {
+            i.known.insert(header);
         }
         let added = learn_gateways(&mut i, welcomed.gateways);
         let g = &mut i.gateways[index];
@@ -566,7 +614,13 @@ async fn control_task(
                     let connect = learn_gateways(&mut inner.borrow_mut(), list);
                     connect_all(&inner, connect);
                 }
-                Ok(Some(ServerEvent::Announced(_)) | None) => {}
+                Ok(Some(ServerEvent::Announced(headers))) => {
+                    let known = &mut inner.borrow_mut().known;
+                    for header in headers {
+                        known.insert(header);
+                    }
+                }
+                Ok(None) => {}
                 Err(e) => {
                     forged(&inner, index, generation, &e);
                     return;
@@ -674,6 +728,7 @@ async fn delivery_task(
         Ok(delivered) => {
             let pending = {
                 let mut i = inner.borrow_mut();
+                i.known.insert(delivered.header.clone());
                 let p = i.pending.remove(&delivered.request_id);
                 if let Some(p) = &p {
                     let ms = now() - p.sent_at;
@@ -924,6 +979,17 @@ fn check_uri(inner: &Shared, request: &FetchRequest, delivered: &Delivered) -> R
             format!("segment {:?} is {uri}, not {want}", request.id),
         ))
     }
+}
+
+/// Whether a header's `uri` and a fetched `url` name the same file. Only the
+/// file names are compared: a mirror serves the origin's files under another
+/// folder.
+fn same_file(uri: &str, url: &str) -> bool {
+    fn file_name(path: &str) -> &str {
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        path.rsplit('/').next().unwrap_or_default()
+    }
+    uri.is_empty() || pathname(url).is_some_and(|path| file_name(uri) == file_name(&path))
 }
 
 fn pathname(url: &str) -> Option<String> {

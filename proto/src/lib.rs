@@ -31,6 +31,7 @@ pub mod frame;
 pub mod gateway;
 pub mod id;
 pub mod keys;
+pub mod known;
 pub mod segment;
 pub mod session;
 pub mod token;

@@ -195,7 +195,16 @@ pub struct Welcomed {
     pub key: StreamKey,
     pub gateways: Vec<GatewayAddr>,
     pub live_edge: Vec<VerifiedHeader>,
+    /// Each rendition's newest init segment and last [`WELCOME_RECENT`]
+    /// media segments, for checking bytes fetched over HTTP.
+    pub recent: Vec<VerifiedHeader>,
 }
+
+/// Media headers per rendition a Welcome's `recent` carries: a live player
+/// starts a few segments behind the edge, and announcements cover what
+/// follows. Eight of two renditions with their inits are about 4 KB of the
+/// 64 KiB frame.
+pub const WELCOME_RECENT: usize = 8;
 
 /// Checks the gateway's first frame: a Welcome whose descriptor is signed by
 /// the publisher of `stream` and whose live-edge headers verify. `now_us`
@@ -223,12 +232,18 @@ pub fn welcome(
         .iter()
         .map(|h| verify_header(h, &key))
         .collect::<Result<Vec<_>, _>>()?;
+    let recent = welcome
+        .recent
+        .iter()
+        .map(|h| verify_header(h, &key))
+        .collect::<Result<Vec<_>, _>>()?;
     let gateways = gateways(&welcome.gateways, now_us);
     Ok(Welcomed {
         descriptor,
         key,
         gateways,
         live_edge,
+        recent,
     })
 }
 

@@ -186,6 +186,7 @@ fn gateway_record(seed: u8, url: &str, age_s: u64, signer: Option<u8>) -> pb::Ga
 fn welcome(
     descriptor: pb::StreamDescriptor,
     live_edge: Vec<pb::SegmentHeader>,
+    recent: Vec<pb::SegmentHeader>,
 ) -> pb::ServerMessage {
     pb::ServerMessage {
         body: Some(server_message::Body::Welcome(pb::Welcome {
@@ -213,6 +214,7 @@ fn welcome(
                 gateway_record(9, "https://old.example:4433/", 90, None),
             ],
             live_edge,
+            recent,
         })),
     }
 }
@@ -225,13 +227,19 @@ fn welcome_is_verified_and_keeps_only_usable_gateways() {
     let b = body(10, 0);
     let edge = header(&k, &s, 12, &b).to_pb();
     let got = session::welcome(
-        welcome(d.signed().to_pb(), vec![edge.clone()]),
+        welcome(
+            d.signed().to_pb(),
+            vec![edge.clone()],
+            vec![header(&k, &s, 11, &b).to_pb(), edge.clone()],
+        ),
         &s.id,
         NOW_US,
     )
     .expect("genuine welcome");
     assert_eq!(got.key, s);
     assert_eq!(got.live_edge[0].id().sequence, 12);
+    let recent: Vec<u64> = got.recent.iter().map(|h| h.id().sequence).collect();
+    assert_eq!(recent, [11, 12]);
     assert_eq!(got.gateways.len(), 2, "{:?}", got.gateways);
     assert_eq!(got.gateways[0].cert_hashes, vec![[7u8; 32]]);
     assert_eq!(got.gateways[0].record, None);
@@ -241,14 +249,31 @@ fn welcome_is_verified_and_keeps_only_usable_gateways() {
 
     // The descriptor of another stream, even genuinely signed, is refused.
     let other = descriptor(&k, "other").sign(&k).expect("sign");
-    let err = session::welcome(welcome(other.signed().to_pb(), vec![]), &s.id, NOW_US).unwrap_err();
+    let err = session::welcome(
+        welcome(other.signed().to_pb(), vec![], vec![]),
+        &s.id,
+        NOW_US,
+    )
+    .unwrap_err();
     assert!(err.is_forgery(), "{err}");
 
     // A live-edge header with a bad signature is refused.
     let mut forged = edge;
     forged.sequence += 1;
-    let err =
-        session::welcome(welcome(d.signed().to_pb(), vec![forged]), &s.id, NOW_US).unwrap_err();
+    let err = session::welcome(
+        welcome(d.signed().to_pb(), vec![forged.clone()], vec![]),
+        &s.id,
+        NOW_US,
+    )
+    .unwrap_err();
+    assert!(err.is_forgery(), "{err}");
+    // So is a recent one.
+    let err = session::welcome(
+        welcome(d.signed().to_pb(), vec![], vec![forged]),
+        &s.id,
+        NOW_US,
+    )
+    .unwrap_err();
     assert!(err.is_forgery(), "{err}");
 
     // An Error instead of Welcome is a refusal with its code.

@@ -71,6 +71,7 @@ pub struct Client {
     key: StreamKey,
     descriptor: VerifiedDescriptor,
     live_edge: Vec<VerifiedHeader>,
+    recent: Vec<VerifiedHeader>,
     gateways: Vec<GatewayAddr>,
     events: mpsc::Receiver<ClientEvent>,
     next_request: u64,
@@ -179,6 +180,7 @@ impl Client {
         let descriptor = welcome.descriptor;
         let key = welcome.key;
         let live_edge = welcome.live_edge;
+        let recent = welcome.recent;
         let gateways = welcome.gateways;
         let (tx, events) = mpsc::channel(1024);
         let asked = Asked::default();
@@ -196,6 +198,7 @@ impl Client {
             key,
             descriptor,
             live_edge,
+            recent,
             gateways,
             events,
             next_request: 1,
@@ -216,6 +219,12 @@ impl Client {
     /// The newest header of each rendition when the session opened.
     pub fn live_edge(&self) -> &[VerifiedHeader] {
         &self.live_edge
+    }
+
+    /// Each rendition's newest init and last media headers when the session
+    /// opened (`meshcast_proto::session::WELCOME_RECENT`).
+    pub fn recent(&self) -> &[VerifiedHeader] {
+        &self.recent
     }
 
     /// Other gateways Welcome named, to spread requests over.

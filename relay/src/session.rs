@@ -201,6 +201,7 @@ async fn serve(
                 meshcast_node::unix_now_us(),
             ),
             live_edge: live_edge(shared, &id),
+            recent: recent(shared, &id),
         })),
     };
     send_server(control, &welcome, write)
@@ -333,6 +334,40 @@ fn live_edge(shared: &Shared, stream: &StreamId) -> Vec<pb::SegmentHeader> {
         }
     }
     newest.values().map(|h| h.to_pb()).collect()
+}
+
+/// Each rendition's newest init segment and last `WELCOME_RECENT` media
+/// segments (not parts: there are many, and their wholes are here), so a
+/// viewer can check what it fetches over HTTP from its first request.
+fn recent(shared: &Shared, stream: &StreamId) -> Vec<pb::SegmentHeader> {
+    use meshcast_proto::SegmentKind;
+    let mut headers = shared.node.headers(stream);
+    headers.retain(|h| matches!(h.info.id.kind, SegmentKind::Media | SegmentKind::Init));
+    // Newest first within each rendition and kind.
+    headers.sort_by(|a, b| {
+        let (a, b) = (&a.info.id, &b.info.id);
+        (a.rendition, a.kind as i32, std::cmp::Reverse(a.sequence)).cmp(&(
+            b.rendition,
+            b.kind as i32,
+            std::cmp::Reverse(b.sequence),
+        ))
+    });
+    let mut taken: HashMap<(u32, i32), usize> = HashMap::new();
+    headers
+        .into_iter()
+        .filter(|h| {
+            let id = &h.info.id;
+            let keep = if id.kind == SegmentKind::Init {
+                1
+            } else {
+                meshcast_proto::session::WELCOME_RECENT
+            };
+            let n = taken.entry((id.rendition, id.kind as i32)).or_insert(0);
+            *n += 1;
+            *n <= keep
+        })
+        .map(|h| h.to_pb())
+        .collect()
 }
 
 fn refusal_for(e: &ExchangeError) -> Refusal {

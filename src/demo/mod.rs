@@ -44,9 +44,11 @@ use tokio::sync::mpsc;
 use wtransport::tls::Sha256Digest;
 
 mod children;
+mod edge;
 mod site;
 
 use children::Children;
+use edge::{Edge, serve_edge};
 use site::{Site, serve};
 
 /// Flags of `meshcast demo`.
@@ -83,6 +85,12 @@ pub struct DemoArgs {
     /// the page plays in hls.js's low-latency mode, about 1.5 s behind live.
     #[arg(long, conflicts_with = "vod")]
     low_latency: bool,
+    /// Testing only: the page plays through an HTTP edge in front of the
+    /// origin that corrupts every Nth media segment it serves, with the
+    /// origin as its fallback mirror, to watch browsers reject those bytes
+    /// (printing `poisoned <path>` for each) and fetch them from the origin.
+    #[arg(long, value_name = "N", hide = true)]
+    poisoned_edge: Option<u32>,
     /// Show the children's logs and output on this terminal instead of log files.
     #[arg(long)]
     verbose: bool,
@@ -187,6 +195,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 /// What the start-up found out.
 struct Ready {
     stream: StreamId,
+    /// The origin's base URL.
+    origin: String,
     /// The master playlist the publisher ingests, which the page plays.
     playlist: String,
     well_known: String,
@@ -227,10 +237,36 @@ async fn demo(
         }
     };
 
+    // The poisoned edge serves the origin's paths, so the page's playlist
+    // keeps its path and the origin's playlist becomes its fallback.
+    let (playlist, fallback, mut edge_server) = match args.poisoned_edge {
+        Some(every) => {
+            let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .await
+                .context("listening for the poisoned edge")?;
+            let addr = listener.local_addr().context("the edge's address")?;
+            let edge = Arc::new(Edge::new(&ready.origin, every)?);
+            let app = axum::Router::new().fallback(serve_edge).with_state(edge);
+            let path = ready
+                .playlist
+                .strip_prefix(&ready.origin)
+                .context("the playlist is not on the origin")?;
+            println!("edge http://{addr}");
+            (
+                format!("http://{addr}{path}"),
+                vec![ready.playlist.clone()],
+                Some(tokio::spawn(
+                    async move { axum::serve(listener, app).await },
+                )),
+            )
+        }
+        None => (ready.playlist.clone(), Vec::new(), None),
+    };
     let config = serde_json::json!({
         "wellKnown": ready.well_known,
         "stream": ready.stream.to_string(),
-        "playlist": ready.playlist,
+        "playlist": playlist,
+        "fallback": fallback,
         "vod": args.vod,
         "lowLatency": args.low_latency,
         "token": "",
@@ -286,6 +322,9 @@ async fn demo(
     }
     eprintln!("demo: stopping");
     server.abort();
+    if let Some(edge) = edge_server.take() {
+        edge.abort();
+    }
     Ok(())
 }
 
@@ -435,6 +474,7 @@ async fn start(
     wait_until_serving(&well_known, stream, others, deadline, children).await?;
     Ok(Ready {
         stream,
+        origin: origin_url,
         playlist,
         well_known,
         edge_gateway,

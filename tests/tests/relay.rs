@@ -31,6 +31,39 @@ async fn a_native_client_fetches_every_segment_of_the_live_stream_through_the_re
     assert_eq!(renditions.len(), 2);
 
     assert!(!client.live_edge().is_empty(), "Welcome named no live edge");
+    // For checking bytes fetched over HTTP: each rendition's init and its
+    // last media segments, the live edge among them.
+    for r in &renditions {
+        let recent: Vec<_> = client
+            .recent()
+            .iter()
+            .map(|h| h.id())
+            .filter(|id| id.rendition == *r)
+            .collect();
+        assert_eq!(
+            recent
+                .iter()
+                .filter(|id| id.kind == SegmentKind::Init)
+                .count(),
+            1,
+            "{recent:?}"
+        );
+        let media = recent
+            .iter()
+            .filter(|id| id.kind == SegmentKind::Media)
+            .count();
+        assert!(
+            (2..=meshcast_proto::session::WELCOME_RECENT).contains(&media),
+            "{recent:?}"
+        );
+    }
+    for edge in client.live_edge() {
+        assert!(
+            client.recent().iter().any(|h| h.id() == edge.id()),
+            "the live edge {:?} is not among the recent headers",
+            edge.id()
+        );
+    }
     // Every segment the publisher holds (both renditions' init segments and
     // live windows). The relay may still be catching up: its gateway waits for
     // segments on their way.

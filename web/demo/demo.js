@@ -5,7 +5,7 @@
 //
 // For the browser tests everything measured is on `window.demo`:
 //   state      'loading' | 'playing' | 'stalled' | 'error'
-//   mode       'mesh' | 'http'
+//   mode       'mesh' | 'verify' | 'http'
 //   config     /config.json (plus query overrides: playlist, wellKnown, stream);
 //              config.vod says the demo published a VOD
 //   vod        true | false once hls.js has loaded a media playlist (its
@@ -18,7 +18,9 @@
 //              { url, sn, level, bytes, ms (loading.end - loading.start), at }
 //   events     everything else, each { type, at, ...detail }: 'gateway'
 //              (change: 'connected'|'closed', url, reason), 'verify-failed'
-//              (url, reason, inflight), 'mesh-state', 'segment-failed',
+//              (url, reason, inflight), 'http-rejected' (url, from, reason,
+//              next: bytes from an HTTP server that did not verify),
+//              'mesh-state', 'segment-failed',
 //              'first-frame', 'hls-error', 'seek' (from, to), 'seek-frame'
 //              (to, ms), 'gap-skip' (from, to)
 //   stalls     { at, ms }: playback not advancing for over 250 ms after the
@@ -42,7 +44,10 @@ import Hls from './hls.mjs';
 import { createMesh } from './meshcast.js';
 
 const params = new URLSearchParams(location.search);
-const mode = params.get('loader') === 'http' ? 'http' : 'mesh';
+// mesh: fragments over the mesh, HTTP as the fallback; verify: every
+// fragment over HTTP, checked against the headers the mesh announces; http:
+// plain hls.js.
+const mode = ['http', 'verify'].includes(params.get('loader')) ? params.get('loader') : 'mesh';
 
 const demo = {
   state: 'loading',
@@ -600,6 +605,10 @@ function wireMesh(mesh) {
     log(`gateway ${e.detail.type}`, `${e.detail.url}${e.detail.reason ? ` (${e.detail.reason})` : ''}`, 'gw');
     renderGateways();
   });
+  mesh.addEventListener('http-rejected', (e) => {
+    event('http-rejected', e.detail);
+    log('HTTP REJECTED', `${e.detail.from}: ${e.detail.reason}${e.detail.next ? `, trying ${e.detail.next}` : ''}`, 'bad');
+  });
   mesh.addEventListener('verify-failed', (e) => {
     event('verify-failed', e.detail);
     log('VERIFY FAILED', `${e.detail.url}: ${e.detail.reason ?? 'bad signature or hash'}`, 'bad');
@@ -707,13 +716,16 @@ async function main() {
   // back to the target latency (the playlist's PART-HOLD-BACK), instead of
   // staying as far behind as the worst moment left it.
   if (hlsConfig.lowLatencyMode) hlsConfig.maxLiveSyncPlaybackRate = 1.2;
-  if (mode === 'mesh') {
+  if (mode !== 'http') {
     const mesh = await createMesh({
       Hls,
       wellKnown: config.wellKnown,
       stream: config.stream,
       token: config.token ?? '',
       media: video,
+      playlist: config.playlist,
+      fallback: config.fallback ?? [],
+      fetchFromMesh: mode === 'mesh',
     });
     demo.mesh = mesh;
     wireMesh(mesh);

@@ -39,6 +39,16 @@
 //               playback with no stall (over 250 ms), hls.js' live latency
 //               (median of the last 10 s) below 3 s, ≥ 30 parts and ≥ 90 %
 //               of the segment bytes from the mesh
+//   poisoned-origin
+//               --gateways 1 --poisoned-edge 3, ?loader=verify: the page
+//               plays through an HTTP edge that corrupts every third media
+//               segment, fetching every fragment over HTTP and checking it
+//               against the headers the mesh announces; ≥ 2 poisoned bodies
+//               are rejected (http-rejected) and each such fragment is then
+//               delivered verified from the origin (the fallback mirror);
+//               no fragment asked for after the client connected (init
+//               segments included) reaches the player unverified; no stall
+//               over 1 s
 //
 // Prints `ok <test> (<figures>)` or `FAILED <test>: <why>` per test, then
 // `e2e: N passed, N failed`; exits 1 on any failure. Per test, <out> gets
@@ -62,7 +72,7 @@ import {
 } from './lib.mjs';
 
 const USAGE =
-  'usage: node e2e.mjs --meshcast BIN --web DIR --out DIR [--only play|relay-down|tamper|gateway-restart|vod|low-latency]';
+  'usage: node e2e.mjs --meshcast BIN --web DIR --out DIR [--only play|relay-down|tamper|gateway-restart|vod|low-latency|poisoned-origin]';
 const opts = cli(USAGE, { only: { type: 'string' } });
 
 const TESTS = [
@@ -72,6 +82,7 @@ const TESTS = [
   { name: 'gateway-restart', timeoutMs: 200_000, run: testGatewayRestart },
   { name: 'vod', timeoutMs: 200_000, run: testVod },
   { name: 'low-latency', timeoutMs: 180_000, run: testLowLatency },
+  { name: 'poisoned-origin', timeoutMs: 180_000, run: testPoisonedOrigin },
 ];
 
 // ------------------------------------------------------------ the tests
@@ -161,6 +172,60 @@ async function testRelayDown(t) {
     `mesh ${fmtBytes(before.totals.meshBytes)} before it, ${stallText(st, killAt, 'kill')}`;
   if (!(httpGrowth > 0)) throw new Error(`no HTTP bytes after the relay was killed; ${figures}`);
   if (bad.length) throw new Error(`stall too long: ${stallText(bad, killAt, 'kill')}; ${figures}`);
+  return figures;
+}
+
+/**
+ * g. A poisoned CDN edge: HTTP bytes are checked against the signed headers
+ * the mesh announced, rejected, and fetched from the next mirror.
+ */
+async function testPoisonedOrigin(t) {
+  const demo = await t.demo(['--gateways', '1', '--poisoned-edge', '3']);
+  if (!demo.edge) throw new Error('the demo printed no "edge <url>" line');
+  const page = await t.open(demo.url, 'verify');
+  await waitPlaying(page, 45_000);
+  const rejectedAtLeast = (n) =>
+    page.waitForFunction((k) => window.demo.events.filter((e) => e.type === 'http-rejected').length >= k, n, {
+      timeout: 60_000,
+      polling: 200,
+    });
+  try {
+    await rejectedAtLeast(2);
+  } catch {
+    const s = await snapshot(page);
+    throw new Error(
+      `fewer than 2 http-rejected events in 60 s (the edge poisoned ${demo.poisoned.length}: ` +
+        `${demo.poisoned.map((p) => p.path).join(', ')}; ${totalsText(s.totals)})`,
+    );
+  }
+  const at = await snapshot(page);
+  const end = await waitCurrentTime(page, at.currentTime + 10, 45_000);
+  const after = await snapshot(page);
+  const st = await stalls(page, after.firstFrameAt, 250);
+
+  const rejected = after.events.filter((e) => e.type === 'http-rejected');
+  const http = after.segments.filter((s) => s.source === 'http');
+  const verified = http.filter((s) => s.verified);
+  // Asked for once the client was connected: its Welcome's recent headers
+  // and the announcements cover every fragment, init segments included.
+  const connected = after.events.find((e) => e.type === 'mesh-state' && e.state === 'connected');
+  const unverifiedLater = http.filter((s) => !s.verified && connected && s.at - s.ms > connected.at);
+  const figures =
+    `${rejected.length} rejected of ${demo.poisoned.length} poisoned, ` +
+    `${verified.length} of ${http.length} HTTP fragments verified ` +
+    `(the ${http.filter((s) => !s.verified).length} others asked for before the client connected), ` +
+    `played ${(end - at.currentTime).toFixed(1)} s after, ${stallText(st)}`;
+  for (const r of rejected) {
+    if (!r.from.startsWith(demo.edge)) throw new Error(`bytes rejected from ${r.from}, not the poisoned edge; ${figures}`);
+    if (!r.next) throw new Error(`no mirror to try after ${r.from}; ${figures}`);
+    const later = http.find((s) => s.url === r.url && s.from === r.next && s.verified && s.at >= r.at);
+    if (!later) throw new Error(`${r.url} was not delivered verified from ${r.next} after its rejection; ${figures}`);
+  }
+  if (unverifiedLater.length) {
+    throw new Error(`fragments passed on unverified after the client connected: ${unverifiedLater.map((s) => s.url).join(', ')}; ${figures}`);
+  }
+  const long = st.filter((s) => s.ms > 1000);
+  if (long.length) throw new Error(`stall over 1 s: ${stallText(long)}; ${figures}`);
   return figures;
 }
 
@@ -418,11 +483,11 @@ async function runTest(test) {
       });
       return resources.demo;
     },
-    open: async (url) => {
+    open: async (url, loader = 'mesh') => {
       resources.browser = await launchBrowser();
       const logFile = path.join(opts.out, `${test.name}.log`);
       fs.writeFileSync(logFile, '');
-      resources.page = await openPage(resources.browser.context, pageUrl(url, 'mesh'), logFile);
+      resources.page = await openPage(resources.browser.context, pageUrl(url, loader), logFile);
       return resources.page;
     },
   };

@@ -111,7 +111,7 @@ export async function startDemo({ meshcast, web, args = [], logFile, timeoutMs =
   const log = fs.createWriteStream(logFile);
   log.write(`$ ${meshcast} ${argv.join(' ')}\n`);
   const proc = spawn(meshcast, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const demo = { proc, url: null, stream: null, relay: null, pids: {}, gateways: [], exited: false, code: null };
+  const demo = { proc, url: null, stream: null, relay: null, pids: {}, gateways: [], poisoned: [], edge: null, exited: false, code: null };
   const exited = new Promise((resolve) => {
     proc.on('exit', (code, signal) => {
       demo.exited = true;
@@ -164,6 +164,8 @@ export async function startDemo({ meshcast, web, args = [], logFile, timeoutMs =
         else if (key === 'stream') demo.stream = rest[0];
         else if (key === 'gateway' && rest.length >= 2) demo.gateways.push({ role: rest[0], url: rest[1] });
         else if (key === 'relay') demo.relay = rest[0];
+        else if (key === 'edge') demo.edge = rest[0];
+        else if (key === 'poisoned') demo.poisoned.push({ path: rest[0], at: Date.now() });
         else if (key === 'demo' && rest[0]?.startsWith('http')) {
           demo.url = rest[0];
           resolve();

@@ -48,6 +48,13 @@
  *                   while connecting, so the client's start-up work (wasm
  *                   compile, handshakes) is kept off their path
  *   HttpLoader      fallback loader class (Hls.DefaultConfig.loader)
+ *   playlist        the master playlist URL the player loads (for fallback;
+ *                   the descriptor's origin URL when absent)
+ *   fallback        mirrors of the origin, tried in order when HTTP fails or
+ *                   serves bytes that do not verify: URLs of the same master
+ *                   playlist on each, e.g. ['https://mirror.example.org/live/master.m3u8']
+ *   fetchFromMesh   false: every fragment over HTTP, still checked against
+ *                   the headers the mesh announces (true)
  *   clientModule    URL of the wasm-bindgen module (./pkg/meshcast_client.js)
  *   MeshClient      a MeshClient class to use instead of loading the module
  *
@@ -82,7 +89,14 @@
  *                  'deadline'); why: the details; verifyFailed: verification
  *                  failures reported while this segment was in flight; at:
  *                  performance.now() at delivery
- *   segment-failed { url, reason }       the HTTP fallback failed too
+ *                  For HTTP also from (the URL that delivered: the player's
+ *                  or a mirror's) and verified (true when checked against
+ *                  the signed header, false when none was known)
+ *   segment-failed { url, from, reason }  the HTTP fallback failed too
+ *   http-rejected  { url, from, reason, next, rendition, sequence, init,
+ *                  part, at }  bytes from `from` did not verify (a poisoned
+ *                  origin, CDN edge or mirror): dropped, and `next` (a
+ *                  mirror, or null) is tried
  *   gateway        { type: 'connected'|'closed', url, reason }
  *   verify-failed  { url, reason, inflight: [fragment urls] }
  *   state          { state, reason }
@@ -122,6 +136,16 @@
  * within its deadline (the wait counts against it). The cap keeps a stuck
  * request from holding up hls.js, which loads one fragment at a time.
  *
+ * Trustless HTTP fallback. The gateways announce the signed header of every
+ * segment they store, and the client keeps the recent ones. Bytes fetched
+ * over HTTP (from the origin, a CDN edge or a mirror) are checked against
+ * the header of their segment when one is known, before hls.js sees them: a
+ * mismatch is an `http-rejected` event and the next `fallback` mirror is
+ * tried; with none left, hls.js gets an error and its retry starts over with
+ * the mesh. Without a header (not connected yet, or not announced yet) the
+ * bytes are passed on unchecked, as a player without meshcast would, and the
+ * segment event says verified: false.
+ *
  * Stats: the loader fills hls.js' LoaderStats as its own loaders do:
  * loading.start when hls.js asked (so time spent on a failed mesh attempt
  * counts against the fallback, as the player saw it), loading.first at the
@@ -138,6 +162,7 @@ const DEFAULTS = {
   awaitConnect: false,
   deferConnect: true,
   deferConnectMs: 1000,
+  fetchFromMesh: true,
 };
 
 // Until this page has done an HTTP fallback, assume a modest connection.
@@ -283,6 +308,62 @@ class Mesh extends EventTarget {
     // 0 = most urgent for the gateway; then by seconds of buffer left.
     const priority = urgent ? 0 : Math.min(1000, 1 + Math.floor(aheadMs / 1000));
     return { deadlineMs, aheadMs: Math.round(aheadMs), httpMs: Math.round(httpMs), urgent, priority };
+  }
+
+  /**
+   * Where to fetch `url` over HTTP, in order: the player's URL, then the same
+   * file on each `fallback` mirror (at its path relative to the master
+   * playlist: `playlist`, else the descriptor's origin).
+   */
+  httpUrls(url) {
+    const urls = [url];
+    const fallback = this.options.fallback ?? [];
+    const master = this.options.playlist ?? this.descriptor?.originUrl;
+    if (!fallback.length || !master) return urls;
+    let rest;
+    try {
+      const dir = new URL('.', master).pathname;
+      const u = new URL(url);
+      if (!u.pathname.startsWith(dir)) return urls;
+      rest = u.pathname.slice(dir.length) + u.search;
+    } catch {
+      return urls;
+    }
+    for (const mirror of fallback) {
+      try {
+        const m = new URL(rest, new URL('.', mirror)).href;
+        if (!urls.includes(m)) urls.push(m);
+      } catch {
+        /* not a URL: skipped */
+      }
+    }
+    return urls;
+  }
+
+  /**
+   * Checks fragment bytes fetched over HTTP from `url` against the signed
+   * header the mesh announced: { verdict: 'verified'|'mismatch'|'unknown',
+   * reason }. Unknown without a connected client or a descriptor rendition.
+   */
+  verifyHttp(context, url, data) {
+    const frag = context.frag;
+    const rendition = frag ? this.renditionFor(frag.baseurl) : undefined;
+    if (!this.client || rendition === undefined || !data || typeof data === 'string') {
+      return { verdict: 'unknown', reason: this.client ? 'not a mesh fragment' : 'not connected' };
+    }
+    const init = frag.sn === 'initSegment';
+    try {
+      return this.client.verify({
+        rendition,
+        sequence: init ? 0 : frag.sn,
+        init,
+        part: context.part ? context.part.index : undefined,
+        url,
+        data,
+      });
+    } catch (e) {
+      return { verdict: 'unknown', reason: errorText(e) };
+    }
   }
 
   /** Rendition id of the playlist at `playlistUrl`, or undefined. */
@@ -557,6 +638,7 @@ function makeLoaderClass(mesh) {
       if (!frag) return this._startHttp('not a fragment');
       if (context.rangeEnd) return this._startHttp('byte range');
       if (mesh.state === 'closed') return this._startHttp('mesh closed');
+      if (!mesh.options.fetchFromMesh) return this._startHttp('fetchFromMesh off');
 
       this._plan = mesh.deadline(frag, mesh.renditionFor(frag.baseurl), context.part);
       let budgetMs = Infinity; // what is left of the deadline after waiting
@@ -666,12 +748,30 @@ function makeLoaderClass(mesh) {
       });
     }
 
-    /** Loads the fragment with the stock loader, forwarding its callbacks. */
+    /**
+     * Loads the fragment with the stock loader: from the player's URL, then
+     * from each `fallback` mirror in turn while one fails or serves bytes
+     * that do not verify. Nothing reaches hls.js before it is checked against
+     * the signed header, when the mesh announced one (see "Trustless HTTP
+     * fallback" at the top).
+     */
     _startHttp(reason, why = null) {
-      const { context, config } = this;
+      const { context } = this;
       if (!context || this._phase === 'http' || this._phase === 'done') return;
       this._phase = 'http';
-      const retryBefore = this.stats.retry;
+      this._httpReason = reason;
+      this._httpWhy = why;
+      this._httpUrls = mesh.httpUrls(context.url);
+      this._httpAttempt = 0;
+      this._retryBefore = this.stats.retry;
+      this._loadHttp();
+    }
+
+    /** One HTTP attempt, at this._httpUrls[this._httpAttempt]. */
+    _loadHttp() {
+      const { context, config } = this;
+      const url = this._httpUrls[this._httpAttempt];
+      const ctx = url === context.url ? context : { ...context, url };
       const http = (this._http = new mesh.HttpLoader(this.hlsConfig));
       const mine = () => this._http === http && this._phase === 'http';
       const copy = (s) => {
@@ -681,31 +781,57 @@ function makeLoaderClass(mesh) {
         t.loaded = s.loaded;
         t.total = s.total;
         t.bwEstimate = s.bwEstimate;
-        t.retry = retryBefore + s.retry;
+        t.retry = this._retryBefore + this._httpAttempt + s.retry;
         t.aborted = s.aborted;
       };
       const frag = context.frag;
       const init = frag?.sn === 'initSegment';
+      // Progress is held back until the whole fragment has verified: a
+      // poisoned byte must never reach the player.
+      const chunks = [];
       const callbacks = {
-        onSuccess: (response, s, ctx, details) => {
+        onSuccess: (response, s, _ctx, details) => {
           if (!mine()) return;
-          this._phase = 'done';
           copy(s);
+          const data = byteLength(response.data) || !chunks.length ? response.data : concat(chunks);
+          const check = mesh.verifyHttp(context, url, data);
+          if (check.verdict === 'mismatch') {
+            const next = this._httpUrls[this._httpAttempt + 1] ?? null;
+            mesh._emit('http-rejected', {
+              url: context.url,
+              from: url,
+              reason: check.reason,
+              next,
+              rendition: frag ? mesh.renditionFor(frag.baseurl) ?? null : null,
+              sequence: init ? 0 : frag?.sn,
+              init,
+              part: context.part ? context.part.index : null,
+              at: performance.now(),
+            });
+            return this._nextHttp(
+              { code: 0, text: `${url} served bytes that do not verify: ${check.reason}` },
+              details,
+            );
+          }
+          this._phase = 'done';
           mesh._sampleHttp(s);
-          this.callbacks?.onSuccess(response, this.stats, ctx, details);
+          this.callbacks?.onProgress?.(this.stats, context, data, details);
+          this.callbacks?.onSuccess({ ...response, data }, this.stats, context, details);
           const end = this.stats.loading.end || performance.now();
           mesh._delivered({
             url: context.url,
+            from: url,
             source: 'http',
-            bytes: byteLength(response.data),
+            verified: check.verdict === 'verified',
+            bytes: byteLength(data),
             ms: Math.round(end - this.stats.loading.start),
             firstByteMs: this.stats.loading.first
               ? Math.round(this.stats.loading.first - this.stats.loading.start)
               : null,
             gateway: null,
-            attempts: 1 + s.retry,
-            reason,
-            why: why ?? (reason === 'mesh unavailable' ? mesh.reason : null),
+            attempts: 1 + this._httpAttempt + s.retry,
+            reason: this._httpReason,
+            why: this._httpWhy ?? (this._httpReason === 'mesh unavailable' ? mesh.reason : null),
             rendition: frag ? mesh.renditionFor(frag.baseurl) ?? null : null,
             sequence: init ? 0 : frag?.sn,
             init,
@@ -717,36 +843,52 @@ function makeLoaderClass(mesh) {
             at: end,
           });
         },
-        onError: (error, ctx, details, s) => {
+        onError: (error, _ctx, details, s) => {
           if (!mine()) return;
-          this._phase = 'done';
           copy(s);
-          mesh._emit('segment-failed', { url: context.url, reason: `http ${error.code} ${error.text ?? ''}`.trim() });
-          this.callbacks?.onError(error, ctx, details, this.stats);
+          this._nextHttp(error, details, () => this.callbacks?.onError(error, context, details, this.stats));
         },
-        onTimeout: (s, ctx, details) => {
+        onTimeout: (s, _ctx, details) => {
           if (!mine()) return;
-          this._phase = 'done';
           copy(s);
-          mesh._emit('segment-failed', { url: context.url, reason: 'http timeout' });
-          this.callbacks?.onTimeout(this.stats, ctx, details);
+          this._nextHttp({ code: 0, text: 'timeout' }, details, () =>
+            this.callbacks?.onTimeout(this.stats, context, details),
+          );
         },
-        onAbort: (s, ctx, details) => {
+        onAbort: (s, _ctx, details) => {
           // Aborts we start come through abort()/destroy(); forward others.
           if (!mine()) return;
           this._phase = 'done';
           copy(s);
-          this.callbacks?.onAbort?.(this.stats, ctx, details);
+          this.callbacks?.onAbort?.(this.stats, context, details);
         },
-      };
-      if (this.callbacks?.onProgress) {
-        callbacks.onProgress = (s, ctx, data, details) => {
+        onProgress: (s, _ctx, data) => {
           if (!mine()) return;
           copy(s);
-          this.callbacks?.onProgress?.(this.stats, ctx, data, details);
-        };
+          if (data && typeof data !== 'string' && byteLength(data)) chunks.push(data);
+        },
+      };
+      http.load(ctx, config, callbacks);
+    }
+
+    /**
+     * The attempt failed: on to the next mirror, or tell hls.js (`report`, or
+     * an error) when none is left; hls.js' own retries then start over with
+     * the mesh.
+     */
+    _nextHttp(error, details, report = null) {
+      const url = this._httpUrls[this._httpAttempt];
+      if (this._httpAttempt + 1 < this._httpUrls.length) {
+        this._httpAttempt += 1;
+        this._http?.destroy();
+        this._http = null;
+        return this._loadHttp();
       }
-      http.load(context, config, callbacks);
+      this._phase = 'done';
+      const reason = error.code ? `http ${error.code} ${error.text ?? ''}`.trim() : error.text;
+      mesh._emit('segment-failed', { url: this.context.url, from: url, reason });
+      if (report) return report();
+      this.callbacks?.onError({ code: error.code, text: error.text }, this.context, details, this.stats);
     }
   };
 }
@@ -790,6 +932,18 @@ export function bufferAheadMs(media) {
 }
 
 /** The data as an ArrayBuffer of exactly its bytes (copied if it is a view). */
+/** Progress chunks joined into one ArrayBuffer. */
+function concat(chunks) {
+  const all = new Uint8Array(chunks.reduce((n, c) => n + byteLength(c), 0));
+  let at = 0;
+  for (const c of chunks) {
+    const bytes = c instanceof ArrayBuffer ? new Uint8Array(c) : new Uint8Array(c.buffer, c.byteOffset, c.byteLength);
+    all.set(bytes, at);
+    at += bytes.byteLength;
+  }
+  return all.buffer;
+}
+
 function toArrayBuffer(data) {
   if (!data) return null;
   if (data instanceof ArrayBuffer) return data;

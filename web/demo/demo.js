@@ -39,15 +39,19 @@
 //              time since it was loaded, minus currentTime)
 //   startedAt  performance.now() when the player setup (mesh + playlist) began
 //   ttffMs     first video frame (requestVideoFrameCallback) − startedAt
+//   ttffNavMs  first video frame since the page's navigation began: what a
+//              viewer waits, page load and the mesh client's start included
 
 import Hls from './hls.mjs';
-import { createMesh } from './meshcast.js';
+import { createMesh, preloadClient } from './meshcast.js';
 
 const params = new URLSearchParams(location.search);
 // mesh: fragments over the mesh, HTTP as the fallback; verify: every
 // fragment over HTTP, checked against the headers the mesh announces; http:
 // plain hls.js.
 const mode = ['http', 'verify'].includes(params.get('loader')) ? params.get('loader') : 'mesh';
+// Compile the mesh client while the page loads its configuration.
+if (mode !== 'http') preloadClient();
 
 const demo = {
   state: 'loading',
@@ -65,6 +69,7 @@ const demo = {
   startedAt: null,
   firstFrameAt: null,
   ttffMs: null,
+  ttffNavMs: null,
   error: null,
   totals,
 };
@@ -565,6 +570,7 @@ function watchFirstFrame() {
     if (demo.firstFrameAt != null) return;
     demo.firstFrameAt = at;
     demo.ttffMs = Math.round(at - demo.startedAt);
+    demo.ttffNavMs = Math.round(at);
     event('first-frame', { ttffMs: demo.ttffMs });
     log('play', `first frame after ${fmtMs(demo.ttffMs)}`, 'gw');
     setState('playing');
@@ -726,6 +732,7 @@ async function main() {
       playlist: config.playlist,
       fallback: config.fallback ?? [],
       fetchFromMesh: mode === 'mesh',
+      ...(params.has('deferConnect') ? { deferConnect: params.get('deferConnect') !== '0' } : {}),
     });
     demo.mesh = mesh;
     wireMesh(mesh);

@@ -14,14 +14,16 @@
 // One warm-up page per loader (discarded), then --rounds rounds, each opening
 // a fresh browser on ?loader=mesh and on ?loader=http, in alternating order.
 // Per page: time to first frame (window.demo.ttffMs: requestVideoFrameCallback
-// of the first frame − the start of the player setup) and, over --play seconds
+// of the first frame − the start of the player setup; ttffNavMs: since the
+// page's navigation, the goal's measure) and, over --play seconds
 // of playback, the fetch latency of each media segment (request to data handed
 // to hls.js): with the mesh loader from its `segment` events (whichever source
 // delivered), with plain hls.js from FRAG_LOADED stats (loading.end −
 // loading.start).
 //
 // Prints a table of medians and p95 (nearest rank) with the mesh/http ratios,
-// then one line `bench-browser {json}`. The goal: TTFF mesh ≤ 1.1 × http.
+// then one line `bench-browser {json}`. The goal: TTFF (from navigation) mesh
+// ≤ 1.1 × http.
 // <out> gets each page's console (bench-<loader>-<round>.log), what it
 // measured (.json) and the demo's output (bench.meshcast.log).
 // Exits 1 when a loader got no successful page at all.
@@ -70,8 +72,14 @@ async function run(demoUrl, loader, label) {
       return {
         liveLatency: late.length ? late[Math.floor(late.length / 2)] : null,
         ttffMs: d.ttffMs,
+        ttffNavMs: d.ttffNavMs,
         latencies: media.map((s) => s.ms),
         sources: mode === 'mesh' ? media.map((s) => s.source) : media.map(() => 'http'),
+        // The fragments delivered before the first frame (init included).
+        startup:
+          mode === 'mesh'
+            ? d.segments.filter((s) => d.firstFrameAt != null && s.at <= d.firstFrameAt).map((s) => s.source)
+            : [],
         totals: d.totals(),
         stalls: d.stalls.length,
         segments: d.segments,
@@ -133,6 +141,7 @@ try {
     summary[loader] = {
       runs: rs.length,
       ttff: stats(rs.map((r) => r.ttffMs).filter((x) => x != null)),
+      ttffNav: stats(rs.map((r) => r.ttffNavMs).filter((x) => x != null)),
       segment: stats(rs.flatMap((r) => r.latencies)),
       live: stats(rs.map((r) => r.liveLatency).filter((x) => x != null)),
       stalls: rs.reduce((n, r) => n + r.stalls, 0),
@@ -155,6 +164,12 @@ try {
       ratioMedian: ratio(m.ttff.median, h.ttff.median),
       ratioP95: ratio(m.ttff.p95, h.ttff.p95),
     },
+    ttffFromNavigation: {
+      mesh: { median: m.ttffNav.median, p95: m.ttffNav.p95 },
+      http: { median: h.ttffNav.median, p95: h.ttffNav.p95 },
+      ratioMedian: ratio(m.ttffNav.median, h.ttffNav.median),
+      ratioP95: ratio(m.ttffNav.p95, h.ttffNav.p95),
+    },
     segment: {
       mesh: { median: m.segment.median, p95: m.segment.p95, n: m.segment.n },
       http: { median: h.segment.median, p95: h.segment.p95, n: h.segment.n },
@@ -164,6 +179,8 @@ try {
     meshLoader: {
       segmentsFromMesh: meshSources.filter((s) => s === 'mesh').length,
       segmentsOverHttp: meshSources.filter((s) => s !== 'mesh').length,
+      startupFromMesh: results.mesh.flatMap((r) => r.startup).filter((s) => s === 'mesh').length,
+      startupFragments: results.mesh.flatMap((r) => r.startup).length,
       offload: all ? meshTotals.meshBytes / all : null,
     },
     liveLatency: {
@@ -174,7 +191,9 @@ try {
     lowLatency: LOW_LATENCY,
     errors,
   };
-  json.ttffGoalMet = json.ttff.ratioMedian != null && json.ttff.ratioMedian <= TTFF_GOAL;
+  // The goal is on what a viewer waits: from the page's navigation, so that
+  // work the mesh loader does before the player setup is counted too.
+  json.ttffGoalMet = json.ttffFromNavigation.ratioMedian != null && json.ttffFromNavigation.ratioMedian <= TTFF_GOAL;
   if (LOW_LATENCY) {
     const gap = m.live.median != null && h.live.median != null ? m.live.median - h.live.median : null;
     json.liveLatency.gap = gap;
@@ -193,6 +212,8 @@ try {
   console.log(row('', 'mesh', 'http', 'mesh/http'));
   console.log(row('ttff median', ms(m.ttff.median), ms(h.ttff.median), fmtRatio(json.ttff.ratioMedian)));
   console.log(row('ttff p95', ms(m.ttff.p95), ms(h.ttff.p95), fmtRatio(json.ttff.ratioP95)));
+  console.log(row('ttff from nav', ms(m.ttffNav.median), ms(h.ttffNav.median), fmtRatio(json.ttffFromNavigation.ratioMedian)));
+  console.log(row('  p95', ms(m.ttffNav.p95), ms(h.ttffNav.p95), fmtRatio(json.ttffFromNavigation.ratioP95)));
   console.log(row('segment median', ms(m.segment.median), ms(h.segment.median), fmtRatio(json.segment.ratioMedian)));
   console.log(row('segment p95', ms(m.segment.p95), ms(h.segment.p95), fmtRatio(json.segment.ratioP95)));
   const secs = (x) => (x == null ? '–' : `${x.toFixed(2)} s`);
@@ -202,9 +223,14 @@ try {
       `offload ${json.meshLoader.offload == null ? '–' : `${(json.meshLoader.offload * 100).toFixed(1)} %`}; ` +
       `stalls: mesh ${m.stalls}, http ${h.stalls}`,
   );
+  console.log(
+    `start-up (fragments delivered before the first frame): ${json.meshLoader.startupFromMesh} of ` +
+      `${json.meshLoader.startupFragments} from the mesh`,
+  );
   for (const e of errors) console.log(`error: ${e}`);
   console.log(
-    `goal ttff mesh ≤ ${TTFF_GOAL} × http: ${json.ttffGoalMet ? 'met' : 'missed'} (${fmtRatio(json.ttff.ratioMedian)})`,
+    `goal ttff (from navigation) mesh ≤ ${TTFF_GOAL} × http: ${json.ttffGoalMet ? 'met' : 'missed'} ` +
+      `(${fmtRatio(json.ttffFromNavigation.ratioMedian)}; from the player setup ${fmtRatio(json.ttff.ratioMedian)})`,
   );
   if (LOW_LATENCY) {
     console.log(

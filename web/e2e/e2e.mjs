@@ -16,7 +16,8 @@
 //               body it serves (so the first mesh request meets it whichever
 //               gateway the client prefers later; a byte in the middle of each
 //               body, its hashes true); a verify-failed event shows in the
-//               page, caught at that byte's 16 KiB group (an offset over 0),
+//               page, caught at that byte's 16 KiB group (each failure's
+//               offset is the group of the middle of a body then in flight),
 //               the segment concerned is then obtained elsewhere
 //               (other gateway or HTTP), and playback goes on ≥ 15 s with no
 //               stall over 1 s
@@ -266,10 +267,15 @@ async function testTamper(t) {
     (obtained ? `${obtained.url.split('/').pop()} then obtained ${where}, ` : '') +
     `played ${(end - atFailure.currentTime).toFixed(1)} s after, mesh ${pct(meshShare(after.totals))}, ${stallText(st)}`;
   // The tampering relay flips a byte in the middle of each body, hashes
-  // true: the client catches it at that byte's 16 KiB group, not at the end.
+  // true: the client catches it at that byte's 16 KiB group, not at the end
+  // (group 0 for a body under 32 KiB, an init segment). Which body failed
+  // is one of those in flight; its size is known from its later delivery.
   const groupAt = (f) => Number((/group at (\d+) bytes/.exec(f.reason ?? '') ?? [])[1] ?? -1);
-  if (!failures.some((f) => groupAt(f) > 0)) {
-    throw new Error(`no failure caught mid-body at its group (reasons: ${failures.map((f) => f.reason).join('; ')}); ${figures}`);
+  const middleGroup = (bytes) => Math.floor(Math.floor(bytes / 2) / 16384) * 16384;
+  const caughtAtItsGroup = (f) =>
+    after.segments.some((s) => (f.inflight ?? []).includes(s.url) && s.bytes > 0 && middleGroup(s.bytes) === groupAt(f));
+  if (!failures.every(caughtAtItsGroup)) {
+    throw new Error(`no failure caught at the group of its body's middle (reasons: ${failures.map((f) => f.reason).join('; ')}); ${figures}`);
   }
   if (!obtained) {
     throw new Error(`no segment was delivered after the verification failure (in flight: ${JSON.stringify(first.inflight)}); ${figures}`);

@@ -26,9 +26,9 @@
  *
  * createMesh(options) resolves at once (it does not wait for the network):
  * the wasm client (`./pkg/meshcast_client.js` next to this file) is loaded and
- * connected in the background, by default once the video has started, and
- * fragments asked for before the connection is up go over HTTP (or wait for
- * it, when the buffer leaves time). `await mesh.ready` to wait for the
+ * connected in the background at once, while the player loads its playlists,
+ * so that start-up fragments can come over the mesh too (see "Start-up"
+ * below). `await mesh.ready` to wait for the
  * outcome (true when connected), or pass `awaitConnect: true`.
  *
  * Options (all but Hls optional; without wellKnown/stream everything is HTTP):
@@ -42,11 +42,14 @@
  *   safetyMarginMs  kept in the buffer on top of the HTTP estimate (500)
  *   connectTimeoutMs  for MeshClient.connect (5000)
  *   awaitConnect    resolve createMesh only once connected or failed (false)
- *   deferConnect    start the client once `media` plays or deferConnectMs
- *                   (1000) have passed, whichever is first (true): the
- *                   fragments before the first frame go over HTTP anyway
- *                   while connecting, so the client's start-up work (wasm
- *                   compile, handshakes) is kept off their path
+ *   deferConnect    start the client only once `media` plays or
+ *                   deferConnectMs (1000) have passed, whichever is first
+ *                   (false): the start-up fragments then all go over HTTP,
+ *                   and the client's start-up work (wasm compile,
+ *                   handshakes) stays off their path
+ *   startWaitMs     most a start-up fragment waits for the connection
+ *                   (default: the page's measured HTTP round trip to the
+ *                   origin, at most 150 ms; see "Start-up")
  *   HttpLoader      fallback loader class (Hls.DefaultConfig.loader)
  *   playlist        the master playlist URL the player loads (for fallback;
  *                   the descriptor's origin URL when absent)
@@ -71,8 +74,9 @@
  *   mesh.deadline(frag)  the deadline the loader would use now (see below)
  *   mesh.close()         closes the client; later fragments go over HTTP
  *
- * Also exported: meshSupported() (WebTransport and WebAssembly present) and
- * bufferAheadMs(media) (the aheadMs below).
+ * Also exported: meshSupported() (WebTransport and WebAssembly present),
+ * preloadClient(clientModule) (loads and compiles the wasm client once; call
+ * it as early as the page can) and bufferAheadMs(media) (the aheadMs below).
  *
  * Events (CustomEvent, data in `event.detail`):
  *   segment        { url, source: 'mesh'|'http', bytes, ms, gateway, reason,
@@ -136,6 +140,20 @@
  * within its deadline (the wait counts against it). The cap keeps a stuck
  * request from holding up hls.js, which loads one fragment at a time.
  *
+ * Start-up. The client connects while the player loads its playlists (a
+ * WebTransport handshake and the Welcome take a few round trips, like the
+ * playlists). A fragment asked for while it is still connecting and with no
+ * buffer to spare (the first ones) waits for the connection at most
+ * startWaitMs: by default the page's HTTP round trip to the origin as the
+ * browser timed the playlist loads (Resource Timing), at most 150 ms. If the
+ * connection is up by then the mesh serves it, and no later than HTTP would
+ * have by more than that round trip; if not, it goes over HTTP at once
+ * ('connecting'). The same round trip seeds the HTTP estimate of the
+ * deadline until this page has done an HTTP fallback. Pages load faster
+ * when they preload the client: <link rel="modulepreload"
+ * href="pkg/meshcast_client.js"> and <link rel="preload"
+ * href="pkg/meshcast_client_bg.wasm" as="fetch" crossorigin>.
+ *
  * Trustless HTTP fallback. The gateways announce the signed header of every
  * segment they store, and the client keeps the recent ones. Bytes fetched
  * over HTTP (from the origin, a CDN edge or a mirror) are checked against
@@ -160,7 +178,7 @@ const DEFAULTS = {
   safetyMarginMs: 500,
   connectTimeoutMs: 5000,
   awaitConnect: false,
-  deferConnect: true,
+  deferConnect: false,
   deferConnectMs: 1000,
   fetchFromMesh: true,
 };
@@ -186,6 +204,9 @@ const MAX_BUFFER_HOLE_S = 0.5;
 const FAIL_STREAK = 2;
 const COOL_DOWN_MIN_MS = 4000;
 const COOL_DOWN_MAX_MS = 30000;
+// Longest a start-up fragment waits for the connection by default.
+const MAX_START_WAIT_MS = 150;
+
 // Reconnection after a failed first connect (the client reconnects by itself
 // once it has connected).
 const RETRY_MIN_MS = 2000;
@@ -219,6 +240,30 @@ export async function createMesh(options) {
   }
   if (o.awaitConnect) await mesh.ready;
   return mesh;
+}
+
+const clientLoads = new Map(); // module URL → Promise<MeshClient class>
+
+/**
+ * Loads and compiles the wasm client (`clientModule`, else
+ * ./pkg/meshcast_client.js beside this file) once per page, resolving to
+ * its MeshClient class. createMesh calls it; call it yourself as early as
+ * the page can (before its configuration or the player have loaded) so that
+ * the compile is done by the time the mesh connects.
+ */
+export function preloadClient(clientModule) {
+  const url = clientModule ?? new URL('./pkg/meshcast_client.js', import.meta.url).href;
+  let load = clientLoads.get(url);
+  if (!load) {
+    load = import(url).then(async (mod) => {
+      await mod.default();
+      return mod.MeshClient;
+    });
+    // A failed load may be retried by the next call.
+    load.catch(() => clientLoads.delete(url));
+    clientLoads.set(url, load);
+  }
+  return load;
 }
 
 /** True when this browser can use the mesh at all. */
@@ -300,7 +345,10 @@ class Mesh extends EventTarget {
     const of = part ?? frag;
     const duration = Number.isFinite(of?.duration) ? of.duration : 0;
     const bytes = init ? INIT_SEGMENT_BYTES : (bps * duration) / 8;
-    const httpMs = this._http.ttfbMs + (bytes * 8000) / this._http.bps;
+    // Before any HTTP fallback of this page, the playlists' round trip is
+    // the best guess of the origin's time to first byte.
+    const ttfbMs = this._http.ttfbSamples ? this._http.ttfbMs : playlistRoundTripMs() ?? this._http.ttfbMs;
+    const httpMs = ttfbMs + (bytes * 8000) / this._http.bps;
     const slack = aheadMs - o.safetyMarginMs - httpMs;
     const minMs = part ? Math.min(o.minDeadlineMs, Math.max(100, duration * 1000)) : o.minDeadlineMs;
     const deadlineMs = Math.round(Math.min(o.maxDeadlineMs, Math.max(minMs, slack)));
@@ -364,6 +412,17 @@ class Mesh extends EventTarget {
     } catch (e) {
       return { verdict: 'unknown', reason: errorText(e) };
     }
+  }
+
+  /**
+   * How long a start-up fragment may wait for the connection: startWaitMs,
+   * else the HTTP round trip measured on the playlist loads (at most
+   * MAX_START_WAIT_MS), else 0.
+   */
+  startWaitMs() {
+    if (Number.isFinite(this.options.startWaitMs)) return Math.max(0, this.options.startWaitMs);
+    const rtt = playlistRoundTripMs();
+    return rtt == null ? 0 : Math.min(MAX_START_WAIT_MS, rtt);
   }
 
   /** Rendition id of the playlist at `playlistUrl`, or undefined. */
@@ -439,10 +498,7 @@ class Mesh extends EventTarget {
     let MeshClient = o.MeshClient;
     if (!MeshClient) {
       try {
-        const url = o.clientModule ?? new URL('./pkg/meshcast_client.js', import.meta.url).href;
-        const mod = await import(url);
-        await mod.default();
-        MeshClient = mod.MeshClient;
+        MeshClient = await preloadClient(o.clientModule);
       } catch (e) {
         return this._unavailable(`wasm client failed to load: ${errorText(e)}`);
       }
@@ -644,13 +700,17 @@ function makeLoaderClass(mesh) {
       let budgetMs = Infinity; // what is left of the deadline after waiting
       if (mesh.state === 'unavailable') return this._startHttp('mesh unavailable');
       if (mesh.state === 'connecting') {
-        // First connection under way: an urgent fragment goes over HTTP at
-        // once, so the mesh never delays start-up; one with slack waits for
-        // the connection within its deadline, keeping a little for the fetch.
-        if (this._plan.urgent) return this._startHttp('connecting');
+        // First connection under way: an urgent fragment (start-up) waits
+        // for it only as long as an HTTP round trip, so the mesh never
+        // delays start-up by more; one with slack waits within its
+        // deadline, keeping a little for the fetch.
+        const waitMs = this._plan.urgent
+          ? mesh.startWaitMs()
+          : this._plan.deadlineMs - MIN_FETCH_MS;
+        if (waitMs <= 0) return this._startHttp('connecting');
         this._phase = 'mesh';
         const waitStart = performance.now();
-        const ok = await mesh._whenConnected(this._plan.deadlineMs - MIN_FETCH_MS);
+        const ok = await mesh._whenConnected(waitMs);
         if (this._phase !== 'mesh') return; // aborted meanwhile
         if (!ok) return this._startHttp(mesh.state === 'connecting' ? 'connecting' : 'mesh unavailable');
         budgetMs = Math.max(MIN_FETCH_MS, this._plan.deadlineMs - (performance.now() - waitStart));
@@ -932,6 +992,21 @@ export function bufferAheadMs(media) {
 }
 
 /** The data as an ArrayBuffer of exactly its bytes (copied if it is a view). */
+/**
+ * The median duration of the page's playlist and manifest loads (Resource
+ * Timing; a cross-origin entry still has its duration): about one HTTP round
+ * trip to the origin, or null before any.
+ */
+function playlistRoundTripMs() {
+  if (typeof performance === 'undefined' || typeof performance.getEntriesByType !== 'function') return null;
+  const times = performance
+    .getEntriesByType('resource')
+    .filter((e) => /\.(m3u8|mpd)(\?|$)/.test(e.name) && e.duration > 0)
+    .map((e) => e.duration)
+    .sort((a, b) => a - b);
+  return times.length ? times[Math.floor(times.length / 2)] : null;
+}
+
 /** Progress chunks joined into one ArrayBuffer. */
 function concat(chunks) {
   const all = new Uint8Array(chunks.reduce((n, c) => n + byteLength(c), 0));

@@ -717,7 +717,7 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
             let stale = self
                 .streams
                 .get(&id.stream)
-                .is_some_and(|s| s.stale(header.info.published_at_us, window));
+                .is_some_and(|s| s.stale(&id, header.info.published_at_us, window));
             if stale {
                 continue;
             }

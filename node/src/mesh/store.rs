@@ -6,7 +6,10 @@
 //! A live segment that leaves the window is
 //! dropped at once: no viewer asks for it any more, and memory then follows
 //! the window, not the time a node has run (the disk cache, if enabled,
-//! keeps it). A VOD has no live window (its segments were all published
+//! keeps it). An init segment is the exception: it stays as long as its
+//! stream, as the live playlist keeps naming it (`EXT-X-MAP`) long after it
+//! was published, and every player starting or switching rendition needs it.
+//! A VOD has no live window (its segments were all published
 //! within seconds of each other): see [`Store::set_vod`]; its segments are
 //! evicted least-recently-used first. Eviction happens on insert, so
 //! `used_bytes() <= max_bytes` holds after every call.
@@ -16,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use meshcast_proto::{SegmentId, SignedHeader, StreamId, VerifiedHeader};
+use meshcast_proto::{SegmentId, SegmentKind, SignedHeader, StreamId, VerifiedHeader};
 
 #[derive(Debug, Clone)]
 pub struct Segment {
@@ -237,6 +240,9 @@ impl Store {
 
     fn is_live(&self, entry: &Entry) -> bool {
         let info = entry.segment.header.info();
+        if info.id.kind == SegmentKind::Init {
+            return !self.vods.contains(&info.id.stream);
+        }
         if self.vods.contains(&info.id.stream) {
             return false;
         }
@@ -295,7 +301,7 @@ impl Store {
             .flatten()
             .take_while(|(at, _)| at.saturating_add(window) <= newest)
             .map(|(_, id)| *id)
-            .filter(|id| *id != keep)
+            .filter(|id| *id != keep && id.kind != SegmentKind::Init)
             .collect();
         for id in &past {
             self.remove(id);

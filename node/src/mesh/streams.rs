@@ -103,10 +103,12 @@ impl Followed {
         let window = u64::try_from(window.as_micros()).unwrap_or(u64::MAX);
         let published = header.info().published_at_us;
         self.newest_us = self.newest_us.max(published);
-        if self.live() {
-            return published.saturating_add(window) > self.newest_us;
-        }
         let id = header.id();
+        if self.live() {
+            // An init segment is wanted as long as the stream runs.
+            return id.kind == SegmentKind::Init
+                || published.saturating_add(window) > self.newest_us;
+        }
         if self.planned.contains(&id) {
             return true;
         }
@@ -130,15 +132,19 @@ impl Followed {
 
     /// A live header published more than `window_us` before the newest one
     /// seen: too old to download or announce (a replay, or a very late
-    /// straggler). The newest moves only with verified headers.
-    pub(super) fn stale(&self, published_us: u64, window_us: u64) -> bool {
-        self.live() && published_us.saturating_add(window_us) <= self.newest_us
+    /// straggler). The newest moves only with verified headers. An init
+    /// segment is never stale: the playlist names it as long as it runs.
+    pub(super) fn stale(&self, id: &SegmentId, published_us: u64, window_us: u64) -> bool {
+        self.live()
+            && id.kind != SegmentKind::Init
+            && published_us.saturating_add(window_us) <= self.newest_us
     }
 
     /// Is an unheld header still worth remembering? A VOD's always (any of
     /// it may be asked for); a live one while within twice the window.
     pub(super) fn keeps(&self, header: &VerifiedHeader, window_us: u64) -> bool {
         !self.live()
+            || header.id().kind == SegmentKind::Init
             || header.info().published_at_us.saturating_add(2 * window_us) >= self.newest_us
     }
 

@@ -54,6 +54,23 @@ impl Fixture {
         self.segment_of(0, seq, size)
     }
 
+    /// The init segment, published with the stream's first segment.
+    fn init(&self, size: usize) -> (VerifiedHeader, Bytes) {
+        let body = Bytes::from(vec![0xAA; size]);
+        let info = SegmentInfo::for_body(
+            SegmentId::init(self.stream(), 0, 0),
+            &body,
+            0,
+            START_S * 1_000_000,
+        )
+        .with_uri("init.mp4");
+        let header = info
+            .sign(&self.key)
+            .verify(&self.descriptor.stream_key())
+            .expect("signed by the publisher");
+        (header, body)
+    }
+
     /// Segment `seq` of a rendition.
     fn segment_of(&self, rendition: u32, seq: u64, size: usize) -> (VerifiedHeader, Bytes) {
         let body = Bytes::from(vec![seq as u8; size]);
@@ -349,6 +366,41 @@ fn late_joiner_pulls_the_live_window() {
     let stored = net.stored(1);
     assert_eq!(stored.len(), 3, "{stored:?}");
     assert!(stored.values().all(|s| *s == Source::Pull(0)));
+}
+
+/// The live playlist names its init segment long after it was published,
+/// and every player needs it: it outlives the live window in every store,
+/// and a node joining minutes later still gets it (media segments that left
+/// the window are gone).
+#[test]
+fn an_init_segment_outlives_the_live_window_and_reaches_late_joiners() {
+    let f = Fixture::new(true, "");
+    let mut net = Net::new(vec![config(); 3]);
+    net.follow(0, &f);
+    net.follow(1, &f);
+    net.connect(0, 1);
+    let (init, body) = f.init(700);
+    let init_id = init.id();
+    net.nodes[0].inject(init, body, net.now);
+    // 80 s of stream: the window is 30 s.
+    for seq in 1..=40 {
+        let (header, body) = f.segment(seq, 500);
+        net.nodes[0].inject(header, body, net.now);
+        net.advance(Duration::from_secs(2));
+    }
+    for n in [0, 1] {
+        assert!(net.holds(n, &init_id), "node {n} dropped the init segment");
+        assert!(!net.holds(n, &SegmentId::media(f.stream(), 0, 1)));
+    }
+    // A late joiner learns it from its neighbour's header list.
+    net.follow(2, &f);
+    net.connect(1, 2);
+    net.advance(Duration::from_secs(2));
+    assert!(
+        net.holds(2, &init_id),
+        "the late joiner has no init segment"
+    );
+    assert!(net.holds(2, &SegmentId::media(f.stream(), 0, 40)));
 }
 
 /// An announce-only publisher pushes nothing and answers pulls `Absent`: the

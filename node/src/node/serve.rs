@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use libp2p::PeerId;
 use meshcast_proto::pb::{self, DeclineReason, mesh_message::Body};
-use meshcast_proto::{SegmentId, SignedHeader, StreamId, VerifiedHeader};
+use meshcast_proto::{SegmentId, SegmentKind, SignedHeader, StreamId, VerifiedHeader};
 use tokio::sync::{mpsc, oneshot};
 
 use super::handle::lock;
@@ -258,11 +258,23 @@ fn index_page(
 
 /// The newest [`MAX_LISTED`] headers by publish time, oldest first: what a
 /// late joiner of a live stream needs. (Id order would favour a rendition
-/// or a numbering that sorts last, not the newest segments.)
+/// or a numbering that sorts last, not the newest segments.) Init segments
+/// come first whatever their age: every player needs them.
 fn newest(mut headers: Vec<SignedHeader>) -> Vec<pb::SegmentHeader> {
-    headers.sort_by_key(|h| (h.info.published_at_us, h.info.id));
-    let skip = headers.len().saturating_sub(MAX_LISTED);
-    headers.drain(skip..).map(|h| h.to_pb()).collect()
+    headers.sort_by_key(|h| {
+        let media = h.info.id.kind != SegmentKind::Init;
+        (media, h.info.published_at_us, h.info.id)
+    });
+    let inits = headers
+        .iter()
+        .take_while(|h| h.info.id.kind == SegmentKind::Init)
+        .count()
+        .min(MAX_LISTED);
+    let rest = headers.split_off(inits);
+    let skip = rest.len().saturating_sub(MAX_LISTED - inits);
+    headers.extend(rest.into_iter().skip(skip));
+    headers.truncate(MAX_LISTED);
+    headers.iter().map(|h| h.to_pb()).collect()
 }
 
 #[cfg(test)]
@@ -285,8 +297,19 @@ mod tests {
                 headers.push(SegmentInfo::for_body(id, b"x", 2_000_000, published).sign(&key));
             }
         }
+        // And each rendition's init, published first: listed all the same.
+        for rendition in [0, 1] {
+            let id = SegmentId::init(stream.id, rendition, 0);
+            headers.push(SegmentInfo::for_body(id, b"i", 0, 0).sign(&key));
+        }
         let listed = newest(headers);
         assert_eq!(listed.len(), MAX_LISTED);
-        assert!(listed.iter().all(|h| h.rendition == 0 && h.sequence >= 200));
+        let (inits, media) = listed.split_at(2);
+        assert!(
+            inits
+                .iter()
+                .all(|h| h.kind == SegmentKind::Init as i32 && h.sequence == 0)
+        );
+        assert!(media.iter().all(|h| h.rendition == 0 && h.sequence >= 202));
     }
 }

@@ -29,7 +29,7 @@ use meshcast_proto::{
 };
 use tokio::sync::broadcast;
 
-use crate::ingest::playlist::{self, Item, Playlist, Tracker};
+use crate::ingest::playlist::{self, ByteRange, Item, Playlist, Tracker};
 use crate::ingest::source::{FetchLimits, Source};
 use crate::node::{Node, NodeError};
 use crate::unix_now_us as now_us;
@@ -326,15 +326,17 @@ impl Publisher {
         let max = self.config.max_segment;
         let downloads = futures::stream::iter(items)
             .map(|item| async move {
-                let uri = match &item {
-                    Item::Init { uri, .. } => Some(uri),
-                    Item::Media(seg) => Some(&seg.uri),
-                    Item::Part(part) => Some(&part.uri),
+                let what = match &item {
+                    Item::Init { uri, range, .. } => Some((uri, *range)),
+                    Item::Media(seg) => Some((&seg.uri, seg.range)),
+                    Item::Part(part) => Some((&part.uri, None)),
                     // Made of parts already fetched.
                     Item::Assembled { .. } => None,
                 };
-                let body = match uri {
-                    Some(uri) => Some(self.source.get(playlist_uri, uri, max).await),
+                let body = match what {
+                    Some((uri, range)) => {
+                        Some(self.source.get_range(playlist_uri, uri, range, max).await)
+                    }
                     None => None,
                 };
                 (item, body)
@@ -343,16 +345,22 @@ impl Publisher {
         futures::pin_mut!(downloads);
         let stream = self.stream.id;
         while let Some((item, body)) = downloads.next().await {
-            let (id, uri, duration, composed) = match item {
-                Item::Init { sequence, uri } => (
+            let (id, uri, range, duration, composed) = match item {
+                Item::Init {
+                    sequence,
+                    uri,
+                    range,
+                } => (
                     SegmentId::init(stream, rendition, sequence),
                     uri,
+                    range,
                     Duration::ZERO,
                     0,
                 ),
                 Item::Media(seg) => (
                     SegmentId::media(stream, rendition, seg.sequence),
                     seg.uri,
+                    seg.range,
                     seg.duration,
                     0,
                 ),
@@ -362,20 +370,25 @@ impl Publisher {
                         Some(Ok(bytes)) => parts.add(part.sequence, part.index, bytes.clone()),
                         _ => parts.lost(part.sequence),
                     }
-                    (id, part.uri, part.duration, 0)
+                    (id, part.uri, None, part.duration, 0)
                 }
                 Item::Assembled { segment, parts: n } => {
                     let id = SegmentId::media(stream, rendition, segment.sequence);
                     match parts.take(segment.sequence, n) {
                         Some(whole) => {
-                            self.inject(id, segment.uri, segment.duration, whole, n)
+                            self.inject(id, segment.uri, None, segment.duration, whole, n)
                                 .await;
                         }
                         // A part failed: the segment as the origin serves it.
-                        None => match self.source.get(playlist_uri, &segment.uri, max).await {
+                        None => match self
+                            .source
+                            .get_range(playlist_uri, &segment.uri, segment.range, max)
+                            .await
+                        {
                             Ok(body) => {
                                 self.count_origin(&body);
-                                self.inject(id, segment.uri, segment.duration, body, 0)
+                                let range = segment.range;
+                                self.inject(id, segment.uri, range, segment.duration, body, 0)
                                     .await;
                             }
                             Err(e) => self.warn(format!("segment {id} not published: {e}")),
@@ -387,7 +400,7 @@ impl Publisher {
             match body {
                 Some(Ok(body)) => {
                     self.count_origin(&body);
-                    self.inject(id, uri, duration, body, composed).await
+                    self.inject(id, uri, range, duration, body, composed).await
                 }
                 Some(Err(e)) => self.warn(format!("segment {id} not published: {e}")),
                 None => {}
@@ -403,19 +416,24 @@ impl Publisher {
         );
     }
 
-    /// Signs and injects a segment; `parts` > 0 for a media segment that is
-    /// the concatenation of that many parts already injected.
+    /// Signs and injects a segment (`range` of the resource at `uri`, or all
+    /// of it); `parts` > 0 for a media segment that is the concatenation of
+    /// that many parts already injected.
     async fn inject(
         &self,
         id: SegmentId,
         uri: String,
+        range: Option<ByteRange>,
         duration: Duration,
         body: Bytes,
         parts: u32,
     ) {
         let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
-        let header = SegmentInfo::for_body(id, &body, duration_us, now_us())
-            .with_uri(uri)
+        let mut info = SegmentInfo::for_body(id, &body, duration_us, now_us()).with_uri(uri);
+        if let Some(range) = range {
+            info = info.with_range(range.offset);
+        }
+        let header = info
             .with_epoch(self.epoch_us)
             .with_parts(parts)
             .sign(&self.key)

@@ -16,6 +16,9 @@
 //! | `GET /ll/<media playlist>` | the live loop as low-latency HLS, with blocking reload (see [`lowlatency`]) |
 //! | `GET /ll/<stem>/<msn>.m4s`, `GET /ll/<stem>/<msn>.<part>.m4s` | a live segment or part, once published (a request for one about to be published waits for it) |
 //! | `GET /ll/<path>` | any other file (init segments), as is |
+//! | `GET /range/master.m3u8` | the master playlist, unchanged |
+//! | `GET /range/<media playlist>` | the VOD with every segment a byte range of one file (see [`ranged`]), for every media playlist with an init segment |
+//! | `GET /range/<stem>.mp4` | that file: init segment then segments, with `Range` requests answered 206 (one range; 416 when unsatisfiable) |
 //!
 //! `/replay/` makes a long VOD of a short directory: the committed test
 //! stream (20 s) under `/replay/15/` is a five-minute VOD, with the
@@ -51,6 +54,7 @@
 pub mod fmp4;
 pub mod lowlatency;
 pub mod playlist;
+pub mod ranged;
 pub mod synthetic;
 
 use std::collections::HashMap;
@@ -76,6 +80,7 @@ use tokio::task::JoinHandle;
 use crate::fmp4::{Fmp4Error, Tracks};
 use crate::lowlatency::{Availability, Blocking, LowLatency, MediaPath, SegmentParts};
 use crate::playlist::{MasterPlaylist, PlaylistError, VodPlaylist, check_relative_path};
+use crate::ranged::{Ranged, parse_range};
 
 /// Name of the master playlist in the served directory.
 pub const MASTER_PLAYLIST: &str = "master.m3u8";
@@ -123,6 +128,9 @@ pub struct Origin {
     /// The low-latency renditions by the stem of their media playlist's URI
     /// (`360p` for `360p.m3u8`); empty unless [`Origin::with_parts`].
     parts: HashMap<String, Arc<PartedPlaylist>>,
+    /// The byte-range renditions (`/range/`) by the stem of their media
+    /// playlist's URI; those without an init segment have none.
+    ranged: HashMap<String, Arc<Ranged>>,
 }
 
 /// A media playlist cut into parts, with their bytes.
@@ -159,6 +167,7 @@ impl Origin {
         })?;
 
         let mut media = HashMap::new();
+        let mut ranged = HashMap::new();
         for uri in master.media_playlists {
             let path = root.join(&uri);
             let text = read_bounded_sync(&path).map_err(io_err(&path))?;
@@ -167,6 +176,10 @@ impl Origin {
                 source,
             })?;
             check_media_files(&root, &path, &playlist)?;
+            let stem = uri.strip_suffix(".m3u8").unwrap_or(&uri).to_owned();
+            if let Some(packed) = pack(&root, &path, &stem, &playlist)? {
+                ranged.insert(stem, Arc::new(packed));
+            }
             media.insert(uri, playlist);
         }
 
@@ -177,6 +190,7 @@ impl Origin {
             clock_rate: 1.0,
             started: Instant::now(),
             parts: HashMap::new(),
+            ranged,
         })
     }
 
@@ -313,6 +327,7 @@ impl Origin {
             .route("/live/{*path}", get(live))
             .route("/replay/{loops}/{*path}", get(replay))
             .route("/ll/{*path}", get(low_latency))
+            .route("/range/{*path}", get(range))
             .fallback(|| async { StatusCode::NOT_FOUND })
             .layer(middleware::from_fn(cors))
             .with_state(Arc::new(self))
@@ -543,6 +558,89 @@ enum Waited {
 
 /// Holds a request until segment `msn` (or its part) is published: at most
 /// three target durations, as RFC 8216bis asks of a blocking reload.
+async fn range(
+    State(origin): State<Arc<Origin>>,
+    UrlPath(path): UrlPath<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if path == MASTER_PLAYLIST {
+        return serve_file(&origin.root, &path).await;
+    }
+    if let Some(stem) = path.strip_suffix(".m3u8") {
+        return match origin.ranged.get(stem) {
+            Some(packed) => (
+                [(header::CONTENT_TYPE, content_type(&path))],
+                packed.playlist.clone(),
+            )
+                .into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        };
+    }
+    let Some(packed) = path.strip_suffix(".mp4").and_then(|s| origin.ranged.get(s)) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let len = packed.file.len() as u64;
+    let Some(asked) = headers.get(header::RANGE) else {
+        return (
+            [
+                (header::CONTENT_TYPE, "video/mp4"),
+                (header::ACCEPT_RANGES, "bytes"),
+            ],
+            packed.file.clone(),
+        )
+            .into_response();
+    };
+    let asked = asked.to_str().unwrap_or_default();
+    match parse_range(asked, len) {
+        Ok((first, last)) => {
+            let body = packed.file[first as usize..=last as usize].to_vec();
+            let content_range = format!("bytes {first}-{last}/{len}");
+            let mut response = (StatusCode::PARTIAL_CONTENT, body).into_response();
+            let h = response.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            if let Ok(v) = HeaderValue::from_str(&content_range) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+            response
+        }
+        Err(e) => {
+            let mut response =
+                (StatusCode::RANGE_NOT_SATISFIABLE, format!("{e}\n")).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            response
+        }
+    }
+}
+
+/// The byte-range rendering of a media playlist (see [`ranged`]): its init
+/// segment and segments read into one file; `None` without an init segment.
+fn pack(
+    root: &Path,
+    path: &Path,
+    stem: &str,
+    playlist: &VodPlaylist,
+) -> Result<Option<Ranged>, Error> {
+    let Some(init_uri) = playlist.init_uri() else {
+        return Ok(None);
+    };
+    let base = path.parent().unwrap_or(root);
+    let read = |uri: &str| {
+        let file = base.join(uri);
+        read_bounded_sync(&file).map_err(|source| Error::Io { path: file, source })
+    };
+    let init = read(init_uri)?;
+    let segments = playlist
+        .segments()
+        .iter()
+        .map(|s| read(&s.uri))
+        .collect::<Result<Vec<_>, _>>()?;
+    let file_stem = stem.rsplit('/').next().unwrap_or(stem);
+    Ok(Some(Ranged::new(playlist, file_stem, &init, &segments)))
+}
+
 async fn wait_for(origin: &Origin, parted: &PartedPlaylist, msn: u64, part: Option<u64>) -> Waited {
     let limit = Duration::from_secs(3 * parted.playlist.vod().target_duration());
     let deadline = tokio::time::Instant::now() + origin.real_time(limit);

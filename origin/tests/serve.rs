@@ -154,6 +154,67 @@ async fn serves_vod_files_unchanged() {
     assert_eq!(get(origin.addr, "/elsewhere").await.status, 404);
 }
 
+/// `/range/`: each rendition one file, its playlist byte ranges of it, and
+/// every range the segment file it stands for.
+#[tokio::test]
+async fn byte_ranges_of_one_file_are_the_segments() {
+    let origin = start().await;
+    let master = get(origin.addr, "/range/master.m3u8").await;
+    assert_eq!(master.body, file("master.m3u8"));
+    let text = get(origin.addr, "/range/360p.m3u8").await.text();
+    let playlist = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("parses");
+    assert!(playlist.end_list);
+    let map = playlist.segments[0].map.clone().expect("EXT-X-MAP");
+    assert_eq!(map.uri, "360p.mp4");
+    let whole = get(origin.addr, "/range/360p.mp4").await;
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.header("accept-ranges"), Some("bytes"));
+
+    let mut expected = vec![(
+        map.byte_range.expect("a range").length,
+        "init_360p.mp4".to_string(),
+    )];
+    let vod = m3u8_rs::parse_media_playlist_res(&file("360p.m3u8")[..]).expect("parses");
+    for (ranged, original) in playlist.segments.iter().zip(&vod.segments) {
+        assert_eq!(ranged.uri, "360p.mp4");
+        let range = ranged.byte_range.clone().expect("EXT-X-BYTERANGE");
+        expected.push((range.length, original.uri.clone()));
+    }
+    assert_eq!(playlist.segments.len(), vod.segments.len());
+    // Offsets are implicit after the first segment: they follow on.
+    let mut offset = 0u64;
+    for (length, name) in expected {
+        let last = offset + length - 1;
+        let r = request(
+            origin.addr,
+            "GET",
+            "/range/360p.mp4",
+            &[("Range", &format!("bytes={offset}-{last}"))],
+        )
+        .await;
+        assert_eq!(r.status, 206, "{name}");
+        let total = whole.body.len();
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes {offset}-{last}/{total}").as_str())
+        );
+        assert_eq!(r.body, file(&name), "{name}");
+        offset += length;
+    }
+    assert_eq!(offset as usize, whole.body.len());
+
+    let past = request(
+        origin.addr,
+        "GET",
+        "/range/360p.mp4",
+        &[("Range", &format!("bytes={offset}-"))],
+    )
+    .await;
+    assert_eq!(past.status, 416);
+    assert_eq!(get(origin.addr, "/range/nope.mp4").await.status, 404);
+    assert_eq!(get(origin.addr, "/range/nope.m3u8").await.status, 404);
+}
+
 #[tokio::test]
 async fn live_playlist_advances_and_its_segments_are_the_files() {
     let origin = start().await;

@@ -36,6 +36,10 @@ pub struct SegmentInfo {
     /// A media segment published as parts (low-latency HLS): how many; its
     /// body is their concatenation in order. 0 for anything else.
     pub parts: u32,
+    /// The body is bytes `range_start..range_start + length` of the resource
+    /// at `uri` (an HLS `EXT-X-BYTERANGE`, a byte-range `EXT-X-MAP`); `None`:
+    /// the whole resource. Signed, as the URI is: it says what to fetch.
+    pub range_start: Option<u64>,
 }
 
 impl SegmentInfo {
@@ -50,7 +54,23 @@ impl SegmentInfo {
             uri: String::new(),
             epoch_us: 0,
             parts: 0,
+            range_start: None,
         }
+    }
+
+    /// Says the body is a byte range of the resource at `uri`, from
+    /// `start` (see [`Self::range_start`]).
+    pub fn with_range(mut self, start: u64) -> Self {
+        self.range_start = Some(start);
+        self
+    }
+
+    /// The HTTP `Range` of the body within its resource, if it is a range:
+    /// `bytes=first-last`.
+    pub fn http_range(&self) -> Option<String> {
+        let start = self.range_start?;
+        let last = start.checked_add(self.length)?.checked_sub(1)?;
+        Some(format!("bytes={start}-{last}"))
     }
 
     /// Describes a media segment made of `parts` parts, whose body is their
@@ -86,6 +106,8 @@ impl SegmentInfo {
             .u64(self.epoch_us)
             .u32(self.id.part)
             .u32(self.parts)
+            .u8(u8::from(self.range_start.is_some()))
+            .u64(self.range_start.unwrap_or(0))
             .finish()
     }
 
@@ -146,6 +168,7 @@ impl SignedHeader {
             epoch_us: info.epoch_us,
             part: info.id.part,
             parts: info.parts,
+            range_start: info.range_start,
             signature: self.signature.to_vec().into(),
         }
     }
@@ -167,6 +190,7 @@ impl SignedHeader {
                 uri: msg.uri.clone(),
                 epoch_us: msg.epoch_us,
                 parts: composed_of(msg)?,
+                range_start: msg.range_start,
             },
             signature: fixed("signature", &msg.signature)?,
         })

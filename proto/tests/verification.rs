@@ -450,3 +450,35 @@ fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+#[test]
+fn a_byte_range_is_signed_and_names_its_http_range() {
+    use meshcast_proto::{SegmentId, SegmentInfo};
+    let k = key(1);
+    let s = stream(&k, "vod");
+    let b = body(1000, 3);
+    let ranged = SegmentInfo::for_body(SegmentId::media(s.id, 0, 7), &b, 2_000_000, 1)
+        .with_uri("all.mp4")
+        .with_range(5000)
+        .sign(&k);
+    assert_eq!(ranged.info.http_range().as_deref(), Some("bytes=5000-5999"));
+    let back = SignedHeader::from_pb(&ranged.to_pb()).expect("decodes");
+    assert_eq!(back, ranged);
+    back.verify(&s).expect("verifies");
+    // Moving the range, or dropping it (the whole file), breaks the signature.
+    for range in [Some(5001), Some(0), None] {
+        let mut moved = ranged.clone();
+        moved.info.range_start = range;
+        assert!(
+            matches!(moved.verify(&s), Err(VerifyError::BadSignature { .. })),
+            "{range:?}"
+        );
+    }
+    // A whole resource has no range, and a range at 0 is one.
+    let whole = SegmentInfo::for_body(SegmentId::media(s.id, 0, 7), &b, 2_000_000, 1);
+    assert_eq!(whole.http_range(), None);
+    assert_eq!(
+        whole.with_range(0).http_range().as_deref(),
+        Some("bytes=0-999")
+    );
+}

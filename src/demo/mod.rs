@@ -7,7 +7,9 @@
 //! `/replay/15/`: the test stream fifteen times), which the nodes seed and
 //! the gateways fetch on demand, so the page can seek. With `--low-latency`
 //! the origin also serves the loop as LL-HLS (parts, blocking reload) and the
-//! page plays it in hls.js's low-latency mode. With
+//! page plays it in hls.js's low-latency mode. With `--byte-range` it
+//! publishes the 20 s VOD as byte ranges of one file per rendition (the
+//! origin's `/range/`). With
 //! `--gateways 2` the first node also serves browsers and the relay's Welcome
 //! names it. An HTTP server in this process serves the page (`--web`) and
 //! `/config.json`, which tells the page where everything is.
@@ -85,6 +87,11 @@ pub struct DemoArgs {
     /// the page plays in hls.js's low-latency mode, about 1.5 s behind live.
     #[arg(long, conflicts_with = "vod")]
     low_latency: bool,
+    /// Publish the media folder as a VOD whose every segment is a byte range
+    /// of one file per rendition (the origin's `/range/`: HLS
+    /// `EXT-X-BYTERANGE`).
+    #[arg(long, conflicts_with_all = ["vod", "low_latency"])]
+    byte_range: bool,
     /// Testing only: the page plays through an HTTP edge in front of the
     /// origin that corrupts every Nth media segment it serves, with the
     /// origin as its fallback mirror, to watch browsers reject those bytes
@@ -267,7 +274,7 @@ async fn demo(
         "stream": ready.stream.to_string(),
         "playlist": playlist,
         "fallback": fallback,
-        "vod": args.vod,
+        "vod": args.vod || args.byte_range,
         "lowLatency": args.low_latency,
         "token": "",
         "gateways": args.gateways,
@@ -348,6 +355,8 @@ async fn start(
     let origin_url = children.line(origin, "origin").await?;
     let playlist = if args.vod {
         format!("{origin_url}/replay/{VOD_LOOPS}/master.m3u8")
+    } else if args.byte_range {
+        format!("{origin_url}/range/master.m3u8")
     } else if args.low_latency {
         format!("{origin_url}/ll/master.m3u8")
     } else {
@@ -436,7 +445,7 @@ async fn start(
     // A VOD is not downloaded whole by the relay: it fetches each segment a
     // browser asks for from the seeding nodes (on demand), as an operator's
     // relay serving a catalogue would.
-    let relay_follow = if args.vod {
+    let relay_follow = if args.vod || args.byte_range {
         format!("{stream_text}:0")
     } else {
         stream_text.clone()

@@ -40,6 +40,11 @@
 //               playback with no stall (over 250 ms), hls.js' live latency
 //               (median of the last 10 s) below 3 s, ≥ 30 parts and ≥ 90 %
 //               of the segment bytes from the mesh
+//   byte-range  --byte-range (a 20 s VOD whose every segment, and init
+//               segment, is a byte range of one file per rendition: HLS
+//               EXT-X-BYTERANGE): 15 s played with no stall over 1 s, ≥ 90 %
+//               of the segment bytes from the mesh, no verification or
+//               segment failure
 //   poisoned-origin
 //               --gateways 1 --poisoned-edge 3, ?loader=verify: the page
 //               plays through an HTTP edge that corrupts every third media
@@ -73,7 +78,7 @@ import {
 } from './lib.mjs';
 
 const USAGE =
-  'usage: node e2e.mjs --meshcast BIN --web DIR --out DIR [--only play|relay-down|tamper|gateway-restart|vod|low-latency|poisoned-origin]';
+  'usage: node e2e.mjs --meshcast BIN --web DIR --out DIR [--only play|relay-down|tamper|gateway-restart|vod|low-latency|byte-range|poisoned-origin]';
 const opts = cli(USAGE, { only: { type: 'string' } });
 
 const TESTS = [
@@ -83,6 +88,7 @@ const TESTS = [
   { name: 'gateway-restart', timeoutMs: 200_000, run: testGatewayRestart },
   { name: 'vod', timeoutMs: 200_000, run: testVod },
   { name: 'low-latency', timeoutMs: 180_000, run: testLowLatency },
+  { name: 'byte-range', timeoutMs: 180_000, run: testByteRange },
   { name: 'poisoned-origin', timeoutMs: 180_000, run: testPoisonedOrigin },
 ];
 
@@ -173,6 +179,27 @@ async function testRelayDown(t) {
     `mesh ${fmtBytes(before.totals.meshBytes)} before it, ${stallText(st, killAt, 'kill')}`;
   if (!(httpGrowth > 0)) throw new Error(`no HTTP bytes after the relay was killed; ${figures}`);
   if (bad.length) throw new Error(`stall too long: ${stallText(bad, killAt, 'kill')}; ${figures}`);
+  return figures;
+}
+
+/** h. Byte-range segments (EXT-X-BYTERANGE) from the mesh. */
+async function testByteRange(t) {
+  const demo = await t.demo(['--byte-range']);
+  const page = await t.open(demo.url);
+  await waitPlaying(page, 45_000);
+  const start = await snapshot(page);
+  const end = await waitCurrentTime(page, Math.max(start.currentTime, 0) + 15, 60_000);
+  const after = await snapshot(page);
+  const st = await stalls(page, after.firstFrameAt, 250);
+  const share = meshShare(after.totals);
+  const failures = after.events.filter((e) => e.type === 'verify-failed' || e.type === 'segment-failed');
+  const figures =
+    `played ${(end - start.currentTime).toFixed(1)} s, mesh ${pct(share)} of ${fmtBytes(all(after.totals))} ` +
+    `(${after.totals.meshSegments} mesh / ${after.totals.httpSegments} http fragments), ${stallText(st)}`;
+  if (failures.length) throw new Error(`${failures.length} failures (${failures[0].type}: ${failures[0].reason}); ${figures}`);
+  const long = st.filter((s) => s.ms > 1000);
+  if (long.length) throw new Error(`stall over 1 s: ${stallText(long)}; ${figures}`);
+  if (!(share >= 0.9)) throw new Error(`only ${pct(share)} of segment bytes from the mesh (want ≥ 90 %); ${figures}`);
   return figures;
 }
 

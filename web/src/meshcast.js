@@ -692,7 +692,6 @@ function makeLoaderClass(mesh) {
       const { context } = this;
       const frag = context.frag;
       if (!frag) return this._startHttp('not a fragment');
-      if (context.rangeEnd) return this._startHttp('byte range');
       if (mesh.state === 'closed') return this._startHttp('mesh closed');
       if (!mesh.options.fetchFromMesh) return this._startHttp('fetchFromMesh off');
 

@@ -18,9 +18,15 @@
 //! - encrypted segments (`EXT-X-KEY`) pass through as opaque bytes; keys are
 //!   not ingested, players fetch them from the origin.
 //!
-//! What is refused (see [`PlaylistError`]): byte-range segments
-//! (`EXT-X-BYTERANGE`, `EXT-X-MAP` with `BYTERANGE`: a segment would not be a
-//! whole resource), I-frame-only media playlists, and absurd values —
+//! - byte-range segments (`EXT-X-BYTERANGE`, with or without an offset: one
+//!   without starts where the previous sub-range of the same resource ended)
+//!   and byte-range init segments (`EXT-X-MAP` with `BYTERANGE`): each is a
+//!   [`ByteRange`] of its resource, fetched with an HTTP `Range` and signed
+//!   with its offset.
+//!
+//! What is refused (see [`PlaylistError`]): I-frame-only media playlists, a
+//! byte range without an offset that follows no range of the same resource,
+//! empty or overflowing ranges, and absurd values —
 //! playlists over [`MAX_PLAYLIST_BYTES`], target durations outside 1..=60 s,
 //! segments without a usable `EXTINF`, more than [`MAX_SEGMENTS`] segments or
 //! `MAX_RENDITIONS` variants, URIs over [`MAX_URI_LEN`] bytes, sequence numbers
@@ -132,10 +138,59 @@ pub struct MediaSegment {
     pub uri: String,
     /// `EXTINF`, rounded to the microsecond; positive, at most 60.5 s.
     pub duration: Duration,
+    /// `EXT-X-BYTERANGE`: the segment is this range of `uri`.
+    pub range: Option<ByteRange>,
     /// URI of the `EXT-X-MAP` in force for this segment (fMP4), as written.
     pub map_uri: Option<String>,
+    /// The `BYTERANGE` of that `EXT-X-MAP`.
+    pub map_range: Option<ByteRange>,
     /// `EXT-X-DISCONTINUITY` precedes this segment.
     pub discontinuity: bool,
+}
+
+/// `length` bytes of a resource from `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl ByteRange {
+    /// Checks a range as m3u8-rs read it; an absent offset continues
+    /// `previous_end`, the end of the previous sub-range of the same resource.
+    fn resolve(
+        sequence: u64,
+        range: &m3u8_rs::ByteRange,
+        previous_end: Option<u64>,
+    ) -> Result<Self, PlaylistError> {
+        let bad = |reason: &str| PlaylistError::BadByteRange {
+            sequence,
+            reason: reason.into(),
+        };
+        let offset = match (range.offset, previous_end) {
+            (Some(offset), _) => offset,
+            (None, Some(end)) => end,
+            (None, None) => {
+                return Err(bad(
+                    "no offset, and no sub-range of the same resource before it",
+                ));
+            }
+        };
+        if range.length == 0 {
+            return Err(bad("empty"));
+        }
+        offset
+            .checked_add(range.length)
+            .ok_or_else(|| bad("its end overflows"))?;
+        Ok(Self {
+            offset,
+            length: range.length,
+        })
+    }
+
+    pub fn end(&self) -> u64 {
+        self.offset.saturating_add(self.length)
+    }
 }
 
 /// Why a playlist was refused.
@@ -172,6 +227,8 @@ pub enum PlaylistError {
     },
     #[error("sequence number {value} is over the limit of {}", MAX_SEQUENCE)]
     Sequence { value: u64 },
+    #[error("segment {sequence}: bad byte range: {reason}")]
+    BadByteRange { sequence: u64, reason: String },
     #[error("unsupported playlist feature: {feature}")]
     Unsupported { feature: &'static str },
 }
@@ -354,7 +411,9 @@ fn media_playlist(media: m3u8_rs::MediaPlaylist) -> Result<MediaPlaylist, Playli
     let ended = media.end_list || media.playlist_type == Some(MediaPlaylistType::Vod);
     let mut segments = Vec::with_capacity(media.segments.len());
     // m3u8-rs attaches an EXT-X-MAP only to the segment right after it.
-    let mut map_in_force: Option<String> = None;
+    let mut map_in_force: Option<(String, Option<ByteRange>)> = None;
+    // The resource of the previous byte-range segment and where it ended.
+    let mut previous_range: Option<(String, u64)> = None;
     for (sequence, segment) in (media.media_sequence..).zip(media.segments) {
         // Tags we rely on that m3u8-rs could not read end up as unknown tags.
         if let Some(tag) = segment
@@ -366,26 +425,35 @@ fn media_playlist(media: m3u8_rs::MediaPlaylist) -> Result<MediaPlaylist, Playli
                 message: format!("malformed EXT-{}", tag.tag),
             });
         }
-        if segment.byte_range.is_some() {
-            return Err(PlaylistError::Unsupported {
-                feature: "byte-range segments (EXT-X-BYTERANGE)",
-            });
-        }
-        if let Some(map) = segment.map {
-            if map.byte_range.is_some() {
-                return Err(PlaylistError::Unsupported {
-                    feature: "byte-range init segments (EXT-X-MAP with BYTERANGE)",
-                });
+        let range = match &segment.byte_range {
+            None => None,
+            Some(range) => {
+                let previous_end = previous_range
+                    .as_ref()
+                    .filter(|(uri, _)| *uri == segment.uri)
+                    .map(|(_, end)| *end);
+                Some(ByteRange::resolve(sequence, range, previous_end)?)
             }
+        };
+        previous_range = range.map(|r| (segment.uri.clone(), r.end()));
+        if let Some(map) = segment.map {
             check_uri(&map.uri)?;
-            map_in_force = Some(map.uri);
+            // RFC 8216: a map's range without an offset starts at 0.
+            let range = map
+                .byte_range
+                .as_ref()
+                .map(|r| ByteRange::resolve(sequence, r, Some(0)))
+                .transpose()?;
+            map_in_force = Some((map.uri, range));
         }
         check_uri(&segment.uri)?;
         segments.push(MediaSegment {
             sequence,
             duration: segment_duration(sequence, segment.duration)?,
             uri: segment.uri,
-            map_uri: map_in_force.clone(),
+            range,
+            map_uri: map_in_force.as_ref().map(|(uri, _)| uri.clone()),
+            map_range: map_in_force.as_ref().and_then(|(_, range)| *range),
             discontinuity: segment.discontinuity,
         });
     }
@@ -477,9 +545,13 @@ fn truncate(text: &str, max_bytes: usize) -> &str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
     /// An init segment (fMP4 `EXT-X-MAP`), returned before the first media
-    /// segment that needs it. `sequence` counts distinct init URIs in order of
-    /// first appearance: 0, 1, 2…
-    Init { sequence: u64, uri: String },
+    /// segment that needs it. `sequence` counts distinct init segments (URI
+    /// and byte range) in order of first appearance: 0, 1, 2…
+    Init {
+        sequence: u64,
+        uri: String,
+        range: Option<ByteRange>,
+    },
     /// A media segment never returned before; its `sequence` is renumbered
     /// after an origin restart (see [`Tracker`]).
     Media(MediaSegment),
@@ -526,7 +598,7 @@ pub struct Tracker {
     /// First sequence of the latest non-empty playlist.
     window_start: Option<u64>,
     /// Init URIs used by the latest playlist and already returned, with their number.
-    inits: HashMap<String, u64>,
+    inits: HashMap<(String, Option<ByteRange>), u64>,
     next_init_sequence: u64,
     restarts: u64,
     /// (media sequence, segment count, ended) of the latest playlist.
@@ -566,12 +638,13 @@ impl Tracker {
             self.restart(first.sequence);
         }
         self.window_start = Some(first.sequence);
-        let in_use: HashSet<&str> = playlist
+        let in_use: HashSet<(&str, Option<ByteRange>)> = playlist
             .segments
             .iter()
-            .filter_map(|s| s.map_uri.as_deref())
+            .filter_map(|s| s.map_uri.as_deref().map(|uri| (uri, s.map_range)))
             .collect();
-        self.inits.retain(|uri, _| in_use.contains(uri.as_str()));
+        self.inits
+            .retain(|(uri, range), _| in_use.contains(&(uri.as_str(), *range)));
 
         let mut items = Vec::new();
         for segment in &playlist.segments {
@@ -581,16 +654,18 @@ impl Tracker {
             {
                 continue;
             }
-            if let Some(uri) = &segment.map_uri
-                && !self.inits.contains_key(uri)
-            {
-                let sequence = self.next_init_sequence;
-                self.next_init_sequence += 1;
-                self.inits.insert(uri.clone(), sequence);
-                items.push(Item::Init {
-                    sequence,
-                    uri: uri.clone(),
-                });
+            if let Some(uri) = &segment.map_uri {
+                let key = (uri.clone(), segment.map_range);
+                if !self.inits.contains_key(&key) {
+                    let sequence = self.next_init_sequence;
+                    self.next_init_sequence += 1;
+                    self.inits.insert(key, sequence);
+                    items.push(Item::Init {
+                        sequence,
+                        uri: uri.clone(),
+                        range: segment.map_range,
+                    });
+                }
             }
             let renumbered = MediaSegment {
                 // Cannot overflow: playlist sequences are at most 2^53 and the
@@ -815,14 +890,18 @@ mod tests {
                     sequence: 41,
                     uri: "seg41.ts".into(),
                     duration: Duration::from_micros(6_006_000),
+                    range: None,
                     map_uri: None,
+                    map_range: None,
                     discontinuity: false,
                 },
                 MediaSegment {
                     sequence: 42,
                     uri: "../other/seg42.ts".into(),
                     duration: Duration::from_millis(5_500),
+                    range: None,
                     map_uri: None,
+                    map_range: None,
                     discontinuity: false,
                 },
             ]
@@ -860,6 +939,7 @@ mod tests {
         let init = |sequence: u64, uri: &str| Item::Init {
             sequence,
             uri: uri.into(),
+            range: None,
         };
         let segment = |i: usize| Item::Media(playlist.segments[i].clone());
         assert_eq!(
@@ -894,7 +974,8 @@ mod tests {
             first[0],
             Item::Init {
                 sequence: 0,
-                uri: "init.mp4".into()
+                uri: "init.mp4".into(),
+                range: None,
             }
         );
         assert_eq!(media_sequences(&first), [10, 11, 12]);
@@ -965,7 +1046,8 @@ mod tests {
             tracker.update(&fmp4(50))[0],
             Item::Init {
                 sequence: 0,
-                uri: "init.mp4".into()
+                uri: "init.mp4".into(),
+                range: None,
             }
         );
         let after_restart = tracker.update(&fmp4(0));
@@ -973,7 +1055,8 @@ mod tests {
             after_restart[0],
             Item::Init {
                 sequence: 1,
-                uri: "init.mp4".into()
+                uri: "init.mp4".into(),
+                range: None,
             }
         );
         assert_eq!(media_sequences(&after_restart), [51]);
@@ -1071,13 +1154,68 @@ mod tests {
     }
 
     #[test]
-    fn byte_ranges_are_unsupported() {
-        let text =
-            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\n#EXT-X-BYTERANGE:1000@0\nall.ts\n";
-        assert!(matches!(
-            parse(text.as_bytes()),
-            Err(PlaylistError::Unsupported { .. })
-        ));
+    fn byte_ranges_follow_on_and_init_ranges_start_at_their_offset() {
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n\
+                    #EXT-X-MAP:URI=\"all.mp4\",BYTERANGE=\"700@0\"\n\
+                    #EXTINF:2,\n#EXT-X-BYTERANGE:1000@700\nall.mp4\n\
+                    #EXTINF:2,\n#EXT-X-BYTERANGE:500\nall.mp4\n\
+                    #EXTINF:2,\n#EXT-X-BYTERANGE:300@9000\nother.mp4\n\
+                    #EXTINF:2,\nwhole.m4s\n";
+        let Ok(Playlist::Media(playlist)) = parse(text.as_bytes()) else {
+            panic!("a media playlist");
+        };
+        let range = |offset, length| Some(ByteRange { offset, length });
+        let ranges: Vec<_> = playlist.segments.iter().map(|s| s.range).collect();
+        assert_eq!(
+            ranges,
+            [range(700, 1000), range(1700, 500), range(9000, 300), None]
+        );
+        assert!(
+            playlist
+                .segments
+                .iter()
+                .all(|s| s.map_range == range(0, 700) && s.map_uri.as_deref() == Some("all.mp4"))
+        );
+        // The tracker names the init segment with its range.
+        let items = Tracker::new().update(&playlist);
+        assert_eq!(
+            items[0],
+            Item::Init {
+                sequence: 0,
+                uri: "all.mp4".into(),
+                range: range(0, 700),
+            }
+        );
+    }
+
+    #[test]
+    fn byte_ranges_that_cannot_be_placed_are_refused() {
+        for (what, ranges) in [
+            ("no offset first", "#EXT-X-BYTERANGE:500\nall.mp4\n"),
+            (
+                "no offset after another file",
+                "#EXT-X-BYTERANGE:500@0\na.mp4\n#EXTINF:2,\n#EXT-X-BYTERANGE:500\nb.mp4\n",
+            ),
+            (
+                "no offset after a whole file",
+                "x.m4s\n#EXTINF:2,\n#EXT-X-BYTERANGE:500\nx.m4s\n",
+            ),
+            ("empty", "#EXT-X-BYTERANGE:0@0\nall.mp4\n"),
+            (
+                "overflowing",
+                "#EXT-X-BYTERANGE:10@18446744073709551610\nall.mp4\n",
+            ),
+        ] {
+            let text = format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\n{ranges}");
+            assert!(
+                matches!(
+                    parse(text.as_bytes()),
+                    Err(PlaylistError::BadByteRange { .. })
+                ),
+                "{what}: {:?}",
+                parse(text.as_bytes())
+            );
+        }
     }
 
     /// A low-latency playlist of the test origin's kind: whole segments

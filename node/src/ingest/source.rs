@@ -20,8 +20,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use url::Url;
+
+use super::playlist::ByteRange;
 
 /// Time limits of every fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,8 @@ pub enum FetchError {
     NoPlaylist { dir: PathBuf, found: usize },
     #[error("cannot build the HTTP client: {message}")]
     Client { message: String },
+    #[error("{url}: {reason}")]
+    Range { url: String, reason: String },
 }
 
 /// The origin of a stream.
@@ -122,9 +126,22 @@ impl Source {
         uri: &str,
         max_bytes: u64,
     ) -> Result<Bytes, FetchError> {
+        self.get_range(relative_to, uri, None, max_bytes).await
+    }
+
+    /// As [`get`](Self::get), only `range` of the resource when given (an
+    /// HTTP `Range` request, or a seek in the file).
+    pub async fn get_range(
+        &self,
+        relative_to: &str,
+        uri: &str,
+        range: Option<ByteRange>,
+        max_bytes: u64,
+    ) -> Result<Bytes, FetchError> {
         match self {
             Source::Http { base, client } => {
-                fetch_url(client, &resolve_url(base, relative_to, uri)?, max_bytes).await
+                let url = resolve_url(base, relative_to, uri)?;
+                fetch_url_range(client, &url, range, max_bytes).await
             }
             Source::Folder {
                 root,
@@ -132,7 +149,7 @@ impl Source {
                 ..
             } => {
                 let path = file_path(root, &join_relative(relative_to, uri)?)?;
-                let read = read_inside(root, &path, max_bytes);
+                let read = read_inside(root, &path, range, max_bytes);
                 tokio::time::timeout(*request_timeout, read)
                     .await
                     .map_err(|_| FetchError::Timeout {
@@ -175,6 +192,19 @@ pub async fn fetch_url(
     url: &Url,
     max_bytes: u64,
 ) -> Result<Bytes, FetchError> {
+    fetch_url_range(client, url, None, max_bytes).await
+}
+
+/// As [`fetch_url`], only `range` of the resource when given: asked for
+/// with an HTTP `Range`, and taken only as a `206 Partial Content` of
+/// exactly that many bytes (a server that ignores `Range` sends the whole
+/// resource with a 200, which is refused rather than read).
+pub async fn fetch_url_range(
+    client: &reqwest::Client,
+    url: &Url,
+    range: Option<ByteRange>,
+    max_bytes: u64,
+) -> Result<Bytes, FetchError> {
     let failed = |error: reqwest::Error| {
         if error.is_timeout() {
             FetchError::Timeout { url: shown(url) }
@@ -189,13 +219,38 @@ pub async fn fetch_url(
         url: shown(url),
         max: max_bytes,
     };
-    let mut response = client.get(url.clone()).send().await.map_err(failed)?;
+    let bad_range = |reason: String| FetchError::Range {
+        url: shown(url),
+        reason,
+    };
+    let mut request = client.get(url.clone());
+    if let Some(range) = range {
+        if range.length > max_bytes {
+            return Err(too_large());
+        }
+        let last = range.end().saturating_sub(1);
+        request = request.header(
+            reqwest::header::RANGE,
+            format!("bytes={}-{last}", range.offset),
+        );
+    }
+    let mut response = request.send().await.map_err(failed)?;
     let status = response.status();
     if !status.is_success() {
         return Err(FetchError::Status {
             url: shown(url),
             status: status.as_u16(),
         });
+    }
+    if let Some(range) = range
+        && status != reqwest::StatusCode::PARTIAL_CONTENT
+    {
+        return Err(bad_range(format!(
+            "asked for bytes {}-{} and got HTTP {} instead of 206: the server ignores Range",
+            range.offset,
+            range.end().saturating_sub(1),
+            status.as_u16()
+        )));
     }
     if response.content_length().is_some_and(|len| len > max_bytes) {
         return Err(too_large());
@@ -206,6 +261,16 @@ pub async fn fetch_url(
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);
+    }
+    if let Some(range) = range
+        && body.len() as u64 != range.length
+    {
+        return Err(bad_range(format!(
+            "asked for {} bytes from {} and got {}",
+            range.length,
+            range.offset,
+            body.len()
+        )));
     }
     Ok(body.freeze())
 }
@@ -378,7 +443,12 @@ fn file_path(root: &Path, relative: &str) -> Result<PathBuf, FetchError> {
     Ok(path)
 }
 
-async fn read_inside(root: &Path, path: &Path, max_bytes: u64) -> Result<Bytes, FetchError> {
+async fn read_inside(
+    root: &Path,
+    path: &Path,
+    range: Option<ByteRange>,
+    max_bytes: u64,
+) -> Result<Bytes, FetchError> {
     let io = |error: std::io::Error| FetchError::Io {
         url: path.display().to_string(),
         message: error.to_string(),
@@ -390,7 +460,7 @@ async fn read_inside(root: &Path, path: &Path, max_bytes: u64) -> Result<Bytes, 
             path: path.display().to_string(),
         });
     }
-    let file = tokio::fs::File::open(&canonical).await.map_err(io)?;
+    let mut file = tokio::fs::File::open(&canonical).await.map_err(io)?;
     let metadata = file.metadata().await.map_err(io)?;
     if !metadata.is_file() {
         return Err(io(std::io::Error::other("not a regular file")));
@@ -399,6 +469,34 @@ async fn read_inside(root: &Path, path: &Path, max_bytes: u64) -> Result<Bytes, 
         url: path.display().to_string(),
         max: max_bytes,
     };
+    if let Some(range) = range {
+        if range.length > max_bytes {
+            return Err(too_large());
+        }
+        if range.end() > metadata.len() {
+            return Err(FetchError::Range {
+                url: path.display().to_string(),
+                reason: format!(
+                    "bytes {}-{} are past the end of its {} bytes",
+                    range.offset,
+                    range.end().saturating_sub(1),
+                    metadata.len()
+                ),
+            });
+        }
+        file.seek(std::io::SeekFrom::Start(range.offset))
+            .await
+            .map_err(io)?;
+        let mut body = Vec::with_capacity(usize::try_from(range.length).unwrap_or(0));
+        file.take(range.length)
+            .read_to_end(&mut body)
+            .await
+            .map_err(io)?;
+        if body.len() as u64 != range.length {
+            return Err(io(std::io::Error::other("the file shrank while read")));
+        }
+        return Ok(Bytes::from(body));
+    }
     if metadata.len() > max_bytes {
         return Err(too_large());
     }
@@ -491,6 +589,31 @@ mod tests {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 return;
             }
+            // Honours `Range: bytes=a-b` of "0123456789", or not.
+            "/digits" | "/digits-short" => {
+                let asked = head
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("range: bytes=")
+                            .or(l.strip_prefix("Range: bytes="))
+                    })
+                    .and_then(|r| r.trim().split_once('-'))
+                    .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)));
+                match asked {
+                    Some((a, b)) => {
+                        let end = if path == "/digits-short" { b } else { b + 1 };
+                        let body = &"0123456789"[a..end.min(10)];
+                        format!(
+                            "HTTP/1.1 206 Partial Content\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    }
+                    None => "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123456789".to_owned(),
+                }
+            }
+            "/ignores-range" => {
+                "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123456789".to_owned()
+            }
             _ => format!(
                 "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}",
                 path.len()
@@ -519,6 +642,42 @@ mod tests {
             matches!(error, FetchError::Status { status: 404, .. }),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn byte_ranges_over_http_and_from_a_folder() {
+        let source = http_source(serve().await, FetchLimits::default());
+        let range = Some(ByteRange {
+            offset: 3,
+            length: 4,
+        });
+        let body = source.get_range("", "/digits", range, 100).await.unwrap();
+        assert_eq!(body, "3456");
+        // A server that ignores Range, or answers it short, is refused.
+        for path in ["/ignores-range", "/digits-short"] {
+            let error = source.get_range("", path, range, 100).await.unwrap_err();
+            assert!(matches!(error, FetchError::Range { .. }), "{path}: {error}");
+        }
+        // A range over the limit is refused before any request.
+        let error = source.get_range("", "/digits", range, 3).await.unwrap_err();
+        assert!(matches!(error, FetchError::TooLarge { .. }), "{error}");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("all.mp4"), "0123456789").unwrap();
+        std::fs::write(dir.path().join("master.m3u8"), "#EXTM3U\n").unwrap();
+        let folder =
+            Source::from_arg(&dir.path().to_string_lossy(), FetchLimits::default()).unwrap();
+        let body = folder.get_range("", "all.mp4", range, 100).await.unwrap();
+        assert_eq!(body, "3456");
+        let past = Some(ByteRange {
+            offset: 8,
+            length: 4,
+        });
+        let error = folder
+            .get_range("", "all.mp4", past, 100)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, FetchError::Range { .. }), "{error}");
     }
 
     #[tokio::test]

@@ -198,7 +198,7 @@ pub enum OfferReply {
     /// as `transfer`.
     Accept {
         transfer: TransferId,
-        header: VerifiedHeader,
+        header: Box<VerifiedHeader>,
     },
     Decline(DeclineReason),
     /// The offer does not verify; the peer is banned (see the outputs).
@@ -805,7 +805,7 @@ impl<P: Copy + Ord + Hash + std::fmt::Debug> Mesh<P> {
                 );
                 OfferReply::Accept {
                     transfer,
-                    header: verified,
+                    header: Box::new(verified),
                 }
             }
             Decision::Decline(reason) => OfferReply::Decline(reason),

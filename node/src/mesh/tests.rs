@@ -228,7 +228,11 @@ impl Net {
                         transfer: t,
                         header,
                     } => {
-                        self.nodes[peer as usize].handle_download(t, Ok(Some((header, body))), now);
+                        self.nodes[peer as usize].handle_download(
+                            t,
+                            Ok(Some((*header, body))),
+                            now,
+                        );
                         Ok(Pushed::Delivered)
                     }
                     OfferReply::Decline(reason) => Ok(Pushed::Declined(reason)),

@@ -558,7 +558,7 @@ impl Driver {
         let answer = match reply {
             OfferReply::Accept { transfer, header } => Offered::Accept {
                 transfer,
-                header: Box::new(header),
+                header,
                 cancel: self.tasks.cancellation(transfer),
                 announcer: self.announcer(transfer),
             },

@@ -24,7 +24,8 @@ use crate::arrival::Announcer;
 use crate::cache::{self, Cache};
 use crate::config::Faults;
 use crate::exchange::{self, ExchangeError, Framed, Offered, Outgoing, Pace};
-use crate::ingest::source::fetch_url;
+use crate::ingest::playlist::ByteRange;
+use crate::ingest::source::fetch_url_range;
 use crate::mesh::scheduler::TransferId;
 use crate::mesh::{Broken, Failure, Pushed};
 use crate::uplink::Uplink;
@@ -449,7 +450,12 @@ async fn fetch_origin(
     let parsed = url::Url::parse(url).map_err(|e| Broken::Failed(format!("{url}: {e}")))?;
     // The resolver guards names; an IP literal is never resolved.
     crate::origin::check(&parsed, allow_private).map_err(Broken::Failed)?;
-    let body = fetch_url(http, &parsed, header.info().length)
+    // A byte-range segment is that range of the resource (signed).
+    let range = header.info().range_start.map(|offset| ByteRange {
+        offset,
+        length: header.info().length,
+    });
+    let body = fetch_url_range(http, &parsed, range, header.info().length)
         .await
         .map_err(|e| Broken::Failed(e.to_string()))?;
     header

@@ -221,6 +221,7 @@ fn stream(name: &str) -> anyhow::Result<Stream> {
             width: 0,
             height: 0,
             uri: String::new(),
+            ..Default::default()
         }],
         origin_url: String::new(),
         segment_duration_ms: 2_000,

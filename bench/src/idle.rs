@@ -144,6 +144,7 @@ pub async fn run(bench: &IdleBench, phase: impl Fn(&str)) -> anyhow::Result<Idle
             width: 0,
             height: 0,
             uri: String::new(),
+            ..Default::default()
         }],
         origin_url: String::new(),
         segment_duration_ms: 2000,

@@ -552,6 +552,7 @@ async fn run_relay(bench: &RelayBench, progress: &dyn Fn(&str)) -> anyhow::Resul
             width: 0,
             height: 0,
             uri: String::new(),
+            ..Default::default()
         }],
         origin_url: String::new(),
         segment_duration_ms: bench.segment_duration.as_millis() as u32,

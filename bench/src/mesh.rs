@@ -316,6 +316,7 @@ pub async fn run_with(
             width: 0,
             height: 0,
             uri: String::new(),
+            ..Default::default()
         }],
         origin_url: String::new(),
         segment_duration_ms: u32::try_from(bench.interval.as_millis())

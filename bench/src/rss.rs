@@ -58,6 +58,7 @@ pub async fn run(plan: &Plan, progress: &Progress) -> anyhow::Result<RssSection>
             width: 0,
             height: 0,
             uri: String::new(),
+            ..Default::default()
         }],
         origin_url: String::new(),
         segment_duration_ms: u32::try_from(plan.segment_duration.as_millis()).unwrap_or(u32::MAX),

@@ -79,6 +79,7 @@ fn bench_stream() -> anyhow::Result<(PublisherKey, VerifiedDescriptor)> {
             width: 0,
             height: 0,
             uri: String::new(),
+            ..Default::default()
         }],
         origin_url: String::new(),
         segment_duration_ms: 4000,

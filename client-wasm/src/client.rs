@@ -21,7 +21,9 @@ use meshcast_proto::pb::ErrorCode;
 use meshcast_proto::session::{
     self, ControlReader, Delivered, DeliveryReader, GatewayAddr, ServerEvent, SessionError,
 };
-use meshcast_proto::{MAX_PARTS, SegmentId, StreamId, StreamKey, VerifiedDescriptor};
+use meshcast_proto::{
+    MAX_PARTS, RenditionKind, SegmentId, StreamId, StreamKey, VerifiedDescriptor,
+};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, spawn_local};
 use web_sys::{AbortSignal, ReadableStreamDefaultReader};
@@ -151,7 +153,8 @@ impl MeshClient {
     }
 
     /// The verified stream descriptor: `{ name, live, segmentDurationMs,
-    /// originUrl, renditions: [{ id, name, bandwidth, uri, playlistUrl }] }`.
+    /// originUrl, renditions: [{ id, name, bandwidth, uri, playlistUrl, kind
+    /// ('variant' | 'audio' | 'subtitles' | 'video'), group, language }] }`.
     pub fn descriptor(&self) -> JsValue {
         let inner = self.inner.borrow();
         let Some(d) = inner
@@ -170,6 +173,9 @@ impl MeshClient {
                 ("bandwidth", (r.bandwidth as f64).into()),
                 ("uri", r.uri.as_str().into()),
                 ("playlistUrl", playlist.into()),
+                ("kind", rendition_kind(r.kind).into()),
+                ("group", r.group.as_str().into()),
+                ("language", r.language.as_str().into()),
             ]));
         }
         object(&[
@@ -280,6 +286,15 @@ impl MeshClient {
         for s in sessions {
             s.close("viewer left");
         }
+    }
+}
+
+fn rendition_kind(kind: RenditionKind) -> &'static str {
+    match kind {
+        RenditionKind::Variant => "variant",
+        RenditionKind::Audio => "audio",
+        RenditionKind::Subtitles => "subtitles",
+        RenditionKind::Video => "video",
     }
 }
 

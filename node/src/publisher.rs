@@ -155,6 +155,9 @@ impl Publisher {
                         width: v.width,
                         height: v.height,
                         uri: v.uri,
+                        kind: v.kind,
+                        group: v.group,
+                        language: v.language,
                     })
                     .collect();
                 (renditions, tracks, first)
@@ -168,6 +171,7 @@ impl Publisher {
                     width: 0,
                     height: 0,
                     uri: String::new(),
+                    ..Default::default()
                 };
                 let track = Track {
                     id: 0,

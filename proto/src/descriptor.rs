@@ -5,6 +5,7 @@
 //! publisher signed it and that it describes the id a viewer asked for.
 
 use crate::canonical::Canonical;
+use crate::pb::RenditionKind;
 use crate::{DecodeError, PublicKey, PublisherKey, StreamId, StreamKey, VerifyError, fixed, pb};
 
 const DESCRIPTOR_TAG: &[u8] = b"meshcast/v1/stream-descriptor\0";
@@ -14,11 +15,20 @@ pub const MAX_NAME: usize = 128;
 pub const MAX_RENDITIONS: usize = 32;
 pub const MAX_RENDITION_NAME: usize = 64;
 pub const MAX_CODECS: usize = 256;
+/// Longest `GROUP-ID` and `LANGUAGE` of an alternative rendition.
+pub const MAX_GROUP: usize = 64;
+pub const MAX_LANGUAGE: usize = 35;
 pub const MAX_ORIGIN_URL: usize = 2048;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// One rendition; `Default` is an empty variant, for literals to fill.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Rendition {
     pub id: u32,
+    /// A variant stream, or an alternative rendition (HLS `EXT-X-MEDIA`)
+    /// named by `group` (`GROUP-ID`) and `language`.
+    pub kind: RenditionKind,
+    pub group: String,
+    pub language: String,
     pub name: String,
     pub bandwidth: u64,
     pub codecs: String,
@@ -72,6 +82,8 @@ impl Descriptor {
         for (i, r) in self.renditions.iter().enumerate() {
             check_len("renditions.name", &r.name, MAX_RENDITION_NAME)?;
             check_len("renditions.codecs", &r.codecs, MAX_CODECS)?;
+            check_len("renditions.group", &r.group, MAX_GROUP)?;
+            check_len("renditions.language", &r.language, MAX_LANGUAGE)?;
             check_len("renditions.uri", &r.uri, MAX_ORIGIN_URL)?;
             if self.renditions[..i].iter().any(|other| other.id == r.id) {
                 return Err(DecodeError::Invalid {
@@ -103,7 +115,10 @@ impl Descriptor {
                 .str(&r.codecs)
                 .u32(r.width)
                 .u32(r.height)
-                .str(&r.uri);
+                .str(&r.uri)
+                .u8(r.kind as u8)
+                .str(&r.group)
+                .str(&r.language);
         }
         c.str(&self.origin_url)
             .u32(self.segment_duration_ms)
@@ -189,6 +204,9 @@ impl SignedDescriptor {
                     width: r.width,
                     height: r.height,
                     uri: r.uri.clone(),
+                    kind: r.kind as i32,
+                    group: r.group.clone(),
+                    language: r.language.clone(),
                 })
                 .collect(),
             origin_url: d.origin_url.clone(),
@@ -208,16 +226,26 @@ impl SignedDescriptor {
                 renditions: msg
                     .renditions
                     .iter()
-                    .map(|r| Rendition {
-                        id: r.id,
-                        name: r.name.clone(),
-                        bandwidth: r.bandwidth,
-                        codecs: r.codecs.clone(),
-                        width: r.width,
-                        height: r.height,
-                        uri: r.uri.clone(),
+                    .map(|r| {
+                        Ok(Rendition {
+                            id: r.id,
+                            kind: RenditionKind::try_from(r.kind).map_err(|_| {
+                                DecodeError::UnknownValue {
+                                    field: "renditions.kind",
+                                    value: r.kind,
+                                }
+                            })?,
+                            group: r.group.clone(),
+                            language: r.language.clone(),
+                            name: r.name.clone(),
+                            bandwidth: r.bandwidth,
+                            codecs: r.codecs.clone(),
+                            width: r.width,
+                            height: r.height,
+                            uri: r.uri.clone(),
+                        })
                     })
-                    .collect(),
+                    .collect::<Result<_, DecodeError>>()?,
                 origin_url: msg.origin_url.clone(),
                 segment_duration_ms: msg.segment_duration_ms,
                 live: msg.live,

@@ -47,7 +47,7 @@ pub mod pb {
 pub use descriptor::{Descriptor, Rendition, SignedDescriptor, VerifiedDescriptor};
 pub use id::{MAX_PARTS, SegmentId, StreamId};
 pub use keys::{PublicKey, PublisherKey, StreamKey};
-pub use pb::SegmentKind;
+pub use pb::{RenditionKind, SegmentKind};
 pub use segment::{BodyError, BodyVerifier, SegmentInfo, SignedHeader, VerifiedHeader};
 
 /// Why a protobuf message could not be turned into a meshcast value: a field

@@ -205,6 +205,10 @@ pub struct Welcomed {
 /// follows. Eight of two renditions with their inits are about 4 KB of the
 /// 64 KiB frame.
 pub const WELCOME_RECENT: usize = 8;
+/// Media headers a Welcome's `recent` carries in all: with many renditions
+/// (alternate audio, subtitles) each gets fewer, at least one, so that
+/// Welcome stays within a quarter of the frame limit.
+pub const WELCOME_RECENT_TOTAL: usize = 64;
 
 /// Checks the gateway's first frame: a Welcome whose descriptor is signed by
 /// the publisher of `stream` and whose live-edge headers verify. `now_us`

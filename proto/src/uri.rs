@@ -262,6 +262,7 @@ mod tests {
                 width: 0,
                 height: 0,
                 uri: "video/720p/index.m3u8".into(),
+                ..Default::default()
             }],
             origin_url: "https://cdn.example/live/master.m3u8?token=1".into(),
             segment_duration_ms: 2000,

@@ -352,6 +352,12 @@ fn recent(shared: &Shared, stream: &StreamId) -> Vec<pb::SegmentHeader> {
             std::cmp::Reverse(b.sequence),
         ))
     });
+    // Fewer per rendition when there are many, so that Welcome stays far
+    // below the frame limit (WELCOME_RECENT_TOTAL media headers in all).
+    let renditions: std::collections::HashSet<u32> =
+        headers.iter().map(|h| h.info.id.rendition).collect();
+    let per_rendition = (meshcast_proto::session::WELCOME_RECENT_TOTAL / renditions.len().max(1))
+        .clamp(1, meshcast_proto::session::WELCOME_RECENT);
     let mut taken: HashMap<(u32, i32), usize> = HashMap::new();
     headers
         .into_iter()
@@ -360,7 +366,7 @@ fn recent(shared: &Shared, stream: &StreamId) -> Vec<pb::SegmentHeader> {
             let keep = if id.kind == SegmentKind::Init {
                 1
             } else {
-                meshcast_proto::session::WELCOME_RECENT
+                per_rendition
             };
             let n = taken.entry((id.rendition, id.kind as i32)).or_insert(0);
             *n += 1;

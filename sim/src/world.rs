@@ -224,6 +224,7 @@ impl World {
                 width: 0,
                 height: 0,
                 uri: "v0/index.m3u8".into(),
+                ..Default::default()
             }],
             origin_url: "https://origin.sim/live/master.m3u8".into(),
             segment_duration_ms: sc.segment.as_millis() as u32,

@@ -31,6 +31,7 @@ impl Live {
                 width: 0,
                 height: 0,
                 uri: String::new(),
+                ..Default::default()
             }],
             origin_url: String::new(),
             segment_duration_ms: 2_000,

@@ -149,6 +149,7 @@ async fn attackers_stream(
             width: 0,
             height: 0,
             uri: "secret.m3u8".into(),
+            ..Default::default()
         }],
         origin_url: url,
         segment_duration_ms: 2000,

@@ -8,10 +8,13 @@
 //!
 //! What is supported:
 //! - master playlists: every `EXT-X-STREAM-INF` variant becomes a
-//!   [`RenditionInfo`]. I-frame-only variants (`EXT-X-I-FRAME-STREAM-INF`) are
-//!   ignored. Alternative renditions (`EXT-X-MEDIA`, e.g. separate audio
-//!   tracks) are ignored too for now: only variants are ingested, so a stream
-//!   whose audio lives only in an `EXT-X-MEDIA` playlist is ingested without it.
+//!   [`RenditionInfo`], then every alternative rendition with a playlist of
+//!   its own (`EXT-X-MEDIA` of `TYPE` `AUDIO`, `SUBTITLES` or `VIDEO` with a
+//!   `URI`: alternate audio, subtitles, camera angles), once per distinct
+//!   URI, keeping its `GROUP-ID` and `LANGUAGE`. An `EXT-X-MEDIA` without a
+//!   URI (its media is in the variants) and closed captions (in the video)
+//!   have nothing to ingest. I-frame-only variants
+//!   (`EXT-X-I-FRAME-STREAM-INF`) are ignored.
 //! - media playlists, live (sliding window), EVENT and VOD, with MPEG-TS or
 //!   fMP4 segments. For fMP4 the `EXT-X-MAP` in force is attached to every
 //!   segment it applies to (the tag applies until the next `EXT-X-MAP`).
@@ -42,12 +45,17 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use m3u8_rs::{MasterPlaylist, MediaPlaylistType, VariantStream};
+use m3u8_rs::{
+    AlternativeMedia, AlternativeMediaType, MasterPlaylist, MediaPlaylistType, VariantStream,
+};
 
 use meshcast_proto::MAX_PARTS;
 
 use super::parts::{LowLatency, PartInfo, PartsError};
-use meshcast_proto::descriptor::{MAX_CODECS, MAX_RENDITION_NAME, MAX_RENDITIONS};
+use meshcast_proto::RenditionKind;
+use meshcast_proto::descriptor::{
+    MAX_CODECS, MAX_GROUP, MAX_LANGUAGE, MAX_RENDITION_NAME, MAX_RENDITIONS,
+};
 
 /// Largest playlist accepted: room for [`MAX_SEGMENTS`] segments with
 /// 400-byte lines. Fetch playlists with this size limit.
@@ -96,6 +104,11 @@ pub struct RenditionInfo {
     /// `RESOLUTION`, 0×0 when absent (audio-only variants).
     pub width: u32,
     pub height: u32,
+    /// A variant, or the kind of an alternative rendition (`EXT-X-MEDIA`)
+    /// with its `GROUP-ID` and `LANGUAGE` (empty for variants).
+    pub kind: RenditionKind,
+    pub group: String,
+    pub language: String,
 }
 
 impl RenditionInfo {
@@ -109,6 +122,9 @@ impl RenditionInfo {
             codecs: String::new(),
             width: 0,
             height: 0,
+            kind: RenditionKind::Variant,
+            group: String::new(),
+            language: String::new(),
         }
     }
 }
@@ -211,6 +227,8 @@ pub enum PlaylistError {
     VariantWithoutUri { variant: usize },
     #[error("variant {variant} of the master playlist: {reason}")]
     BadVariant { variant: usize, reason: String },
+    #[error("alternative rendition {name:?} (EXT-X-MEDIA) of the master playlist: {reason}")]
+    BadAlternative { name: String, reason: String },
     #[error("URI of {len} bytes is over the {} byte limit: {start:?}", MAX_URI_LEN)]
     UriTooLong { len: usize, start: String },
     #[error("target duration {seconds} s is missing or outside 1..=60 s")]
@@ -310,16 +328,43 @@ fn renditions(master: MasterPlaylist) -> Result<Vec<RenditionInfo>, PlaylistErro
     if variants.is_empty() {
         return Err(PlaylistError::EmptyMaster);
     }
-    if variants.len() > MAX_RENDITIONS {
+    // One rendition per distinct playlist: an alternative may be listed in
+    // several groups, and players ask for it by its URL.
+    let mut alternatives: Vec<AlternativeMedia> = Vec::new();
+    for alternative in master.alternatives {
+        let has_playlist = !matches!(
+            alternative.media_type,
+            AlternativeMediaType::ClosedCaptions | AlternativeMediaType::Other(_)
+        );
+        if let Some(uri) = alternative.uri.as_deref().filter(|_| has_playlist)
+            && !variants.iter().any(|v| v.uri == uri)
+            && !alternatives.iter().any(|a| a.uri.as_deref() == Some(uri))
+        {
+            alternatives.push(alternative);
+        }
+    }
+    let count = variants.len() + alternatives.len();
+    if count > MAX_RENDITIONS {
         return Err(PlaylistError::TooMany {
-            what: "variant streams",
-            count: variants.len(),
+            what: "variant streams and alternative renditions",
+            count,
             max: MAX_RENDITIONS,
         });
     }
-    let mut renditions: Vec<RenditionInfo> = Vec::with_capacity(variants.len());
-    for (index, variant) in variants.into_iter().enumerate() {
-        let rendition = rendition(index, variant)?;
+    let first_alternative = variants.len();
+    let all = variants
+        .into_iter()
+        .enumerate()
+        .map(|(index, variant)| rendition(index, variant))
+        .chain(
+            alternatives
+                .into_iter()
+                .enumerate()
+                .map(|(i, alternative)| alternative_rendition(first_alternative + i, alternative)),
+        );
+    let mut renditions: Vec<RenditionInfo> = Vec::with_capacity(count);
+    for rendition in all {
+        let rendition = rendition?;
         let name = if renditions.iter().any(|r| r.name == rendition.name) {
             let suffix = format!("-{}", rendition.id);
             let stem = truncate(
@@ -378,6 +423,51 @@ fn rendition(index: usize, variant: VariantStream) -> Result<RenditionInfo, Play
         codecs,
         width,
         height,
+        kind: RenditionKind::Variant,
+        group: String::new(),
+        language: String::new(),
+    })
+}
+
+/// An `EXT-X-MEDIA` with a playlist of its own, as rendition `index`.
+fn alternative_rendition(
+    index: usize,
+    alternative: AlternativeMedia,
+) -> Result<RenditionInfo, PlaylistError> {
+    let bad = |reason: String| PlaylistError::BadAlternative {
+        name: truncate(&alternative.name, QUOTE_LEN).to_owned(),
+        reason,
+    };
+    let uri = alternative.uri.clone().unwrap_or_default();
+    check_uri(&uri)?;
+    let kind = match alternative.media_type {
+        AlternativeMediaType::Audio => RenditionKind::Audio,
+        AlternativeMediaType::Subtitles => RenditionKind::Subtitles,
+        _ => RenditionKind::Video,
+    };
+    if alternative.group_id.len() > MAX_GROUP {
+        return Err(bad(format!("GROUP-ID over {MAX_GROUP} bytes")));
+    }
+    let language = alternative.language.clone().unwrap_or_default();
+    if language.len() > MAX_LANGUAGE {
+        return Err(bad(format!("LANGUAGE over {MAX_LANGUAGE} bytes")));
+    }
+    let name = match alternative.name.trim() {
+        "" => uri_stem(&uri).to_owned(),
+        name => name.to_owned(),
+    };
+    Ok(RenditionInfo {
+        // At most MAX_RENDITIONS in all, checked by the caller.
+        id: u32::try_from(index).unwrap_or(u32::MAX),
+        name: truncate(&name, MAX_RENDITION_NAME).to_owned(),
+        uri,
+        bandwidth: 0,
+        codecs: String::new(),
+        width: 0,
+        height: 0,
+        kind,
+        group: alternative.group_id,
+        language,
     })
 }
 
@@ -823,6 +913,9 @@ mod tests {
                     codecs: "avc1.4d401e,mp4a.40.2".into(),
                     width: 640,
                     height: 360,
+                    kind: RenditionKind::Variant,
+                    group: String::new(),
+                    language: String::new(),
                 },
                 RenditionInfo {
                     id: 1,
@@ -832,9 +925,87 @@ mod tests {
                     codecs: "avc1.640028,mp4a.40.2".into(),
                     width: 1280,
                     height: 720,
+                    kind: RenditionKind::Variant,
+                    group: String::new(),
+                    language: String::new(),
                 },
             ]
         );
+    }
+
+    #[test]
+    fn alternative_renditions_with_a_playlist_are_ingested_once_each() {
+        let text = "#EXTM3U\n\
+            #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aac\",NAME=\"English\",LANGUAGE=\"en\",DEFAULT=YES,URI=\"audio/en.m3u8\"\n\
+            #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aac\",NAME=\"Deutsch\",LANGUAGE=\"de\",URI=\"audio/de.m3u8\"\n\
+            #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aac-hi\",NAME=\"English\",LANGUAGE=\"en\",URI=\"audio/en.m3u8\"\n\
+            #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"muxed\",NAME=\"In the video\"\n\
+            #EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"English\",LANGUAGE=\"en\",URI=\"subs/en.m3u8\"\n\
+            #EXT-X-MEDIA:TYPE=CLOSED-CAPTIONS,GROUP-ID=\"cc\",NAME=\"CC\",INSTREAM-ID=\"CC1\"\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,AUDIO=\"aac\",SUBTITLES=\"subs\"\n\
+            video/360p.m3u8\n";
+        let Ok(Playlist::Master(renditions)) = parse(text.as_bytes()) else {
+            panic!("expected a master playlist");
+        };
+        let summary: Vec<(u32, RenditionKind, &str, &str, &str, &str)> = renditions
+            .iter()
+            .map(|r| {
+                (
+                    r.id,
+                    r.kind,
+                    r.name.as_str(),
+                    r.uri.as_str(),
+                    r.group.as_str(),
+                    r.language.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    0,
+                    RenditionKind::Variant,
+                    "640x360",
+                    "video/360p.m3u8",
+                    "",
+                    ""
+                ),
+                (
+                    1,
+                    RenditionKind::Audio,
+                    "English",
+                    "audio/en.m3u8",
+                    "aac",
+                    "en"
+                ),
+                (
+                    2,
+                    RenditionKind::Audio,
+                    "Deutsch",
+                    "audio/de.m3u8",
+                    "aac",
+                    "de"
+                ),
+                (
+                    3,
+                    RenditionKind::Subtitles,
+                    "English-3",
+                    "subs/en.m3u8",
+                    "subs",
+                    "en"
+                ),
+            ]
+        );
+        let long_group = format!(
+            "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"{}\",NAME=\"a\",URI=\"a.m3u8\"\n\
+             #EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n",
+            "g".repeat(MAX_GROUP + 1)
+        );
+        assert!(matches!(
+            parse(long_group.as_bytes()),
+            Err(PlaylistError::BadAlternative { .. })
+        ));
     }
 
     #[test]

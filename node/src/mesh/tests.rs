@@ -33,6 +33,7 @@ impl Fixture {
                 width: 0,
                 height: 0,
                 uri: "v0/index.m3u8".into(),
+                ..Default::default()
             }],
             origin_url: origin.into(),
             segment_duration_ms: 2_000,

@@ -43,6 +43,7 @@ pub fn descriptor(key: &PublisherKey, name: &str) -> Descriptor {
                 width: 640,
                 height: 360,
                 uri: "360p.m3u8".into(),
+                ..Default::default()
             },
             Rendition {
                 id: 1,
@@ -52,6 +53,7 @@ pub fn descriptor(key: &PublisherKey, name: &str) -> Descriptor {
                 width: 1280,
                 height: 720,
                 uri: "720p.m3u8".into(),
+                ..Default::default()
             },
         ],
         origin_url: "https://origin.example/live/master.m3u8".into(),

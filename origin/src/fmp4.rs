@@ -30,6 +30,14 @@
 //! a keyframe. The segment served beside its parts is their concatenation, as
 //! an LL-HLS packager makes it.
 //!
+//! # Taking one track out
+//!
+//! [`keep_track`] writes a segment's samples of one track only, the same way
+//! (one `moof` + `mdat`), and [`keep_track_init`] the init segment with only
+//! that track's `trak` and `trex`: the test origin's demuxed rendering
+//! (`/alt/`: video-only variants and an alternate audio rendition) is made
+//! from the committed muxed stream this way.
+//!
 //! Refused with an [`Fmp4Error`]: encrypted or otherwise unknown `traf`
 //! children (`senc`, `saiz`, `sbgp`, …), `duration-is-empty` fragments, a
 //! `traf` without `tfdt`, a track the init segment does not declare, sample
@@ -67,6 +75,8 @@ pub enum Fmp4Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Track {
     pub id: u32,
+    /// The `hdlr` handler type: `vide`, `soun`, `subt`…
+    pub handler: [u8; 4],
     /// Units per second of the track's decode times (`mdhd`).
     pub timescale: u32,
     /// `trex` defaults, used where `tfhd` and `trun` are silent.
@@ -118,6 +128,11 @@ impl Tracks {
         Ok(Self(tracks))
     }
 
+    /// Every track, in `trak` order.
+    pub fn all(&self) -> &[Track] {
+        &self.0
+    }
+
     fn get(&self, id: u32) -> Result<&Track, Fmp4Error> {
         self.0
             .iter()
@@ -129,6 +144,7 @@ impl Tracks {
 fn trak(trak: &Atom<'_>) -> Result<Track, Fmp4Error> {
     let mut id = None;
     let mut timescale = None;
+    let mut handler = *b"    ";
     for child in boxes(trak.body, trak.body_at)? {
         match &child.kind {
             b"tkhd" => {
@@ -143,6 +159,11 @@ fn trak(trak: &Atom<'_>) -> Result<Track, Fmp4Error> {
                         r.skip(if r.version == 1 { 16 } else { 8 })?;
                         timescale = Some(r.u32()?);
                     }
+                    if &m.kind == b"hdlr" {
+                        let mut r = Reader::full(&m)?;
+                        let _pre_defined = r.u32()?;
+                        handler = r.u32()?.to_be_bytes();
+                    }
                 }
             }
             _ => {}
@@ -151,6 +172,7 @@ fn trak(trak: &Atom<'_>) -> Result<Track, Fmp4Error> {
     match (id, timescale) {
         (Some(id), Some(timescale)) if timescale > 0 => Ok(Track {
             id,
+            handler,
             timescale,
             default_duration: 0,
             default_size: 0,
@@ -230,6 +252,66 @@ pub fn split(segment: &[u8], tracks: &Tracks, target: Duration) -> Result<Vec<Pa
         });
     }
     Ok(out)
+}
+
+/// The samples of track `id` in `segment`, written as one `moof` + `mdat`
+/// (see the module docs).
+pub fn keep_track(segment: &[u8], tracks: &Tracks, id: u32) -> Result<Vec<u8>, Fmp4Error> {
+    tracks.get(id)?;
+    let runs = read_samples(segment, tracks)?;
+    let r = runs
+        .iter()
+        .position(|run| run.track == id)
+        .ok_or(Fmp4Error::NoSamples)?;
+    let samples: Vec<(usize, &Sample)> = runs[r].samples.iter().map(|s| (r, s)).collect();
+    write_part(segment, &runs, &samples, 1)
+}
+
+/// `init` with track `id` only: every box as is but the other tracks' `trak`
+/// and `trex`, and the sizes of `moov` and `mvex` that enclose them.
+pub fn keep_track_init(init: &[u8], id: u32) -> Result<Vec<u8>, Fmp4Error> {
+    let raw = |b: &Atom<'_>| &init[b.body_at - b.header..b.body_at + b.body.len()];
+    let mut out = Vec::with_capacity(init.len());
+    let mut found = false;
+    for top in boxes(init, 0)? {
+        if &top.kind != b"moov" {
+            out.extend_from_slice(raw(&top));
+            continue;
+        }
+        let mut moov = Vec::new();
+        for child in boxes(top.body, top.body_at)? {
+            match &child.kind {
+                b"trak" => {
+                    if trak(&child)?.id == id {
+                        found = true;
+                        moov.extend_from_slice(raw(&child));
+                    }
+                }
+                b"mvex" => {
+                    let mut mvex = Vec::new();
+                    for t in boxes(child.body, child.body_at)? {
+                        let other = &t.kind == b"trex" && {
+                            let mut r = Reader::full(&t)?;
+                            r.u32()? != id
+                        };
+                        if !other {
+                            mvex.extend_from_slice(raw(&t));
+                        }
+                    }
+                    put_header(&mut moov, 8 + mvex.len(), b"mvex");
+                    moov.extend_from_slice(&mvex);
+                }
+                _ => moov.extend_from_slice(raw(&child)),
+            }
+        }
+        put_header(&mut out, 8 + moov.len(), b"moov");
+        out.extend_from_slice(&moov);
+    }
+    if found {
+        Ok(out)
+    } else {
+        Err(Fmp4Error::UnknownTrack(id))
+    }
 }
 
 /// `sample_is_non_sync_sample` is bit 16 of the sample flags.
@@ -688,6 +770,37 @@ mod tests {
                 (run.track, rows)
             })
             .collect()
+    }
+
+    #[test]
+    fn one_track_taken_out_holds_exactly_its_samples() {
+        let init = media("init_360p.mp4");
+        let tracks = tracks();
+        let kinds: Vec<[u8; 4]> = tracks.all().iter().map(|t| t.handler).collect();
+        assert_eq!(kinds, [*b"vide", *b"soun"]);
+        let segment = media("360p_03.m4s");
+        let whole = table(&segment, &tracks);
+        for track in tracks.all() {
+            let only_init = keep_track_init(&init, track.id).expect("init of one track");
+            let only = Tracks::parse(&only_init).expect("parses");
+            assert_eq!(only.all(), &[*track][..], "its trak and trex, as they were");
+            let bytes = keep_track(&segment, &tracks, track.id).expect("one track");
+            let got = table(&bytes, &only);
+            let want: Table = whole
+                .iter()
+                .filter(|(id, _)| *id == track.id)
+                .cloned()
+                .collect();
+            assert_eq!(got, want, "track {}", track.id);
+        }
+        assert_eq!(
+            keep_track_init(&init, 9).unwrap_err(),
+            Fmp4Error::UnknownTrack(9)
+        );
+        assert_eq!(
+            keep_track(&segment, &tracks, 9).unwrap_err(),
+            Fmp4Error::UnknownTrack(9)
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! | `GET /ll/<media playlist>` | the live loop as low-latency HLS, with blocking reload (see [`lowlatency`]) |
 //! | `GET /ll/<stem>/<msn>.m4s`, `GET /ll/<stem>/<msn>.<part>.m4s` | a live segment or part, once published (a request for one about to be published waits for it) |
 //! | `GET /ll/<path>` | any other file (init segments), as is |
+//! | `GET /alt/master.m3u8` | the master playlist with an alternate audio rendition (`EXT-X-MEDIA`) that every variant names (see [`demuxed`]) |
+//! | `GET /alt/<media playlist>`, `GET /alt/<file>` | the video-only variants and the audio rendition, as a VOD, and their files |
 //! | `GET /range/master.m3u8` | the master playlist, unchanged |
 //! | `GET /range/<media playlist>` | the VOD with every segment a byte range of one file (see [`ranged`]), for every media playlist with an init segment |
 //! | `GET /range/<stem>.mp4` | that file: init segment then segments, with `Range` requests answered 206 (one range; 416 when unsatisfiable) |
@@ -51,6 +53,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod demuxed;
 pub mod fmp4;
 pub mod lowlatency;
 pub mod playlist;
@@ -77,6 +80,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::demuxed::{Demuxed, Muxed, demux};
 use crate::fmp4::{Fmp4Error, Tracks};
 use crate::lowlatency::{Availability, Blocking, LowLatency, MediaPath, SegmentParts};
 use crate::playlist::{MasterPlaylist, PlaylistError, VodPlaylist, check_relative_path};
@@ -131,6 +135,9 @@ pub struct Origin {
     /// The byte-range renditions (`/range/`) by the stem of their media
     /// playlist's URI; those without an init segment have none.
     ranged: HashMap<String, Arc<Ranged>>,
+    /// The rendering with alternate audio (`/alt/`); `None` when a
+    /// rendition has no init segment or not both video and audio.
+    demuxed: Option<Arc<Demuxed>>,
 }
 
 /// A media playlist cut into parts, with their bytes.
@@ -168,7 +175,9 @@ impl Origin {
 
         let mut media = HashMap::new();
         let mut ranged = HashMap::new();
+        let mut order = Vec::new();
         for uri in master.media_playlists {
+            order.push(uri.clone());
             let path = root.join(&uri);
             let text = read_bounded_sync(&path).map_err(io_err(&path))?;
             let playlist = VodPlaylist::parse(&text).map_err(|source| Error::Playlist {
@@ -183,6 +192,7 @@ impl Origin {
             media.insert(uri, playlist);
         }
 
+        let demuxed = demuxed(&root, &text, &order, &media).map(Arc::new);
         Ok(Self {
             root,
             media,
@@ -190,6 +200,7 @@ impl Origin {
             clock_rate: 1.0,
             started: Instant::now(),
             parts: HashMap::new(),
+            demuxed,
             ranged,
         })
     }
@@ -328,6 +339,7 @@ impl Origin {
             .route("/replay/{loops}/{*path}", get(replay))
             .route("/ll/{*path}", get(low_latency))
             .route("/range/{*path}", get(range))
+            .route("/alt/{*path}", get(alternate))
             .fallback(|| async { StatusCode::NOT_FOUND })
             .layer(middleware::from_fn(cors))
             .with_state(Arc::new(self))
@@ -613,6 +625,58 @@ async fn range(
             response
         }
     }
+}
+
+async fn alternate(State(origin): State<Arc<Origin>>, UrlPath(path): UrlPath<String>) -> Response {
+    let Some(demuxed) = &origin.demuxed else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let kind = [(header::CONTENT_TYPE, content_type(&path))];
+    if path == MASTER_PLAYLIST {
+        return (kind, demuxed.master.clone()).into_response();
+    }
+    if let Some(text) = demuxed.playlists.get(&path) {
+        return (kind, text.clone()).into_response();
+    }
+    match demuxed.files.get(&path) {
+        Some(bytes) => (kind, bytes.clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The rendering with alternate audio (see [`demuxed`]) of the directory's
+/// renditions in master order; `None` if one cannot be taken apart.
+fn demuxed(
+    root: &Path,
+    master: &[u8],
+    order: &[String],
+    media: &HashMap<String, VodPlaylist>,
+) -> Option<Demuxed> {
+    let master = std::str::from_utf8(master).ok()?;
+    let mut loaded = Vec::new();
+    for uri in order {
+        let playlist = media.get(uri)?;
+        let base = root.join(uri);
+        let base = base.parent().unwrap_or(root);
+        let init = read_bounded_sync(&base.join(playlist.init_uri()?)).ok()?;
+        let segments = playlist
+            .segments()
+            .iter()
+            .map(|s| read_bounded_sync(&base.join(&s.uri)).ok())
+            .collect::<Option<Vec<_>>>()?;
+        let stem = uri.strip_suffix(".m3u8")?.to_owned();
+        loaded.push((stem, playlist, init, segments));
+    }
+    let muxed: Vec<Muxed<'_>> = loaded
+        .iter()
+        .map(|(stem, playlist, init, segments)| Muxed {
+            stem,
+            playlist,
+            init,
+            segments,
+        })
+        .collect();
+    demux(master, &muxed).ok()
 }
 
 /// The byte-range rendering of a media playlist (see [`ranged`]): its init

@@ -215,6 +215,47 @@ async fn byte_ranges_of_one_file_are_the_segments() {
     assert_eq!(get(origin.addr, "/range/nope.m3u8").await.status, 404);
 }
 
+/// `/alt/`: video-only variants and one alternate audio rendition that
+/// every variant names, each file holding one track.
+#[tokio::test]
+async fn alternate_audio_is_a_rendition_of_its_own() {
+    let origin = start().await;
+    let master = get(origin.addr, "/alt/master.m3u8").await.text();
+    let parsed = m3u8_rs::parse_master_playlist_res(master.as_bytes()).expect("parses");
+    assert_eq!(parsed.alternatives.len(), 1, "{master}");
+    let audio = &parsed.alternatives[0];
+    assert_eq!(audio.uri.as_deref(), Some("audio.m3u8"));
+    assert_eq!(audio.group_id, "aud");
+    assert_eq!(parsed.variants.len(), 2);
+    assert!(
+        parsed
+            .variants
+            .iter()
+            .all(|v| v.audio.as_deref() == Some("aud"))
+    );
+    for (playlist, handler) in [
+        ("360p.m3u8", b"vide"),
+        ("180p.m3u8", b"vide"),
+        ("audio.m3u8", b"soun"),
+    ] {
+        let text = get(origin.addr, &format!("/alt/{playlist}")).await.text();
+        let media = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("parses");
+        assert_eq!(media.segments.len(), 10, "{playlist}");
+        let init_uri = media.segments[0].map.clone().expect("EXT-X-MAP").uri;
+        let init = get(origin.addr, &format!("/alt/{init_uri}")).await;
+        assert_eq!(init.status, 200);
+        let tracks = meshcast_origin::fmp4::Tracks::parse(&init.body).expect("an init segment");
+        let handlers: Vec<[u8; 4]> = tracks.all().iter().map(|t| t.handler).collect();
+        assert_eq!(handlers, [*handler], "{playlist}");
+        for segment in &media.segments {
+            let r = get(origin.addr, &format!("/alt/{}", segment.uri)).await;
+            assert_eq!(r.status, 200, "{}", segment.uri);
+            assert!(!r.body.is_empty());
+        }
+    }
+    assert_eq!(get(origin.addr, "/alt/nope.m4s").await.status, 404);
+}
+
 #[tokio::test]
 async fn live_playlist_advances_and_its_segments_are_the_files() {
     let origin = start().await;

@@ -9,7 +9,8 @@
 //! the origin also serves the loop as LL-HLS (parts, blocking reload) and the
 //! page plays it in hls.js's low-latency mode. With `--byte-range` it
 //! publishes the 20 s VOD as byte ranges of one file per rendition (the
-//! origin's `/range/`). With
+//! origin's `/range/`), and with `--alternate-audio` as video-only variants
+//! with an alternate audio rendition (`/alt/`, `EXT-X-MEDIA`). With
 //! `--gateways 2` the first node also serves browsers and the relay's Welcome
 //! names it. An HTTP server in this process serves the page (`--web`) and
 //! `/config.json`, which tells the page where everything is.
@@ -92,6 +93,12 @@ pub struct DemoArgs {
     /// `EXT-X-BYTERANGE`).
     #[arg(long, conflicts_with_all = ["vod", "low_latency"])]
     byte_range: bool,
+    /// Publish the media folder as a VOD whose audio is an alternate
+    /// rendition of its own (the origin's `/alt/`: video-only variants and
+    /// an `EXT-X-MEDIA` audio playlist), which the page plays beside the
+    /// video.
+    #[arg(long, conflicts_with_all = ["vod", "low_latency", "byte_range"])]
+    alternate_audio: bool,
     /// Testing only: the page plays through an HTTP edge in front of the
     /// origin that corrupts every Nth media segment it serves, with the
     /// origin as its fallback mirror, to watch browsers reject those bytes
@@ -274,7 +281,7 @@ async fn demo(
         "stream": ready.stream.to_string(),
         "playlist": playlist,
         "fallback": fallback,
-        "vod": args.vod || args.byte_range,
+        "vod": args.vod || args.byte_range || args.alternate_audio,
         "lowLatency": args.low_latency,
         "token": "",
         "gateways": args.gateways,
@@ -357,6 +364,8 @@ async fn start(
         format!("{origin_url}/replay/{VOD_LOOPS}/master.m3u8")
     } else if args.byte_range {
         format!("{origin_url}/range/master.m3u8")
+    } else if args.alternate_audio {
+        format!("{origin_url}/alt/master.m3u8")
     } else if args.low_latency {
         format!("{origin_url}/ll/master.m3u8")
     } else {
@@ -445,7 +454,7 @@ async fn start(
     // A VOD is not downloaded whole by the relay: it fetches each segment a
     // browser asks for from the seeding nodes (on demand), as an operator's
     // relay serving a catalogue would.
-    let relay_follow = if args.vod || args.byte_range {
+    let relay_follow = if args.vod || args.byte_range || args.alternate_audio {
         format!("{stream_text}:0")
     } else {
         stream_text.clone()

@@ -29,6 +29,7 @@ use meshcast_proto::{
 };
 use tokio::sync::broadcast;
 
+use crate::ingest::dash;
 use crate::ingest::playlist::{self, ByteRange, Item, Playlist, Tracker};
 use crate::ingest::source::{FetchLimits, Source};
 use crate::node::{Node, NodeError};
@@ -141,7 +142,7 @@ impl Publisher {
                     .map(|v| {
                         Ok(Track {
                             id: v.id,
-                            playlist: resolve(&entry, &v.uri)?,
+                            playlist: keep_fragment(resolve(&entry, &v.uri)?, &v.uri),
                         })
                     })
                     .collect::<Result<Vec<_>, PublishError>>()?;
@@ -502,6 +503,15 @@ impl PartBodies {
     }
 }
 
+/// `resolved` with the fragment of `uri`, if resolving dropped it (a folder
+/// path has none): a DASH rendition is its MPD and a fragment.
+fn keep_fragment(resolved: String, uri: &str) -> String {
+    match uri.split_once('#') {
+        Some((_, fragment)) if !resolved.contains('#') => format!("{resolved}#{fragment}"),
+        _ => resolved,
+    }
+}
+
 async fn fetch_playlist(
     source: &Source,
     relative_to: &str,
@@ -510,18 +520,35 @@ async fn fetch_playlist(
 ) -> Result<Playlist, PublishError> {
     // Playlists are small; a multi-megabyte one is a mistake or an attack.
     let max = max.min(4 << 20);
+    // A DASH rendition is its MPD with a fragment naming the representation.
+    let resource = uri.split('#').next().unwrap_or(uri);
     let bytes = source
-        .get(relative_to, uri, max)
+        .get(relative_to, resource, max)
         .await
         .map_err(|e| PublishError::Origin(e.to_string()))?;
-    playlist::parse(&bytes).map_err(|e| {
-        PublishError::Origin(format!(
-            "{}: {e}",
-            source
-                .resolve(relative_to, uri)
-                .unwrap_or_else(|_| uri.to_string())
-        ))
-    })
+    let named = || {
+        source
+            .resolve(relative_to, resource)
+            .unwrap_or_else(|_| resource.to_string())
+    };
+    if dash::is_mpd(&bytes) {
+        let parsed = if uri.contains('#') {
+            dash::media_playlist(&bytes, uri).map(Playlist::Media)
+        } else {
+            // Renditions name the MPD relative to itself: its file name.
+            let (path, query) = match resource.split_once('?') {
+                Some((path, query)) => (path, Some(query)),
+                None => (resource, None),
+            };
+            let mut file = path.rsplit('/').next().unwrap_or(path).to_owned();
+            if let Some(query) = query {
+                file = format!("{file}?{query}");
+            }
+            dash::renditions(&bytes, &file).map(Playlist::Master)
+        };
+        return parsed.map_err(|e| PublishError::Origin(format!("{}: {e}", named())));
+    }
+    playlist::parse(&bytes).map_err(|e| PublishError::Origin(format!("{}: {e}", named())))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! - [`source`]: fetching playlists and segments over HTTP or from a folder,
 //!   and [`source::fetch_url`], also used by the origin fallback.
 
+pub mod dash;
 pub mod parts;
 pub mod playlist;
 pub mod source;

@@ -1,0 +1,208 @@
+use super::*;
+
+const MPD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT5S" minBufferTime="PT2S" profiles="urn:mpeg:dash:profile:isoff-live:2011">
+  <Period id="p0">
+    <AdaptationSet id="video" contentType="video" mimeType="video/mp4" segmentAlignment="true">
+      <SegmentTemplate timescale="1000" duration="2000" startNumber="1" initialization="v/$RepresentationID$/init.mp4" media="v/$RepresentationID$/seg-$Number%05d$.m4s"/>
+      <Representation id="360p" bandwidth="600000" width="640" height="360" codecs="avc1.4d401e"/>
+      <Representation id="180p" bandwidth="250000" width="320" height="180" codecs="avc1.4d400c"/>
+    </AdaptationSet>
+    <AdaptationSet id="audio-en" contentType="audio" mimeType="audio/mp4" lang="en">
+      <BaseURL>a/</BaseURL>
+      <Representation id="aac" bandwidth="64000" codecs="mp4a.40.2">
+        <SegmentTemplate timescale="48000" initialization="init-$Bandwidth$.mp4" media="$Time$.m4s">
+          <SegmentTimeline><S t="0" d="96000" r="1"/><S d="48000"/></SegmentTimeline>
+        </SegmentTemplate>
+      </Representation>
+    </AdaptationSet>
+    <AdaptationSet id="subs" contentType="text" mimeType="application/mp4" lang="de">
+      <Representation id="wvtt" bandwidth="1000">
+        <BaseURL>subs.mp4</BaseURL>
+        <SegmentList timescale="1" duration="2">
+          <Initialization sourceURL="subs.mp4" range="0-99"/>
+          <SegmentURL mediaRange="100-299"/>
+          <SegmentURL mediaRange="300-349"/>
+        </SegmentList>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>"#;
+
+fn uris(playlist: &MediaPlaylist) -> Vec<(u64, &str, Option<ByteRange>, u128)> {
+    playlist
+        .segments
+        .iter()
+        .map(|s| (s.sequence, s.uri.as_str(), s.range, s.duration.as_millis()))
+        .collect()
+}
+
+#[test]
+fn an_mpd_is_told_from_a_playlist() {
+    assert!(is_mpd(MPD.as_bytes()));
+    assert!(is_mpd(b"<MPD type=\"static\"></MPD>"));
+    assert!(!is_mpd(b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n"));
+}
+
+#[test]
+fn every_representation_is_a_rendition_of_its_kind() {
+    let renditions = renditions(MPD.as_bytes(), "live/manifest.mpd").expect("renditions");
+    let summary: Vec<_> = renditions
+        .iter()
+        .map(|r| {
+            (
+                r.id,
+                r.kind,
+                r.name.as_str(),
+                r.uri.as_str(),
+                r.group.as_str(),
+                r.language.as_str(),
+                r.bandwidth,
+                (r.width, r.height),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                0,
+                RenditionKind::Variant,
+                "360p",
+                "live/manifest.mpd#rep-0",
+                "",
+                "",
+                600_000,
+                (640, 360)
+            ),
+            (
+                1,
+                RenditionKind::Variant,
+                "180p",
+                "live/manifest.mpd#rep-1",
+                "",
+                "",
+                250_000,
+                (320, 180)
+            ),
+            (
+                2,
+                RenditionKind::Audio,
+                "aac",
+                "live/manifest.mpd#rep-2",
+                "audio-en",
+                "en",
+                64_000,
+                (0, 0)
+            ),
+            (
+                3,
+                RenditionKind::Subtitles,
+                "wvtt",
+                "live/manifest.mpd#rep-3",
+                "subs",
+                "de",
+                1_000,
+                (0, 0)
+            ),
+        ]
+    );
+    assert_eq!(renditions[0].codecs, "avc1.4d401e");
+}
+
+#[test]
+fn number_templates_fill_in_and_the_last_segment_ends_with_the_presentation() {
+    let video = media_playlist(MPD.as_bytes(), "manifest.mpd#rep-1").expect("a playlist");
+    assert!(video.ended);
+    assert_eq!(video.media_sequence, 1);
+    assert_eq!(video.target_duration, Duration::from_secs(2));
+    assert_eq!(
+        uris(&video),
+        [
+            (1, "v/180p/seg-00001.m4s", None, 2000),
+            (2, "v/180p/seg-00002.m4s", None, 2000),
+            (3, "v/180p/seg-00003.m4s", None, 1000),
+        ]
+    );
+    assert!(
+        video
+            .segments
+            .iter()
+            .all(|s| s.map_uri.as_deref() == Some("v/180p/init.mp4") && s.map_range.is_none())
+    );
+}
+
+#[test]
+fn timelines_repeat_and_base_urls_nest() {
+    let audio = media_playlist(MPD.as_bytes(), "manifest.mpd#rep-2").expect("a playlist");
+    assert_eq!(
+        uris(&audio),
+        [
+            (1, "a/0.m4s", None, 2000),
+            (2, "a/96000.m4s", None, 2000),
+            (3, "a/192000.m4s", None, 1000),
+        ]
+    );
+    assert_eq!(
+        audio.segments[0].map_uri.as_deref(),
+        Some("a/init-64000.mp4")
+    );
+}
+
+#[test]
+fn segment_lists_carry_byte_ranges_of_one_file() {
+    let subs = media_playlist(MPD.as_bytes(), "manifest.mpd#rep-3").expect("a playlist");
+    let range = |offset, length| Some(ByteRange { offset, length });
+    assert_eq!(
+        uris(&subs),
+        [
+            (1, "subs.mp4", range(100, 200), 2000),
+            (2, "subs.mp4", range(300, 50), 2000)
+        ]
+    );
+    assert_eq!(subs.segments[0].map_uri.as_deref(), Some("subs.mp4"));
+    assert_eq!(subs.segments[0].map_range, range(0, 100));
+}
+
+#[test]
+fn what_cannot_be_ingested_is_refused_by_name() {
+    let dynamic = MPD.replace("type=\"static\"", "type=\"dynamic\"");
+    assert!(matches!(
+        renditions(dynamic.as_bytes(), "m.mpd"),
+        Err(DashError::Unsupported(what)) if what.contains("dynamic")
+    ));
+    let two_periods = MPD.replace("</Period>", "</Period><Period id=\"p1\"></Period>");
+    assert!(matches!(
+        renditions(two_periods.as_bytes(), "m.mpd"),
+        Err(DashError::Unsupported(what)) if what.contains("period")
+    ));
+    let base = MPD.replace(
+        "<SegmentList timescale=\"1\" duration=\"2\">",
+        "<SegmentBase indexRange=\"0-99\"/><SegmentList timescale=\"1\" duration=\"2\">",
+    );
+    assert!(matches!(
+        media_playlist(base.as_bytes(), "m.mpd#rep-3"),
+        Err(DashError::Unsupported(what)) if what.contains("SegmentBase")
+    ));
+    let unknown = MPD.replace("$Time$.m4s", "$Foo$.m4s");
+    assert!(matches!(
+        media_playlist(unknown.as_bytes(), "m.mpd#rep-2"),
+        Err(DashError::Bad { reason, .. }) if reason.contains("$Foo$")
+    ));
+    assert!(matches!(
+        media_playlist(MPD.as_bytes(), "m.mpd#rep-9"),
+        Err(DashError::Unsupported(_))
+    ));
+    assert!(matches!(
+        media_playlist(MPD.as_bytes(), "m.mpd"),
+        Err(DashError::Unsupported(_))
+    ));
+    assert!(matches!(
+        renditions(b"<MPD><Period", "m.mpd"),
+        Err(DashError::Unparsable(_))
+    ));
+    assert!(matches!(
+        renditions(b"<MPD type=\"static\"><Period></Period></MPD>", "m.mpd"),
+        Err(DashError::Empty)
+    ));
+}

@@ -533,7 +533,7 @@ async fn fetch_playlist(
     };
     if dash::is_mpd(&bytes) {
         let parsed = if uri.contains('#') {
-            dash::media_playlist(&bytes, uri).map(Playlist::Media)
+            dash::media_playlist(&bytes, uri, now_us()).map(Playlist::Media)
         } else {
             // Renditions name the MPD relative to itself: its file name.
             let (path, query) = match resource.split_once('?') {

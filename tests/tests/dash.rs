@@ -177,3 +177,79 @@ async fn a_malformed_mpd_is_refused_with_a_clear_error() {
         "{text}"
     );
 }
+
+/// A dynamic MPD is a live stream: its `$Number$` template is placed on the
+/// wall clock from `availabilityStartTime`, and the publisher publishes each
+/// segment once it is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_mpd_is_published_as_its_segments_become_available() {
+    init_logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(18);
+    // Started 9 s ago: segments 1 to 4 (2 s each) are whole, 5 is due in 1 s.
+    let start = std::time::SystemTime::now() - Duration::from_secs(9);
+    let stamp = {
+        let secs = start
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_secs();
+        // YYYY-MM-DDTHH:MM:SSZ from Unix seconds (civil-from-days).
+        let (days, rest) = (secs / 86_400, secs % 86_400);
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            rest / 3600,
+            rest / 60 % 60,
+            rest % 60
+        )
+    };
+    let mpd = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic" availabilityStartTime="{stamp}" minimumUpdatePeriod="PT2S" timeShiftBufferDepth="PT30S" minBufferTime="PT2S" profiles="urn:mpeg:dash:profile:isoff-live:2011">
+  <Period id="p0" start="PT0S">
+    <AdaptationSet id="video" contentType="video" mimeType="video/mp4">
+      <SegmentTemplate timescale="1000" duration="2000" startNumber="1" initialization="init.mp4" media="seg-$Number$.m4s"/>
+      <Representation id="v" bandwidth="600000"/>
+    </AdaptationSet>
+  </Period>
+</MPD>"#
+    );
+    std::fs::write(dir.path().join("live.mpd"), mpd).expect("write the MPD");
+    std::fs::write(dir.path().join("init.mp4"), random(&mut rng, 500)).expect("write");
+    for n in 1..=30 {
+        std::fs::write(
+            dir.path().join(format!("seg-{n}.m4s")),
+            random(&mut rng, 4_000),
+        )
+        .expect("write");
+    }
+    let publisher = TestNode::start(config()).await;
+    let (ingest, descriptor) = publish(
+        &publisher,
+        dir.path().join("live.mpd").to_string_lossy().into_owned(),
+        "dash-live",
+        36,
+    )
+    .await;
+    assert!(descriptor.descriptor().live, "a dynamic MPD is live");
+    let stream = ingest.stream_id();
+    let running = tokio::spawn(ingest.run());
+    // The four whole segments at once, then the fifth once it is whole.
+    let media = |n: u64| meshcast_proto::SegmentId::media(stream, 0, n);
+    let got = meshcast_tests::eventually(Duration::from_secs(15), || async {
+        let held = publisher.held(&stream);
+        ((1..=5).all(|n| held.contains(&media(n)))).then_some(held)
+    })
+    .await
+    .expect("segments 1 to 5 published");
+    assert!(got.iter().any(|id| id.kind == SegmentKind::Init));
+    running.abort();
+}

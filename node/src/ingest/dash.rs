@@ -15,18 +15,28 @@
 //! - `SegmentTemplate` with `$Number$` (and a `duration`) or with a
 //!   `SegmentTimeline` (`$Time$` or `$Number$`), its `initialization`;
 //!   `$RepresentationID$`, `$Bandwidth$` and `%0Nd` widths are filled in.
-//!   A segment's sequence number is its `$Number$` (from `startNumber`).
+//!   A segment's sequence number is its `$Number$` (from `startNumber`), or
+//!   its `$Time$` for a template addressed by time alone: a live server may
+//!   slide the timeline and leave `startNumber` as it was, and sequence
+//!   numbers must stay the same from one poll to the next.
 //! - `SegmentList` with `SegmentURL`s (`mediaRange` byte ranges included)
 //!   and its `Initialization` (`sourceURL`, `range`); numbered from 1.
 //! - `BaseURL`s at MPD, period, adaptation set and representation level,
 //!   each relative to the one above.
 //!
 //! A static MPD is a VOD (`ended`); its length is `mediaPresentationDuration`
-//! or the period's `duration`. Refused with a [`DashError`] naming what:
-//! dynamic (live) MPDs, several periods, `SegmentBase` (an index in a `sidx`
-//! box), encrypted adaptation sets, representations with no segment
-//! addressing, absurd values (as for HLS: over [`MAX_SEGMENTS`] segments, a
-//! segment over 60 s, over `MAX_RENDITIONS` representations).
+//! or the period's `duration`. A dynamic MPD is live, polled as an HLS media
+//! playlist is: a `SegmentTimeline` lists its window (an open-ended `r="-1"`
+//! repeats up to now); a `$Number$` template without one is placed on the
+//! wall clock (`now_us`, passed in): segment `k` is available once
+//! `availabilityStartTime` + period start + (k + 1) × duration has passed,
+//! and the window is `timeShiftBufferDepth` (30 s when absent) behind the
+//! newest. Refused with a [`DashError`] naming what: several periods,
+//! `SegmentBase` (an index in a `sidx` box), encrypted adaptation sets,
+//! representations with no segment addressing, a clock-placed template
+//! without `availabilityStartTime`, absurd values (as for HLS: over
+//! [`MAX_SEGMENTS`] segments, a segment over 60 s, over `MAX_RENDITIONS`
+//! representations).
 
 use std::time::Duration;
 
@@ -87,9 +97,13 @@ pub fn renditions(bytes: &[u8], uri: &str) -> Result<Vec<RenditionInfo>, DashErr
         .collect()
 }
 
+/// The live window of a dynamic MPD without a `timeShiftBufferDepth`.
+const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
+
 /// The segments of the representation a rendition URI names (its fragment),
-/// as a media playlist.
-pub fn media_playlist(bytes: &[u8], uri: &str) -> Result<MediaPlaylist, DashError> {
+/// as a media playlist; `now_us` (µs since the Unix epoch) places a live
+/// `$Number$` template on the clock.
+pub fn media_playlist(bytes: &[u8], uri: &str, now_us: u64) -> Result<MediaPlaylist, DashError> {
     let index = uri
         .rsplit_once(FRAGMENT)
         .and_then(|(_, i)| i.parse::<usize>().ok())
@@ -100,15 +114,49 @@ pub fn media_playlist(bytes: &[u8], uri: &str) -> Result<MediaPlaylist, DashErro
     let (set, rep, base) = list
         .get(index)
         .ok_or_else(|| DashError::Unsupported(format!("{uri}: no representation {index}")))?;
-    let length = mpd
-        .mediaPresentationDuration
-        .or(mpd.periods.first().and_then(|p| p.duration))
-        .ok_or_else(|| {
-            DashError::Unsupported(
-                "a static MPD without mediaPresentationDuration or a period duration".into(),
-            )
-        })?;
-    segments(set, rep, base, length)
+    let period_start = mpd
+        .periods
+        .first()
+        .and_then(|p| p.start)
+        .unwrap_or_default();
+    let timing = if mpd.mpdtype.as_deref() == Some("dynamic") {
+        let start_us = mpd
+            .availabilityStartTime
+            .map(|t| t.timestamp_micros())
+            .map(|us| us.saturating_add(period_start.as_micros() as i64));
+        Timing::Live {
+            // Time since the period began (none yet: zero).
+            elapsed: start_us.map(|start| {
+                Duration::from_micros((now_us as i64).saturating_sub(start).max(0) as u64)
+            }),
+            window: mpd.timeShiftBufferDepth.unwrap_or(DEFAULT_WINDOW),
+        }
+    } else {
+        Timing::Vod(
+            mpd.mediaPresentationDuration
+                .or(mpd.periods.first().and_then(|p| p.duration))
+                .ok_or_else(|| {
+                    DashError::Unsupported(
+                        "a static MPD without mediaPresentationDuration or a period duration"
+                            .into(),
+                    )
+                })?,
+        )
+    };
+    segments(set, rep, base, timing)
+}
+
+/// How far the segments go.
+#[derive(Debug, Clone, Copy)]
+enum Timing {
+    /// A static MPD of this length.
+    Vod(Duration),
+    /// A dynamic MPD: the time since its period began (unknown without an
+    /// `availabilityStartTime`), and how far back its window goes.
+    Live {
+        elapsed: Option<Duration>,
+        window: Duration,
+    },
 }
 
 /// A representation, its adaptation set, and its `BaseURL` prefix.
@@ -122,11 +170,6 @@ fn read(bytes: &[u8]) -> Result<(MPD, Vec<Found>), DashError> {
         message.truncate(300);
         DashError::Unparsable(message)
     })?;
-    if mpd.mpdtype.as_deref() == Some("dynamic") {
-        return Err(DashError::Unsupported(
-            "a dynamic (live) MPD: only static ones for now".into(),
-        ));
-    }
     let period = match mpd.periods.as_slice() {
         [period] => period,
         [] => return Err(DashError::Empty),
@@ -256,7 +299,7 @@ fn segments(
     set: &AdaptationSet,
     rep: &Representation,
     base: &str,
-    length: Duration,
+    timing: Timing,
 ) -> Result<MediaPlaylist, DashError> {
     let id = rep.id.clone().unwrap_or_default();
     let bad = |reason: String| DashError::Bad {
@@ -274,7 +317,7 @@ fn segments(
         .or(set.SegmentTemplate.as_ref());
     let list = rep.SegmentList.as_ref().or(set.SegmentList.as_ref());
     let (map, media) = match (template, list) {
-        (Some(t), _) => from_template(t, rep, base, length).map_err(bad)?,
+        (Some(t), _) => from_template(t, rep, base, timing).map_err(bad)?,
         (None, Some(l)) => {
             let timescale = l.timescale.unwrap_or(1).max(1);
             let each = l
@@ -343,7 +386,7 @@ fn segments(
         target_duration: Duration::from_secs(longest.as_secs_f64().ceil() as u64),
         media_sequence: first,
         segments,
-        ended: true,
+        ended: matches!(timing, Timing::Vod(_)),
         low_latency: None,
     })
 }
@@ -358,7 +401,7 @@ fn from_template(
     t: &SegmentTemplate,
     rep: &Representation,
     base: &str,
-    length: Duration,
+    timing: Timing,
 ) -> Result<(Init, Vec<Listed>), String> {
     let media = t.media.as_deref().ok_or("SegmentTemplate without media")?;
     let timescale = t.timescale.unwrap_or(1).max(1);
@@ -373,9 +416,18 @@ fn from_template(
     let mut out = Vec::new();
     match &t.SegmentTimeline {
         Some(timeline) => {
-            let end_ticks = (length.as_secs_f64() * timescale as f64).round() as u64;
+            // An open-ended repeat runs to the end, or to now when live.
+            let end = match timing {
+                Timing::Vod(length) => length,
+                Timing::Live { elapsed, .. } => elapsed.unwrap_or_default(),
+            };
+            let pto = t.presentationTimeOffset.unwrap_or(0);
+            let end_ticks = (end.as_secs_f64() * timescale as f64).round() as u64 + pto;
             let mut time = 0u64;
             let mut number = start;
+            // A template addressed by time alone may keep its startNumber
+            // while its window slides: the time is then the stable name.
+            let by_time = media.contains("$Time") && !media.contains("$Number");
             for (i, s) in timeline.segments.iter().enumerate() {
                 if let Some(t) = s.t {
                     time = t;
@@ -383,24 +435,26 @@ fn from_template(
                 if s.d == 0 {
                     return Err("a SegmentTimeline S with d=0".into());
                 }
-                // r = -1: repeat until the next S, or the end of the period.
-                let repeats = match s.r.unwrap_or(0) {
-                    r if r >= 0 => r as u64,
+                // r = -1: repeat until the next S, or the end of the period
+                // (a VOD's last segment may be cut short; a live one is
+                // listed once whole).
+                let count = match s.r.unwrap_or(0) {
+                    r if r >= 0 => r as u64 + 1,
                     _ => {
-                        let until = timeline
-                            .segments
-                            .get(i + 1)
-                            .and_then(|next| next.t)
-                            .unwrap_or(end_ticks);
-                        until.saturating_sub(time).div_ceil(s.d).saturating_sub(1)
+                        let next = timeline.segments.get(i + 1).and_then(|next| next.t);
+                        let span = next.unwrap_or(end_ticks).saturating_sub(time);
+                        match (next, timing) {
+                            (None, Timing::Live { .. }) => span / s.d,
+                            _ => span.div_ceil(s.d),
+                        }
                     }
                 };
-                for _ in 0..=repeats {
+                for _ in 0..count {
                     if out.len() >= MAX_SEGMENTS {
                         return Err(format!("over {MAX_SEGMENTS} segments"));
                     }
                     out.push((
-                        number,
+                        if by_time { time } else { number },
                         join(base, &fill(media, number, time)?),
                         None,
                         seconds(s.d),
@@ -418,11 +472,23 @@ fn from_template(
                 return Err("SegmentTemplate duration is not positive".into());
             }
             let each_secs = each / timescale as f64;
+            let (length, first) = match timing {
+                Timing::Vod(length) => (length, 0),
+                Timing::Live { elapsed, window } => {
+                    let elapsed = elapsed
+                        .ok_or("a live $Number$ template needs the MPD's availabilityStartTime")?;
+                    // Whole segments only: k is out once (k + 1) × each has passed.
+                    let available = (elapsed.as_secs_f64() / each_secs).floor() as u64;
+                    let kept = (window.as_secs_f64() / each_secs).ceil() as u64;
+                    let first = available.saturating_sub(kept.max(1));
+                    (Duration::from_secs_f64(available as f64 * each_secs), first)
+                }
+            };
             let count = (length.as_secs_f64() / each_secs - 1e-6).ceil().max(0.0) as u64;
-            if count as usize > MAX_SEGMENTS {
+            if count.saturating_sub(first) as usize > MAX_SEGMENTS {
                 return Err(format!("over {MAX_SEGMENTS} segments"));
             }
-            for i in 0..count {
+            for i in first..count {
                 let number = start + i;
                 let time = (i as f64 * each).round() as u64;
                 // The last segment may be shorter: the period ends.

@@ -112,7 +112,7 @@ fn every_representation_is_a_rendition_of_its_kind() {
 
 #[test]
 fn number_templates_fill_in_and_the_last_segment_ends_with_the_presentation() {
-    let video = media_playlist(MPD.as_bytes(), "manifest.mpd#rep-1").expect("a playlist");
+    let video = media_playlist(MPD.as_bytes(), "manifest.mpd#rep-1", 0).expect("a playlist");
     assert!(video.ended);
     assert_eq!(video.media_sequence, 1);
     assert_eq!(video.target_duration, Duration::from_secs(2));
@@ -134,13 +134,13 @@ fn number_templates_fill_in_and_the_last_segment_ends_with_the_presentation() {
 
 #[test]
 fn timelines_repeat_and_base_urls_nest() {
-    let audio = media_playlist(MPD.as_bytes(), "manifest.mpd#rep-2").expect("a playlist");
+    let audio = media_playlist(MPD.as_bytes(), "manifest.mpd#rep-2", 0).expect("a playlist");
     assert_eq!(
         uris(&audio),
         [
-            (1, "a/0.m4s", None, 2000),
-            (2, "a/96000.m4s", None, 2000),
-            (3, "a/192000.m4s", None, 1000),
+            (0, "a/0.m4s", None, 2000),
+            (96000, "a/96000.m4s", None, 2000),
+            (192000, "a/192000.m4s", None, 1000),
         ]
     );
     assert_eq!(
@@ -151,7 +151,7 @@ fn timelines_repeat_and_base_urls_nest() {
 
 #[test]
 fn segment_lists_carry_byte_ranges_of_one_file() {
-    let subs = media_playlist(MPD.as_bytes(), "manifest.mpd#rep-3").expect("a playlist");
+    let subs = media_playlist(MPD.as_bytes(), "manifest.mpd#rep-3", 0).expect("a playlist");
     let range = |offset, length| Some(ByteRange { offset, length });
     assert_eq!(
         uris(&subs),
@@ -166,10 +166,11 @@ fn segment_lists_carry_byte_ranges_of_one_file() {
 
 #[test]
 fn what_cannot_be_ingested_is_refused_by_name() {
+    // Live, placed on the clock, but with no clock to place it on.
     let dynamic = MPD.replace("type=\"static\"", "type=\"dynamic\"");
     assert!(matches!(
-        renditions(dynamic.as_bytes(), "m.mpd"),
-        Err(DashError::Unsupported(what)) if what.contains("dynamic")
+        media_playlist(dynamic.as_bytes(), "m.mpd#rep-0", 0),
+        Err(DashError::Bad { reason, .. }) if reason.contains("availabilityStartTime")
     ));
     let two_periods = MPD.replace("</Period>", "</Period><Period id=\"p1\"></Period>");
     assert!(matches!(
@@ -181,20 +182,20 @@ fn what_cannot_be_ingested_is_refused_by_name() {
         "<SegmentBase indexRange=\"0-99\"/><SegmentList timescale=\"1\" duration=\"2\">",
     );
     assert!(matches!(
-        media_playlist(base.as_bytes(), "m.mpd#rep-3"),
+        media_playlist(base.as_bytes(), "m.mpd#rep-3", 0),
         Err(DashError::Unsupported(what)) if what.contains("SegmentBase")
     ));
     let unknown = MPD.replace("$Time$.m4s", "$Foo$.m4s");
     assert!(matches!(
-        media_playlist(unknown.as_bytes(), "m.mpd#rep-2"),
+        media_playlist(unknown.as_bytes(), "m.mpd#rep-2", 0),
         Err(DashError::Bad { reason, .. }) if reason.contains("$Foo$")
     ));
     assert!(matches!(
-        media_playlist(MPD.as_bytes(), "m.mpd#rep-9"),
+        media_playlist(MPD.as_bytes(), "m.mpd#rep-9", 0),
         Err(DashError::Unsupported(_))
     ));
     assert!(matches!(
-        media_playlist(MPD.as_bytes(), "m.mpd"),
+        media_playlist(MPD.as_bytes(), "m.mpd", 0),
         Err(DashError::Unsupported(_))
     ));
     assert!(matches!(
@@ -205,4 +206,48 @@ fn what_cannot_be_ingested_is_refused_by_name() {
         renditions(b"<MPD type=\"static\"><Period></Period></MPD>", "m.mpd"),
         Err(DashError::Empty)
     ));
+}
+
+const LIVE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic" availabilityStartTime="1970-01-01T00:00:00Z" minimumUpdatePeriod="PT2S" timeShiftBufferDepth="PT10S" minBufferTime="PT2S" profiles="urn:mpeg:dash:profile:isoff-live:2011">
+  <Period id="p0" start="PT0S">
+    <AdaptationSet id="video" contentType="video" mimeType="video/mp4">
+      <SegmentTemplate timescale="1000" duration="2000" startNumber="1" initialization="$RepresentationID$/init.mp4" media="$RepresentationID$/$Number$.m4s"/>
+      <Representation id="v" bandwidth="600000"/>
+    </AdaptationSet>
+    <AdaptationSet id="audio" contentType="audio" mimeType="audio/mp4">
+      <SegmentTemplate timescale="1000" initialization="a/init.mp4" media="a/$Time$.m4s">
+        <SegmentTimeline><S t="40000" d="2000" r="-1"/></SegmentTimeline>
+      </SegmentTemplate>
+      <Representation id="a" bandwidth="64000"/>
+    </AdaptationSet>
+  </Period>
+</MPD>"#;
+
+#[test]
+fn a_live_number_template_is_placed_on_the_clock_with_its_window() {
+    // 61 s after the availability start: 30 whole segments are out, and the
+    // 10 s window keeps the last five.
+    let video = media_playlist(LIVE.as_bytes(), "m.mpd#rep-0", 61_000_000).expect("a playlist");
+    assert!(!video.ended);
+    let numbers: Vec<u64> = video.segments.iter().map(|s| s.sequence).collect();
+    assert_eq!(numbers, [26, 27, 28, 29, 30]);
+    assert_eq!(video.segments[0].uri, "v/26.m4s");
+    assert_eq!(video.media_sequence, 26);
+    // Two seconds later the window has moved on by one.
+    let later = media_playlist(LIVE.as_bytes(), "m.mpd#rep-0", 63_000_000).expect("a playlist");
+    assert_eq!(later.segments.first().map(|s| s.sequence), Some(27));
+    assert_eq!(later.segments.last().map(|s| s.sequence), Some(31));
+}
+
+#[test]
+fn a_live_timeline_repeats_up_to_now_with_whole_segments_only() {
+    // From 40 s to now (47 s): 40, 42 and 44 are whole, 46 is not yet.
+    let audio = media_playlist(LIVE.as_bytes(), "m.mpd#rep-1", 47_000_000).expect("a playlist");
+    assert!(!audio.ended);
+    let uris: Vec<&str> = audio.segments.iter().map(|s| s.uri.as_str()).collect();
+    assert_eq!(uris, ["a/40000.m4s", "a/42000.m4s", "a/44000.m4s"]);
+    let numbers: Vec<u64> = audio.segments.iter().map(|s| s.sequence).collect();
+    // Named by their time: stable however the window slides.
+    assert_eq!(numbers, [40000, 42000, 44000]);
 }

@@ -8,6 +8,11 @@
 //! `init_audio.mp4`, `GROUP-ID="aud"`) that every variant names with
 //! `AUDIO="aud"`. Tracks are taken out with [`fmp4::keep_track`]; nothing is
 //! re-encoded, so the bytes of a sample are the committed ones.
+//!
+//! The same files make a DASH rendering ([`Demuxed::mpd`]): a static MPD
+//! with a video adaptation set of one representation per variant and an
+//! audio one, each a `SegmentTemplate` with `$Number$` over a
+//! `SegmentTimeline` of the playlist's durations.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -33,6 +38,8 @@ pub struct Muxed<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Demuxed {
     pub master: String,
+    /// The DASH MPD over the same files.
+    pub mpd: String,
     pub playlists: HashMap<String, String>,
     pub files: HashMap<String, Vec<u8>>,
 }
@@ -69,6 +76,7 @@ pub fn demux(master: &str, renditions: &[Muxed<'_>]) -> Result<Demuxed, Fmp4Erro
             take(&mut out, muxed, &tracks, audio, "audio", AUDIO_PLAYLIST)?;
         }
     }
+    out.mpd = mpd(master, renditions);
     let mut text = String::new();
     for line in master.lines() {
         if line.starts_with("#EXT-X-STREAM-INF:") {
@@ -86,6 +94,108 @@ pub fn demux(master: &str, renditions: &[Muxed<'_>]) -> Result<Demuxed, Fmp4Erro
     }
     out.master = text;
     Ok(out)
+}
+
+/// An attribute of an `EXT-X-STREAM-INF` line, unquoted.
+fn attribute<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let at = line.find(&format!("{name}="))? + name.len() + 1;
+    let rest = &line[at..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        quoted.split('"').next()
+    } else {
+        rest.split(',').next()
+    }
+}
+
+/// The static MPD over the demuxed files (see the module docs).
+fn mpd(master: &str, renditions: &[Muxed<'_>]) -> String {
+    let variants: Vec<&str> = master
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-STREAM-INF:"))
+        .collect();
+    let timeline = |vod: &VodPlaylist| {
+        let mut out = String::new();
+        let durations: Vec<u64> = vod
+            .segments()
+            .iter()
+            .map(|s| s.duration.as_millis() as u64)
+            .collect();
+        let mut i = 0;
+        while i < durations.len() {
+            let d = durations[i];
+            let run = durations[i..].iter().take_while(|&&x| x == d).count();
+            let t = if i == 0 { " t=\"0\"" } else { "" };
+            let r = if run > 1 {
+                format!(" r=\"{}\"", run - 1)
+            } else {
+                String::new()
+            };
+            let _ = write!(out, "<S{t} d=\"{d}\"{r}/>");
+            i += run;
+        }
+        out
+    };
+    let total_ms: u64 = renditions
+        .first()
+        .map(|r| {
+            r.playlist
+                .segments()
+                .iter()
+                .map(|s| s.duration.as_millis() as u64)
+                .sum()
+        })
+        .unwrap_or(0);
+    let mut text = String::new();
+    let _ = write!(
+        text,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" type=\"static\" \
+         profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" minBufferTime=\"PT2S\" \
+         mediaPresentationDuration=\"PT{}.{:03}S\">\n  <Period id=\"0\" start=\"PT0S\">\n",
+        total_ms / 1000,
+        total_ms % 1000
+    );
+    text.push_str(
+        "    <AdaptationSet id=\"video\" contentType=\"video\" mimeType=\"video/mp4\" \
+         segmentAlignment=\"true\" startWithSAP=\"1\">\n",
+    );
+    for (muxed, line) in renditions.iter().zip(&variants) {
+        let codecs = attribute(line, "CODECS").unwrap_or_default();
+        let video_codec = codecs.split(',').next().unwrap_or_default();
+        let (width, height) = attribute(line, "RESOLUTION")
+            .and_then(|r| r.split_once('x'))
+            .unwrap_or(("0", "0"));
+        let bandwidth = attribute(line, "BANDWIDTH").unwrap_or("0");
+        let stem = muxed.stem;
+        let _ = write!(
+            text,
+            "      <Representation id=\"{stem}\" bandwidth=\"{bandwidth}\" width=\"{width}\" \
+             height=\"{height}\" codecs=\"{video_codec}\">\n        <SegmentTemplate \
+             timescale=\"1000\" startNumber=\"0\" initialization=\"init_{stem}_v.mp4\" \
+             media=\"{stem}_v_$Number%02d$.m4s\"><SegmentTimeline>{}</SegmentTimeline>\
+             </SegmentTemplate>\n      </Representation>\n",
+            timeline(muxed.playlist)
+        );
+    }
+    text.push_str("    </AdaptationSet>\n");
+    if let (Some(first), Some(line)) = (renditions.first(), variants.first()) {
+        let audio_codec = attribute(line, "CODECS")
+            .and_then(|c| c.split(',').nth(1))
+            .unwrap_or("mp4a.40.2");
+        let _ = write!(
+            text,
+            "    <AdaptationSet id=\"audio\" contentType=\"audio\" mimeType=\"audio/mp4\" \
+             lang=\"en\" segmentAlignment=\"true\" startWithSAP=\"1\">\n      \
+             <Representation id=\"audio\" bandwidth=\"64000\" codecs=\"{audio_codec}\" \
+             audioSamplingRate=\"48000\">\n        <SegmentTemplate timescale=\"1000\" \
+             startNumber=\"0\" initialization=\"init_audio.mp4\" \
+             media=\"audio_$Number%02d$.m4s\"><SegmentTimeline>{}</SegmentTimeline>\
+             </SegmentTemplate>\n      </Representation>\n    </AdaptationSet>\n",
+            timeline(first.playlist)
+        );
+    }
+    text.push_str("  </Period>\n</MPD>\n");
+    text
 }
 
 /// Track `id` of `muxed` as playlist `playlist` with files `<name>_<i>.m4s`

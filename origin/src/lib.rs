@@ -18,6 +18,7 @@
 //! | `GET /ll/<path>` | any other file (init segments), as is |
 //! | `GET /alt/master.m3u8` | the master playlist with an alternate audio rendition (`EXT-X-MEDIA`) that every variant names (see [`demuxed`]) |
 //! | `GET /alt/<media playlist>`, `GET /alt/<file>` | the video-only variants and the audio rendition, as a VOD, and their files |
+//! | `GET /dash/manifest.mpd`, `GET /dash/<file>` | the same files as a static DASH MPD (see [`demuxed`]) |
 //! | `GET /range/master.m3u8` | the master playlist, unchanged |
 //! | `GET /range/<media playlist>` | the VOD with every segment a byte range of one file (see [`ranged`]), for every media playlist with an init segment |
 //! | `GET /range/<stem>.mp4` | that file: init segment then segments, with `Range` requests answered 206 (one range; 416 when unsatisfiable) |
@@ -340,6 +341,7 @@ impl Origin {
             .route("/ll/{*path}", get(low_latency))
             .route("/range/{*path}", get(range))
             .route("/alt/{*path}", get(alternate))
+            .route("/dash/{*path}", get(dash))
             .fallback(|| async { StatusCode::NOT_FOUND })
             .layer(middleware::from_fn(cors))
             .with_state(Arc::new(self))
@@ -640,6 +642,25 @@ async fn alternate(State(origin): State<Arc<Origin>>, UrlPath(path): UrlPath<Str
     }
     match demuxed.files.get(&path) {
         Some(bytes) => (kind, bytes.clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn dash(State(origin): State<Arc<Origin>>, UrlPath(path): UrlPath<String>) -> Response {
+    let Some(demuxed) = &origin.demuxed else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if path == "manifest.mpd" {
+        return (
+            [(header::CONTENT_TYPE, "application/dash+xml")],
+            demuxed.mpd.clone(),
+        )
+            .into_response();
+    }
+    match demuxed.files.get(&path) {
+        Some(bytes) => {
+            ([(header::CONTENT_TYPE, content_type(&path))], bytes.clone()).into_response()
+        }
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }

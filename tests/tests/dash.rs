@@ -253,3 +253,78 @@ async fn a_live_mpd_is_published_as_its_segments_become_available() {
     assert!(got.iter().any(|id| id.kind == SegmentKind::Init));
     running.abort();
 }
+
+/// The test origin's DASH rendering of the committed stream (`/dash/`:
+/// video-only representations and an audio one taken apart from it) is
+/// published, and every segment crosses the mesh and a gateway byte for byte
+/// as the origin serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_committed_stream_as_dash_crosses_the_mesh() {
+    init_logs();
+    let origin = meshcast_origin::spawn(meshcast_tests::media_dir(), meshcast_tests::local())
+        .await
+        .expect("origin");
+    let publisher = TestNode::start(config()).await;
+    let (ingest, descriptor) = publish(
+        &publisher,
+        format!("{}/dash/manifest.mpd", origin.url()),
+        "dash-committed",
+        37,
+    )
+    .await;
+    let stream = ingest.stream_id();
+    tokio::time::timeout(Duration::from_secs(30), ingest.run())
+        .await
+        .expect("the ingest completes");
+    let kinds: Vec<(RenditionKind, &str)> = descriptor
+        .descriptor()
+        .renditions
+        .iter()
+        .map(|r| (r.kind, r.name.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (RenditionKind::Variant, "360p"),
+            (RenditionKind::Variant, "180p"),
+            (RenditionKind::Audio, "audio"),
+        ]
+    );
+    let expected = publisher.held(&stream);
+    assert_eq!(expected.len(), 3 * (1 + 10), "{expected:?}");
+
+    let node = TestNode::start(config()).await;
+    follow(&node, &publisher, stream).await;
+    let mut gateway_config = gateway_config();
+    gateway_config.serve.streams.push(stream);
+    let (gateway, driver) = Gateway::bind(node.node.clone(), gateway_config)
+        .await
+        .expect("gateway");
+    let driver = tokio::spawn(driver.run());
+    let mut client = Client::connect(
+        gateway.url(),
+        &gateway.cert_hashes(),
+        stream,
+        "",
+        Duration::from_secs(15),
+    )
+    .await
+    .expect("a session");
+    for id in &expected {
+        let (header, body) = client
+            .fetch(*id, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        let url = format!("{}/dash/{}", origin.url(), header.info().uri);
+        let file = reqwest::get(&url)
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("the origin's file")
+            .bytes()
+            .await
+            .expect("its bytes");
+        assert_eq!(body.as_ref(), file.as_ref(), "{id} ({url})");
+    }
+    client.close();
+    driver.abort();
+}

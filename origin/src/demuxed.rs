@@ -6,7 +6,8 @@
 //! `init_<stem>_v.mp4`) and the first rendition's audio track becomes one
 //! alternate audio rendition (`audio.m3u8`, `audio_<i>.m4s`,
 //! `init_audio.mp4`, `GROUP-ID="aud"`) that every variant names with
-//! `AUDIO="aud"`. Tracks are taken out with [`fmp4::keep_track`]; nothing is
+//! `AUDIO="aud"`, with a WebVTT subtitle rendition beside it (`subs.m3u8`,
+//! `SUBTITLES="subs"`: one cue per segment naming it). Tracks are taken out with [`fmp4::keep_track`]; nothing is
 //! re-encoded, so the bytes of a sample are the committed ones.
 //!
 //! The same files make a DASH rendering ([`Demuxed::mpd`]): a static MPD
@@ -16,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use crate::fmp4::{self, Fmp4Error, Tracks};
 use crate::playlist::VodPlaylist;
@@ -23,6 +25,10 @@ use crate::playlist::VodPlaylist;
 /// `GROUP-ID` and playlist of the audio rendition.
 pub const AUDIO_GROUP: &str = "aud";
 pub const AUDIO_PLAYLIST: &str = "audio.m3u8";
+/// `GROUP-ID` and playlist of the subtitles: WebVTT, one cue per segment
+/// saying which segment it is.
+pub const SUBTITLES_GROUP: &str = "subs";
+pub const SUBTITLES_PLAYLIST: &str = "subs.m3u8";
 
 /// One muxed rendition to take apart: the stem of its playlist (`360p`), the
 /// playlist, its init segment and its segments' bytes in order.
@@ -77,10 +83,16 @@ pub fn demux(master: &str, renditions: &[Muxed<'_>]) -> Result<Demuxed, Fmp4Erro
         }
     }
     out.mpd = mpd(master, renditions);
+    if let Some(first) = renditions.first() {
+        subtitles(&mut out, first.playlist);
+    }
     let mut text = String::new();
     for line in master.lines() {
         if line.starts_with("#EXT-X-STREAM-INF:") {
-            let _ = writeln!(text, "{line},AUDIO=\"{AUDIO_GROUP}\"");
+            let _ = writeln!(
+                text,
+                "{line},AUDIO=\"{AUDIO_GROUP}\",SUBTITLES=\"{SUBTITLES_GROUP}\""
+            );
         } else {
             let _ = writeln!(text, "{line}");
         }
@@ -90,10 +102,57 @@ pub fn demux(master: &str, renditions: &[Muxed<'_>]) -> Result<Demuxed, Fmp4Erro
                 "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"{AUDIO_GROUP}\",NAME=\"Tone\",LANGUAGE=\"en\",\
                  DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"1\",URI=\"{AUDIO_PLAYLIST}\""
             );
+            let _ = writeln!(
+                text,
+                "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"{SUBTITLES_GROUP}\",NAME=\"Segments\",\
+                 LANGUAGE=\"en\",DEFAULT=YES,AUTOSELECT=YES,URI=\"{SUBTITLES_PLAYLIST}\""
+            );
         }
     }
     out.master = text;
     Ok(out)
+}
+
+/// A WebVTT subtitle playlist over `vod`'s segment times: `subs_<i>.vtt`,
+/// each with one cue naming its segment.
+fn subtitles(out: &mut Demuxed, vod: &VodPlaylist) {
+    let mut text = String::new();
+    let _ = write!(
+        text,
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:0\n\
+         #EXT-X-PLAYLIST-TYPE:VOD\n",
+        vod.target_duration()
+    );
+    let mut start = Duration::ZERO;
+    let stamp = |t: Duration| {
+        let ms = t.as_millis();
+        format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000
+        )
+    };
+    for (i, segment) in vod.segments().iter().enumerate() {
+        let end = start + segment.duration;
+        let file = format!("subs_{i:02}.vtt");
+        // The fMP4 media start at 0: cue times are media times.
+        let cue = format!(
+            "WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000\n\n{} --> {}\nSegment {i}\n",
+            stamp(start),
+            stamp(end)
+        );
+        out.files.insert(file.clone(), cue.into_bytes());
+        let _ = write!(
+            text,
+            "#EXTINF:{:.6},\n{file}\n",
+            segment.duration.as_secs_f64()
+        );
+        start = end;
+    }
+    text.push_str("#EXT-X-ENDLIST\n");
+    out.playlists.insert(SUBTITLES_PLAYLIST.to_owned(), text);
 }
 
 /// An attribute of an `EXT-X-STREAM-INF` line, unquoted.

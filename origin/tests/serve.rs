@@ -222,7 +222,7 @@ async fn alternate_audio_is_a_rendition_of_its_own() {
     let origin = start().await;
     let master = get(origin.addr, "/alt/master.m3u8").await.text();
     let parsed = m3u8_rs::parse_master_playlist_res(master.as_bytes()).expect("parses");
-    assert_eq!(parsed.alternatives.len(), 1, "{master}");
+    assert_eq!(parsed.alternatives.len(), 2, "{master}");
     let audio = &parsed.alternatives[0];
     assert_eq!(audio.uri.as_deref(), Some("audio.m3u8"));
     assert_eq!(audio.group_id, "aud");
@@ -231,7 +231,20 @@ async fn alternate_audio_is_a_rendition_of_its_own() {
         parsed
             .variants
             .iter()
-            .all(|v| v.audio.as_deref() == Some("aud"))
+            .all(|v| v.audio.as_deref() == Some("aud") && v.subtitles.as_deref() == Some("subs"))
+    );
+    let subs = &parsed.alternatives[1];
+    assert_eq!(subs.uri.as_deref(), Some("subs.m3u8"));
+    let text = get(origin.addr, "/alt/subs.m3u8").await.text();
+    let media = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("parses");
+    assert_eq!(media.segments.len(), 10);
+    let cue = get(origin.addr, &format!("/alt/{}", media.segments[3].uri)).await;
+    assert_eq!(cue.header("content-type"), Some("text/vtt"));
+    let cue = cue.text();
+    assert!(cue.starts_with("WEBVTT"), "{cue}");
+    assert!(
+        cue.contains("00:00:06.000 --> 00:00:08.000\nSegment 3"),
+        "{cue}"
     );
     for (playlist, handler) in [
         ("360p.m3u8", b"vide"),

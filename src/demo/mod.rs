@@ -94,9 +94,9 @@ pub struct DemoArgs {
     #[arg(long, conflicts_with_all = ["vod", "low_latency"])]
     byte_range: bool,
     /// Publish the media folder as a VOD whose audio is an alternate
-    /// rendition of its own (the origin's `/alt/`: video-only variants and
-    /// an `EXT-X-MEDIA` audio playlist), which the page plays beside the
-    /// video.
+    /// rendition of its own (the origin's `/alt/`: video-only variants, an
+    /// `EXT-X-MEDIA` audio playlist and WebVTT subtitles), which the page
+    /// plays beside the video.
     #[arg(long, conflicts_with_all = ["vod", "low_latency", "byte_range"])]
     alternate_audio: bool,
     /// Testing only: the page plays through an HTTP edge in front of the

@@ -48,8 +48,8 @@
 //   alternate-audio
 //               --alternate-audio (a 20 s VOD of video-only variants and an
 //               EXT-X-MEDIA audio rendition): 15 s played with no stall
-//               over 1 s; ≥ 5 audio fragments come from the mesh beside the
-//               video ones, and the audio init segment too unless it was
+//               over 1 s; ≥ 5 audio and ≥ 3 WebVTT subtitle fragments come
+//               from the mesh beside the video ones, and the audio init segment too unless it was
 //               asked for while the client connected; ≥ 90 % of the bytes
 //               asked for once connected from the mesh; no verification or
 //               segment failure
@@ -229,11 +229,15 @@ async function testAlternateAudio(t) {
   const isAudio = (s) => /\/audio_\d+\.m4s$|\/init_audio\.mp4$/.test(s.url);
   const audio = after.segments.filter(isAudio);
   const audioMesh = audio.filter((s) => s.source === 'mesh');
+  const subtitles = after.segments.filter((s) => /\/subs_\d+\.vtt$/.test(s.url));
+  const subtitlesMesh = subtitles.filter((s) => s.source === 'mesh');
   const figures =
     `played ${(end - start.currentTime).toFixed(1)} s, mesh ${pct(share)} of ${fmtBytes(all(after.totals))}, ` +
-    `${audioMesh.length} of ${audio.length} audio fragments from the mesh, ${stallText(st)}`;
+    `${audioMesh.length} of ${audio.length} audio and ${subtitlesMesh.length} of ${subtitles.length} ` +
+    `subtitle fragments from the mesh, ${stallText(st)}`;
   if (failures.length) throw new Error(`${failures.length} failures (${failures[0].type}: ${failures[0].reason}); ${figures}`);
   if (audioMesh.length < 5) throw new Error(`too few audio fragments from the mesh; ${figures}`);
+  if (subtitlesMesh.length < 3) throw new Error(`too few subtitle fragments from the mesh; ${figures}`);
   // Its init segment too, unless it was asked for while the client was
   // still connecting (start-up goes over HTTP then).
   const init = audio.find((s) => s.init);

@@ -533,7 +533,18 @@ async fn fetch_playlist(
     };
     if dash::is_mpd(&bytes) {
         let parsed = if uri.contains('#') {
-            dash::media_playlist(&bytes, uri, now_us()).map(Playlist::Media)
+            // A representation addressed by SegmentBase: its sidx first.
+            let index = match dash::index_needed(&bytes, uri) {
+                Ok(Some((file, range))) => Some(
+                    source
+                        .get_range(&named(), &file, Some(range), dash::MAX_INDEX_BYTES)
+                        .await
+                        .map_err(|e| PublishError::Origin(format!("the sidx of {uri}: {e}")))?,
+                ),
+                Ok(None) => None,
+                Err(e) => return Err(PublishError::Origin(format!("{}: {e}", named()))),
+            };
+            dash::media_playlist(&bytes, uri, now_us(), index.as_deref()).map(Playlist::Media)
         } else {
             // Renditions name the MPD relative to itself: its file name.
             let (path, query) = match resource.split_once('?') {

@@ -328,3 +328,111 @@ async fn the_committed_stream_as_dash_crosses_the_mesh() {
     client.close();
     driver.abort();
 }
+
+/// A `sidx` box (version 0) of media references of `sizes` bytes, 2 s each
+/// at 1 kHz, starting right after it.
+fn sidx(sizes: &[u32]) -> Vec<u8> {
+    let mut body = vec![0, 0, 0, 0];
+    body.extend_from_slice(&1u32.to_be_bytes());
+    body.extend_from_slice(&1000u32.to_be_bytes());
+    body.extend_from_slice(&[0; 8]); // earliest presentation time, first offset
+    body.extend_from_slice(&[0, 0]);
+    body.extend_from_slice(&(sizes.len() as u16).to_be_bytes());
+    for size in sizes {
+        body.extend_from_slice(&size.to_be_bytes());
+        body.extend_from_slice(&2000u32.to_be_bytes());
+        body.extend_from_slice(&0x9000_0000u32.to_be_bytes());
+    }
+    let mut out = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(b"sidx");
+    out.extend_from_slice(&body);
+    out
+}
+
+/// An on-demand MPD (`SegmentBase`): one file per representation, its
+/// segments listed by a `sidx` box that the publisher fetches first; every
+/// segment crosses the mesh to a native client as that byte range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_base_segments_are_published_as_the_ranges_their_sidx_lists() {
+    init_logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+    let sizes = [9_000u32, 12_000, 7_000];
+    let index = sidx(&sizes);
+    let mut file = random(&mut rng, 500);
+    file.extend_from_slice(&index);
+    for size in sizes {
+        file.extend_from_slice(&random(&mut rng, size as usize));
+    }
+    let mpd = format!(
+        r#"<?xml version="1.0"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT6S" profiles="urn:mpeg:dash:profile:isoff-on-demand:2011">
+  <Period>
+    <AdaptationSet contentType="video" mimeType="video/mp4">
+      <Representation id="one" bandwidth="500000">
+        <BaseURL>one.mp4</BaseURL>
+        <SegmentBase indexRange="500-{}"><Initialization range="0-499"/></SegmentBase>
+      </Representation>
+    </AdaptationSet>
+  </Period>
+</MPD>"#,
+        500 + index.len() - 1
+    );
+    std::fs::write(dir.path().join("one.mp4"), &file).expect("write");
+    std::fs::write(dir.path().join("vod.mpd"), mpd).expect("write");
+
+    let publisher = TestNode::start(config()).await;
+    let (ingest, _) = publish(
+        &publisher,
+        dir.path().join("vod.mpd").to_string_lossy().into_owned(),
+        "dash-segment-base",
+        38,
+    )
+    .await;
+    let stream = ingest.stream_id();
+    tokio::time::timeout(Duration::from_secs(30), ingest.run())
+        .await
+        .expect("the ingest completes");
+    let expected = publisher.held(&stream);
+    assert_eq!(expected.len(), 1 + sizes.len(), "{expected:?}");
+
+    let node = TestNode::start(config()).await;
+    follow(&node, &publisher, stream).await;
+    let mut gateway_config = gateway_config();
+    gateway_config.serve.streams.push(stream);
+    let (gateway, driver) = Gateway::bind(node.node.clone(), gateway_config)
+        .await
+        .expect("gateway");
+    let driver = tokio::spawn(driver.run());
+    let mut client = Client::connect(
+        gateway.url(),
+        &gateway.cert_hashes(),
+        stream,
+        "",
+        Duration::from_secs(15),
+    )
+    .await
+    .expect("a session");
+    let first = 500 + index.len();
+    for id in &expected {
+        let (header, body) = client
+            .fetch(*id, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        let info = header.info();
+        let start = info.range_start.expect("a byte range") as usize;
+        assert_eq!(
+            body.as_ref(),
+            &file[start..start + info.length as usize],
+            "{id}"
+        );
+        if id.kind == SegmentKind::Media {
+            let at = first + sizes[..(id.sequence - 1) as usize].iter().sum::<u32>() as usize;
+            assert_eq!(start, at, "{id}");
+        } else {
+            assert_eq!((start, info.length), (0, 500));
+        }
+    }
+    client.close();
+    driver.abort();
+}

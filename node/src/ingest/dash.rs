@@ -21,6 +21,10 @@
 //!   numbers must stay the same from one poll to the next.
 //! - `SegmentList` with `SegmentURL`s (`mediaRange` byte ranges included)
 //!   and its `Initialization` (`sourceURL`, `range`); numbered from 1.
+//! - `SegmentBase`: one file (its `BaseURL`) whose `sidx` box, at
+//!   `indexRange`, lists the segments as byte ranges ([`index_needed`] says
+//!   which bytes to fetch first; [`media_playlist`] then reads them), and
+//!   whose `Initialization` `range` is the init segment; numbered from 1.
 //! - `BaseURL`s at MPD, period, adaptation set and representation level,
 //!   each relative to the one above.
 //!
@@ -31,8 +35,8 @@
 //! wall clock (`now_us`, passed in): segment `k` is available once
 //! `availabilityStartTime` + period start + (k + 1) × duration has passed,
 //! and the window is `timeShiftBufferDepth` (30 s when absent) behind the
-//! newest. Refused with a [`DashError`] naming what: several periods,
-//! `SegmentBase` (an index in a `sidx` box), encrypted adaptation sets,
+//! newest. Refused with a [`DashError`] naming what: several periods, a
+//! `sidx` that refers to other `sidx` boxes, encrypted adaptation sets,
 //! representations with no segment addressing, a clock-placed template
 //! without `availabilityStartTime`, absurd values (as for HLS: over
 //! [`MAX_SEGMENTS`] segments, a segment over 60 s, over `MAX_RENDITIONS`
@@ -103,17 +107,20 @@ const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
 /// The segments of the representation a rendition URI names (its fragment),
 /// as a media playlist; `now_us` (µs since the Unix epoch) places a live
 /// `$Number$` template on the clock.
-pub fn media_playlist(bytes: &[u8], uri: &str, now_us: u64) -> Result<MediaPlaylist, DashError> {
-    let index = uri
-        .rsplit_once(FRAGMENT)
-        .and_then(|(_, i)| i.parse::<usize>().ok())
-        .ok_or_else(|| {
-            DashError::Unsupported(format!("{uri} names no representation (#rep-<n>)"))
-        })?;
+pub fn media_playlist(
+    bytes: &[u8],
+    uri: &str,
+    now_us: u64,
+    sidx: Option<&[u8]>,
+) -> Result<MediaPlaylist, DashError> {
     let (mpd, list) = read(bytes)?;
-    let (set, rep, base) = list
-        .get(index)
-        .ok_or_else(|| DashError::Unsupported(format!("{uri}: no representation {index}")))?;
+    let (set, rep, base) = representation(&list, uri)?;
+    if let Some(segment_base) = segment_base(set, rep) {
+        let sidx = sidx.ok_or_else(|| {
+            DashError::Unsupported(format!("{uri}: its index (sidx) is needed first"))
+        })?;
+        return from_index(segment_base, rep, base, sidx);
+    }
     let period_start = mpd
         .periods
         .first()
@@ -144,6 +151,163 @@ pub fn media_playlist(bytes: &[u8], uri: &str, now_us: u64) -> Result<MediaPlayl
         )
     };
     segments(set, rep, base, timing)
+}
+
+/// The representation a rendition URI's fragment names.
+fn representation<'a>(list: &'a [Found], uri: &str) -> Result<&'a Found, DashError> {
+    let index = uri
+        .rsplit_once(FRAGMENT)
+        .and_then(|(_, i)| i.parse::<usize>().ok())
+        .ok_or_else(|| {
+            DashError::Unsupported(format!("{uri} names no representation (#rep-<n>)"))
+        })?;
+    list.get(index)
+        .ok_or_else(|| DashError::Unsupported(format!("{uri}: no representation {index}")))
+}
+
+/// The `SegmentBase` that addresses a representation, when neither a
+/// template nor a list does.
+fn segment_base<'a>(
+    set: &'a AdaptationSet,
+    rep: &'a Representation,
+) -> Option<&'a dash_mpd_core::SegmentBase> {
+    let addressed = rep.SegmentTemplate.is_some()
+        || rep.SegmentList.is_some()
+        || set.SegmentTemplate.is_some()
+        || set.SegmentList.is_some();
+    rep.SegmentBase
+        .as_ref()
+        .or(set.SegmentBase.as_ref())
+        .filter(|_| !addressed)
+}
+
+/// For a rendition addressed by `SegmentBase`: the file (relative to the
+/// MPD) and the byte range of its `sidx` index, which [`media_playlist`]
+/// needs; `None` for any other rendition.
+pub fn index_needed(bytes: &[u8], uri: &str) -> Result<Option<(String, ByteRange)>, DashError> {
+    let (_, list) = read(bytes)?;
+    let (set, rep, base) = representation(&list, uri)?;
+    let Some(segment_base) = segment_base(set, rep) else {
+        return Ok(None);
+    };
+    let bad = |reason: String| DashError::Bad {
+        representation: rep.id.clone().unwrap_or_default(),
+        reason,
+    };
+    let range = segment_base
+        .indexRange
+        .as_deref()
+        .ok_or_else(|| bad("SegmentBase without an indexRange".into()))
+        .and_then(|r| byte_range(r).map_err(bad))?;
+    if range.length > MAX_INDEX_BYTES {
+        return Err(bad(format!("an index of {} bytes", range.length)));
+    }
+    if base.is_empty() {
+        return Err(bad("SegmentBase without a BaseURL naming its file".into()));
+    }
+    Ok(Some((base.clone(), range)))
+}
+
+/// Largest `sidx` read: 12 bytes a reference, room for 50,000 of them.
+pub const MAX_INDEX_BYTES: u64 = 600_000;
+
+/// The segments a `sidx` box lists, as byte ranges of the representation's
+/// file (see ISO/IEC 14496-12 §8.16.3: offsets count from the byte after
+/// the box, plus its `first_offset`).
+fn from_index(
+    segment_base: &dash_mpd_core::SegmentBase,
+    rep: &Representation,
+    base: &str,
+    sidx: &[u8],
+) -> Result<MediaPlaylist, DashError> {
+    let bad = |reason: String| DashError::Bad {
+        representation: rep.id.clone().unwrap_or_default(),
+        reason,
+    };
+    let index_range = segment_base
+        .indexRange
+        .as_deref()
+        .ok_or_else(|| bad("SegmentBase without an indexRange".into()))
+        .and_then(|r| byte_range(r).map_err(bad))?;
+    let short = || bad("the sidx box is truncated".into());
+    let u32_at = |at: usize| -> Result<u32, DashError> {
+        let b = sidx.get(at..at + 4).ok_or_else(short)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |at: usize| -> Result<u64, DashError> {
+        Ok((u64::from(u32_at(at)?) << 32) | u64::from(u32_at(at + 4)?))
+    };
+    let size = u32_at(0)? as usize;
+    if sidx.get(4..8) != Some(b"sidx") || size < 32 || size > sidx.len() {
+        return Err(bad("the indexRange does not start with a sidx box".into()));
+    }
+    let version = sidx[8];
+    let timescale = u64::from(u32_at(16)?).max(1);
+    let (first_offset, mut at) = if version == 0 {
+        (u64::from(u32_at(24)?), 28)
+    } else {
+        (u64_at(28)?, 36)
+    };
+    let count = usize::from(u16::from_be_bytes([
+        *sidx.get(at + 2).ok_or_else(short)?,
+        *sidx.get(at + 3).ok_or_else(short)?,
+    ]));
+    at += 4;
+    if count > MAX_SEGMENTS {
+        return Err(DashError::TooMany {
+            what: "sidx references",
+            count,
+            max: MAX_SEGMENTS,
+        });
+    }
+    let map_range = segment_base
+        .Initialization
+        .as_ref()
+        .and_then(|i| i.range.as_deref())
+        .map(byte_range)
+        .transpose()
+        .map_err(bad)?;
+    let mut offset = index_range.offset + size as u64 + first_offset;
+    let mut segments = Vec::with_capacity(count);
+    for k in 0..count {
+        let reference = u32_at(at)?;
+        let duration = u32_at(at + 4)?;
+        at += 12;
+        if reference >> 31 == 1 {
+            return Err(DashError::Unsupported(
+                "a sidx that refers to other sidx boxes".into(),
+            ));
+        }
+        let length = u64::from(reference & 0x7fff_ffff);
+        let seconds = Duration::from_secs_f64(f64::from(duration) / timescale as f64);
+        if length == 0 || seconds.is_zero() || seconds > MAX_TARGET_DURATION {
+            return Err(bad(format!(
+                "sidx reference {k}: {length} bytes, {seconds:?}"
+            )));
+        }
+        segments.push(MediaSegment {
+            sequence: k as u64 + 1,
+            uri: base.to_owned(),
+            duration: seconds,
+            range: Some(ByteRange { offset, length }),
+            map_uri: map_range.map(|_| base.to_owned()),
+            map_range,
+            discontinuity: false,
+        });
+        offset = offset.saturating_add(length);
+    }
+    let longest = segments
+        .iter()
+        .map(|s| s.duration)
+        .max()
+        .ok_or_else(|| bad("an empty sidx".into()))?;
+    Ok(MediaPlaylist {
+        target_duration: Duration::from_secs(longest.as_secs_f64().ceil() as u64),
+        media_sequence: 1,
+        segments,
+        ended: true,
+        low_latency: None,
+    })
 }
 
 /// How far the segments go.
@@ -306,11 +470,6 @@ fn segments(
         representation: id.chars().take(64).collect(),
         reason,
     };
-    if rep.SegmentBase.is_some() || (set.SegmentBase.is_some() && rep.SegmentTemplate.is_none()) {
-        return Err(DashError::Unsupported(
-            "SegmentBase (an index in a sidx box)".into(),
-        ));
-    }
     let template = rep
         .SegmentTemplate
         .as_ref()

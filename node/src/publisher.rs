@@ -350,24 +350,18 @@ impl Publisher {
         futures::pin_mut!(downloads);
         let stream = self.stream.id;
         while let Some((item, body)) = downloads.next().await {
-            let (id, uri, range, duration, composed) = match item {
+            let (id, described) = match item {
                 Item::Init {
                     sequence,
                     uri,
                     range,
                 } => (
                     SegmentId::init(stream, rendition, sequence),
-                    uri,
-                    range,
-                    Duration::ZERO,
-                    0,
+                    Described::new(uri, range, Duration::ZERO),
                 ),
                 Item::Media(seg) => (
                     SegmentId::media(stream, rendition, seg.sequence),
-                    seg.uri,
-                    seg.range,
-                    seg.duration,
-                    0,
+                    Described::of(seg),
                 ),
                 Item::Part(part) => {
                     let id = SegmentId::part(stream, rendition, part.sequence, part.index);
@@ -375,14 +369,17 @@ impl Publisher {
                         Some(Ok(bytes)) => parts.add(part.sequence, part.index, bytes.clone()),
                         _ => parts.lost(part.sequence),
                     }
-                    (id, part.uri, None, part.duration, 0)
+                    (id, Described::new(part.uri, None, part.duration))
                 }
                 Item::Assembled { segment, parts: n } => {
                     let id = SegmentId::media(stream, rendition, segment.sequence);
                     match parts.take(segment.sequence, n) {
                         Some(whole) => {
-                            self.inject(id, segment.uri, None, segment.duration, whole, n)
-                                .await;
+                            let described = Described {
+                                parts: n,
+                                ..Described::of(segment)
+                            };
+                            self.inject(id, described, whole).await;
                         }
                         // A part failed: the segment as the origin serves it.
                         None => match self
@@ -392,9 +389,7 @@ impl Publisher {
                         {
                             Ok(body) => {
                                 self.count_origin(&body);
-                                let range = segment.range;
-                                self.inject(id, segment.uri, range, segment.duration, body, 0)
-                                    .await;
+                                self.inject(id, Described::of(segment), body).await;
                             }
                             Err(e) => self.warn(format!("segment {id} not published: {e}")),
                         },
@@ -405,7 +400,7 @@ impl Publisher {
             match body {
                 Some(Ok(body)) => {
                     self.count_origin(&body);
-                    self.inject(id, uri, range, duration, body, composed).await
+                    self.inject(id, described, body).await
                 }
                 Some(Err(e)) => self.warn(format!("segment {id} not published: {e}")),
                 None => {}
@@ -421,20 +416,20 @@ impl Publisher {
         );
     }
 
-    /// Signs and injects a segment (`range` of the resource at `uri`, or all
-    /// of it); `parts` > 0 for a media segment that is the concatenation of
-    /// that many parts already injected.
-    async fn inject(
-        &self,
-        id: SegmentId,
-        uri: String,
-        range: Option<ByteRange>,
-        duration: Duration,
-        body: Bytes,
-        parts: u32,
-    ) {
+    /// Signs and injects a segment as `described`.
+    async fn inject(&self, id: SegmentId, described: Described, body: Bytes) {
+        let Described {
+            uri,
+            range,
+            duration,
+            discontinuity,
+            program_date_time_ms,
+            parts,
+        } = described;
         let duration_us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
-        let mut info = SegmentInfo::for_body(id, &body, duration_us, now_us()).with_uri(uri);
+        let mut info = SegmentInfo::for_body(id, &body, duration_us, now_us())
+            .with_uri(uri)
+            .with_timeline(discontinuity, program_date_time_ms);
         if let Some(range) = range {
             info = info.with_range(range.offset);
         }
@@ -457,6 +452,40 @@ impl Publisher {
             self.injected_bytes.fetch_add(bytes, Relaxed);
         }
         let _ = self.events.send(PublishEvent::Injected { id, bytes });
+    }
+}
+
+/// What a segment's header says besides its bytes.
+struct Described {
+    /// `range` of the resource at `uri`, or all of it.
+    uri: String,
+    range: Option<ByteRange>,
+    duration: Duration,
+    discontinuity: bool,
+    program_date_time_ms: Option<u64>,
+    /// Over 0 for a media segment that is the concatenation of that many
+    /// parts already injected.
+    parts: u32,
+}
+
+impl Described {
+    fn new(uri: String, range: Option<ByteRange>, duration: Duration) -> Self {
+        Self {
+            uri,
+            range,
+            duration,
+            discontinuity: false,
+            program_date_time_ms: None,
+            parts: 0,
+        }
+    }
+
+    fn of(segment: playlist::MediaSegment) -> Self {
+        Self {
+            discontinuity: segment.discontinuity,
+            program_date_time_ms: segment.program_date_time_ms,
+            ..Self::new(segment.uri, segment.range, segment.duration)
+        }
     }
 }
 

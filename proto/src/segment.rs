@@ -40,6 +40,12 @@ pub struct SegmentInfo {
     /// at `uri` (an HLS `EXT-X-BYTERANGE`, a byte-range `EXT-X-MAP`); `None`:
     /// the whole resource. Signed, as the URI is: it says what to fetch.
     pub range_start: Option<u64>,
+    /// An `EXT-X-DISCONTINUITY` precedes it (timestamps, encoding or
+    /// format change), and the wall-clock time of its first sample
+    /// (`EXT-X-PROGRAM-DATE-TIME`, ms since the Unix epoch): what a player
+    /// rebuilding a timeline from headers, without the playlist, needs.
+    pub discontinuity: bool,
+    pub program_date_time_ms: Option<u64>,
 }
 
 impl SegmentInfo {
@@ -55,7 +61,17 @@ impl SegmentInfo {
             epoch_us: 0,
             parts: 0,
             range_start: None,
+            discontinuity: false,
+            program_date_time_ms: None,
         }
+    }
+
+    /// Places the segment on the stream's timeline (see
+    /// [`Self::discontinuity`]).
+    pub fn with_timeline(mut self, discontinuity: bool, program_date_time_ms: Option<u64>) -> Self {
+        self.discontinuity = discontinuity;
+        self.program_date_time_ms = program_date_time_ms;
+        self
     }
 
     /// Says the body is a byte range of the resource at `uri`, from
@@ -108,6 +124,9 @@ impl SegmentInfo {
             .u32(self.parts)
             .u8(u8::from(self.range_start.is_some()))
             .u64(self.range_start.unwrap_or(0))
+            .u8(u8::from(self.discontinuity))
+            .u8(u8::from(self.program_date_time_ms.is_some()))
+            .u64(self.program_date_time_ms.unwrap_or(0))
             .finish()
     }
 
@@ -169,6 +188,8 @@ impl SignedHeader {
             part: info.id.part,
             parts: info.parts,
             range_start: info.range_start,
+            discontinuity: info.discontinuity,
+            program_date_time_ms: info.program_date_time_ms,
             signature: self.signature.to_vec().into(),
         }
     }
@@ -191,6 +212,8 @@ impl SignedHeader {
                 epoch_us: msg.epoch_us,
                 parts: composed_of(msg)?,
                 range_start: msg.range_start,
+                discontinuity: msg.discontinuity,
+                program_date_time_ms: msg.program_date_time_ms,
             },
             signature: fixed("signature", &msg.signature)?,
         })

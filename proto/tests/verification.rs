@@ -482,3 +482,29 @@ fn a_byte_range_is_signed_and_names_its_http_range() {
         Some("bytes=0-999")
     );
 }
+
+#[test]
+fn a_discontinuity_and_a_program_date_time_are_signed() {
+    use meshcast_proto::{SegmentId, SegmentInfo};
+    let k = key(1);
+    let s = stream(&k, "live");
+    let b = body(100, 1);
+    let placed = SegmentInfo::for_body(SegmentId::media(s.id, 0, 9), &b, 2_000_000, 1)
+        .with_timeline(true, Some(1_764_950_400_000))
+        .sign(&k);
+    let back = SignedHeader::from_pb(&placed.to_pb()).expect("decodes");
+    assert_eq!(back, placed);
+    back.verify(&s).expect("verifies");
+    let mut moved = placed.clone();
+    moved.info.program_date_time_ms = Some(1_764_950_400_001);
+    assert!(matches!(
+        moved.verify(&s),
+        Err(VerifyError::BadSignature { .. })
+    ));
+    let mut joined = placed.clone();
+    joined.info.discontinuity = false;
+    assert!(matches!(
+        joined.verify(&s),
+        Err(VerifyError::BadSignature { .. })
+    ));
+}

@@ -293,6 +293,7 @@ fn from_index(
             map_uri: map_range.map(|_| base.to_owned()),
             map_range,
             discontinuity: false,
+            program_date_time_ms: None,
         });
         offset = offset.saturating_add(length);
     }
@@ -538,6 +539,7 @@ fn segments(
                 map_uri: map.as_ref().map(|(uri, _)| uri.clone()),
                 map_range: map.as_ref().and_then(|(_, range)| *range),
                 discontinuity: false,
+                program_date_time_ms: None,
             })
         })
         .collect::<Result<Vec<_>, DashError>>()?;

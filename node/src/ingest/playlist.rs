@@ -162,6 +162,10 @@ pub struct MediaSegment {
     pub map_range: Option<ByteRange>,
     /// `EXT-X-DISCONTINUITY` precedes this segment.
     pub discontinuity: bool,
+    /// Wall-clock time of its first sample, ms since the Unix epoch: its
+    /// `EXT-X-PROGRAM-DATE-TIME`, or the previous segment's plus its
+    /// duration (RFC 8216 §4.3.2.6), not across a discontinuity.
+    pub program_date_time_ms: Option<u64>,
 }
 
 /// `length` bytes of a resource from `offset`.
@@ -504,6 +508,8 @@ fn media_playlist(media: m3u8_rs::MediaPlaylist) -> Result<MediaPlaylist, Playli
     let mut map_in_force: Option<(String, Option<ByteRange>)> = None;
     // The resource of the previous byte-range segment and where it ended.
     let mut previous_range: Option<(String, u64)> = None;
+    // Where the next segment starts on the wall clock, if known.
+    let mut next_time_ms: Option<u64> = None;
     for (sequence, segment) in (media.media_sequence..).zip(media.segments) {
         // Tags we rely on that m3u8-rs could not read end up as unknown tags.
         if let Some(tag) = segment
@@ -537,14 +543,22 @@ fn media_playlist(media: m3u8_rs::MediaPlaylist) -> Result<MediaPlaylist, Playli
             map_in_force = Some((map.uri, range));
         }
         check_uri(&segment.uri)?;
+        let duration = segment_duration(sequence, segment.duration)?;
+        let program_date_time_ms = match segment.program_date_time {
+            Some(time) => u64::try_from(time.timestamp_millis()).ok(),
+            None if segment.discontinuity => None,
+            None => next_time_ms,
+        };
+        next_time_ms = program_date_time_ms.map(|t| t.saturating_add(duration.as_millis() as u64));
         segments.push(MediaSegment {
             sequence,
-            duration: segment_duration(sequence, segment.duration)?,
+            duration,
             uri: segment.uri,
             range,
             map_uri: map_in_force.as_ref().map(|(uri, _)| uri.clone()),
             map_range: map_in_force.as_ref().and_then(|(_, range)| *range),
             discontinuity: segment.discontinuity,
+            program_date_time_ms,
         });
     }
     Ok(MediaPlaylist {
@@ -1065,6 +1079,7 @@ mod tests {
                     map_uri: None,
                     map_range: None,
                     discontinuity: false,
+                    program_date_time_ms: None,
                 },
                 MediaSegment {
                     sequence: 42,
@@ -1074,6 +1089,7 @@ mod tests {
                     map_uri: None,
                     map_range: None,
                     discontinuity: false,
+                    program_date_time_ms: None,
                 },
             ]
         );
@@ -1356,6 +1372,35 @@ mod tests {
                 uri: "all.mp4".into(),
                 range: range(0, 700),
             }
+        );
+    }
+
+    #[test]
+    fn program_date_times_carry_on_until_a_discontinuity() {
+        let playlist = media(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:5\n\
+             #EXT-X-PROGRAM-DATE-TIME:2026-12-05T00:00:00.000Z\n#EXTINF:2,\na.ts\n\
+             #EXTINF:1.5,\nb.ts\n#EXTINF:2,\nc.ts\n\
+             #EXT-X-DISCONTINUITY\n#EXTINF:2,\nd.ts\n\
+             #EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-12-05T01:00:00.000+01:00\n#EXTINF:2,\ne.ts\n",
+        );
+        let start = 1_796_428_800_000u64; // 2026-12-05T00:00:00Z
+        let timeline: Vec<(bool, Option<u64>)> = playlist
+            .segments
+            .iter()
+            .map(|s| (s.discontinuity, s.program_date_time_ms))
+            .collect();
+        assert_eq!(
+            timeline,
+            [
+                (false, Some(start)),
+                (false, Some(start + 2_000)),
+                (false, Some(start + 3_500)),
+                // Across a discontinuity nothing is implied…
+                (true, None),
+                // …until a date is given again (with its offset).
+                (true, Some(start)),
+            ]
         );
     }
 

@@ -35,7 +35,8 @@
 //! wall clock (`now_us`, passed in): segment `k` is available once
 //! `availabilityStartTime` + period start + (k + 1) × duration has passed,
 //! and the window is `timeShiftBufferDepth` (30 s when absent) behind the
-//! newest. Refused with a [`DashError`] naming what: several periods, a
+//! newest; it is reloaded every `minimumUpdatePeriod` (at least 0.5 s) when
+//! it says. Refused with a [`DashError`] naming what: several periods, a
 //! `sidx` that refers to other `sidx` boxes, encrypted adaptation sets,
 //! representations with no segment addressing, a clock-placed template
 //! without `availabilityStartTime`, absurd values (as for HLS: over
@@ -150,8 +151,19 @@ pub fn media_playlist(
                 })?,
         )
     };
-    segments(set, rep, base, timing)
+    let mut playlist = segments(set, rep, base, timing)?;
+    if matches!(timing, Timing::Live { .. }) {
+        // Reloaded at the MPD's own pace, within reason.
+        playlist.refresh = mpd
+            .minimumUpdatePeriod
+            .map(|p| p.clamp(MIN_REFRESH, MAX_TARGET_DURATION));
+    }
+    Ok(playlist)
 }
+
+/// The shortest reload period taken from an MPD: a `minimumUpdatePeriod` of
+/// zero would mean polling without pause.
+const MIN_REFRESH: Duration = Duration::from_millis(500);
 
 /// The representation a rendition URI's fragment names.
 fn representation<'a>(list: &'a [Found], uri: &str) -> Result<&'a Found, DashError> {
@@ -308,6 +320,7 @@ fn from_index(
         segments,
         ended: true,
         low_latency: None,
+        refresh: None,
     })
 }
 
@@ -549,6 +562,7 @@ fn segments(
         segments,
         ended: matches!(timing, Timing::Vod(_)),
         low_latency: None,
+        refresh: None,
     })
 }
 

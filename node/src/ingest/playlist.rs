@@ -142,6 +142,9 @@ pub struct MediaPlaylist {
     pub ended: bool,
     /// Parts and blocking reload, for a low-latency playlist.
     pub low_latency: Option<LowLatency>,
+    /// How often to reload it, when its source says (a DASH MPD's
+    /// `minimumUpdatePeriod`); else RFC 8216's pace by the target duration.
+    pub refresh: Option<Duration>,
 }
 
 /// One media segment of a media playlist.
@@ -567,6 +570,7 @@ fn media_playlist(media: m3u8_rs::MediaPlaylist) -> Result<MediaPlaylist, Playli
         segments,
         ended,
         low_latency: None,
+        refresh: None,
     })
 }
 
@@ -714,6 +718,8 @@ pub struct Tracker {
     parts_returned: BTreeMap<u64, u32>,
     /// The part a blocking reload asks for next, in the playlist's numbering.
     next_part: Option<(u64, u32)>,
+    /// The playlist's own reload period (see [`MediaPlaylist::refresh`]).
+    refresh: Option<Duration>,
 }
 
 impl Tracker {
@@ -733,6 +739,7 @@ impl Tracker {
         self.changed = self.fingerprint != Some(fingerprint);
         self.fingerprint = Some(fingerprint);
         self.target_duration = playlist.target_duration;
+        self.refresh = playlist.refresh;
 
         let (Some(first), Some(last)) = (playlist.segments.first(), playlist.segments.last())
         else {
@@ -857,7 +864,9 @@ impl Tracker {
     pub fn poll_interval(&self) -> Duration {
         match self.fingerprint {
             None => Duration::ZERO,
-            Some(_) => reload_delay(self.changed, self.target_duration),
+            Some(_) => self
+                .refresh
+                .unwrap_or_else(|| reload_delay(self.changed, self.target_duration)),
         }
     }
 }

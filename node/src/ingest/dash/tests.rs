@@ -227,6 +227,11 @@ fn a_live_number_template_is_placed_on_the_clock_with_its_window() {
     assert_eq!(numbers, [26, 27, 28, 29, 30]);
     assert_eq!(video.segments[0].uri, "v/26.m4s");
     assert_eq!(video.media_sequence, 26);
+    // Reloaded as often as the MPD says.
+    assert_eq!(video.refresh, Some(Duration::from_secs(2)));
+    let mut tracker = crate::ingest::playlist::Tracker::new();
+    tracker.update(&video);
+    assert_eq!(tracker.poll_interval(), Duration::from_secs(2));
     // Two seconds later the window has moved on by one.
     let later =
         media_playlist(LIVE.as_bytes(), "m.mpd#rep-0", 63_000_000, None).expect("a playlist");

@@ -1,9 +1,11 @@
 //! A 3-node mesh with a relay in front, for tests of the browser gateway.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
+use bytes::Bytes;
 use meshcast_node::publisher::Publisher;
-use meshcast_proto::{PublisherKey, StreamId};
+use meshcast_proto::{PublisherKey, SegmentId, StreamId, VerifiedHeader};
 use meshcast_relay::{Client, ClientError, Gateway};
 
 use crate::{TestNode, config, follow, local, media_dir, publisher_config};
@@ -102,4 +104,55 @@ pub async fn connect(mesh: &Mesh, token: &str) -> Result<Client, ClientError> {
         Duration::from_secs(15),
     )
     .await
+}
+
+/// Carries `expected` from `publisher` (which holds them) across the mesh to
+/// a gateway, and fetches each with a native client through it: with
+/// `middle`, publisher — node — relay (three nodes, the node holding all of
+/// them first), else publisher — relay. Returns what the client got, in
+/// `expected` order.
+pub async fn fetch_via_gateway(
+    publisher: &TestNode,
+    stream: StreamId,
+    expected: &BTreeSet<SegmentId>,
+    middle: bool,
+) -> Vec<(VerifiedHeader, Bytes)> {
+    let mut nodes = Vec::new();
+    let mut upstream = publisher;
+    if middle {
+        let node = TestNode::start(config()).await;
+        follow(&node, publisher, stream).await;
+        node.assert_gets(&stream, expected, Duration::from_secs(30))
+            .await;
+        nodes.push(node);
+        upstream = &nodes[0];
+    }
+    let relay = TestNode::start(config()).await;
+    follow(&relay, upstream, stream).await;
+    let mut config = gateway_config();
+    config.serve.streams.push(stream);
+    let (gateway, driver) = Gateway::bind(relay.node.clone(), config)
+        .await
+        .expect("gateway");
+    let driver = tokio::spawn(driver.run());
+    let mut client = Client::connect(
+        gateway.url(),
+        &gateway.cert_hashes(),
+        stream,
+        "",
+        Duration::from_secs(15),
+    )
+    .await
+    .expect("a session");
+    let mut got = Vec::with_capacity(expected.len());
+    for id in expected {
+        let fetched = client
+            .fetch(*id, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        got.push(fetched);
+    }
+    client.close();
+    driver.abort();
+    got
 }

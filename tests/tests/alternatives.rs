@@ -10,9 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use meshcast_proto::{RenditionKind, SegmentKind};
-use meshcast_relay::{Client, Gateway};
-use meshcast_tests::relay::gateway_config;
-use meshcast_tests::{TestNode, config, follow, init_logs, publish};
+use meshcast_tests::relay::fetch_via_gateway;
+use meshcast_tests::{TestNode, config, init_logs, publish};
 use rand::{Rng, SeedableRng};
 
 const SEGMENTS: usize = 3;
@@ -110,36 +109,9 @@ async fn alternate_audio_and_subtitles_cross_the_mesh_as_renditions() {
         3
     );
 
-    // publisher — node — relay (a gateway).
-    let node = TestNode::start(config()).await;
-    follow(&node, &publisher, stream).await;
-    node.assert_gets(&stream, &expected, Duration::from_secs(30))
-        .await;
-    let relay = TestNode::start(config()).await;
-    follow(&relay, &node, stream).await;
-    let mut gateway_config = gateway_config();
-    gateway_config.serve.streams.push(stream);
-    let (gateway, driver) = Gateway::bind(relay.node.clone(), gateway_config)
-        .await
-        .expect("gateway");
-    let driver = tokio::spawn(driver.run());
-    let mut client = Client::connect(
-        gateway.url(),
-        &gateway.cert_hashes(),
-        stream,
-        "",
-        Duration::from_secs(15),
-    )
-    .await
-    .expect("a session");
-    for id in &expected {
-        let (header, body) = client
-            .fetch(*id, Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("{id}: {e}"));
+    // publisher — node — relay (a gateway) — a native client.
+    for (header, body) in fetch_via_gateway(&publisher, stream, &expected, true).await {
         let file = &files[&header.info().uri];
-        assert_eq!(body.as_ref(), file.as_slice(), "{id}");
+        assert_eq!(body.as_ref(), file.as_slice(), "{:?}", header.id());
     }
-    client.close();
-    driver.abort();
 }

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use meshcast_node::{Event, Source};
 use meshcast_proto::{SegmentId, SegmentKind, StreamId, VerifiedHeader};
-use meshcast_relay::{Client, Gateway};
-use meshcast_tests::relay::gateway_config;
+use meshcast_tests::relay::fetch_via_gateway;
 use meshcast_tests::{TestNode, config, follow, init_logs, local, media_dir, publish};
 
 /// Each rendition's packed file, by rendition id (its playlist's stem).
@@ -80,40 +79,16 @@ async fn byte_range_segments_cross_the_mesh_and_a_gateway_byte_identical() {
         2
     );
 
-    // publisher — node — relay (a gateway): three nodes.
-    let node = TestNode::start(config()).await;
-    follow(&node, &publisher, stream).await;
-    node.assert_gets(&stream, &expected, Duration::from_secs(30))
-        .await;
-    let relay = TestNode::start(config()).await;
-    follow(&relay, &node, stream).await;
-    let mut gateway_config = gateway_config();
-    gateway_config.serve.streams.push(stream);
-    let (gateway, driver) = Gateway::bind(relay.node.clone(), gateway_config)
-        .await
-        .expect("gateway");
-    let driver = tokio::spawn(driver.run());
-    let mut client = Client::connect(
-        gateway.url(),
-        &gateway.cert_hashes(),
-        stream,
-        "",
-        Duration::from_secs(15),
-    )
-    .await
-    .expect("a session");
-    for id in &expected {
-        let (header, body) = client
-            .fetch(*id, Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("{id}: {e}"));
-        assert_eq!(body.as_ref(), range_of(&files, &header), "{id}");
-        // The node in the middle holds the same signed range.
-        let held = node.node.segment(id).expect("held");
-        assert_eq!(held.header.info().range_start, header.info().range_start);
+    // publisher — node — relay (a gateway) — a native client.
+    for (header, body) in fetch_via_gateway(&publisher, stream, &expected, true).await {
+        assert!(header.info().range_start.is_some(), "{:?}", header.id());
+        assert_eq!(
+            body.as_ref(),
+            range_of(&files, &header),
+            "{:?}",
+            header.id()
+        );
     }
-    client.close();
-    driver.abort();
 }
 
 /// A publisher that serves no bytes leaves every segment to the origin: the

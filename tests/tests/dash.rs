@@ -10,9 +10,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use meshcast_proto::{RenditionKind, SegmentKind};
-use meshcast_relay::{Client, Gateway};
-use meshcast_tests::relay::gateway_config;
-use meshcast_tests::{TestNode, config, follow, init_logs, publish};
+use meshcast_tests::relay::fetch_via_gateway;
+use meshcast_tests::{TestNode, config, init_logs, publish};
 use rand::{Rng, SeedableRng};
 
 const MPD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -112,43 +111,16 @@ async fn every_representation_of_an_mpd_crosses_the_mesh_byte_identical() {
         4
     );
 
-    // publisher — node — relay (a gateway).
-    let node = TestNode::start(config()).await;
-    follow(&node, &publisher, stream).await;
-    node.assert_gets(&stream, &expected, Duration::from_secs(30))
-        .await;
-    let relay = TestNode::start(config()).await;
-    follow(&relay, &node, stream).await;
-    let mut gateway_config = gateway_config();
-    gateway_config.serve.streams.push(stream);
-    let (gateway, driver) = Gateway::bind(relay.node.clone(), gateway_config)
-        .await
-        .expect("gateway");
-    let driver = tokio::spawn(driver.run());
-    let mut client = Client::connect(
-        gateway.url(),
-        &gateway.cert_hashes(),
-        stream,
-        "",
-        Duration::from_secs(15),
-    )
-    .await
-    .expect("a session");
-    for id in &expected {
-        let (header, body) = client
-            .fetch(*id, Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("{id}: {e}"));
+    // publisher — node — relay (a gateway) — a native client.
+    for (header, body) in fetch_via_gateway(&publisher, stream, &expected, true).await {
         let info = header.info();
         let file = &files[&info.uri];
         let want = match info.range_start {
             Some(start) => &file[start as usize..(start + info.length) as usize],
             None => file.as_slice(),
         };
-        assert_eq!(body.as_ref(), want, "{id} ({})", info.uri);
+        assert_eq!(body.as_ref(), want, "{:?} ({})", header.id(), info.uri);
     }
-    client.close();
-    driver.abort();
 }
 
 /// A malformed MPD stops the publisher with an error naming the file.
@@ -293,28 +265,7 @@ async fn the_committed_stream_as_dash_crosses_the_mesh() {
     let expected = publisher.held(&stream);
     assert_eq!(expected.len(), 3 * (1 + 10), "{expected:?}");
 
-    let node = TestNode::start(config()).await;
-    follow(&node, &publisher, stream).await;
-    let mut gateway_config = gateway_config();
-    gateway_config.serve.streams.push(stream);
-    let (gateway, driver) = Gateway::bind(node.node.clone(), gateway_config)
-        .await
-        .expect("gateway");
-    let driver = tokio::spawn(driver.run());
-    let mut client = Client::connect(
-        gateway.url(),
-        &gateway.cert_hashes(),
-        stream,
-        "",
-        Duration::from_secs(15),
-    )
-    .await
-    .expect("a session");
-    for id in &expected {
-        let (header, body) = client
-            .fetch(*id, Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("{id}: {e}"));
+    for (header, body) in fetch_via_gateway(&publisher, stream, &expected, false).await {
         let url = format!("{}/dash/{}", origin.url(), header.info().uri);
         let file = reqwest::get(&url)
             .await
@@ -323,10 +274,8 @@ async fn the_committed_stream_as_dash_crosses_the_mesh() {
             .bytes()
             .await
             .expect("its bytes");
-        assert_eq!(body.as_ref(), file.as_ref(), "{id} ({url})");
+        assert_eq!(body.as_ref(), file.as_ref(), "{:?} ({url})", header.id());
     }
-    client.close();
-    driver.abort();
 }
 
 /// A `sidx` box (version 0) of media references of `sizes` bytes, 2 s each
@@ -396,30 +345,9 @@ async fn segment_base_segments_are_published_as_the_ranges_their_sidx_lists() {
     let expected = publisher.held(&stream);
     assert_eq!(expected.len(), 1 + sizes.len(), "{expected:?}");
 
-    let node = TestNode::start(config()).await;
-    follow(&node, &publisher, stream).await;
-    let mut gateway_config = gateway_config();
-    gateway_config.serve.streams.push(stream);
-    let (gateway, driver) = Gateway::bind(node.node.clone(), gateway_config)
-        .await
-        .expect("gateway");
-    let driver = tokio::spawn(driver.run());
-    let mut client = Client::connect(
-        gateway.url(),
-        &gateway.cert_hashes(),
-        stream,
-        "",
-        Duration::from_secs(15),
-    )
-    .await
-    .expect("a session");
     let first = 500 + index.len();
-    for id in &expected {
-        let (header, body) = client
-            .fetch(*id, Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|e| panic!("{id}: {e}"));
-        let info = header.info();
+    for (header, body) in fetch_via_gateway(&publisher, stream, &expected, false).await {
+        let (id, info) = (header.id(), header.info());
         let start = info.range_start.expect("a byte range") as usize;
         assert_eq!(
             body.as_ref(),
@@ -433,6 +361,4 @@ async fn segment_base_segments_are_published_as_the_ranges_their_sidx_lists() {
             assert_eq!((start, info.length), (0, 500));
         }
     }
-    client.close();
-    driver.abort();
 }

@@ -191,9 +191,13 @@ async function testRelayDown(t) {
   return figures;
 }
 
-/** h. Byte-range segments (EXT-X-BYTERANGE) from the mesh. */
-async function testByteRange(t) {
-  const demo = await t.demo(['--byte-range']);
+/**
+ * A short VOD demo with `args` played for 15 s: fails on a verification or
+ * segment failure, a stall over 1 s, or under 90 % of the bytes asked for
+ * once connected from the mesh; `check(after, figures)` adds its own.
+ */
+async function playShortVod(t, args, describe, check = () => {}) {
+  const demo = await t.demo(args);
   const page = await t.open(demo.url);
   await waitPlaying(page, 45_000);
   const start = await snapshot(page);
@@ -204,8 +208,9 @@ async function testByteRange(t) {
   const failures = after.events.filter((e) => e.type === 'verify-failed' || e.type === 'segment-failed');
   const figures =
     `played ${(end - start.currentTime).toFixed(1)} s, mesh ${pct(share)} of ${fmtBytes(all(after.totals))} ` +
-    `(${after.totals.meshSegments} mesh / ${after.totals.httpSegments} http fragments), ${stallText(st)}`;
+    `(${after.totals.meshSegments} mesh / ${after.totals.httpSegments} http fragments)${describe(after)}, ${stallText(st)}`;
   if (failures.length) throw new Error(`${failures.length} failures (${failures[0].type}: ${failures[0].reason}); ${figures}`);
+  check(after, figures);
   const long = st.filter((s) => s.ms > 1000);
   if (long.length) throw new Error(`stall over 1 s: ${stallText(long)}; ${figures}`);
   const connectedShare = meshShareOnceConnected(after);
@@ -215,42 +220,35 @@ async function testByteRange(t) {
   return figures;
 }
 
-/** i. Alternate audio (EXT-X-MEDIA) from the mesh beside the video. */
-async function testAlternateAudio(t) {
-  const demo = await t.demo(['--alternate-audio']);
-  const page = await t.open(demo.url);
-  await waitPlaying(page, 45_000);
-  const start = await snapshot(page);
-  const end = await waitCurrentTime(page, Math.max(start.currentTime, 0) + 15, 60_000);
-  const after = await snapshot(page);
-  const st = await stalls(page, after.firstFrameAt, 250);
-  const share = meshShare(after.totals);
-  const failures = after.events.filter((e) => e.type === 'verify-failed' || e.type === 'segment-failed');
-  const isAudio = (s) => /\/audio_\d+\.m4s$|\/init_audio\.mp4$/.test(s.url);
-  const audio = after.segments.filter(isAudio);
-  const audioMesh = audio.filter((s) => s.source === 'mesh');
-  const subtitles = after.segments.filter((s) => /\/subs_\d+\.vtt$/.test(s.url));
-  const subtitlesMesh = subtitles.filter((s) => s.source === 'mesh');
-  const figures =
-    `played ${(end - start.currentTime).toFixed(1)} s, mesh ${pct(share)} of ${fmtBytes(all(after.totals))}, ` +
-    `${audioMesh.length} of ${audio.length} audio and ${subtitlesMesh.length} of ${subtitles.length} ` +
-    `subtitle fragments from the mesh, ${stallText(st)}`;
-  if (failures.length) throw new Error(`${failures.length} failures (${failures[0].type}: ${failures[0].reason}); ${figures}`);
-  if (audioMesh.length < 5) throw new Error(`too few audio fragments from the mesh; ${figures}`);
-  if (subtitlesMesh.length < 3) throw new Error(`too few subtitle fragments from the mesh; ${figures}`);
-  // Its init segment too, unless it was asked for while the client was
-  // still connecting (start-up goes over HTTP then).
-  const init = audio.find((s) => s.init);
-  if (!init || (init.source !== 'mesh' && init.reason !== 'connecting')) {
-    throw new Error(`the audio init segment: ${init ? `over HTTP (${init.reason})` : 'never loaded'}; ${figures}`);
-  }
-  const long = st.filter((s) => s.ms > 1000);
-  if (long.length) throw new Error(`stall over 1 s: ${stallText(long)}; ${figures}`);
-  const connectedShare = meshShareOnceConnected(after);
-  if (!(connectedShare >= 0.9)) {
-    throw new Error(`only ${pct(connectedShare)} of the bytes asked for once connected from the mesh (want ≥ 90 %); ${figures}`);
-  }
-  return figures;
+/** h. Byte-range segments (EXT-X-BYTERANGE) from the mesh. */
+function testByteRange(t) {
+  return playShortVod(t, ['--byte-range'], () => '');
+}
+
+/** i. Alternate audio and subtitles (EXT-X-MEDIA) from the mesh beside the video. */
+function testAlternateAudio(t) {
+  const audioOf = (after) => after.segments.filter((s) => /\/audio_\d+\.m4s$|\/init_audio\.mp4$/.test(s.url));
+  const subtitlesOf = (after) => after.segments.filter((s) => /\/subs_\d+\.vtt$/.test(s.url));
+  const mesh = (xs) => xs.filter((s) => s.source === 'mesh');
+  return playShortVod(
+    t,
+    ['--alternate-audio'],
+    (after) => {
+      const [audio, subtitles] = [audioOf(after), subtitlesOf(after)];
+      return `, ${mesh(audio).length} of ${audio.length} audio and ${mesh(subtitles).length} of ${subtitles.length} subtitle fragments from the mesh`;
+    },
+    (after, figures) => {
+      const audio = audioOf(after);
+      if (mesh(audio).length < 5) throw new Error(`too few audio fragments from the mesh; ${figures}`);
+      if (mesh(subtitlesOf(after)).length < 3) throw new Error(`too few subtitle fragments from the mesh; ${figures}`);
+      // Its init segment too, unless it was asked for while the client was
+      // still connecting (start-up goes over HTTP then).
+      const init = audio.find((s) => s.init);
+      if (!init || (init.source !== 'mesh' && init.reason !== 'connecting')) {
+        throw new Error(`the audio init segment: ${init ? `over HTTP (${init.reason})` : 'never loaded'}; ${figures}`);
+      }
+    },
+  );
 }
 
 /**

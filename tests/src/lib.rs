@@ -222,6 +222,26 @@ pub async fn publish(
     (publisher, descriptor)
 }
 
+/// [`publish`]es a stream that ends (a VOD) and runs its ingest to the end,
+/// within 30 s: its id, its descriptor and what was ingested.
+pub async fn publish_whole(
+    node: &TestNode,
+    origin: String,
+    name: &str,
+    seed: u8,
+) -> (
+    StreamId,
+    meshcast_proto::VerifiedDescriptor,
+    meshcast_node::publisher::Ingested,
+) {
+    let (ingest, descriptor) = publish(node, origin, name, seed).await;
+    let stream = ingest.stream_id();
+    let ingested = tokio::time::timeout(Duration::from_secs(30), ingest.run())
+        .await
+        .expect("the ingest completes within 30 s");
+    (stream, descriptor, ingested)
+}
+
 /// Connects `node` through `via`, finds `stream` in the DHT and follows it.
 pub async fn follow(node: &TestNode, via: &TestNode, stream: StreamId) {
     node.node.dial(via.addr.clone()).await.expect("dial");

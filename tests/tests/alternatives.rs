@@ -7,11 +7,10 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
 
 use meshcast_proto::{RenditionKind, SegmentKind};
 use meshcast_tests::relay::fetch_via_gateway;
-use meshcast_tests::{TestNode, config, init_logs, publish};
+use meshcast_tests::{TestNode, config, init_logs, publish_whole};
 use rand::{Rng, SeedableRng};
 
 const SEGMENTS: usize = 3;
@@ -69,7 +68,7 @@ async fn alternate_audio_and_subtitles_cross_the_mesh_as_renditions() {
     std::fs::write(dir.path().join("master.m3u8"), master).expect("write the master");
 
     let publisher = TestNode::start(config()).await;
-    let (ingest, descriptor) = publish(
+    let (stream, descriptor, _) = publish_whole(
         &publisher,
         dir.path()
             .join("master.m3u8")
@@ -79,10 +78,6 @@ async fn alternate_audio_and_subtitles_cross_the_mesh_as_renditions() {
         33,
     )
     .await;
-    let stream = ingest.stream_id();
-    tokio::time::timeout(Duration::from_secs(30), ingest.run())
-        .await
-        .expect("the ingest completes");
     let kinds: Vec<(RenditionKind, &str, &str)> = descriptor
         .descriptor()
         .renditions

@@ -10,9 +10,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use meshcast_node::{Event, Source};
-use meshcast_proto::{SegmentId, SegmentKind, StreamId, VerifiedHeader};
+use meshcast_proto::{SegmentId, SegmentKind, VerifiedHeader};
 use meshcast_tests::relay::fetch_via_gateway;
-use meshcast_tests::{TestNode, config, follow, init_logs, local, media_dir, publish};
+use meshcast_tests::{TestNode, config, follow, init_logs, local, media_dir, publish_whole};
 
 /// Each rendition's packed file, by rendition id (its playlist's stem).
 async fn packed_files(
@@ -55,17 +55,13 @@ async fn byte_range_segments_cross_the_mesh_and_a_gateway_byte_identical() {
         .await
         .expect("origin");
     let publisher = TestNode::start(config()).await;
-    let (ingest, descriptor) = publish(
+    let (stream, descriptor, ingested) = publish_whole(
         &publisher,
         format!("{}/range/master.m3u8", origin.url()),
         "byte-ranges",
         31,
     )
     .await;
-    let stream = ingest.stream_id();
-    let ingested = tokio::time::timeout(Duration::from_secs(30), ingest.run())
-        .await
-        .expect("the ingest completes");
     let files = packed_files(&origin, &renditions(&descriptor)).await;
     // Two renditions of an init segment and ten media segments.
     let expected = publisher.held(&stream);
@@ -104,17 +100,13 @@ async fn a_node_fetches_byte_range_segments_from_the_origin_by_their_signed_rang
         ..config()
     })
     .await;
-    let (ingest, descriptor) = publish(
+    let (stream, descriptor, _) = publish_whole(
         &publisher,
         format!("{}/range/master.m3u8", origin.url()),
         "byte-ranges-origin",
         32,
     )
     .await;
-    let stream: StreamId = ingest.stream_id();
-    tokio::time::timeout(Duration::from_secs(30), ingest.run())
-        .await
-        .expect("the ingest completes");
     let files = packed_files(&origin, &renditions(&descriptor)).await;
     let expected: BTreeSet<SegmentId> = publisher.held(&stream);
     assert_eq!(expected.len(), 22);

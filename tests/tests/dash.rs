@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use meshcast_proto::{RenditionKind, SegmentKind};
 use meshcast_tests::relay::fetch_via_gateway;
-use meshcast_tests::{TestNode, config, init_logs, publish};
+use meshcast_tests::{TestNode, config, init_logs, publish, publish_whole};
 use rand::{Rng, SeedableRng};
 
 const MPD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -70,7 +70,7 @@ async fn every_representation_of_an_mpd_crosses_the_mesh_byte_identical() {
     }
 
     let publisher = TestNode::start(config()).await;
-    let (ingest, descriptor) = publish(
+    let (stream, descriptor, _) = publish_whole(
         &publisher,
         dir.path()
             .join("manifest.mpd")
@@ -80,11 +80,7 @@ async fn every_representation_of_an_mpd_crosses_the_mesh_byte_identical() {
         34,
     )
     .await;
-    let stream = ingest.stream_id();
     assert!(!descriptor.descriptor().live, "a static MPD is a VOD");
-    tokio::time::timeout(Duration::from_secs(30), ingest.run())
-        .await
-        .expect("the ingest completes");
     let renditions: Vec<(RenditionKind, &str, &str)> = descriptor
         .descriptor()
         .renditions
@@ -237,17 +233,13 @@ async fn the_committed_stream_as_dash_crosses_the_mesh() {
         .await
         .expect("origin");
     let publisher = TestNode::start(config()).await;
-    let (ingest, descriptor) = publish(
+    let (stream, descriptor, _) = publish_whole(
         &publisher,
         format!("{}/dash/manifest.mpd", origin.url()),
         "dash-committed",
         37,
     )
     .await;
-    let stream = ingest.stream_id();
-    tokio::time::timeout(Duration::from_secs(30), ingest.run())
-        .await
-        .expect("the ingest completes");
     let kinds: Vec<(RenditionKind, &str)> = descriptor
         .descriptor()
         .renditions
@@ -331,17 +323,13 @@ async fn segment_base_segments_are_published_as_the_ranges_their_sidx_lists() {
     std::fs::write(dir.path().join("vod.mpd"), mpd).expect("write");
 
     let publisher = TestNode::start(config()).await;
-    let (ingest, _) = publish(
+    let (stream, _, _) = publish_whole(
         &publisher,
         dir.path().join("vod.mpd").to_string_lossy().into_owned(),
         "dash-segment-base",
         38,
     )
     .await;
-    let stream = ingest.stream_id();
-    tokio::time::timeout(Duration::from_secs(30), ingest.run())
-        .await
-        .expect("the ingest completes");
     let expected = publisher.held(&stream);
     assert_eq!(expected.len(), 1 + sizes.len(), "{expected:?}");
 

@@ -2,10 +2,8 @@
 //! is kept in the signed headers: a viewer that rebuilds a timeline from
 //! headers alone needs it, and no peer can alter it.
 
-use std::time::Duration;
-
 use meshcast_proto::SegmentId;
-use meshcast_tests::{TestNode, config, init_logs, publish};
+use meshcast_tests::{TestNode, config, init_logs, publish_whole};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discontinuities_and_program_date_times_are_signed_into_headers() {
@@ -20,17 +18,13 @@ async fn discontinuities_and_program_date_times_are_signed_into_headers() {
         std::fs::write(dir.path().join(name), name.repeat(300)).expect("write");
     }
     let publisher = TestNode::start(config()).await;
-    let (ingest, _) = publish(
+    let (stream, _, _) = publish_whole(
         &publisher,
         dir.path().join("index.m3u8").to_string_lossy().into_owned(),
         "timeline",
         39,
     )
     .await;
-    let stream = ingest.stream_id();
-    tokio::time::timeout(Duration::from_secs(30), ingest.run())
-        .await
-        .expect("the ingest completes");
     let start = 1_796_428_800_000u64; // 2026-12-05T00:00:00Z
     let timeline: Vec<(bool, Option<u64>)> = (0..3)
         .map(|n| {

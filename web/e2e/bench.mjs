@@ -27,6 +27,12 @@
 // <out> gets each page's console (bench-<loader>-<round>.log), what it
 // measured (.json) and the demo's output (bench.meshcast.log).
 // Exits 1 when a loader got no successful page at all.
+//
+// --viewers N (with --stagger SECONDS, 4 by default, and --play): instead of
+// the rounds, N meshcast pages joining SECONDS apart, each playing --play
+// seconds; prints the origin offload (the viewers' HTTP bytes and the
+// publisher's ingest, against all bytes delivered) and its ceiling 1 − 1/N,
+// then `bench-browser-viewers {json}`.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -42,12 +48,18 @@ import {
   waitPlaying,
 } from './lib.mjs';
 
-const USAGE = 'usage: node bench.mjs --meshcast BIN --web DIR --out DIR [--rounds N] [--play SECONDS] [--low-latency]';
+const USAGE =
+  'usage: node bench.mjs --meshcast BIN --web DIR --out DIR [--rounds N] [--play SECONDS] [--low-latency] ' +
+  '[--viewers N [--stagger SECONDS]]';
 const opts = cli(USAGE, {
   rounds: { type: 'string', default: '5' },
   play: { type: 'string', default: '10' },
   'low-latency': { type: 'boolean', default: false },
+  viewers: { type: 'string', default: '0' },
+  stagger: { type: 'string', default: '4' },
 });
+const VIEWERS = Math.max(0, Number(opts.viewers) || 0);
+const STAGGER_MS = Math.max(0, Number(opts.stagger) || 0) * 1000;
 const LOW_LATENCY = opts['low-latency'];
 const LATENCY_GOAL_S = 2.0;
 const LATENCY_GAP_GOAL_S = 0.3;
@@ -105,6 +117,88 @@ const ratio = (a, b) => (a == null || b == null || !b ? null : a / b);
 const fmtRatio = (r) => (r == null ? '–' : r.toFixed(2));
 const stats = (xs) => ({ median: median(xs), p95: percentile(xs, 95), n: xs.length });
 
+/**
+ * --viewers N: N pages with the meshcast loader, each in its own browser,
+ * joining STAGGER apart and each playing --play seconds. Origin offload
+ * counts every byte the origin served for them: the viewers' HTTP
+ * fragments, and the publisher's ingest, which is each distinct segment
+ * the viewers got once (the publisher fetches every segment once, and the
+ * viewers watched these; each viewer's first segments were published before
+ * it joined, so this is if anything more than the ingest during the run).
+ * Ceiling: 1 − 1/N (the publisher's copy).
+ */
+async function viewers(demoUrl) {
+  const pages = [];
+  const started = [];
+  for (let i = 0; i < VIEWERS; i++) {
+    if (i) await sleep(STAGGER_MS);
+    started.push(
+      (async () => {
+        const browser = await launchBrowser();
+        const url = new URL(demoUrl);
+        url.searchParams.set('loader', 'mesh');
+        const page = await openPage(browser.context, url.href, path.join(opts.out, `viewer-${i + 1}.log`));
+        pages.push({ browser, page, i });
+        await waitPlaying(page, 30_000);
+        await sleep(PLAY_MS);
+        const seen = await page.evaluate(() => ({
+          segments: window.demo.segments.map((s) => ({
+            // A live loop serves the same file names again: a segment is
+            // its rendition, sequence (and part) number.
+            key: `${s.rendition}/${s.init ? 'init' : s.sequence}/${s.part ?? ''}`,
+            bytes: s.bytes,
+            source: s.source,
+          })),
+          stalls: window.demo.stalls.length,
+          totals: window.demo.totals(),
+        }));
+        await browser.close();
+        return seen;
+      })(),
+    );
+  }
+  const seen = await Promise.all(started);
+  const all = seen.flatMap((v) => v.segments);
+  const delivered = all.reduce((n, s) => n + s.bytes, 0);
+  const http = all.filter((s) => s.source !== 'mesh').reduce((n, s) => n + s.bytes, 0);
+  const distinct = new Map(all.map((s) => [s.key, s.bytes]));
+  const ingest = [...distinct.values()].reduce((n, b) => n + b, 0);
+  const offload = delivered ? 1 - (ingest + http) / delivered : null;
+  const ceiling = 1 - 1 / VIEWERS;
+  // The viewers join over (N − 1) × stagger, so the publisher ingests that
+  // much more than one viewer watches: under this schedule no mesh can do
+  // better than 1 − (play + (N − 1) × stagger) ÷ (N × play).
+  const scheduleCeiling = 1 - (PLAY_MS + (VIEWERS - 1) * STAGGER_MS) / (VIEWERS * PLAY_MS);
+  const json = {
+    viewers: VIEWERS,
+    staggerSeconds: STAGGER_MS / 1000,
+    playSeconds: PLAY_MS / 1000,
+    delivered,
+    httpBytes: http,
+    ingestBytes: ingest,
+    offload,
+    ceiling,
+    scheduleCeiling,
+    meshShare: delivered ? 1 - http / delivered : null,
+    stalls: seen.map((v) => v.stalls),
+    goalMet: offload != null && offload >= ceiling - 0.02,
+  };
+  const pct = (x) => (x == null ? '–' : `${(x * 100).toFixed(1)} %`);
+  console.log(
+    `browser viewers: ${VIEWERS} joined ${STAGGER_MS / 1000} s apart, ${PLAY_MS / 1000} s each: ` +
+      `${(delivered / 1e6).toFixed(1)} MB delivered, ${(http / 1e6).toFixed(2)} MB of it over HTTP, ` +
+      `publisher ingest ${(ingest / 1e6).toFixed(2)} MB`,
+  );
+  console.log(
+    `origin offload ${pct(offload)} (ceiling 1 − 1/${VIEWERS} = ${pct(ceiling)}; ${pct(scheduleCeiling)} for ` +
+      `viewers joining over ${((VIEWERS - 1) * STAGGER_MS) / 1000} s), mesh share ${pct(json.meshShare)}, ` +
+      `stalls per viewer ${json.stalls.join(' ')}`,
+  );
+  console.log(`goal offload within 2 points of the ceiling: ${json.goalMet ? 'met' : 'missed'}`);
+  console.log(`bench-browser-viewers ${JSON.stringify(json)}`);
+  return json;
+}
+
 let exitCode = 0;
 try {
   const demo = await startDemo({
@@ -114,6 +208,12 @@ try {
     timeoutMs: 90_000,
     args: LOW_LATENCY ? ['--low-latency'] : [],
   });
+  if (VIEWERS) {
+    await viewers(demo.url);
+    await demo.stop();
+    await cleanupAll();
+    process.exit(0);
+  }
 
   const results = { mesh: [], http: [] };
   const errors = [];

@@ -19,8 +19,8 @@ use crate::frame::{self, Decoder, FrameError, Item, Limits};
 use crate::pb::{self, client_message, server_message};
 use crate::tree;
 use crate::{
-    BodyError, PublicKey, SegmentId, SignedDescriptor, SignedHeader, StreamId, StreamKey,
-    VerifiedDescriptor, VerifiedHeader, VerifyError,
+    BodyError, PublicKey, SegmentId, SegmentKind, SignedDescriptor, SignedHeader, StreamId,
+    StreamKey, VerifiedDescriptor, VerifiedHeader, VerifyError,
 };
 
 /// What a viewer accepts from a gateway: the protocol maxima.
@@ -209,6 +209,36 @@ pub const WELCOME_RECENT: usize = 8;
 /// (alternate audio, subtitles) each gets fewer, at least one, so that
 /// Welcome stays within a quarter of the frame limit.
 pub const WELCOME_RECENT_TOTAL: usize = 64;
+
+/// What a Welcome's `recent` carries of the headers a gateway holds: each
+/// rendition's newest init segment and its newest media segments,
+/// [`WELCOME_RECENT`] of them, fewer when there are many renditions
+/// ([`WELCOME_RECENT_TOTAL`] in all, at least one each); no parts (many, and
+/// their wholes are here).
+pub fn recent(mut headers: Vec<SignedHeader>) -> Vec<SignedHeader> {
+    headers.retain(|h| matches!(h.info.id.kind, SegmentKind::Media | SegmentKind::Init));
+    // Newest first within each rendition and kind.
+    headers.sort_by_key(|h| {
+        let id = &h.info.id;
+        (id.rendition, id.kind as i32, std::cmp::Reverse(id.sequence))
+    });
+    let renditions: std::collections::HashSet<u32> =
+        headers.iter().map(|h| h.info.id.rendition).collect();
+    let per_rendition = (WELCOME_RECENT_TOTAL / renditions.len().max(1)).clamp(1, WELCOME_RECENT);
+    let mut taken: std::collections::HashMap<(u32, i32), usize> = Default::default();
+    headers.retain(|h| {
+        let id = &h.info.id;
+        let keep = if id.kind == SegmentKind::Init {
+            1
+        } else {
+            per_rendition
+        };
+        let n = taken.entry((id.rendition, id.kind as i32)).or_insert(0);
+        *n += 1;
+        *n <= keep
+    });
+    headers
+}
 
 /// Checks the gateway's first frame: a Welcome whose descriptor is signed by
 /// the publisher of `stream` and whose live-edge headers verify. `now_us`

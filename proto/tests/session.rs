@@ -10,7 +10,7 @@ use meshcast_proto::pb::{self, server_message};
 use meshcast_proto::session::{
     self, ControlReader, DeliveryReader, LIMITS, ServerEvent, SessionError,
 };
-use meshcast_proto::{BodyError, SignedHeader, StreamKey, VerifyError};
+use meshcast_proto::{BodyError, SegmentKind, SignedHeader, StreamKey, VerifyError};
 use proptest::prelude::*;
 
 fn delivery_bytes(request_id: u64, header: &SignedHeader, body: &[u8]) -> Vec<u8> {
@@ -379,4 +379,60 @@ fn a_newer_record_of_the_same_gateway_replaces_the_older_and_nothing_else_does()
         record: None,
     }]);
     assert!(!bare[0].replaces(&old[0]) && !old[0].replaces(&bare[0]));
+}
+
+#[test]
+fn welcome_recent_headers_are_each_renditions_newest_and_fewer_when_many() {
+    use meshcast_proto::{SegmentId, SegmentInfo};
+    let k = key(1);
+    let s = stream(&k, "live");
+    let b = body(10, 0);
+    let signed = |id: SegmentId| SegmentInfo::for_body(id, &b, 2_000_000, 1).sign(&k);
+    let held = |renditions: u32| {
+        let mut headers = Vec::new();
+        for r in 0..renditions {
+            headers.push(signed(SegmentId::init(s.id, r, 0)));
+            for n in 0..20 {
+                headers.push(signed(SegmentId::media(s.id, r, n)));
+                headers.push(signed(SegmentId::part(s.id, r, n, 0)));
+            }
+        }
+        headers
+    };
+    // Two renditions: each its init and its newest WELCOME_RECENT segments.
+    let two = session::recent(held(2));
+    for r in 0..2 {
+        let mine: Vec<_> = two
+            .iter()
+            .map(|h| h.info.id)
+            .filter(|id| id.rendition == r)
+            .collect();
+        assert_eq!(
+            mine.iter()
+                .filter(|id| id.kind == SegmentKind::Init)
+                .count(),
+            1
+        );
+        let media: Vec<u64> = mine
+            .iter()
+            .filter(|id| id.kind == SegmentKind::Media)
+            .map(|id| id.sequence)
+            .collect();
+        assert_eq!(media, (12..20).rev().collect::<Vec<_>>());
+        assert!(mine.iter().all(|id| id.kind != SegmentKind::Part));
+    }
+    // Twenty renditions: 64 media headers in all, three each, and every init.
+    let many = session::recent(held(20));
+    let media = many
+        .iter()
+        .filter(|h| h.info.id.kind == SegmentKind::Media)
+        .count();
+    assert_eq!(media, 20 * (session::WELCOME_RECENT_TOTAL / 20));
+    assert!(media <= session::WELCOME_RECENT_TOTAL);
+    assert_eq!(
+        many.iter()
+            .filter(|h| h.info.id.kind == SegmentKind::Init)
+            .count(),
+        20
+    );
 }

@@ -340,38 +340,8 @@ fn live_edge(shared: &Shared, stream: &StreamId) -> Vec<pb::SegmentHeader> {
 /// segments (not parts: there are many, and their wholes are here), so a
 /// viewer can check what it fetches over HTTP from its first request.
 fn recent(shared: &Shared, stream: &StreamId) -> Vec<pb::SegmentHeader> {
-    use meshcast_proto::SegmentKind;
-    let mut headers = shared.node.headers(stream);
-    headers.retain(|h| matches!(h.info.id.kind, SegmentKind::Media | SegmentKind::Init));
-    // Newest first within each rendition and kind.
-    headers.sort_by(|a, b| {
-        let (a, b) = (&a.info.id, &b.info.id);
-        (a.rendition, a.kind as i32, std::cmp::Reverse(a.sequence)).cmp(&(
-            b.rendition,
-            b.kind as i32,
-            std::cmp::Reverse(b.sequence),
-        ))
-    });
-    // Fewer per rendition when there are many, so that Welcome stays far
-    // below the frame limit (WELCOME_RECENT_TOTAL media headers in all).
-    let renditions: std::collections::HashSet<u32> =
-        headers.iter().map(|h| h.info.id.rendition).collect();
-    let per_rendition = (meshcast_proto::session::WELCOME_RECENT_TOTAL / renditions.len().max(1))
-        .clamp(1, meshcast_proto::session::WELCOME_RECENT);
-    let mut taken: HashMap<(u32, i32), usize> = HashMap::new();
-    headers
-        .into_iter()
-        .filter(|h| {
-            let id = &h.info.id;
-            let keep = if id.kind == SegmentKind::Init {
-                1
-            } else {
-                per_rendition
-            };
-            let n = taken.entry((id.rendition, id.kind as i32)).or_insert(0);
-            *n += 1;
-            *n <= keep
-        })
+    meshcast_proto::session::recent(shared.node.headers(stream))
+        .iter()
         .map(|h| h.to_pb())
         .collect()
 }

@@ -171,13 +171,17 @@ async fn the_gateway_streams_a_segment_to_a_client_while_it_arrives() {
     .await
     .expect("session");
     // The newest media segment the publisher holds; ask for the one after.
-    let newest = c
-        .publisher
-        .held(&c.stream)
-        .into_iter()
-        .filter(|id| id.kind == meshcast_proto::SegmentKind::Media)
-        .max_by_key(|id| id.sequence)
-        .expect("a media segment");
+    // (On a loaded host the ingest may not have reached one yet: Welcome
+    // waits at most 3 s for the gateway to hold something.)
+    let newest = eventually(Duration::from_secs(20), || async {
+        c.publisher
+            .held(&c.stream)
+            .into_iter()
+            .filter(|id| id.kind == meshcast_proto::SegmentKind::Media)
+            .max_by_key(|id| id.sequence)
+    })
+    .await
+    .expect("a media segment published within 20 s");
     let next = meshcast_proto::SegmentId::media(c.stream, newest.rendition, newest.sequence + 1);
     let (header, body) = client
         .fetch(next, Duration::from_secs(30))

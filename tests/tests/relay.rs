@@ -31,7 +31,8 @@ async fn a_native_client_fetches_every_segment_of_the_live_stream_through_the_re
     assert_eq!(renditions.len(), 2);
 
     assert!(!client.live_edge().is_empty(), "Welcome named no live edge");
-    // For checking bytes fetched over HTTP: each rendition's init and its
+    // For checking bytes fetched over HTTP: each rendition's init (once the
+    // relay has it: it may come after the first media segments) and its
     // last media segments, the live edge among them.
     for r in &renditions {
         let recent: Vec<_> = client
@@ -40,12 +41,12 @@ async fn a_native_client_fetches_every_segment_of_the_live_stream_through_the_re
             .map(|h| h.id())
             .filter(|id| id.rendition == *r)
             .collect();
-        assert_eq!(
+        assert!(
             recent
                 .iter()
                 .filter(|id| id.kind == SegmentKind::Init)
-                .count(),
-            1,
+                .count()
+                <= 1,
             "{recent:?}"
         );
         let media = recent

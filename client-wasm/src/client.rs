@@ -22,7 +22,7 @@ use meshcast_proto::session::{
     self, ControlReader, Delivered, DeliveryReader, GatewayAddr, ServerEvent, SessionError,
 };
 use meshcast_proto::{
-    MAX_PARTS, RenditionKind, SegmentId, StreamId, StreamKey, VerifiedDescriptor,
+    MAX_PARTS, RenditionKind, SegmentId, SegmentKind, StreamId, StreamKey, VerifiedDescriptor,
 };
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, spawn_local};
@@ -41,6 +41,8 @@ const DEFAULT_DEADLINE_MS: f64 = 4_000.0;
 const CONNECTING_POLL_MS: f64 = 25.0;
 /// Slack given to the gateway's own DEADLINE answer before giving up locally.
 const DEADLINE_SLACK_MS: f64 = 150.0;
+/// Least time between two header queries: the gateway allows one per 2 s.
+const HEADER_QUERY_INTERVAL_MS: f64 = 5_000.0;
 
 type Shared = Rc<RefCell<Inner>>;
 
@@ -85,6 +87,9 @@ struct Inner {
     stream: StreamId,
     token: String,
     well_known: String,
+    /// The entry gateway's WebSocket URL (its well-known document's), the
+    /// fallback when WebTransport fails; other gateways have none.
+    websocket: Option<String>,
     timeout_ms: f64,
     key: Option<StreamKey>,
     descriptor: Option<VerifiedDescriptor>,
@@ -95,6 +100,8 @@ struct Inner {
     gateways: Vec<Gateway>,
     pending: HashMap<u64, Pending>,
     next_request: u64,
+    /// When `queryHeaders` last asked (ms, `now()`).
+    last_query: Option<f64>,
     on_event: Option<js_sys::Function>,
     closed: bool,
 }
@@ -119,7 +126,7 @@ impl MeshClient {
             .parse()
             .map_err(|e| error("bad-options", &format!("stream: {e}")))?;
         let timeout_ms = get_f64(&options, "timeoutMs").unwrap_or(CONNECT_TIMEOUT_MS);
-        let addr = within(timeout_ms, read_well_known(&well_known))
+        let (addr, websocket) = within(timeout_ms, read_well_known(&well_known))
             .await
             .unwrap_or_else(|| Err(format!("{well_known} did not answer")))
             .map_err(|e| error("no-gateway", &e))?;
@@ -129,6 +136,7 @@ impl MeshClient {
             stream,
             token: get_string(&options, "token").unwrap_or_default(),
             well_known,
+            websocket,
             timeout_ms,
             key: None,
             descriptor: None,
@@ -142,6 +150,7 @@ impl MeshClient {
             }],
             pending: HashMap::new(),
             next_request: 1,
+            last_query: None,
             on_event: None,
             closed: false,
         }));
@@ -187,13 +196,21 @@ impl MeshClient {
         ])
     }
 
-    /// `[{ url, connected, throughputBps, inflight, failures, banned }]`.
+    /// `[{ url, transport ('webtransport' | 'websocket', null when not
+    /// connected), connected, throughputBps, inflight, failures, banned }]`.
     pub fn gateways(&self) -> JsValue {
         let inner = self.inner.borrow();
         let list = Array::new();
-        for g in inner.pool.gateways() {
+        for (index, g) in inner.pool.gateways().iter().enumerate() {
+            // The pool and the gateway list are indexed alike.
+            let transport = inner
+                .gateways
+                .get(index)
+                .and_then(|g| g.session.as_ref())
+                .map_or(JsValue::NULL, |s| s.kind.into());
             list.push(&object(&[
                 ("url", g.url.as_str().into()),
+                ("transport", transport),
                 ("connected", (g.state == State::Connected).into()),
                 (
                     "throughputBps",
@@ -268,6 +285,67 @@ impl MeshClient {
         ]))
     }
 
+    /// The segment served at `url` (any host: its path and query count)
+    /// from byte `rangeStart` (absent: the whole file), among the headers
+    /// known (Welcome, announcements, deliveries, `queryHeaders`): `{
+    /// rendition, sequence, init, durationMs, bytes }` to `fetch` it by,
+    /// or null. For players that ask for URLs (Shaka, dash.js).
+    pub fn locate(&self, options: JsValue) -> Result<JsValue, JsValue> {
+        let url = get_string(&options, "url")
+            .ok_or_else(|| error("bad-options", "url (string) is required"))?;
+        let range_start = match get_f64(&options, "rangeStart") {
+            Some(start) if start.is_finite() && start >= 0.0 && start.fract() == 0.0 => {
+                Some(start as u64)
+            }
+            Some(_) => return Err(error("bad-options", "rangeStart must be a byte offset")),
+            None => None,
+        };
+        let inner = self.inner.borrow();
+        let Some(header) = inner.known.locate(&url, range_start) else {
+            return Ok(JsValue::NULL);
+        };
+        let info = header.info();
+        Ok(object(&[
+            ("rendition", info.id.rendition.into()),
+            ("sequence", (info.id.sequence as f64).into()),
+            ("init", (info.id.kind == SegmentKind::Init).into()),
+            ("durationMs", ((info.duration_us / 1000) as f64).into()),
+            ("bytes", (info.length as f64).into()),
+        ]))
+    }
+
+    /// Asks a connected gateway for the headers of every segment it holds
+    /// (a VOD's, say), so that `locate` finds segments the Welcome did not
+    /// name. Resolves true once asked (the answers arrive as announcements),
+    /// false with no gateway connected. At most once every 5 s: a gateway
+    /// closes a session that asks faster.
+    #[wasm_bindgen(js_name = queryHeaders)]
+    pub fn query_headers(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let session = {
+                let mut i = inner.borrow_mut();
+                let now = now();
+                if i.last_query
+                    .is_some_and(|at| now - at < HEADER_QUERY_INTERVAL_MS)
+                {
+                    return Ok(false.into());
+                }
+                let session = i.gateways.iter().find_map(|g| g.session.clone());
+                if session.is_some() {
+                    i.last_query = Some(now);
+                }
+                session
+            };
+            let Some(session) = session else {
+                return Ok(false.into());
+            };
+            let bytes = session::encode(&session::header_query(Vec::new()))
+                .map_err(|e| error("bad-options", &e.to_string()))?;
+            Ok(session.send(&bytes).await.is_ok().into())
+        })
+    }
+
     /// Closes every session; pending fetches reject with `closed`.
     pub fn close(&self) {
         let sessions: Vec<_> = {
@@ -309,8 +387,10 @@ async fn within<F: Future>(ms: f64, f: F) -> Option<F::Output> {
     }
 }
 
-/// The WebTransport URL and certificate hashes a well-known document names.
-async fn read_well_known(url: &str) -> Result<GatewayAddr, String> {
+/// The WebTransport URL and certificate hashes a well-known document names,
+/// and its WebSocket URL (resolved against the document's: `ws:` or `wss:`
+/// as the document came over HTTP or HTTPS), if it names one.
+async fn read_well_known(url: &str) -> Result<(GatewayAddr, Option<String>), String> {
     let doc = js::fetch_json(url).await?;
     let webtransport = get_string(&doc, "webtransport")
         .filter(|u| u.starts_with("https://"))
@@ -326,11 +406,23 @@ async fn read_well_known(url: &str) -> Result<GatewayAddr, String> {
             .map_err(|_| format!("{url}: certificate hash {text:?} is not 64 hex digits"))?;
         cert_hashes.push(digest);
     }
-    Ok(GatewayAddr {
-        record: None,
-        url: webtransport,
-        cert_hashes,
-    })
+    let websocket = get_string(&doc, "websocket")
+        .and_then(|path| meshcast_proto::uri::resolve(url, &path))
+        .and_then(|u| {
+            if let Some(rest) = u.strip_prefix("https://") {
+                Some(format!("wss://{rest}"))
+            } else {
+                u.strip_prefix("http://").map(|rest| format!("ws://{rest}"))
+            }
+        });
+    Ok((
+        GatewayAddr {
+            record: None,
+            url: webtransport,
+            cert_hashes,
+        },
+        websocket,
+    ))
 }
 
 fn emit(inner: &Shared, event: JsValue) {
@@ -352,7 +444,7 @@ fn event(kind: &str, url: &str, reason: &str) -> JsValue {
 /// Welcome and starts its tasks. Gateways the Welcome lists are added and
 /// connected in the background.
 async fn open_gateway(inner: &Shared, index: usize, refresh: bool) -> Result<(), String> {
-    let (mut addr, entry, stream, token, timeout_ms, well_known) = {
+    let (mut addr, entry, stream, token, timeout_ms, well_known, mut websocket) = {
         let i = inner.borrow();
         let g = &i.gateways[index];
         (
@@ -362,15 +454,17 @@ async fn open_gateway(inner: &Shared, index: usize, refresh: bool) -> Result<(),
             i.token.clone(),
             i.timeout_ms,
             i.well_known.clone(),
+            i.websocket.clone().filter(|_| g.entry),
         )
     };
     if entry && refresh {
-        addr = within(timeout_ms, read_well_known(&well_known))
+        (addr, websocket) = within(timeout_ms, read_well_known(&well_known))
             .await
             .unwrap_or_else(|| Err(format!("{well_known} did not answer")))?;
     }
     let opened = within(timeout_ms, async {
-        let (session, control) = Session::open(&addr.url, &addr.cert_hashes).await?;
+        let (session, control) =
+            Session::open(&addr.url, &addr.cert_hashes, websocket.as_deref()).await?;
         let hello = session::hello(
             &stream,
             &token,
@@ -408,6 +502,8 @@ async fn open_gateway(inner: &Shared, index: usize, refresh: bool) -> Result<(),
         if i.descriptor.as_ref().is_none_or(|d| {
             d.descriptor().issued_at_us < welcomed.descriptor.descriptor().issued_at_us
         }) {
+            i.known
+                .set_descriptor(welcomed.descriptor.descriptor().clone());
             i.descriptor = Some(welcomed.descriptor);
         }
         for header in welcomed.recent.into_iter().chain(welcomed.live_edge) {
@@ -441,7 +537,15 @@ async fn open_gateway(inner: &Shared, index: usize, refresh: bool) -> Result<(),
         });
     }
     connect_all(inner, added);
-    emit(inner, event("gateway-connected", &addr.url, ""));
+    emit(
+        inner,
+        object(&[
+            ("type", "gateway-connected".into()),
+            ("url", addr.url.as_str().into()),
+            ("reason", "".into()),
+            ("transport", session.kind.into()),
+        ]),
+    );
     Ok(())
 }
 
@@ -944,6 +1048,7 @@ async fn fetch_attempts(
                 return Ok(object(&[
                     ("data", Uint8Array::from(&delivered.body[..]).into()),
                     ("gateway", url.into()),
+                    ("transport", session.kind.into()),
                     ("bytes", (delivered.body.len() as f64).into()),
                     ("firstByteMs", (first_byte_at - started).into()),
                     ("totalMs", (end - started).into()),

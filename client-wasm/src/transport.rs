@@ -10,18 +10,106 @@ use web_sys::{
     WritableStreamDefaultWriter,
 };
 
+use futures::{FutureExt, pin_mut, select};
+
 use crate::js::describe;
+
+/// A transport being opened: closed when dropped before it is kept.
+struct Closing(WebTransport, bool);
+
+impl Closing {
+    fn new(transport: WebTransport) -> Self {
+        Self(transport, false)
+    }
+
+    fn keep(mut self) -> WebTransport {
+        self.1 = true;
+        self.0.clone()
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.close();
+        }
+    }
+}
 
 pub struct Session {
     transport: WebTransport,
     writer: WritableStreamDefaultWriter,
+    /// `webtransport` or `websocket`.
+    pub kind: &'static str,
 }
+
+#[wasm_bindgen(module = "/js/websocket.js")]
+extern "C" {
+    /// A WebTransport-shaped object over a WebSocket (see the file).
+    #[wasm_bindgen(js_name = openWebSocketTransport)]
+    fn open_websocket_transport(url: &str) -> JsValue;
+}
+
+/// How long WebTransport may try alone before a WebSocket races it: a
+/// network that drops UDP never fails a QUIC handshake, it only stalls it.
+/// Long enough for a handshake across the world (a few round trips).
+pub const WEBTRANSPORT_HEAD_START_MS: f64 = 1000.0;
 
 impl Session {
     /// Opens a session to `url` accepting only certificates whose SHA-256 is
     /// in `hashes` (self-signed, ≤ 14 days: what gateways make), and opens the
     /// control stream. Returns the session and the control stream's reader.
+    /// With a `websocket` URL, the same session over a WebSocket races it
+    /// when WebTransport fails, is missing, or has not connected within
+    /// [`WEBTRANSPORT_HEAD_START_MS`]: the first one up is kept,
+    /// WebTransport when both are.
     pub async fn open(
+        url: &str,
+        hashes: &[[u8; 32]],
+        websocket: Option<&str>,
+    ) -> Result<(Session, ReadableStreamDefaultReader), String> {
+        let has_webtransport =
+            js_sys::Reflect::has(&js_sys::global(), &"WebTransport".into()).unwrap_or(false);
+        let Some(ws_url) = websocket else {
+            return Self::open_webtransport(url, hashes).await;
+        };
+        if !has_webtransport {
+            return Self::open_websocket(ws_url).await;
+        }
+        let wt = Self::open_webtransport(url, hashes).fuse();
+        let head_start = crate::js::sleep(WEBTRANSPORT_HEAD_START_MS).fuse();
+        pin_mut!(wt, head_start);
+        let wt_failed = select! {
+            opened = wt => match opened {
+                Ok(opened) => return Ok(opened),
+                Err(e) => Some(e),
+            },
+            _ = head_start => None,
+        };
+        let ws = Self::open_websocket(ws_url).fuse();
+        pin_mut!(ws);
+        if let Some(wt_error) = wt_failed {
+            return ws
+                .await
+                .map_err(|e| format!("WebTransport: {wt_error}; WebSocket: {e}"));
+        }
+        select! {
+            opened = wt => match opened {
+                Ok(opened) => Ok(opened),
+                Err(wt_error) => ws
+                    .await
+                    .map_err(|e| format!("WebTransport: {wt_error}; WebSocket: {e}")),
+            },
+            opened = ws => match opened {
+                Ok(opened) => Ok(opened),
+                Err(ws_error) => wt
+                    .await
+                    .map_err(|e| format!("WebTransport: {e}; WebSocket: {ws_error}")),
+            },
+        }
+    }
+
+    async fn open_webtransport(
         url: &str,
         hashes: &[[u8; 32]],
     ) -> Result<(Session, ReadableStreamDefaultReader), String> {
@@ -37,29 +125,47 @@ impl Session {
             options.set_server_certificate_hashes(&list);
         }
         let transport = WebTransport::new_with_options(url, &options).map_err(|e| describe(&e))?;
+        Self::start(Closing::new(transport), "webtransport").await
+    }
+
+    async fn open_websocket(url: &str) -> Result<(Session, ReadableStreamDefaultReader), String> {
+        let transport: WebTransport = open_websocket_transport(url).unchecked_into();
+        Self::start(Closing::new(transport), "websocket").await
+    }
+
+    /// Waits for `transport` to be up and opens the control stream; the
+    /// transport is closed if that fails, or if this future is dropped
+    /// first (the race's loser).
+    async fn start(
+        transport: Closing,
+        kind: &'static str,
+    ) -> Result<(Session, ReadableStreamDefaultReader), String> {
         // A failed handshake rejects `closed` too; observe it so the browser
         // does not report an unhandled rejection.
-        let closed = JsFuture::from(transport.closed());
+        let closed = JsFuture::from(transport.0.closed());
         wasm_bindgen_futures::spawn_local(async move {
             let _ = closed.await;
         });
-        if let Err(e) = JsFuture::from(transport.ready()).await {
-            transport.close();
-            return Err(describe(&e));
-        }
+        JsFuture::from(transport.0.ready())
+            .await
+            .map_err(|e| describe(&e))?;
         let bidi: WebTransportBidirectionalStream =
-            match JsFuture::from(transport.create_bidirectional_stream()).await {
-                Ok(stream) => stream.unchecked_into(),
-                Err(e) => {
-                    transport.close();
-                    return Err(describe(&e));
-                }
-            };
+            JsFuture::from(transport.0.create_bidirectional_stream())
+                .await
+                .map_err(|e| describe(&e))?
+                .unchecked_into();
         let writable: WritableStream = bidi.writable().unchecked_into();
         let readable: ReadableStream = bidi.readable().unchecked_into();
         let writer = writable.get_writer().map_err(|e| describe(&e))?;
         let reader = ReadableStreamDefaultReader::new(&readable).map_err(|e| describe(&e))?;
-        Ok((Session { transport, writer }, reader))
+        Ok((
+            Session {
+                transport: transport.keep(),
+                writer,
+                kind,
+            },
+            reader,
+        ))
     }
 
     /// Writes bytes on the control stream (writes are queued in order).

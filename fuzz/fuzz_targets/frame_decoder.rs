@@ -1,6 +1,7 @@
 //! Arbitrary bytes, fed in arbitrary pieces, through the frame decoder and the
 //! message decoders: never a panic, never a frame over the limit, never more
-//! buffered than was fed.
+//! buffered than was fed. The same bytes as one WebSocket message of the
+//! viewer protocol (`mux`): never a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,6 +9,10 @@ use meshcast_proto::frame::{self, Decoder, Item, Limits};
 use meshcast_proto::pb;
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(meshcast_proto::mux::Message::Data { bytes, .. }) = meshcast_proto::mux::decode(data)
+    {
+        assert!(bytes.len() < data.len());
+    }
     let Some((&cut, data)) = data.split_first() else {
         return;
     };

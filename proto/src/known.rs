@@ -10,11 +10,17 @@
 //! A segment whose header never arrived is [`Verdict::Unknown`]: the caller
 //! decides (the browser loader passes it on, as a player without meshcast
 //! would).
+//!
+//! The same headers name segments by where they are served
+//! ([`KnownHeaders::locate`]): players such as Shaka and dash.js ask for a
+//! URL (and byte range), not for a rendition and sequence number. A
+//! location is the segment URL's path and query, so that a mirror or CDN
+//! host serving the origin's layout is matched too.
 
 use std::collections::{HashMap, VecDeque};
 
 use crate::frame::Limits;
-use crate::{BodyError, SegmentId, VerifiedHeader};
+use crate::{BodyError, Descriptor, SegmentId, SegmentKind, VerifiedHeader};
 
 /// What a body fetched elsewhere is, against the headers known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +39,10 @@ pub struct KnownHeaders {
     headers: HashMap<SegmentId, VerifiedHeader>,
     order: VecDeque<SegmentId>,
     capacity: usize,
+    /// Resolves header URIs into locations; none before the Welcome.
+    descriptor: Option<Descriptor>,
+    /// (path and query, byte range start) → the segment served there.
+    locations: HashMap<(String, Option<u64>), SegmentId>,
 }
 
 impl Default for KnownHeaders {
@@ -42,17 +52,57 @@ impl Default for KnownHeaders {
 }
 
 impl KnownHeaders {
-    /// Room for about 200 s of a live stream with two renditions cut into
-    /// four parts per 2 s segment (ten headers per segment time), in about a
-    /// quarter of a megabyte: further back than a live player falls back.
-    pub const DEFAULT_CAPACITY: usize = 1024;
+    /// Room for a whole header catalogue
+    /// ([`crate::session::CATALOGUE_MAX`]): a two-hour VOD of 2 s segments,
+    /// or about 800 s of a live stream with two renditions cut into four
+    /// parts per 2 s segment, in about a megabyte.
+    pub const DEFAULT_CAPACITY: usize = 4096;
 
     pub fn new(capacity: usize) -> Self {
         Self {
             headers: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
+            descriptor: None,
+            locations: HashMap::new(),
         }
+    }
+
+    /// The stream's descriptor, which says where each header's URI is served:
+    /// call it with the Welcome's (and any newer one) before inserting.
+    pub fn set_descriptor(&mut self, descriptor: Descriptor) {
+        self.descriptor = Some(descriptor);
+        self.locations.clear();
+        let located: Vec<_> = self
+            .headers
+            .values()
+            .filter_map(|h| self.location_of(h).map(|l| (l, h.id())))
+            .collect();
+        self.locations.extend(located);
+    }
+
+    /// The segment served at `url` (its path and query; scheme, host and
+    /// fragment are ignored) from byte `range_start` (`None`: the whole
+    /// file), among the known headers of init and whole media segments.
+    pub fn locate(&self, url: &str, range_start: Option<u64>) -> Option<&VerifiedHeader> {
+        let id = self
+            .locations
+            .get(&(location(url).to_string(), range_start))?;
+        self.headers.get(id)
+    }
+
+    fn location_of(&self, header: &VerifiedHeader) -> Option<(String, Option<u64>)> {
+        let info = header.info();
+        // Parts are asked for by their whole segment's URL with a range only
+        // by low-latency players, which name them by sequence.
+        if !matches!(info.id.kind, SegmentKind::Media | SegmentKind::Init) {
+            return None;
+        }
+        let url = self
+            .descriptor
+            .as_ref()?
+            .segment_url(info.id.rendition, &info.uri)?;
+        Some((location(&url).to_string(), info.range_start))
     }
 
     /// Remembers a header (the newest for its id wins), forgetting the
@@ -60,13 +110,20 @@ impl KnownHeaders {
     /// Welcome's live edge, every announcement, every delivery.
     pub fn insert(&mut self, header: VerifiedHeader) {
         let id = header.id();
+        if let Some(location) = self.location_of(&header) {
+            self.locations.insert(location, id);
+        }
         if self.headers.insert(id, header).is_some() {
             return;
         }
         self.order.push_back(id);
         while self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.headers.remove(&old);
+            if let Some(old) = self.order.pop_front()
+                && let Some(gone) = self.headers.remove(&old)
+                && let Some(location) = self.location_of(&gone)
+                && self.locations.get(&location) == Some(&old)
+            {
+                self.locations.remove(&location);
             }
         }
     }
@@ -92,6 +149,18 @@ impl KnownHeaders {
                 Err(e) => Verdict::Mismatch(e),
             },
         }
+    }
+}
+
+/// A URL's path and query: what a mirror of the origin keeps.
+fn location(url: &str) -> &str {
+    let url = url.split('#').next().unwrap_or_default();
+    match url.find("://") {
+        Some(i) => {
+            let rest = &url[i + 3..];
+            rest.find(['/', '?']).map_or("/", |j| &rest[j..])
+        }
+        None => url,
     }
 }
 
@@ -171,5 +240,96 @@ mod tests {
             };
             assert_eq!(verdict, want, "segment {sequence}");
         }
+    }
+
+    fn located(
+        key: &PublisherKey,
+        stream: StreamId,
+        sequence: u64,
+        uri: &str,
+        range_start: Option<u64>,
+    ) -> VerifiedHeader {
+        let id = SegmentId::media(stream, 1, sequence);
+        let mut info = SegmentInfo::for_body(id, &[sequence as u8; 10], 2_000_000, 0);
+        info.uri = uri.to_string();
+        info.range_start = range_start;
+        info.sign(key)
+            .verify(&StreamKey::new(key.public(), "live"))
+            .expect("a header signed by the stream's key")
+    }
+
+    fn dash_descriptor(key: &PublisherKey) -> Descriptor {
+        Descriptor {
+            publisher: key.public(),
+            name: "live".into(),
+            renditions: vec![crate::Rendition {
+                id: 1,
+                name: "v".into(),
+                bandwidth: 1,
+                uri: "manifest.mpd#rep-1".into(),
+                ..Default::default()
+            }],
+            origin_url: "http://origin.example:8080/dash/manifest.mpd".into(),
+            segment_duration_ms: 2000,
+            live: false,
+            issued_at_us: 0,
+            private: false,
+        }
+    }
+
+    #[test]
+    fn segments_are_located_by_path_query_and_range_on_any_host() {
+        let (key, stream) = publisher();
+        let mut known = KnownHeaders::new(3);
+        // Headers that came before the Welcome's descriptor are located too.
+        known.insert(located(&key, stream, 0, "v_00.m4s", None));
+        known.set_descriptor(dash_descriptor(&key));
+        known.insert(located(&key, stream, 1, "v_01.m4s?x=1", None));
+        known.insert(located(&key, stream, 2, "all.mp4", Some(5000)));
+
+        fn sequence(known: &KnownHeaders, url: &str, range: Option<u64>) -> Option<u64> {
+            known.locate(url, range).map(|h| h.id().sequence)
+        }
+        assert_eq!(
+            sequence(&known, "http://origin.example:8080/dash/v_00.m4s", None),
+            Some(0)
+        );
+        // A mirror, a fragment: the same location.
+        assert_eq!(
+            sequence(&known, "https://mirror.example/dash/v_01.m4s?x=1#t", None),
+            Some(1)
+        );
+        assert_eq!(
+            sequence(
+                &known,
+                "http://origin.example:8080/dash/all.mp4",
+                Some(5000)
+            ),
+            Some(2)
+        );
+        // Another query, another range, another path: nothing.
+        assert_eq!(
+            sequence(&known, "http://origin.example:8080/dash/v_01.m4s", None),
+            None
+        );
+        assert_eq!(
+            sequence(&known, "http://origin.example:8080/dash/all.mp4", None),
+            None
+        );
+        assert_eq!(
+            sequence(&known, "http://origin.example:8080/v_00.m4s", None),
+            None
+        );
+
+        // Forgotten with their header.
+        known.insert(located(&key, stream, 3, "v_03.m4s", None));
+        assert_eq!(
+            sequence(&known, "http://origin.example:8080/dash/v_00.m4s", None),
+            None
+        );
+        assert_eq!(
+            sequence(&known, "http://origin.example:8080/dash/v_03.m4s", None),
+            Some(3)
+        );
     }
 }

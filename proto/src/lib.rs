@@ -32,6 +32,7 @@ pub mod gateway;
 pub mod id;
 pub mod keys;
 pub mod known;
+pub mod mux;
 pub mod segment;
 pub mod session;
 pub mod token;

@@ -117,6 +117,16 @@ pub fn cancel(request_id: u64) -> pb::ClientMessage {
     }
 }
 
+/// Asks the gateway for the headers it holds of `renditions` (all when
+/// empty): see [`catalogue`].
+pub fn header_query(renditions: Vec<u32>) -> pb::ClientMessage {
+    pb::ClientMessage {
+        body: Some(client_message::Body::HeaderQuery(pb::HeaderQuery {
+            renditions,
+        })),
+    }
+}
+
 /// Encodes a client frame (length prefix + message).
 pub fn encode(msg: &pb::ClientMessage) -> Result<Bytes, FrameError> {
     frame::encode(msg, &LIMITS)
@@ -238,6 +248,51 @@ pub fn recent(mut headers: Vec<SignedHeader>) -> Vec<SignedHeader> {
         *n <= keep
     });
     headers
+}
+
+/// Most headers one [`header_query`] is answered with: a two-hour VOD of
+/// 2 s segments in one rendition, or 20 minutes of six; about 1 MB. The
+/// browser keeps [`crate::known::KnownHeaders::DEFAULT_CAPACITY`].
+pub const CATALOGUE_MAX: usize = 4096;
+/// Headers per Announce frame of a catalogue: about 32 KB, half the frame
+/// limit.
+pub const CATALOGUE_FRAME: usize = 128;
+
+/// The answer to a [`header_query`]: the headers of `renditions` (every
+/// rendition when empty) among those the gateway holds, init segments and
+/// whole media segments (no parts: a player that names segments by URL asks
+/// for wholes), in playing order, at most [`CATALOGUE_MAX`] (the first ones
+/// of each rendition: a VOD is watched from its start), cut into Announce
+/// bodies of [`CATALOGUE_FRAME`].
+pub fn catalogue(mut headers: Vec<SignedHeader>, renditions: &[u32]) -> Vec<pb::Announce> {
+    headers.retain(|h| {
+        let id = &h.info.id;
+        matches!(id.kind, SegmentKind::Media | SegmentKind::Init)
+            && (renditions.is_empty() || renditions.contains(&id.rendition))
+    });
+    headers.sort_by_key(|h| {
+        let id = &h.info.id;
+        (id.rendition, id.kind != SegmentKind::Init, id.sequence)
+    });
+    let count = headers.len();
+    let renditions_held: std::collections::HashSet<u32> =
+        headers.iter().map(|h| h.info.id.rendition).collect();
+    if count > CATALOGUE_MAX {
+        // An even share per rendition, each from its start.
+        let share = (CATALOGUE_MAX / renditions_held.len().max(1)).max(1);
+        let mut taken: std::collections::HashMap<u32, usize> = Default::default();
+        headers.retain(|h| {
+            let n = taken.entry(h.info.id.rendition).or_insert(0);
+            *n += 1;
+            *n <= share
+        });
+    }
+    headers
+        .chunks(CATALOGUE_FRAME)
+        .map(|chunk| pb::Announce {
+            headers: chunk.iter().map(SignedHeader::to_pb).collect(),
+        })
+        .collect()
 }
 
 /// Checks the gateway's first frame: a Welcome whose descriptor is signed by

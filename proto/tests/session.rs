@@ -436,3 +436,60 @@ fn welcome_recent_headers_are_each_renditions_newest_and_fewer_when_many() {
         20
     );
 }
+
+#[test]
+fn a_catalogue_is_inits_and_wholes_in_playing_order_within_its_bound_and_frames() {
+    use meshcast_proto::{SegmentId, SegmentInfo};
+    let k = key(1);
+    let s = stream(&k, "vod");
+    let b = body(10, 0);
+    let signed = |id: SegmentId| SegmentInfo::for_body(id, &b, 2_000_000, 1).sign(&k);
+    let held = |renditions: u32, segments: u64| {
+        let mut headers = Vec::new();
+        for r in 0..renditions {
+            for n in (0..segments).rev() {
+                headers.push(signed(SegmentId::media(s.id, r, n)));
+                headers.push(signed(SegmentId::part(s.id, r, n, 0)));
+            }
+            headers.push(signed(SegmentId::init(s.id, r, 0)));
+        }
+        headers
+    };
+    let ids = |frames: &[pb::Announce]| -> Vec<SegmentId> {
+        frames
+            .iter()
+            .flat_map(|f| &f.headers)
+            .map(|h| SignedHeader::from_pb(h).expect("a header").info.id)
+            .collect()
+    };
+    // Two renditions of 300: everything but the parts, each rendition's init
+    // first, then its segments in order, in frames of CATALOGUE_FRAME.
+    let frames = session::catalogue(held(2, 300), &[]);
+    assert!(
+        frames
+            .iter()
+            .all(|f| f.headers.len() <= session::CATALOGUE_FRAME)
+    );
+    let all = ids(&frames);
+    assert_eq!(all.len(), 2 * 301);
+    for r in 0..2u32 {
+        let mine: Vec<_> = all.iter().filter(|id| id.rendition == r).collect();
+        assert_eq!(mine[0].kind, SegmentKind::Init);
+        let media: Vec<u64> = mine[1..].iter().map(|id| id.sequence).collect();
+        assert_eq!(media, (0..300).collect::<Vec<_>>());
+    }
+    // One rendition asked for.
+    assert!(
+        ids(&session::catalogue(held(2, 300), &[1]))
+            .iter()
+            .all(|id| id.rendition == 1)
+    );
+    // Too many: an even share of CATALOGUE_MAX each, from the start.
+    let big = ids(&session::catalogue(held(3, 2000), &[]));
+    assert!(big.len() <= session::CATALOGUE_MAX);
+    for r in 0..3u32 {
+        let mine: Vec<_> = big.iter().filter(|id| id.rendition == r).collect();
+        assert_eq!(mine.len(), session::CATALOGUE_MAX / 3);
+        assert_eq!(mine[1].sequence, 0);
+    }
+}

@@ -213,7 +213,8 @@ pub struct Driver {
 impl Driver {
     pub async fn run(mut self) {
         let mut sessions = JoinSet::new();
-        let web = wellknown::router(self.shared.clone());
+        let web = wellknown::router(self.shared.clone())
+            .merge(crate::websocket::router(self.shared.clone()));
         let web_limits = self.shared.config.web_limits;
         let web_listener = self.web.take();
         let mut web_task = tokio::spawn(async move {

@@ -70,7 +70,13 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits) {
             counter: counter.clone(),
             ip,
         };
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers that count per address (the WebSocket sessions) read it
+        // as axum's ConnectInfo.
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .layer(axum::Extension(axum::extract::ConnectInfo(remote))),
+        );
         tokio::spawn(async move {
             let _slot = slot;
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -78,7 +84,12 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits) {
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .max_buf_size(16 << 10);
-            let connection = builder.serve_connection(TokioIo::new(socket), service);
+            // An upgraded connection (a viewer's WebSocket) leaves this
+            // future, its lifetime and its slot at the upgrade: the session
+            // holds a session slot of its own.
+            let connection = builder
+                .serve_connection(TokioIo::new(socket), service)
+                .with_upgrades();
             let _ = tokio::time::timeout(limits.lifetime, connection).await;
         });
     }

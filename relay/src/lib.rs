@@ -18,10 +18,12 @@ pub mod client;
 pub mod config;
 pub mod gateway;
 pub mod http;
+mod outlet;
 mod records;
 mod session;
 mod shared;
 mod streams;
+pub mod websocket;
 pub mod wellknown;
 
 pub use client::{Client, ClientError, ClientEvent};

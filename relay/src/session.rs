@@ -24,15 +24,21 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 use tracing::Instrument as _;
+use wtransport::VarInt;
 use wtransport::endpoint::IncomingSession;
 use wtransport::stream::BiStream;
-use wtransport::{Connection, VarInt};
 
 use crate::admission::canonical;
+use crate::outlet::{ControlIo, Outlet};
 use crate::shared::{Refusal, Shared, Slot, Stage, Waiting, lock};
 use crate::streams;
 
-type Control = Framed<Compat<BiStream>>;
+/// The control stream, over either transport.
+pub(crate) type Control = Framed<Compat<Box<dyn ControlIo>>>;
+
+/// Least time between two header queries of one session (see
+/// `meshcast_proto::session::catalogue`): the client asks at most every 5 s.
+const HEADER_QUERY_INTERVAL: Duration = Duration::from_secs(2);
 
 fn error_frame(code: ErrorCode, message: &str, request_id: u64) -> pb::ServerMessage {
     pb::ServerMessage {
@@ -105,42 +111,68 @@ async fn run_session(
         );
         return;
     };
-    let frame_limits = FrameLimits {
-        max_frame: limits.max_client_frame,
-        max_segment: 0,
-    };
-    let mut control: Control = Framed::new(
-        BiStream::join(streams).compat(),
-        frame_limits,
-        limits.hello_timeout,
-    );
-    let result = match admission {
-        Ok(_admitted) => {
-            let _metrics = BrowserSession::new();
-            serve(&shared, &connection, &mut control, hello_by).await
-        }
-        Err(refusal) => Err(refusal),
-    };
-    if result.is_ok() {
-        tracing::debug!("session ended by the client");
-    }
-    if let Err(Refusal(code, message)) = result {
-        tracing::debug!(?code, "closing session: {message}");
-        // Server frames may be larger than what the client may send. A
-        // viewer that does not read gets no polite goodbye.
-        let write = limits.write_timeout;
-        let told = send_server(&mut control, &error_frame(code, &message, 0), write)
-            .await
-            .is_ok()
-            && tokio::time::timeout(write, futures::AsyncWriteExt::close(control.get_mut()))
-                .await
-                .is_ok_and(|closed| closed.is_ok());
+    let mut control = control_stream(Box::new(BiStream::join(streams)), &shared);
+    let outlet = Outlet::WebTransport(connection.clone());
+    let admitted = admission.map(|_| ());
+    if let Some((Refusal(code, message), told)) =
+        converse(&shared, &outlet, &mut control, admitted, hello_by).await
+    {
         if told {
             // Give the client a moment to read the error before the connection goes.
             let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
         }
         connection.close(VarInt::from_u32(code as u32), message.as_bytes());
     }
+}
+
+/// Frames a session's control stream: client frames within the session
+/// limits, Hello within `hello_timeout`.
+pub(crate) fn control_stream(io: Box<dyn ControlIo>, shared: &Shared) -> Control {
+    let limits = &shared.config.limits;
+    let frame_limits = FrameLimits {
+        max_frame: limits.max_client_frame,
+        max_segment: 0,
+    };
+    Framed::new(io.compat(), frame_limits, limits.hello_timeout)
+}
+
+/// Runs a session over either transport: serves it if `admitted`, and on a
+/// refusal (or a broken rule) tells the client with an Error frame and the
+/// end of the control stream. Returns the refusal and whether the client
+/// was told, for the transport to close with; `None` when the client ended
+/// the session.
+pub(crate) async fn converse(
+    shared: &Arc<Shared>,
+    outlet: &Outlet,
+    control: &mut Control,
+    admitted: Result<(), Refusal>,
+    hello_by: Instant,
+) -> Option<(Refusal, bool)> {
+    let result = match admitted {
+        Ok(()) => {
+            let _metrics = BrowserSession::new();
+            serve(shared, outlet, control, hello_by).await
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let Refusal(code, message) = match result {
+        Ok(()) => {
+            tracing::debug!("session ended by the client");
+            return None;
+        }
+        Err(refusal) => refusal,
+    };
+    tracing::debug!(?code, "closing session: {message}");
+    // Server frames may be larger than what the client may send. A viewer
+    // that does not read gets no polite goodbye.
+    let write = shared.config.limits.write_timeout;
+    let told = send_server(control, &error_frame(code, &message, 0), write)
+        .await
+        .is_ok()
+        && tokio::time::timeout(write, futures::AsyncWriteExt::close(control.get_mut()))
+            .await
+            .is_ok_and(|closed| closed.is_ok());
+    Some((Refusal(code, message), told))
 }
 
 /// Sends a control frame, within `limit`: a viewer that stops reading its
@@ -163,7 +195,7 @@ async fn send_server(
 
 async fn serve(
     shared: &Arc<Shared>,
-    connection: &Connection,
+    outlet: &Outlet,
     control: &mut Control,
     hello_by: Instant,
 ) -> Result<(), Refusal> {
@@ -218,6 +250,7 @@ async fn serve(
     let mut idle = Box::pin(tokio::time::sleep(limits.idle_timeout));
     // Segment bytes this session is sending now, against `max_inflight_bytes`.
     let sending = Arc::new(AtomicU64::new(0));
+    let mut last_query: Option<Instant> = None;
     loop {
         tokio::select! {
             frame = control.read_frame::<pb::ClientMessage>() => {
@@ -257,7 +290,7 @@ async fn serve(
                         let wait = Duration::from_millis(u64::from(request.deadline_ms)).min(limits.max_wait);
                         let task = deliver(
                             shared.clone(),
-                            connection.clone(),
+                            outlet.clone(),
                             Delivery {
                                 request_id: request.request_id,
                                 id: seg,
@@ -269,6 +302,25 @@ async fn serve(
                         );
                         let handle = deliveries.spawn(task.in_current_span());
                         inflight.insert(request.request_id, handle);
+                    }
+                    Some(client_message::Body::HeaderQuery(query)) => {
+                        // Up to a megabyte of headers: a viewer may ask
+                        // every HEADER_QUERY_INTERVAL, no faster.
+                        let now = Instant::now();
+                        if last_query.is_some_and(|at| now < at + HEADER_QUERY_INTERVAL) {
+                            return Err(Refusal::new(
+                                ErrorCode::TooManyRequests,
+                                "header queries come faster than one per 2 s",
+                            ));
+                        }
+                        last_query = Some(now);
+                        let renditions: Vec<u32> = query.renditions.into_iter().take(64).collect();
+                        for announce in meshcast_proto::session::catalogue(shared.node.headers(&id), &renditions) {
+                            let msg = pb::ServerMessage {
+                                body: Some(server_message::Body::Announce(announce)),
+                            };
+                            send_server(control, &msg, write).await.map_err(|e| refusal_for(&e))?;
+                        }
                     }
                     Some(client_message::Body::Cancel(cancel)) => {
                         if let Some(handle) = inflight.remove(&cancel.request_id) {
@@ -407,7 +459,7 @@ struct Delivery {
 /// `wait` for it to arrive from the mesh. Returns the request id when done.
 async fn deliver(
     shared: Arc<Shared>,
-    connection: Connection,
+    outlet: Outlet,
     Delivery {
         request_id,
         id,
@@ -441,7 +493,7 @@ async fn deliver(
     let segment = match ready {
         Some(Ready::Held(segment)) => Some(*segment),
         Some(Ready::Arriving(arrival)) => {
-            answer.0 = forward(&shared, &connection, request_id, &arrival, sending).await;
+            answer.0 = forward(&shared, &outlet, request_id, &arrival, sending).await;
             if answer.0 == RequestResult::Refused {
                 too_many(&errors, "too many bytes in flight", request_id).await;
             }
@@ -482,32 +534,24 @@ async fn deliver(
     let limit = limits.write_timeout
         + Duration::from_secs_f64(size as f64 / limits.min_delivery_rate.max(1) as f64);
     let sent = tokio::time::timeout(limit, async {
-        let mut stream = connection
-            .open_uni()
-            .await
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut stream = outlet.open_uni().await?;
         let delivery = pb::Delivery {
             request_id,
             header: Some(segment.header.signed().to_pb()),
         };
         let frame = meshcast_proto::frame::encode(&delivery, &FrameLimits::default())
             .map_err(|e| e.to_string())?;
-        stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+        stream.write_all(&frame).await?;
         if let Some(forged) = shared.forged_delivery(&segment.body) {
-            stream.write_all(&forged).await.map_err(|e| e.to_string())?;
+            stream.write_all(&forged).await?;
         } else {
             let outboard = shared.outboard(&segment);
             let pieces = outboard.pieces(&segment.body).map_err(|e| e.to_string())?;
             for piece in pieces {
-                stream
-                    .write_all(piece.wire())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                stream.write_all(piece.wire()).await?;
             }
         }
-        stream.finish().await.map_err(|e| e.to_string())
+        stream.finish().await
     })
     .await
     .unwrap_or_else(|_| Err(format!("not sent within {limit:?}")));
@@ -577,7 +621,7 @@ async fn arrival(
 /// drops what it got and falls back to HTTP, blaming nobody.
 async fn forward(
     shared: &Shared,
-    connection: &Connection,
+    outlet: &Outlet,
     request_id: u64,
     arrival: &Arc<Arrival>,
     sending: Arc<AtomicU64>,
@@ -595,12 +639,7 @@ async fn forward(
     let mut reader = arrival.reader();
     let mut stream = None;
     let sent = tokio::time::timeout(limit, async {
-        let opened = connection
-            .open_uni()
-            .await
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())?;
+        let opened = outlet.open_uni().await?;
         let stream = stream.insert(opened);
         let delivery = pb::Delivery {
             request_id,
@@ -608,13 +647,13 @@ async fn forward(
         };
         let frame = meshcast_proto::frame::encode(&delivery, &FrameLimits::default())
             .map_err(|e| e.to_string())?;
-        stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+        stream.write_all(&frame).await?;
         while let Some(pieces) = reader.next().await? {
             for piece in pieces {
-                stream.write_all(&piece).await.map_err(|e| e.to_string())?;
+                stream.write_all(&piece).await?;
             }
         }
-        stream.finish().await.map_err(|e| e.to_string())
+        stream.finish().await
     })
     .await
     .unwrap_or_else(|_| Err(format!("not sent within {limit:?}")));
@@ -627,7 +666,7 @@ async fn forward(
         }
         Err(e) => {
             if let Some(stream) = stream.as_mut() {
-                let _ = stream.reset(VarInt::from_u32(FORWARD_FAILED));
+                stream.reset(FORWARD_FAILED);
             }
             tracing::debug!(request_id, "forwarding {id} failed: {e}");
             RequestResult::Cancelled

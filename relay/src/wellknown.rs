@@ -1,6 +1,7 @@
 //! `GET /.well-known/meshcast`: how a page finds and pins this gateway.
 //!
-//! JSON with the WebTransport URL, the SHA-256 hashes of the certificates a
+//! JSON with the WebTransport URL, the WebSocket path (the fallback when
+//! WebTransport fails), the SHA-256 hashes of the certificates a
 //! browser may pin (`serverCertificateHashes`), the node's peer id and the
 //! external addresses its operator configured (never its listen addresses,
 //! which name internal interfaces), and the version. CORS is open: the player page usually comes
@@ -25,6 +26,11 @@ pub struct WellKnown {
     pub peer_id: String,
     pub addresses: Vec<String>,
     pub version: String,
+    /// Where the same viewer protocol is served over a WebSocket, relative
+    /// to this document's URL (`/meshcast/ws`): for browsers that cannot
+    /// open WebTransport. Absent from older gateways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<String>,
 }
 
 pub const PATH: &str = "/.well-known/meshcast";
@@ -59,6 +65,7 @@ async fn well_known(shared: Arc<Shared>) -> Response {
         peer_id: shared.node.peer_id().to_string(),
         addresses,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        websocket: Some(crate::websocket::PATH.to_string()),
     };
     let mut response = axum::Json(body).into_response();
     let headers = response.headers_mut();

@@ -461,3 +461,66 @@ async fn an_idle_session_is_closed_with_a_code() {
         "the closed session still counts"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_query_names_every_segment_the_gateway_holds_and_is_rate_limited() {
+    init_logs();
+    let mesh = mesh(false, gateway_config()).await;
+    let mut client = connect(&mesh, "").await.expect("session");
+    let descriptor = client.descriptor().descriptor().clone();
+    let query = meshcast_proto::session::encode(&meshcast_proto::session::header_query(vec![]))
+        .expect("a small frame");
+    client.send_raw(&query).await.expect("sent");
+
+    // The catalogue comes as announcements; live ones may mix in.
+    let mut known = meshcast_proto::known::KnownHeaders::default();
+    known.set_descriptor(descriptor.clone());
+    let mut named = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, client.next_event()).await {
+        if let ClientEvent::Announced(header) = event {
+            named.insert(header.id());
+            known.insert(header);
+        }
+    }
+    // Whatever the Welcome named (the newest) and the oldest: the catalogue
+    // is every init and media segment held, from the start of the window.
+    for header in client.recent() {
+        assert!(named.contains(&header.id()), "{:?} not named", header.id());
+    }
+    for r in &descriptor.renditions {
+        let media: Vec<u64> = named
+            .iter()
+            .filter(|id| id.rendition == r.id && id.kind == SegmentKind::Media)
+            .map(|id| id.sequence)
+            .collect();
+        assert!(
+            media.len() > meshcast_proto::session::WELCOME_RECENT / 2,
+            "{media:?}"
+        );
+        assert!(
+            named
+                .iter()
+                .any(|id| id.rendition == r.id && id.kind == SegmentKind::Init)
+        );
+    }
+    // Each is found by the URL a player would ask for, on any host.
+    for id in &named {
+        let header = known.get(id).expect("known");
+        let url = descriptor
+            .segment_url(id.rendition, &header.info().uri)
+            .expect("an origin URL")
+            .replace("127.0.0.1", "mirror.example");
+        assert_eq!(
+            known
+                .locate(&url, header.info().range_start)
+                .map(|h| h.id()),
+            Some(*id)
+        );
+    }
+
+    // A second query within 2 s breaks the rule: the session is closed.
+    client.send_raw(&query).await.expect("sent");
+    client.send_raw(&query).await.ok();
+    assert_eq!(first_error(&mut client).await, ErrorCode::TooManyRequests);
+}

@@ -6,6 +6,8 @@
 // For the browser tests everything measured is on `window.demo`:
 //   state      'loading' | 'playing' | 'stalled' | 'error'
 //   mode       'mesh' | 'verify' | 'http'
+//   player     'hls' | 'shaka' | 'dashjs' | 'videojs' (?player=; by default
+//              hls.js for HLS and Shaka for DASH: config.format)
 //   config     /config.json (plus query overrides: playlist, wellKnown, stream);
 //              config.vod says the demo published a VOD
 //   vod        true | false once hls.js has loaded a media playlist (its
@@ -44,18 +46,26 @@
 
 import Hls from './hls.mjs';
 import { createMesh, preloadClient } from './meshcast.js';
+import { attachShaka } from './shaka.js';
+import { attachDashjs } from './dashjs.js';
+import { registerVideojs } from './videojs.js';
 
 const params = new URLSearchParams(location.search);
 // mesh: fragments over the mesh, HTTP as the fallback; verify: every
 // fragment over HTTP, checked against the headers the mesh announces; http:
 // plain hls.js.
 const mode = ['http', 'verify'].includes(params.get('loader')) ? params.get('loader') : 'mesh';
+// The player: hls.js (the default for HLS), Shaka (the default for DASH),
+// dash.js or Video.js (hosting hls.js).
+const PLAYERS = ['hls', 'shaka', 'dashjs', 'videojs'];
+const requestedPlayer = PLAYERS.includes(params.get('player')) ? params.get('player') : null;
 // Compile the mesh client while the page loads its configuration.
 if (mode !== 'http') preloadClient();
 
 const demo = {
   state: 'loading',
   mode,
+  player: null,
   config: null,
   hls: null,
   mesh: null,
@@ -405,7 +415,7 @@ function renderGateways() {
     const tr = body.insertRow();
     const cells = [
       shortUrl(g.url),
-      g.banned ? 'banned' : g.connected ? 'connected' : 'down',
+      g.banned ? 'banned' : g.connected ? (g.transport === 'websocket' ? 'connected (WebSocket)' : 'connected') : 'down',
       fmtBps(g.throughputBps),
       String(g.inflight ?? 0),
       String(g.failures ?? 0),
@@ -678,6 +688,78 @@ function wireHls(hls) {
   });
 }
 
+/** A classic script (Shaka and Video.js set globals), once. */
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const el = document.createElement('script');
+    el.src = src;
+    el.onload = resolve;
+    el.onerror = () => reject(new Error(`${src} did not load`));
+    document.head.append(el);
+  });
+}
+
+function playerReady(name) {
+  video.play().catch((e) => log(name, `autoplay refused: ${e.message}`, 'bad'));
+}
+
+async function startShaka(config, mesh) {
+  await loadScript('shaka-player.compiled.js');
+  const shaka = window.shaka;
+  shaka.polyfill.installAll();
+  if (mesh) attachShaka(mesh, shaka);
+  const player = new shaka.Player();
+  demo.shaka = player;
+  player.configure({ streaming: { bufferingGoal: 30, bufferBehind: 30 } });
+  player.addEventListener('error', (e) => {
+    event('player-error', { code: e.detail?.code, severity: e.detail?.severity });
+    log('shaka', `error ${e.detail?.code}`, 'bad');
+  });
+  await player.attach(video);
+  await player.load(config.playlist);
+  if (demo.vod === null || demo.vod === undefined) demo.vod = !player.isLive();
+  renderKind();
+  playerReady('shaka');
+}
+
+async function startDashjs(config, mesh) {
+  const dashjs = (await import('./dash.all.min.js')).default;
+  const player = dashjs.MediaPlayer().create();
+  demo.dashjs = player;
+  player.updateSettings({ debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING }, streaming: { buffer: { bufferTimeAtTopQuality: 30 } } });
+  if (mesh) attachDashjs(mesh, player);
+  player.on(dashjs.MediaPlayer.events.ERROR, (e) => {
+    event('player-error', { code: e.error?.code, message: e.error?.message });
+    log('dash.js', `error ${e.error?.code}: ${e.error?.message}`, 'bad');
+  });
+  player.initialize(video, config.playlist, true);
+  playerReady('dash.js');
+}
+
+async function startVideojs(config, mesh, hlsConfig) {
+  const css = document.createElement('link');
+  Object.assign(css, { rel: 'stylesheet', href: 'video-js.min.css' });
+  document.head.append(css);
+  await loadScript('video.min.js');
+  const videojs = window.videojs;
+  video.classList.add('video-js');
+  if (mesh) {
+    registerVideojs(videojs, {
+      Hls,
+      mesh,
+      hlsConfig,
+      onHls: (hls) => {
+        demo.hls = hls;
+        wireHls(hls);
+      },
+    });
+  }
+  const player = videojs(video, { autoplay: 'muted', muted: true, controls: true, fill: true });
+  demo.videojs = player;
+  player.src({ src: config.playlist, type: 'application/x-mpegURL' });
+  playerReady('video.js');
+}
+
 async function main() {
   $('mode').textContent = `loader: ${mode}`;
   let config;
@@ -698,6 +780,21 @@ async function main() {
   if (typeof config.vod === 'boolean') demo.vod = config.vod;
   renderKind();
   video.addEventListener('durationchange', renderPosition);
+
+  const player = (demo.player = requestedPlayer ?? (config.format === 'dash' ? 'shaka' : 'hls'));
+  $('mode').textContent = `loader: ${mode} · player: ${player}`;
+  if (config.format === 'dash' && (player === 'hls' || player === 'videojs')) {
+    demo.error = `${player} plays HLS only: this demo publishes DASH (use ?player=shaka or dashjs)`;
+    setState('error');
+    log('error', demo.error, 'bad');
+    return;
+  }
+  if (config.format !== 'dash' && player === 'dashjs') {
+    demo.error = 'dash.js plays DASH only: start the demo with --dash';
+    setState('error');
+    log('error', demo.error, 'bad');
+    return;
+  }
 
   if (!Hls.isSupported()) {
     demo.error = 'this browser has no Media Source Extensions';
@@ -722,8 +819,9 @@ async function main() {
   // back to the target latency (the playlist's PART-HOLD-BACK), instead of
   // staying as far behind as the worst moment left it.
   if (hlsConfig.lowLatencyMode) hlsConfig.maxLiveSyncPlaybackRate = 1.2;
+  let mesh = null;
   if (mode !== 'http') {
-    const mesh = await createMesh({
+    mesh = await createMesh({
       Hls,
       wellKnown: config.wellKnown,
       stream: config.stream,
@@ -742,12 +840,17 @@ async function main() {
     }
     hlsConfig.fLoader = mesh.fragmentLoader;
   }
-  const hls = new Hls(hlsConfig);
-  demo.hls = hls;
-  wireHls(hls);
-  hls.loadSource(config.playlist);
-  hls.attachMedia(video);
-  log('hls', `loading ${config.playlist}`, 'gw');
+  if (player === 'shaka') await startShaka(config, mesh);
+  else if (player === 'dashjs') await startDashjs(config, mesh);
+  else if (player === 'videojs') await startVideojs(config, mesh, hlsConfig);
+  else {
+    const hls = new Hls(hlsConfig);
+    demo.hls = hls;
+    wireHls(hls);
+    hls.loadSource(config.playlist);
+    hls.attachMedia(video);
+  }
+  log(player, `loading ${config.playlist}`, 'gw');
 
   setInterval(watchPlayback, 100);
   setInterval(render, 1000);

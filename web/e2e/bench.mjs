@@ -3,7 +3,14 @@
 // on one `meshcast demo` run, in headless Chromium.
 //
 //   node web/e2e/bench.mjs --meshcast target/release/meshcast --web target/web --out target/bench
-//       [--rounds 5] [--play 10] [--low-latency]
+//       [--rounds 5] [--play 10] [--low-latency] [--players hls,shaka,videojs]
+//       [--dash --players shaka,dashjs]
+//
+// --players: the rounds below for each player in turn on one demo, each
+// against that player's own plain-HTTP loading (?loader=http: Shaka's and
+// dash.js' own fetches, Video.js' VHS engine), then a line per player and
+// `bench-browser-players {json}`. --dash publishes the DASH rendering of
+// the test stream (a 20 s VOD: keep --play under 15).
 //
 // --low-latency runs the demo with --low-latency (LL-HLS parts, hls.js in
 // low-latency mode, both loaders) and adds its goals: live latency (hls.js'
@@ -50,14 +57,20 @@ import {
 
 const USAGE =
   'usage: node bench.mjs --meshcast BIN --web DIR --out DIR [--rounds N] [--play SECONDS] [--low-latency] ' +
-  '[--viewers N [--stagger SECONDS]]';
+  '[--viewers N [--stagger SECONDS]] [--players hls,shaka,videojs | --dash --players shaka,dashjs]';
 const opts = cli(USAGE, {
   rounds: { type: 'string', default: '5' },
   play: { type: 'string', default: '10' },
   'low-latency': { type: 'boolean', default: false },
   viewers: { type: 'string', default: '0' },
   stagger: { type: 'string', default: '4' },
+  players: { type: 'string' },
+  dash: { type: 'boolean', default: false },
 });
+const DASH = opts.dash;
+// Comma-separated: hls, shaka, dashjs, videojs (hls.js and Video.js play
+// HLS, dash.js DASH, Shaka both).
+const PLAYERS = (opts.players ?? (DASH ? 'shaka' : 'hls')).split(',').filter(Boolean);
 const VIEWERS = Math.max(0, Number(opts.viewers) || 0);
 const STAGGER_MS = Math.max(0, Number(opts.stagger) || 0) * 1000;
 const LOW_LATENCY = opts['low-latency'];
@@ -68,11 +81,12 @@ const PLAY_MS = Math.max(2, Number(opts.play) || 10) * 1000;
 const TTFF_GOAL = 1.1;
 
 /** One page with `loader`; returns { ttffMs, latencies, sources } or { error }. */
-async function run(demoUrl, loader, label) {
+async function run(demoUrl, loader, label, player = 'hls') {
   const browser = await launchBrowser();
   try {
     const url = new URL(demoUrl);
     url.searchParams.set('loader', loader);
+    url.searchParams.set('player', player);
     const page = await openPage(browser.context, url.href, path.join(opts.out, `bench-${label}.log`));
     await waitPlaying(page, 30_000);
     await sleep(PLAY_MS);
@@ -199,6 +213,137 @@ async function viewers(demoUrl) {
   return json;
 }
 
+/** Warm-up and --rounds rounds of one player on the demo; prints its table. */
+async function benchPlayer(demo, player) {
+    const results = { mesh: [], http: [] };
+    const errors = [];
+    for (const loader of ['mesh', 'http']) {
+      const r = await run(demo.url, loader, `${player}-warmup-${loader}`, player);
+      if (r.error) errors.push(`warm-up ${loader}: ${r.error}`);
+    }
+    for (let i = 0; i < ROUNDS; i++) {
+      const order = i % 2 === 0 ? ['mesh', 'http'] : ['http', 'mesh'];
+      for (const loader of order) {
+        const r = await run(demo.url, loader, `${player}-${loader}-${i + 1}`, player);
+        if (r.error) errors.push(`round ${i + 1} ${loader}: ${r.error}`);
+        else results[loader].push(r);
+        console.error(
+          `${player} round ${i + 1} ${loader.padEnd(4)} ` +
+            (r.error ? `error: ${r.error}` : `ttff ${ms(r.ttffMs)}, ${r.latencies.length} segments, median ${ms(median(r.latencies))}`),
+        );
+      }
+    }
+    const summary = {};
+    for (const loader of ['mesh', 'http']) {
+      const rs = results[loader];
+      summary[loader] = {
+        runs: rs.length,
+        ttff: stats(rs.map((r) => r.ttffMs).filter((x) => x != null)),
+        ttffNav: stats(rs.map((r) => r.ttffNavMs).filter((x) => x != null)),
+        segment: stats(rs.flatMap((r) => r.latencies)),
+        live: stats(rs.map((r) => r.liveLatency).filter((x) => x != null)),
+        stalls: rs.reduce((n, r) => n + r.stalls, 0),
+      };
+    }
+    const meshSources = results.mesh.flatMap((r) => r.sources);
+    const meshTotals = results.mesh.reduce(
+      (t, r) => ({ meshBytes: t.meshBytes + r.totals.meshBytes, httpBytes: t.httpBytes + r.totals.httpBytes }),
+      { meshBytes: 0, httpBytes: 0 },
+    );
+    const all = meshTotals.meshBytes + meshTotals.httpBytes;
+    const m = summary.mesh;
+    const h = summary.http;
+    const json = {
+      player,
+      format: DASH ? 'dash' : 'hls',
+      rounds: ROUNDS,
+      playSeconds: PLAY_MS / 1000,
+      ttff: {
+        mesh: { median: m.ttff.median, p95: m.ttff.p95 },
+        http: { median: h.ttff.median, p95: h.ttff.p95 },
+        ratioMedian: ratio(m.ttff.median, h.ttff.median),
+        ratioP95: ratio(m.ttff.p95, h.ttff.p95),
+      },
+      ttffFromNavigation: {
+        mesh: { median: m.ttffNav.median, p95: m.ttffNav.p95 },
+        http: { median: h.ttffNav.median, p95: h.ttffNav.p95 },
+        ratioMedian: ratio(m.ttffNav.median, h.ttffNav.median),
+        ratioP95: ratio(m.ttffNav.p95, h.ttffNav.p95),
+      },
+      segment: {
+        mesh: { median: m.segment.median, p95: m.segment.p95, n: m.segment.n },
+        http: { median: h.segment.median, p95: h.segment.p95, n: h.segment.n },
+        ratioMedian: ratio(m.segment.median, h.segment.median),
+        ratioP95: ratio(m.segment.p95, h.segment.p95),
+      },
+      meshLoader: {
+        segmentsFromMesh: meshSources.filter((s) => s === 'mesh').length,
+        segmentsOverHttp: meshSources.filter((s) => s !== 'mesh').length,
+        startupFromMesh: results.mesh.flatMap((r) => r.startup).filter((s) => s === 'mesh').length,
+        startupFragments: results.mesh.flatMap((r) => r.startup).length,
+        offload: all ? meshTotals.meshBytes / all : null,
+      },
+      liveLatency: {
+        mesh: { median: m.live.median, p95: m.live.p95 },
+        http: { median: h.live.median, p95: h.live.p95 },
+      },
+      stalls: { mesh: m.stalls, http: h.stalls },
+      lowLatency: LOW_LATENCY,
+      errors,
+    };
+    // The goal is on what a viewer waits: from the page's navigation, so that
+    // work the mesh loader does before the player setup is counted too.
+    json.ttffGoalMet = json.ttffFromNavigation.ratioMedian != null && json.ttffFromNavigation.ratioMedian <= TTFF_GOAL;
+    if (LOW_LATENCY) {
+      const gap = m.live.median != null && h.live.median != null ? m.live.median - h.live.median : null;
+      json.liveLatency.gap = gap;
+      json.lowLatencyGoalMet =
+        m.live.median != null &&
+        m.live.median <= LATENCY_GOAL_S &&
+        gap != null &&
+        gap <= LATENCY_GAP_GOAL_S &&
+        m.stalls === 0 &&
+        json.meshLoader.offload != null &&
+        json.meshLoader.offload >= 0.9;
+    }
+
+    const row = (name, a, b, r) => `${name.padEnd(16)}${a.padStart(10)}${b.padStart(10)}${r.padStart(12)}`;
+    console.log(`browser bench, ${player} (${DASH ? 'DASH' : 'HLS'}): ${ROUNDS} rounds (one warm-up page per loader discarded), ${PLAY_MS / 1000} s of play per page`);
+    console.log(row('', 'mesh', 'http', 'mesh/http'));
+    // Plain HTTP is that player's own loading (Video.js: its VHS engine).
+    console.log(row('ttff median', ms(m.ttff.median), ms(h.ttff.median), fmtRatio(json.ttff.ratioMedian)));
+    console.log(row('ttff p95', ms(m.ttff.p95), ms(h.ttff.p95), fmtRatio(json.ttff.ratioP95)));
+    console.log(row('ttff from nav', ms(m.ttffNav.median), ms(h.ttffNav.median), fmtRatio(json.ttffFromNavigation.ratioMedian)));
+    console.log(row('  p95', ms(m.ttffNav.p95), ms(h.ttffNav.p95), fmtRatio(json.ttffFromNavigation.ratioP95)));
+    console.log(row('segment median', ms(m.segment.median), ms(h.segment.median), fmtRatio(json.segment.ratioMedian)));
+    console.log(row('segment p95', ms(m.segment.p95), ms(h.segment.p95), fmtRatio(json.segment.ratioP95)));
+    const secs = (x) => (x == null ? '–' : `${x.toFixed(2)} s`);
+    console.log(row('live latency', secs(m.live.median), secs(h.live.median), fmtRatio(ratio(m.live.median, h.live.median))));
+    console.log(
+      `mesh loader: ${json.meshLoader.segmentsFromMesh} segments from the mesh, ${json.meshLoader.segmentsOverHttp} over HTTP, ` +
+        `offload ${json.meshLoader.offload == null ? '–' : `${(json.meshLoader.offload * 100).toFixed(1)} %`}; ` +
+        `stalls: mesh ${m.stalls}, http ${h.stalls}`,
+    );
+    console.log(
+      `start-up (fragments delivered before the first frame): ${json.meshLoader.startupFromMesh} of ` +
+        `${json.meshLoader.startupFragments} from the mesh`,
+    );
+    for (const e of errors) console.log(`error: ${e}`);
+    console.log(
+      `goal ttff (from navigation) mesh ≤ ${TTFF_GOAL} × http: ${json.ttffGoalMet ? 'met' : 'missed'} ` +
+        `(${fmtRatio(json.ttffFromNavigation.ratioMedian)}; from the player setup ${fmtRatio(json.ttff.ratioMedian)})`,
+    );
+    if (LOW_LATENCY) {
+      console.log(
+        `goal low latency (mesh ≤ ${LATENCY_GOAL_S} s, ≤ ${LATENCY_GAP_GOAL_S} s behind http, no stall, ≥ 90 % mesh): ` +
+          `${json.lowLatencyGoalMet ? 'met' : 'missed'} (mesh ${secs(m.live.median)}, http ${secs(h.live.median)}, ` +
+          `stalls ${m.stalls}, offload ${json.meshLoader.offload == null ? '–' : `${(json.meshLoader.offload * 100).toFixed(1)} %`})`,
+      );
+    }
+    console.log(`bench-browser ${JSON.stringify(json)}`);
+    return { json, ok: m.runs > 0 && h.runs > 0 };
+}
+
 let exitCode = 0;
 try {
   const demo = await startDemo({
@@ -206,7 +351,7 @@ try {
     web: opts.web,
     logFile: path.join(opts.out, 'bench.meshcast.log'),
     timeoutMs: 90_000,
-    args: LOW_LATENCY ? ['--low-latency'] : [],
+    args: LOW_LATENCY ? ['--low-latency'] : DASH ? ['--dash'] : [],
   });
   if (VIEWERS) {
     await viewers(demo.url);
@@ -215,132 +360,21 @@ try {
     process.exit(0);
   }
 
-  const results = { mesh: [], http: [] };
-  const errors = [];
-  for (const loader of ['mesh', 'http']) {
-    const r = await run(demo.url, loader, `warmup-${loader}`);
-    if (r.error) errors.push(`warm-up ${loader}: ${r.error}`);
-  }
-  for (let i = 0; i < ROUNDS; i++) {
-    const order = i % 2 === 0 ? ['mesh', 'http'] : ['http', 'mesh'];
-    for (const loader of order) {
-      const r = await run(demo.url, loader, `${loader}-${i + 1}`);
-      if (r.error) errors.push(`round ${i + 1} ${loader}: ${r.error}`);
-      else results[loader].push(r);
-      console.error(
-        `round ${i + 1} ${loader.padEnd(4)} ` +
-          (r.error ? `error: ${r.error}` : `ttff ${ms(r.ttffMs)}, ${r.latencies.length} segments, median ${ms(median(r.latencies))}`),
-      );
-    }
+  const all = [];
+  for (const player of PLAYERS) {
+    const { json, ok } = await benchPlayer(demo, player);
+    all.push(json);
+    if (!ok) exitCode = 1;
   }
   await demo.stop();
-
-  const summary = {};
-  for (const loader of ['mesh', 'http']) {
-    const rs = results[loader];
-    summary[loader] = {
-      runs: rs.length,
-      ttff: stats(rs.map((r) => r.ttffMs).filter((x) => x != null)),
-      ttffNav: stats(rs.map((r) => r.ttffNavMs).filter((x) => x != null)),
-      segment: stats(rs.flatMap((r) => r.latencies)),
-      live: stats(rs.map((r) => r.liveLatency).filter((x) => x != null)),
-      stalls: rs.reduce((n, r) => n + r.stalls, 0),
-    };
+  if (PLAYERS.length > 1) {
+    console.log('per player (ttff from navigation, mesh/http, and the mesh loader\'s bytes over the mesh):');
+    for (const j of all) {
+      const pct = j.meshLoader.offload == null ? '–' : `${(j.meshLoader.offload * 100).toFixed(1)} %`;
+      console.log(`  ${j.player.padEnd(8)} ${fmtRatio(j.ttffFromNavigation.ratioMedian)}  ${pct}  goal ${j.ttffGoalMet ? 'met' : 'missed'}`);
+    }
+    console.log(`bench-browser-players ${JSON.stringify(all.map((j) => ({ player: j.player, ttffRatio: j.ttffFromNavigation.ratioMedian, offload: j.meshLoader.offload, ttffGoalMet: j.ttffGoalMet })))}`);
   }
-  const meshSources = results.mesh.flatMap((r) => r.sources);
-  const meshTotals = results.mesh.reduce(
-    (t, r) => ({ meshBytes: t.meshBytes + r.totals.meshBytes, httpBytes: t.httpBytes + r.totals.httpBytes }),
-    { meshBytes: 0, httpBytes: 0 },
-  );
-  const all = meshTotals.meshBytes + meshTotals.httpBytes;
-  const m = summary.mesh;
-  const h = summary.http;
-  const json = {
-    rounds: ROUNDS,
-    playSeconds: PLAY_MS / 1000,
-    ttff: {
-      mesh: { median: m.ttff.median, p95: m.ttff.p95 },
-      http: { median: h.ttff.median, p95: h.ttff.p95 },
-      ratioMedian: ratio(m.ttff.median, h.ttff.median),
-      ratioP95: ratio(m.ttff.p95, h.ttff.p95),
-    },
-    ttffFromNavigation: {
-      mesh: { median: m.ttffNav.median, p95: m.ttffNav.p95 },
-      http: { median: h.ttffNav.median, p95: h.ttffNav.p95 },
-      ratioMedian: ratio(m.ttffNav.median, h.ttffNav.median),
-      ratioP95: ratio(m.ttffNav.p95, h.ttffNav.p95),
-    },
-    segment: {
-      mesh: { median: m.segment.median, p95: m.segment.p95, n: m.segment.n },
-      http: { median: h.segment.median, p95: h.segment.p95, n: h.segment.n },
-      ratioMedian: ratio(m.segment.median, h.segment.median),
-      ratioP95: ratio(m.segment.p95, h.segment.p95),
-    },
-    meshLoader: {
-      segmentsFromMesh: meshSources.filter((s) => s === 'mesh').length,
-      segmentsOverHttp: meshSources.filter((s) => s !== 'mesh').length,
-      startupFromMesh: results.mesh.flatMap((r) => r.startup).filter((s) => s === 'mesh').length,
-      startupFragments: results.mesh.flatMap((r) => r.startup).length,
-      offload: all ? meshTotals.meshBytes / all : null,
-    },
-    liveLatency: {
-      mesh: { median: m.live.median, p95: m.live.p95 },
-      http: { median: h.live.median, p95: h.live.p95 },
-    },
-    stalls: { mesh: m.stalls, http: h.stalls },
-    lowLatency: LOW_LATENCY,
-    errors,
-  };
-  // The goal is on what a viewer waits: from the page's navigation, so that
-  // work the mesh loader does before the player setup is counted too.
-  json.ttffGoalMet = json.ttffFromNavigation.ratioMedian != null && json.ttffFromNavigation.ratioMedian <= TTFF_GOAL;
-  if (LOW_LATENCY) {
-    const gap = m.live.median != null && h.live.median != null ? m.live.median - h.live.median : null;
-    json.liveLatency.gap = gap;
-    json.lowLatencyGoalMet =
-      m.live.median != null &&
-      m.live.median <= LATENCY_GOAL_S &&
-      gap != null &&
-      gap <= LATENCY_GAP_GOAL_S &&
-      m.stalls === 0 &&
-      json.meshLoader.offload != null &&
-      json.meshLoader.offload >= 0.9;
-  }
-
-  const row = (name, a, b, r) => `${name.padEnd(16)}${a.padStart(10)}${b.padStart(10)}${r.padStart(12)}`;
-  console.log(`browser bench: ${ROUNDS} rounds (one warm-up page per loader discarded), ${PLAY_MS / 1000} s of play per page`);
-  console.log(row('', 'mesh', 'http', 'mesh/http'));
-  console.log(row('ttff median', ms(m.ttff.median), ms(h.ttff.median), fmtRatio(json.ttff.ratioMedian)));
-  console.log(row('ttff p95', ms(m.ttff.p95), ms(h.ttff.p95), fmtRatio(json.ttff.ratioP95)));
-  console.log(row('ttff from nav', ms(m.ttffNav.median), ms(h.ttffNav.median), fmtRatio(json.ttffFromNavigation.ratioMedian)));
-  console.log(row('  p95', ms(m.ttffNav.p95), ms(h.ttffNav.p95), fmtRatio(json.ttffFromNavigation.ratioP95)));
-  console.log(row('segment median', ms(m.segment.median), ms(h.segment.median), fmtRatio(json.segment.ratioMedian)));
-  console.log(row('segment p95', ms(m.segment.p95), ms(h.segment.p95), fmtRatio(json.segment.ratioP95)));
-  const secs = (x) => (x == null ? '–' : `${x.toFixed(2)} s`);
-  console.log(row('live latency', secs(m.live.median), secs(h.live.median), fmtRatio(ratio(m.live.median, h.live.median))));
-  console.log(
-    `mesh loader: ${json.meshLoader.segmentsFromMesh} segments from the mesh, ${json.meshLoader.segmentsOverHttp} over HTTP, ` +
-      `offload ${json.meshLoader.offload == null ? '–' : `${(json.meshLoader.offload * 100).toFixed(1)} %`}; ` +
-      `stalls: mesh ${m.stalls}, http ${h.stalls}`,
-  );
-  console.log(
-    `start-up (fragments delivered before the first frame): ${json.meshLoader.startupFromMesh} of ` +
-      `${json.meshLoader.startupFragments} from the mesh`,
-  );
-  for (const e of errors) console.log(`error: ${e}`);
-  console.log(
-    `goal ttff (from navigation) mesh ≤ ${TTFF_GOAL} × http: ${json.ttffGoalMet ? 'met' : 'missed'} ` +
-      `(${fmtRatio(json.ttffFromNavigation.ratioMedian)}; from the player setup ${fmtRatio(json.ttff.ratioMedian)})`,
-  );
-  if (LOW_LATENCY) {
-    console.log(
-      `goal low latency (mesh ≤ ${LATENCY_GOAL_S} s, ≤ ${LATENCY_GAP_GOAL_S} s behind http, no stall, ≥ 90 % mesh): ` +
-        `${json.lowLatencyGoalMet ? 'met' : 'missed'} (mesh ${secs(m.live.median)}, http ${secs(h.live.median)}, ` +
-        `stalls ${m.stalls}, offload ${json.meshLoader.offload == null ? '–' : `${(json.meshLoader.offload * 100).toFixed(1)} %`})`,
-    );
-  }
-  console.log(`bench-browser ${JSON.stringify(json)}`);
-  if (!m.runs || !h.runs) exitCode = 1;
 } catch (e) {
   console.error(`bench failed: ${e.message}`);
   exitCode = 1;

@@ -63,12 +63,30 @@
 //               no fragment asked for after the client connected (init
 //               segments included) reaches the player unverified; no stall
 //               over 1 s
+//   players-hls
+//               --tamper-every 1 (the live HLS stream; the entry relay
+//               corrupts every body it serves): Shaka (its networking
+//               scheme plugin) and Video.js (hosting hls.js) play side by
+//               side, each in its own page: 30 s with no stall over 1 s,
+//               the tampering caught (verify-failed), ≥ 90 % of the bytes
+//               asked for once connected from the mesh
+//   players-dash
+//               --dash --tamper-every 1 (the committed stream as a DASH
+//               VOD, 20 s long): Shaka and dash.js (its loader extension)
+//               the same way, 15 s each
+//   udp-blocked --gateways 1, with nftables dropping every UDP packet to the
+//               relay's WebTransport port on input (needs root; skipped otherwise): the page's
+//               WebTransport handshake stalls, the client races a WebSocket
+//               to the same relay and plays over it: 20 s with no stall
+//               over 1 s, every mesh segment over the WebSocket, ≥ 90 % of
+//               the bytes asked for once connected from the mesh
 //
 // Prints `ok <test> (<figures>)` or `FAILED <test>: <why>` per test, then
-// `e2e: N passed, N failed`; exits 1 on any failure. Per test, <out> gets
+// `e2e: N passed, N failed, N skipped`; exits 1 on any failure. Per test, <out> gets
 // <test>.log (page console), <test>.meshcast.log (the demo's output) and
 // <test>.json (window.demo at the end). --only NAME runs one test.
 
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
@@ -77,6 +95,7 @@ import {
   fmtBytes,
   launchBrowser,
   median,
+  onCleanup,
   openPage,
   stalls,
   startDemo,
@@ -86,7 +105,7 @@ import {
 } from './lib.mjs';
 
 const USAGE =
-  'usage: node e2e.mjs --meshcast BIN --web DIR --out DIR [--only play|relay-down|tamper|gateway-restart|vod|low-latency|byte-range|alternate-audio|poisoned-origin]';
+  'usage: node e2e.mjs --meshcast BIN --web DIR --out DIR [--only play|relay-down|tamper|gateway-restart|vod|low-latency|byte-range|alternate-audio|poisoned-origin|players-hls|players-dash|udp-blocked]';
 const opts = cli(USAGE, { only: { type: 'string' } });
 
 const TESTS = [
@@ -99,6 +118,10 @@ const TESTS = [
   { name: 'byte-range', timeoutMs: 180_000, run: testByteRange },
   { name: 'alternate-audio', timeoutMs: 180_000, run: testAlternateAudio },
   { name: 'poisoned-origin', timeoutMs: 180_000, run: testPoisonedOrigin },
+  { name: 'players-hls', timeoutMs: 200_000, run: testPlayersHls },
+  { name: 'players-dash', timeoutMs: 200_000, run: testPlayersDash },
+  // nftables needs root, as the network lab does; skipped otherwise.
+  { name: 'udp-blocked', timeoutMs: 200_000, run: testUdpBlocked, needsRoot: true },
 ];
 
 // ------------------------------------------------------------ the tests
@@ -249,6 +272,136 @@ function testAlternateAudio(t) {
       }
     },
   );
+}
+
+/** j. Shaka and Video.js on the live HLS stream, with a tampering relay. */
+function testPlayersHls(t) {
+  return playPlayers(t, ['--tamper-every', '1'], ['shaka', 'videojs'], 30);
+}
+
+/** k. Shaka and dash.js on the DASH VOD, with a tampering relay. */
+function testPlayersDash(t) {
+  return playPlayers(t, ['--dash', '--tamper-every', '1'], ['shaka', 'dashjs'], 15);
+}
+
+/**
+ * Players other than hls.js, each in its own page of one browser, side by
+ * side on one demo whose entry relay tampers with every body: each plays
+ * `seconds` with no stall over 1 s, catches the tampering (a verify-failed
+ * event; the bytes then come from the other gateway), and gets ≥ 90 % of
+ * the bytes it asked for once connected from the mesh.
+ */
+async function playPlayers(t, args, players, seconds) {
+  const demo = await t.demo(args);
+  const pages = [];
+  for (const player of players) {
+    const u = new URL(demo.url);
+    u.searchParams.set('player', player);
+    pages.push({ player, page: await t.open(u.href, 'mesh', player) });
+  }
+  const results = await Promise.all(
+    pages.map(async ({ player, page }) => {
+      await waitPlaying(page, 45_000).catch((e) => {
+        throw new Error(`${player}: ${e.message}`);
+      });
+      const start = await snapshot(page);
+      const end = await waitCurrentTime(page, Math.max(start.currentTime, 0) + seconds, 60_000 + seconds * 1000).catch((e) => {
+        throw new Error(`${player}: ${e.message}`);
+      });
+      const after = await snapshot(page);
+      const st = await stalls(page, after.firstFrameAt, 250);
+      return { player, played: end - start.currentTime, after, st };
+    }),
+  );
+  const texts = [];
+  for (const { player, played, after, st } of results) {
+    const share = meshShareOnceConnected(after);
+    const caught = after.events.filter((e) => e.type === 'verify-failed').length;
+    const failed = after.events.filter((e) => e.type === 'segment-failed');
+    const figures =
+      `${player}: played ${played.toFixed(1)} s, mesh ${pct(share)} of the bytes asked for once connected ` +
+      `(${after.totals.meshSegments} mesh / ${after.totals.httpSegments} http segments, ${fmtBytes(all(after.totals))}), ` +
+      `${caught} tampered bodies caught, ${stallText(st)}`;
+    texts.push(figures);
+    if (failed.length) throw new Error(`${failed.length} segment failures (${failed[0].reason}); ${figures}`);
+    if (!caught) throw new Error(`the tampering relay was never caught; ${figures}`);
+    const long = st.filter((x) => x.ms > 1000);
+    if (long.length) throw new Error(`stall over 1 s: ${stallText(long)}; ${figures}`);
+    if (!(share >= 0.9)) throw new Error(`only ${pct(share)} from the mesh (want ≥ 90 %); ${figures}`);
+  }
+  return texts.join('; ');
+}
+
+/**
+ * l. A network that drops UDP: WebTransport stalls, the WebSocket to the same
+ * relay carries the session.
+ */
+async function testUdpBlocked(t) {
+  const demo = await t.demo(['--gateways', '1']);
+  const wellKnown = await (await fetch(demo.relay)).json();
+  const port = Number(new URL(wellKnown.webtransport).port);
+  if (!wellKnown.websocket) throw new Error(`the relay's well-known document names no WebSocket: ${JSON.stringify(wellKnown)}`);
+  const unblock = dropUdpTo(port);
+  try {
+    const page = await t.open(demo.url);
+    await waitPlaying(page, 45_000);
+    const start = await snapshot(page);
+    const end = await waitCurrentTime(page, Math.max(start.currentTime, 0) + 20, 80_000);
+    const after = await snapshot(page);
+    const st = await stalls(page, after.firstFrameAt, 250);
+    const share = meshShareOnceConnected(after);
+    const mesh = after.segments.filter((x) => x.source === 'mesh');
+    const overWebSocket = mesh.filter((x) => x.transport === 'websocket').length;
+    const connectedAt = after.events.find((e) => e.type === 'mesh-state' && e.state === 'connected')?.at;
+    const figures =
+      `played ${(end - start.currentTime).toFixed(1)} s with UDP to port ${port} dropped, ` +
+      `${overWebSocket} of ${mesh.length} mesh segments over the WebSocket, mesh ${pct(share)} of the bytes asked for once connected ` +
+      `(${fmtBytes(all(after.totals))}), connected ${connectedAt == null ? 'never' : `${Math.round(connectedAt)} ms after navigation`}, ${stallText(st)}`;
+    if (!mesh.length || overWebSocket !== mesh.length) throw new Error(`mesh segments not over the WebSocket; ${figures}`);
+    const long = st.filter((x) => x.ms > 1000);
+    if (long.length) throw new Error(`stall over 1 s: ${stallText(long)}; ${figures}`);
+    if (!(share >= 0.9)) throw new Error(`only ${pct(share)} from the mesh (want ≥ 90 %); ${figures}`);
+    return figures;
+  } finally {
+    unblock();
+  }
+}
+
+/**
+ * Drops UDP packets to `port` (on every interface, loopback included) with
+ * an nftables table of its own; returns the function that removes it (also
+ * run on Ctrl-C). Needs root, as the network lab does.
+ */
+function dropUdpTo(port) {
+  const table = `meshcast_e2e_${process.pid}`;
+  const nft = (...args) => execFileSync('nft', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  try {
+    nft('add', 'table', 'inet', table);
+    // On input, as a firewall on the way would: the browser's packets leave
+    // without an error and are never answered.
+    nft('add', 'chain', 'inet', table, 'in', '{ type filter hook input priority 0 ; policy accept ; }');
+    nft('add', 'rule', 'inet', table, 'in', 'udp', 'dport', String(port), 'drop');
+  } catch (e) {
+    try {
+      nft('delete', 'table', 'inet', table);
+    } catch {
+      /* not made */
+    }
+    throw new Error(`cannot drop UDP with nftables (the test needs root and nft): ${e.stderr?.toString().trim() || e.message}`);
+  }
+  let done = false;
+  const remove = () => {
+    if (done) return;
+    done = true;
+    unregister();
+    try {
+      nft('delete', 'table', 'inet', table);
+    } catch (e) {
+      console.error(`removing nftables table ${table}: ${e.message}`);
+    }
+  };
+  const unregister = onCleanup(remove);
+  return remove;
 }
 
 /**
@@ -566,7 +719,7 @@ function stallText(list, ref, refName) {
 
 /** Runs one test with its own demo and browser, always cleaned up. */
 async function runTest(test) {
-  const resources = { demo: null, browser: null, page: null };
+  const resources = { demo: null, browser: null, page: null, pages: [] };
   const t = {
     demo: async (args) => {
       resources.demo = await startDemo({
@@ -578,12 +731,16 @@ async function runTest(test) {
       });
       return resources.demo;
     },
-    open: async (url, loader = 'mesh') => {
-      resources.browser = await launchBrowser();
-      const logFile = path.join(opts.out, `${test.name}.log`);
+    // Several calls open several pages in one browser (`name`: of each
+    // page's log and state files).
+    open: async (url, loader = 'mesh', name = null) => {
+      resources.browser ??= await launchBrowser();
+      const logFile = path.join(opts.out, `${test.name}${name ? `.${name}` : ''}.log`);
       fs.writeFileSync(logFile, '');
-      resources.page = await openPage(resources.browser.context, pageUrl(url, loader), logFile);
-      return resources.page;
+      const page = await openPage(resources.browser.context, pageUrl(url, loader), logFile);
+      resources.pages.push({ name, page });
+      resources.page ??= page;
+      return page;
     },
   };
   let result;
@@ -593,9 +750,9 @@ async function runTest(test) {
   } catch (e) {
     result = { ok: false, text: `FAILED ${test.name}: ${e.message}` };
   }
-  // Keep what the page saw, for post-mortems.
-  if (resources.page) {
-    const state = await resources.page
+  // Keep what the pages saw, for post-mortems.
+  for (const { name, page } of resources.pages) {
+    const state = await page
       .evaluate(() => ({
         state: window.demo?.state,
         mode: window.demo?.mode,
@@ -607,7 +764,7 @@ async function runTest(test) {
         segments: window.demo?.segments,
       }))
       .catch((e) => ({ error: e.message }));
-    fs.writeFileSync(path.join(opts.out, `${test.name}.json`), JSON.stringify(state, null, 1));
+    fs.writeFileSync(path.join(opts.out, `${test.name}${name ? `.${name}` : ''}.json`), JSON.stringify(state, null, 1));
   }
   await resources.browser?.close();
   await resources.demo?.stop();
@@ -629,8 +786,14 @@ if (!selected.length) {
 }
 let passed = 0;
 let failed = 0;
+let skipped = 0;
 try {
   for (const test of selected) {
+    if (test.needsRoot && process.getuid?.() !== 0) {
+      console.log(`skipped ${test.name} (needs root)`);
+      skipped++;
+      continue;
+    }
     const result = await runTest(test);
     console.log(result.text);
     if (result.ok) passed++;
@@ -639,5 +802,5 @@ try {
 } finally {
   await cleanupAll();
 }
-console.log(`e2e: ${passed} passed, ${failed} failed`);
+console.log(`e2e: ${passed} passed, ${failed} failed, ${skipped} skipped`);
 process.exit(failed ? 1 : 0);

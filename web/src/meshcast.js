@@ -1,5 +1,8 @@
 /**
- * meshcast.js: an hls.js fragment loader that fetches segments from the
+ * meshcast.js: the player-agnostic core (the mesh client, deadlines, the
+ * verified HTTP fallback, stats and events) and its hls.js fragment loader.
+ * Shaka (./shaka.js), dash.js (./dashjs.js) and Video.js (./videojs.js) are
+ * small modules beside it. The loader fetches segments from the
  * meshcast mesh over WebTransport, verifies them in the browser (the wasm
  * client checks the publisher's Ed25519 signature and the BLAKE3 hash of every
  * segment), and falls back to plain HTTP from the origin whenever the mesh
@@ -31,8 +34,10 @@
  * below). `await mesh.ready` to wait for the
  * outcome (true when connected), or pass `awaitConnect: true`.
  *
- * Options (all but Hls optional; without wellKnown/stream everything is HTTP):
- *   Hls             the hls.js class; its DefaultConfig.loader is the fallback
+ * Options (all optional; without wellKnown/stream everything is HTTP):
+ *   Hls             the hls.js class; its DefaultConfig.loader is the
+ *                   fallback of mesh.fragmentLoader (absent: no
+ *                   fragmentLoader, for players that use mesh.load)
  *   wellKnown       URL of a relay's /.well-known/meshcast
  *   stream          stream id, 64 hex digits
  *   token           viewer token ('' for public streams)
@@ -63,23 +68,30 @@
  *
  * The mesh object (an EventTarget):
  *   mesh.fragmentLoader  class for `new Hls({ fLoader: mesh.fragmentLoader })`
+ *   mesh.load({ url, range, signal })  one segment named by URL (see
+ *                        "Players that ask for URLs"): resolves { data,
+ *                        source, from, status, ms }
+ *   mesh.byUrl()         says a player will use mesh.load (integrations call it)
  *   mesh.client          the wasm MeshClient, null until connected
  *   mesh.state           'connecting' | 'connected' | 'unavailable' | 'closed'
  *   mesh.reason          why the state is not 'connected' (e.g. 'no WebTransport')
  *   mesh.ready           Promise<boolean>, settles after the first connect attempt
  *   mesh.descriptor      the signed stream descriptor, once connected
- *   mesh.gateways()      as the client reports them: [{ url, connected,
+ *   mesh.gateways()      as the client reports them: [{ url, transport, connected,
  *                        throughputBps, inflight, failures, … }], [] if none
  *   mesh.totals()        { meshBytes, httpBytes, meshSegments, httpSegments, offload }
  *   mesh.deadline(frag)  the deadline the loader would use now (see below)
  *   mesh.close()         closes the client; later fragments go over HTTP
  *
- * Also exported: meshSupported() (WebTransport and WebAssembly present),
+ * Also exported: parseRange(header) (a Range header as { start, end }),
+ * meshSupported() (WebAssembly, and WebTransport or WebSocket, present),
  * preloadClient(clientModule) (loads and compiles the wasm client once; call
  * it as early as the page can) and bufferAheadMs(media) (the aheadMs below).
  *
  * Events (CustomEvent, data in `event.detail`):
- *   segment        { url, source: 'mesh'|'http', bytes, ms, gateway, reason,
+ *   segment        { url, source: 'mesh'|'http', bytes, ms, gateway,
+ *                    transport ('webtransport'|'websocket' for the mesh),
+ *                    reason,
  *                    why, rendition, sequence, init, part (a low-latency
  *                    part's index, else null), level, firstByteMs,
  *                    attempts, deadlineMs, aheadMs, verifyFailed, at }
@@ -101,10 +113,19 @@
  *                  part, at }  bytes from `from` did not verify (a poisoned
  *                  origin, CDN edge or mirror): dropped, and `next` (a
  *                  mirror, or null) is tried
- *   gateway        { type: 'connected'|'closed', url, reason }
+ *   gateway        { type: 'connected'|'closed', url, reason, transport
+ *                  ('webtransport'|'websocket' when connected) }
  *   verify-failed  { url, reason, inflight: [fragment urls] }
  *   state          { state, reason }
  *   totals         same as mesh.totals()
+ *
+ * Transports. The client opens each gateway over WebTransport. The entry
+ * gateway (the relay of `wellKnown`) also serves the same protocol over a
+ * WebSocket when its well-known document names one: the client races it
+ * when WebTransport is missing (Safari), fails, or has not connected within
+ * a second (a network that drops UDP stalls a QUIC handshake rather than
+ * failing it), and keeps whichever connects first. Over HTTPS the WebSocket
+ * is wss: on the relay's web address behind the operator's TLS.
  *
  * Which segments go over the mesh: every media fragment, low-latency part
  * (hls.js `lowLatencyMode`) and init segment of a rendition named in the stream descriptor (matched by playlist path), while
@@ -164,6 +185,21 @@
  * bytes are passed on unchecked, as a player without meshcast would, and the
  * segment event says verified: false.
  *
+ * Players that ask for URLs. Shaka and dash.js hand their loaders a URL
+ * (and a Range header), not a rendition and sequence number. The client
+ * keeps the signed headers it has seen (the Welcome's newest per rendition,
+ * every announcement and delivery) indexed by where each segment is
+ * served: its URL's path and query, resolved from the descriptor, and its
+ * byte range start, so that a mirror's host matches too (MeshClient.locate).
+ * A live player may ask for a segment before the mesh announced it: the
+ * request waits for the announcement within its deadline (the buffer
+ * decides, as above; a start-up request waits at most startWaitMs). For a
+ * VOD, the client asks a gateway for the headers it holds (a header query,
+ * at most every 5 s), at connect once an integration called byUrl(), so
+ * that the first segments are found too. A segment not found in time goes
+ * over HTTP ('not announced'), checked against its header if it turns up.
+ * The segment's own signed length and duration then size its deadline.
+ *
  * Stats: the loader fills hls.js' LoaderStats as its own loaders do:
  * loading.start when hls.js asked (so time spent on a failed mesh attempt
  * counts against the fallback, as the player saw it), loading.first at the
@@ -204,6 +240,9 @@ const MAX_BUFFER_HOLE_S = 0.5;
 const FAIL_STREAK = 2;
 const COOL_DOWN_MIN_MS = 4000;
 const COOL_DOWN_MAX_MS = 30000;
+// How often a segment named by URL is looked up again while waiting for its
+// announcement.
+const LOCATE_POLL_MS = 40;
 // Longest a start-up fragment waits for the connection by default.
 const MAX_START_WAIT_MS = 150;
 
@@ -222,7 +261,7 @@ export async function createMesh(options) {
   const media = mesh.media;
   const o = mesh.options;
   if (!mesh._canStart()) {
-    // No relay or no WebTransport: HTTP only, known at once.
+    // No relay, or neither WebTransport nor WebSocket: HTTP only, known at once.
   } else if (o.deferConnect && !o.awaitConnect && media && media.paused !== false && typeof media.addEventListener === 'function') {
     // Keep the client's start-up work (wasm compile, handshakes) off the
     // path to the first frame: the fragments needed for it go over HTTP
@@ -266,19 +305,21 @@ export function preloadClient(clientModule) {
   return load;
 }
 
-/** True when this browser can use the mesh at all. */
+/**
+ * True when this browser can use the mesh at all: WebAssembly, and
+ * WebTransport or a WebSocket (the fallback, where the relay offers it).
+ */
 export function meshSupported() {
-  return typeof WebTransport !== 'undefined' && typeof WebAssembly !== 'undefined';
+  return typeof WebAssembly !== 'undefined' && (typeof WebTransport !== 'undefined' || typeof WebSocket !== 'undefined');
 }
 
 class Mesh extends EventTarget {
   constructor(options = {}) {
     super();
-    if (!options.Hls && !options.HttpLoader) {
-      throw new TypeError('createMesh: pass the hls.js class as { Hls }');
-    }
     this.options = { ...DEFAULTS, ...options };
-    this.HttpLoader = options.HttpLoader ?? options.Hls.DefaultConfig.loader;
+    // Only the hls.js loader needs it: the other integrations load by URL
+    // (mesh.load) and fall back with fetch().
+    this.HttpLoader = options.HttpLoader ?? options.Hls?.DefaultConfig.loader ?? null;
     this.media = options.media ?? null;
     this.client = null;
     this.descriptor = null;
@@ -297,7 +338,278 @@ class Mesh extends EventTarget {
     this._coolMs = COOL_DOWN_MIN_MS;
     this._closed = false;
     this.ready = new Promise((resolve) => (this._resolveReady = resolve));
-    this.fragmentLoader = makeLoaderClass(this);
+    this._lastQueryAt = -Infinity; // performance.now() of the last header query
+    this._byUrl = false; // a player names segments by URL (see byUrl)
+    this.fragmentLoader = this.HttpLoader ? makeLoaderClass(this) : null;
+  }
+
+  /**
+   * Loads one segment that a player names by URL (Shaka, dash.js: see
+   * "Players that ask for URLs" at the top), from the mesh if it can
+   * deliver in time, else over HTTP (verified when its header is known,
+   * then the `fallback` mirrors). `range`: { start, end } (end inclusive,
+   * may be absent) for a byte-range request. Resolves { data (ArrayBuffer),
+   * source ('mesh'|'http'), from (the URL or gateway), status, ms };
+   * rejects with an Error whose `status` is the last HTTP status (0 for a
+   * network error), or with name 'AbortError' when `signal` aborts.
+   */
+  async load({ url, range = null, signal = null }) {
+    const start = performance.now();
+    const job = { url, range, signal, start, verifyFailed: 0, plan: null, located: null };
+    const aborted = () => signal?.aborted;
+    let reason = null;
+    let why = null;
+    if (this.state === 'closed') reason = 'mesh closed';
+    else if (!this.options.fetchFromMesh) reason = 'fetchFromMesh off';
+    else if (this.state === 'unavailable') reason = 'mesh unavailable';
+    if (!reason) {
+      // Until the segment is located, the buffer alone says how urgent it
+      // is (its size is unknown: count it as a segment of the target
+      // duration).
+      const guess = { sn: 0, duration: (this.descriptor?.segmentDurationMs ?? 2000) / 1000 };
+      job.plan = this.deadline(guess, undefined, null);
+      const waitMs = job.plan.urgent ? this.startWaitMs() : job.plan.deadlineMs - MIN_FETCH_MS;
+      if (this.state === 'connecting') {
+        if (waitMs <= 0 || !(await this._whenConnected(waitMs))) {
+          reason = this.state === 'connecting' ? 'connecting' : 'mesh unavailable';
+        }
+      }
+      if (!reason) {
+        job.located = await this._locate(url, range, Math.max(0, start + waitMs - performance.now()), signal);
+        if (aborted()) throw abortError();
+        if (!job.located) reason = 'not announced';
+        else if (!this.usable()) reason = 'no gateway connected';
+        else if (this._coolingDown()) reason = 'mesh failing';
+      }
+    }
+    if (aborted()) throw abortError();
+    if (!reason) {
+      const got = await this._loadFromMesh(job);
+      if (got) return got;
+      if (aborted()) throw abortError();
+      reason = job.failure?.code ?? 'error';
+      why = job.failure ? errorText(job.failure) : null;
+    }
+    return this._loadOverHttp(job, reason, why);
+  }
+
+  /**
+   * Says that a player will name segments by URL (`load`): for a VOD, the
+   * client then asks the gateway for the headers it holds as soon as it is
+   * connected, so that even the first segments are found (a Welcome names
+   * only the newest). The integrations call it.
+   */
+  byUrl() {
+    this._byUrl = true;
+    if (this.client) this._queryCatalogue();
+  }
+
+  _queryCatalogue() {
+    const client = this.client;
+    if (!client || !this.descriptor || this.descriptor.live) return;
+    if (performance.now() - this._lastQueryAt <= 5000) return;
+    this._lastQueryAt = performance.now();
+    client.queryHeaders().catch(() => {});
+  }
+
+  /**
+   * The segment at `url` (and range) among the headers the client knows,
+   * waiting up to `ms` for it to be announced (a live edge segment the
+   * player heard of before the mesh did) or, for a VOD, for the gateway's
+   * catalogue (asked for once every 5 s at most).
+   */
+  async _locate(url, range, ms, signal) {
+    const until = performance.now() + ms;
+    let asked = false;
+    for (;;) {
+      const client = this.client;
+      if (!client || signal?.aborted) return null;
+      let located = null;
+      try {
+        located = client.locate({ url, ...(range ? { rangeStart: range.start } : {}) });
+      } catch {
+        return null;
+      }
+      if (located) return located;
+      if (!asked) {
+        asked = true;
+        this._queryCatalogue();
+      }
+      if (performance.now() + LOCATE_POLL_MS > until) return null;
+      await new Promise((r) => setTimeout(r, LOCATE_POLL_MS));
+    }
+  }
+
+  async _loadFromMesh(job) {
+    const { located, signal } = job;
+    const init = !!located.init;
+    const frag = { sn: init ? 'initSegment' : located.sequence, duration: located.durationMs / 1000 };
+    const plan = this.deadline(frag, located.rendition, null);
+    // The elapsed wait counts against the deadline, as for hls.js.
+    const left = job.plan ? job.plan.deadlineMs - (performance.now() - job.start) : plan.deadlineMs;
+    plan.deadlineMs = Math.round(Math.max(MIN_FETCH_MS, Math.min(plan.deadlineMs, left)));
+    job.plan = plan;
+    const ac = new AbortController();
+    const onAbort = () => ac.abort();
+    signal?.addEventListener('abort', onAbort);
+    const tracker = { _verifyFailed: 0, context: { url: job.url } };
+    this._inflight.add(tracker);
+    const timer = setTimeout(() => ac.abort(), plan.deadlineMs + DEADLINE_GRACE_MS);
+    const fetchStart = performance.now();
+    let result = null;
+    try {
+      result = await this.client.fetch({
+        rendition: located.rendition,
+        sequence: init ? 0 : located.sequence,
+        init,
+        url: job.url,
+        priority: plan.priority,
+        deadlineMs: plan.deadlineMs,
+        signal: ac.signal,
+      });
+    } catch (e) {
+      job.failure = ac.signal.aborted && !signal?.aborted ? Object.assign(new Error('no answer by the deadline'), { code: 'deadline' }) : e;
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      this._inflight.delete(tracker);
+      job.verifyFailed = tracker._verifyFailed;
+    }
+    const data = toArrayBuffer(result?.data);
+    if (!data) {
+      if (!signal?.aborted) this._meshFailed();
+      return null;
+    }
+    this._meshOk();
+    const end = performance.now();
+    const firstByteMs = Number(result.firstByteMs);
+    this._delivered({
+      url: job.url,
+      source: 'mesh',
+      bytes: data.byteLength,
+      ms: Math.round(end - job.start),
+      firstByteMs: Math.round((Number.isFinite(firstByteMs) ? fetchStart + firstByteMs : end) - job.start),
+      gateway: result.gateway ?? null,
+      transport: result.transport ?? null,
+      attempts: result.attempts ?? 1,
+      reason: null,
+      rendition: located.rendition,
+      sequence: init ? 0 : located.sequence,
+      init,
+      part: null,
+      level: null,
+      deadlineMs: plan.deadlineMs,
+      aheadMs: plan.aheadMs,
+      verifyFailed: job.verifyFailed,
+      at: end,
+    });
+    return { data, source: 'mesh', from: result.gateway ?? null, status: 200, ms: end - job.start };
+  }
+
+  /**
+   * Over HTTP with fetch(): the player's URL, then each `fallback` mirror
+   * while one fails or serves bytes that do not verify.
+   */
+  async _loadOverHttp(job, reason, why) {
+    const { url, range, signal } = job;
+    const urls = this.httpUrls(url);
+    let status = 0;
+    let last = null;
+    for (let i = 0; i < urls.length; i++) {
+      const from = urls[i];
+      const t0 = performance.now();
+      let res;
+      let data;
+      let first;
+      try {
+        const headers = range ? { Range: `bytes=${range.start}-${range.end ?? ''}` } : {};
+        res = await fetch(from, { headers, signal, cache: 'no-store' });
+        first = performance.now();
+        status = res.status;
+        if (!res.ok) {
+          last = `${from}: HTTP ${res.status}`;
+          continue;
+        }
+        data = await res.arrayBuffer();
+      } catch (e) {
+        if (signal?.aborted) throw abortError();
+        last = `${from}: ${errorText(e)}`;
+        continue;
+      }
+      // A server that ignored the Range header sent the whole file.
+      if (range && res.status === 200) {
+        data = data.slice(range.start, range.end == null ? undefined : range.end + 1);
+      }
+      const end = performance.now();
+      // Located now if the mesh announced it meanwhile.
+      const located = job.located ?? this._locateNow(url, range);
+      const check = this._verifyLocated(located, url, data);
+      if (check.verdict === 'mismatch') {
+        const next = urls[i + 1] ?? null;
+        this._emit('http-rejected', {
+          url,
+          from,
+          reason: check.reason,
+          next,
+          rendition: located?.rendition ?? null,
+          sequence: located ? (located.init ? 0 : located.sequence) : null,
+          init: !!located?.init,
+          part: null,
+          at: end,
+        });
+        last = `${from} served bytes that do not verify: ${check.reason}`;
+        continue;
+      }
+      this._sampleHttp({ loading: { start: t0, first, end }, loaded: data.byteLength });
+      this._delivered({
+        url,
+        from,
+        source: 'http',
+        verified: check.verdict === 'verified',
+        bytes: data.byteLength,
+        ms: Math.round(end - job.start),
+        firstByteMs: Math.round(first - job.start),
+        gateway: null,
+        attempts: i + 1,
+        reason,
+        why: why ?? (reason === 'mesh unavailable' ? this.reason : null),
+        rendition: located?.rendition ?? null,
+        sequence: located ? (located.init ? 0 : located.sequence) : null,
+        init: !!located?.init,
+        part: null,
+        level: null,
+        deadlineMs: job.plan?.deadlineMs ?? null,
+        aheadMs: job.plan?.aheadMs ?? Math.round(bufferAheadMs(this.media)),
+        verifyFailed: job.verifyFailed,
+        at: end,
+      });
+      return { data, source: 'http', from, status: res.status, ms: end - job.start };
+    }
+    this._emit('segment-failed', { url, from: urls[urls.length - 1], reason: last });
+    throw Object.assign(new Error(last ?? `${url}: failed`), { status });
+  }
+
+  _locateNow(url, range) {
+    try {
+      return this.client?.locate({ url, ...(range ? { rangeStart: range.start } : {}) }) ?? null;
+    } catch {
+      return null;
+    }
+  }
+
+  _verifyLocated(located, url, data) {
+    if (!this.client || !located) return { verdict: 'unknown', reason: this.client ? 'not announced' : 'not connected' };
+    try {
+      return this.client.verify({
+        rendition: located.rendition,
+        sequence: located.init ? 0 : located.sequence,
+        init: !!located.init,
+        url,
+        data,
+      });
+    } catch (e) {
+      return { verdict: 'unknown', reason: errorText(e) };
+    }
   }
 
   /** { meshBytes, httpBytes, meshSegments, httpSegments, offload (0..1) } */
@@ -488,7 +800,9 @@ class Mesh extends EventTarget {
   _canStart() {
     const o = this.options;
     if (!o.wellKnown || !o.stream) this._unavailable('no relay configured');
-    else if (typeof WebTransport === 'undefined' && !o.MeshClient) this._unavailable('no WebTransport in this browser');
+    else if (typeof WebTransport === 'undefined' && typeof WebSocket === 'undefined' && !o.MeshClient) {
+      this._unavailable('neither WebTransport nor WebSocket in this browser');
+    }
     else return true;
     return false;
   }
@@ -537,6 +851,7 @@ class Mesh extends EventTarget {
       console.warn('meshcast: unreadable descriptor', e);
     }
     client.onEvent((ev) => this._onClientEvent(ev));
+    if (this._byUrl) this._queryCatalogue();
     this._setState('connected', null);
     this._resolveReady(true);
   }
@@ -569,7 +884,7 @@ class Mesh extends EventTarget {
         this._coolUntil = 0;
         this._meshOk();
       }
-      this._emit('gateway', { type, url: ev.url, reason: ev.reason ?? null });
+      this._emit('gateway', { type, url: ev.url, reason: ev.reason ?? null, transport: ev.transport ?? null });
     }
   }
 
@@ -793,6 +1108,7 @@ function makeLoaderClass(mesh) {
         ms: Math.round(end - stats.loading.start),
         firstByteMs: Math.round(stats.loading.first - stats.loading.start),
         gateway: result.gateway ?? null,
+        transport: result.transport ?? null,
         attempts: result.attempts ?? 1,
         reason: null,
         rendition,
@@ -950,6 +1266,17 @@ function makeLoaderClass(mesh) {
       this.callbacks?.onError({ code: error.code, text: error.text }, this.context, details, this.stats);
     }
   };
+}
+
+/** A Range header, `bytes=a-b` or `bytes=a-`, as { start, end } (end inclusive, or null); else null. */
+export function parseRange(header) {
+  const m = /^bytes=(\d+)-(\d*)$/.exec(header ?? '');
+  if (!m) return null;
+  return { start: Number(m[1]), end: m[2] === '' ? null : Number(m[2]) };
+}
+
+function abortError() {
+  return new DOMException('aborted', 'AbortError');
 }
 
 /** A fresh hls.js LoaderStats. */

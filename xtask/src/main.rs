@@ -253,8 +253,30 @@ fn web() -> Result {
             copy(&path.to_string_lossy(), name)?;
         }
     }
-    copy("web/src/meshcast.js", "meshcast.js")?;
+    // The mesh core and one small module per player (web/src/).
+    for name in ["meshcast.js", "shaka.js", "dashjs.js", "videojs.js"] {
+        copy(&format!("web/src/{name}"), name)?;
+    }
+    // The players, as their packages build them (web/package.json pins
+    // their versions): hls.js and dash.js as ES modules, Shaka and Video.js
+    // as scripts that set window.shaka and window.videojs.
     copy("web/node_modules/hls.js/dist/hls.mjs", "hls.mjs")?;
+    copy(
+        "web/node_modules/dashjs/dist/modern/esm/dash.all.min.js",
+        "dash.all.min.js",
+    )?;
+    copy(
+        "web/node_modules/shaka-player/dist/shaka-player.compiled.js",
+        "shaka-player.compiled.js",
+    )?;
+    copy(
+        "web/node_modules/video.js/dist/video.min.js",
+        "video.min.js",
+    )?;
+    copy(
+        "web/node_modules/video.js/dist/video-js.min.css",
+        "video-js.min.css",
+    )?;
     eprintln!("assembled the page in {WEB_OUT}/");
     Ok(())
 }

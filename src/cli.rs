@@ -71,14 +71,18 @@ enum Command {
         #[command(flatten)]
         faults: GatewayFaults,
     },
-    /// Run a complete local deployment for a browser: an origin, a publisher,
-    /// three edge nodes, a relay and a web page, all on 127.0.0.1.
+    /// Run a complete local deployment for a browser: an origin, two
+    /// publishers (the stream, and the same media as a DASH VOD), three edge
+    /// nodes, a relay and a web page, all on 127.0.0.1.
     ///
+    /// The page plays with hls.js; `?player=shaka|videojs` switches player,
+    /// `?format=dash` plays the DASH stream (Shaka, or `?player=dashjs`).
     /// Every role runs as a child process of this program; their logs go to
     /// files in a temporary folder (named on standard error) unless --verbose.
     /// When everything is up, standard output gets `pid <role> <pid>` for each
-    /// child (origin, publisher, node1, node2, node3, relay), `stream <id>`,
-    /// `relay <well-known url>` and, last, `demo <page url>`. Ctrl-C (or
+    /// child (origin, publisher, publisher-dash, node1, node2, node3, relay),
+    /// `stream <id>`, `stream-dash <id>`, `relay <well-known url>` and, last,
+    /// `demo <page url>`. Ctrl-C (or
     /// SIGTERM) stops every child and removes the temporary folder.
     Demo(crate::demo::DemoArgs),
     /// Issue a viewer token for a private stream, signed by the publisher key.

@@ -1,14 +1,18 @@
 //! What a viewer session runs over: a WebTransport connection, or a
-//! WebSocket carrying the same streams multiplexed ([`crate::websocket`]).
+//! WebSocket carrying the same streams multiplexed ([`crate::websocket`],
+//! whose delivery streams are [`Mux`] and [`UniStream`] here).
 //!
 //! The session (`session.rs`) reads and writes its control stream as bytes
 //! and opens one unidirectional stream per delivery; this is all it needs
 //! of the transport.
 
-use tokio::io::{AsyncRead, AsyncWrite};
-use wtransport::{Connection, VarInt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::websocket;
+use meshcast_proto::mux;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use wtransport::{Connection, VarInt};
 
 /// The bidirectional control stream of either transport.
 pub(crate) trait ControlIo: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -18,7 +22,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> ControlIo for T {}
 #[derive(Clone)]
 pub(crate) enum Outlet {
     WebTransport(Connection),
-    WebSocket(websocket::Mux),
+    WebSocket(Mux),
 }
 
 impl Outlet {
@@ -42,7 +46,7 @@ impl Outlet {
 /// One delivery stream.
 pub(crate) enum Uni {
     WebTransport(wtransport::SendStream),
-    WebSocket(websocket::UniStream),
+    WebSocket(UniStream),
 }
 
 impl Uni {
@@ -69,5 +73,72 @@ impl Uni {
             }
             Self::WebSocket(s) => s.reset(),
         }
+    }
+}
+
+/// Opens delivery streams on one WebSocket.
+#[derive(Clone)]
+pub(crate) struct Mux {
+    out: mpsc::Sender<Vec<u8>>,
+    next: Arc<AtomicU64>,
+}
+
+impl Mux {
+    /// Delivery streams whose messages go to `out`, the socket's writer.
+    pub fn new(out: mpsc::Sender<Vec<u8>>) -> Self {
+        Self {
+            out,
+            next: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    pub fn open_uni(&self) -> UniStream {
+        UniStream {
+            out: self.out.clone(),
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+            done: false,
+        }
+    }
+}
+
+/// One delivery stream: its bytes in messages of at most `mux::MAX_CHUNK`.
+/// Dropped before `finish`, it is reset.
+pub(crate) struct UniStream {
+    out: mpsc::Sender<Vec<u8>>,
+    id: u64,
+    done: bool,
+}
+
+impl UniStream {
+    pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), String> {
+        for chunk in bytes.chunks(mux::MAX_CHUNK) {
+            self.out
+                .send(mux::data(self.id, chunk))
+                .await
+                .map_err(|_| "the WebSocket closed".to_string())?;
+        }
+        Ok(())
+    }
+
+    pub async fn finish(&mut self) -> Result<(), String> {
+        self.done = true;
+        self.out
+            .send(mux::fin(self.id))
+            .await
+            .map_err(|_| "the WebSocket closed".to_string())
+    }
+
+    pub fn reset(&mut self) {
+        if !self.done {
+            self.done = true;
+            // A full queue: the viewer is not reading; the session ends soon.
+            let _ = self.out.try_send(mux::reset(self.id));
+        }
+    }
+}
+
+impl Drop for UniStream {
+    fn drop(&mut self) {
+        self.reset();
     }
 }

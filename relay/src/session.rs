@@ -113,9 +113,8 @@ async fn run_session(
     };
     let mut control = control_stream(Box::new(BiStream::join(streams)), &shared);
     let outlet = Outlet::WebTransport(connection.clone());
-    let admitted = admission.map(|_| ());
     if let Some((Refusal(code, message), told)) =
-        converse(&shared, &outlet, &mut control, admitted, hello_by).await
+        converse(&shared, &outlet, &mut control, admission, hello_by).await
     {
         if told {
             // Give the client a moment to read the error before the connection goes.
@@ -136,20 +135,20 @@ pub(crate) fn control_stream(io: Box<dyn ControlIo>, shared: &Shared) -> Control
     Framed::new(io.compat(), frame_limits, limits.hello_timeout)
 }
 
-/// Runs a session over either transport: serves it if `admitted`, and on a
-/// refusal (or a broken rule) tells the client with an Error frame and the
-/// end of the control stream. Returns the refusal and whether the client
-/// was told, for the transport to close with; `None` when the client ended
-/// the session.
+/// Runs a session over either transport: serves it if `admitted` (its
+/// session slot, given back as soon as it ends), and on a refusal (or a
+/// broken rule) tells the client with an Error frame and the end of the
+/// control stream. Returns the refusal and whether the client was told, for
+/// the transport to close with; `None` when the client ended the session.
 pub(crate) async fn converse(
     shared: &Arc<Shared>,
     outlet: &Outlet,
     control: &mut Control,
-    admitted: Result<(), Refusal>,
+    admitted: Result<Slot, Refusal>,
     hello_by: Instant,
 ) -> Option<(Refusal, bool)> {
     let result = match admitted {
-        Ok(()) => {
+        Ok(_slot) => {
             let _metrics = BrowserSession::new();
             serve(shared, outlet, control, hello_by).await
         }

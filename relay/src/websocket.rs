@@ -16,7 +16,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -33,7 +32,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::admission::canonical;
-use crate::outlet::Outlet;
+use crate::outlet::{Mux, Outlet};
 use crate::session::{control_stream, converse};
 use crate::shared::{Shared, Slot, Stage};
 
@@ -76,67 +75,7 @@ async fn upgrade(
         .on_upgrade(move |socket| run(shared, socket, slot).instrument(span))
 }
 
-/// Opens delivery streams on one WebSocket.
-#[derive(Clone)]
-pub(crate) struct Mux {
-    out: mpsc::Sender<Vec<u8>>,
-    next: Arc<AtomicU64>,
-}
-
-impl Mux {
-    pub fn open_uni(&self) -> UniStream {
-        UniStream {
-            out: self.out.clone(),
-            id: self.next.fetch_add(1, Ordering::Relaxed),
-            done: false,
-        }
-    }
-}
-
-/// One delivery stream: its bytes in messages of at most `mux::MAX_CHUNK`.
-/// Dropped before `finish`, it is reset.
-pub(crate) struct UniStream {
-    out: mpsc::Sender<Vec<u8>>,
-    id: u64,
-    done: bool,
-}
-
-impl UniStream {
-    pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), String> {
-        for chunk in bytes.chunks(mux::MAX_CHUNK) {
-            self.out
-                .send(mux::data(self.id, chunk))
-                .await
-                .map_err(|_| "the WebSocket closed".to_string())?;
-        }
-        Ok(())
-    }
-
-    pub async fn finish(&mut self) -> Result<(), String> {
-        self.done = true;
-        self.out
-            .send(mux::fin(self.id))
-            .await
-            .map_err(|_| "the WebSocket closed".to_string())
-    }
-
-    pub fn reset(&mut self) {
-        if !self.done {
-            self.done = true;
-            // A full queue: the viewer is not reading; the session ends soon.
-            let _ = self.out.try_send(mux::reset(self.id));
-        }
-    }
-}
-
-impl Drop for UniStream {
-    fn drop(&mut self) {
-        self.reset();
-    }
-}
-
 async fn run(shared: Arc<Shared>, socket: WebSocket, slot: Slot) {
-    let _slot = slot;
     let hello_by = Instant::now() + shared.config.limits.hello_timeout;
     let write_timeout = shared.config.limits.write_timeout;
     let (mut sink, mut incoming) = socket.split();
@@ -198,12 +137,9 @@ async fn run(shared: Arc<Shared>, socket: WebSocket, slot: Slot) {
         let _ = to_session.shutdown().await;
     });
 
-    let outlet = Outlet::WebSocket(Mux {
-        out,
-        next: Arc::new(AtomicU64::new(1)),
-    });
+    let outlet = Outlet::WebSocket(Mux::new(out));
     let mut control = control_stream(Box::new(session_side), &shared);
-    let refused = converse(&shared, &outlet, &mut control, Ok(()), hello_by).await;
+    let refused = converse(&shared, &outlet, &mut control, Ok(slot), hello_by).await;
     drop(control);
     drop(outlet);
     if let Some((_, true)) = refused {

@@ -12,12 +12,16 @@
 //! origin's `/range/`), and with `--alternate-audio` as video-only variants
 //! with an alternate audio rendition (`/alt/`, `EXT-X-MEDIA`). With
 //! `--gateways 2` the first node also serves browsers and the relay's Welcome
-//! names it. An HTTP server in this process serves the page (`--web`) and
-//! `/config.json`, which tells the page where everything is.
+//! names it. Beside that stream, a second publisher publishes the committed
+//! stream as a 20 s DASH VOD (the origin's `/dash/`), which the nodes and the
+//! relay follow too: the page plays it with `?format=dash` (Shaka by
+//! default, or `?player=dashjs`). An HTTP server in this process serves the
+//! page (`--web`) and `/config.json`, which tells the page where everything
+//! is.
 //!
 //! Standard output gets machine-readable lines once the relay serves the
-//! stream: `pid <role> <pid>` per child, `stream <id>`, `relay <well-known
-//! url>`, and last `demo <page url>`. Progress and the children's fate go to
+//! streams: `pid <role> <pid>` per child, `stream <id>`, `stream-dash <id>`,
+//! `relay <well-known url>`, and last `demo <page url>`. Progress and the children's fate go to
 //! standard error; the children's logs go to files in the demo's temporary
 //! folder (or to the terminal with `--verbose`).
 //!
@@ -99,12 +103,6 @@ pub struct DemoArgs {
     /// plays beside the video.
     #[arg(long, conflicts_with_all = ["vod", "low_latency", "byte_range"])]
     alternate_audio: bool,
-    /// Publish the media folder as a DASH VOD (the origin's `/dash/`: a
-    /// static MPD of video representations and an audio adaptation set,
-    /// `SegmentTemplate` with a `SegmentTimeline`), played with Shaka
-    /// (`?player=dashjs` for dash.js).
-    #[arg(long, conflicts_with_all = ["vod", "low_latency", "byte_range", "alternate_audio"])]
-    dash: bool,
     /// Testing only: the page plays through an HTTP edge in front of the
     /// origin that corrupts every Nth media segment it serves, with the
     /// origin as its fallback mirror, to watch browsers reject those bytes
@@ -215,6 +213,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 /// What the start-up found out.
 struct Ready {
     stream: StreamId,
+    /// The DASH rendering of the media folder, published beside it.
+    dash_stream: StreamId,
+    dash_playlist: String,
     /// The origin's base URL.
     origin: String,
     /// The master playlist the publisher ingests, which the page plays.
@@ -287,8 +288,13 @@ async fn demo(
         "stream": ready.stream.to_string(),
         "playlist": playlist,
         "fallback": fallback,
-        "vod": args.vod || args.byte_range || args.alternate_audio || args.dash,
-        "format": if args.dash { "dash" } else { "hls" },
+        "vod": args.vod || args.byte_range || args.alternate_audio,
+        // The second stream: ?format=dash plays it.
+        "dash": {
+            "stream": ready.dash_stream.to_string(),
+            "playlist": ready.dash_playlist,
+            "vod": true,
+        },
         "lowLatency": args.low_latency,
         "token": "",
         "gateways": args.gateways,
@@ -306,6 +312,7 @@ async fn demo(
         println!("pid {} {}", child.role, child.process.id());
     }
     println!("stream {}", ready.stream);
+    println!("stream-dash {}", ready.dash_stream);
     println!("relay {}", ready.well_known);
     println!("demo {page}");
     eprintln!("demo: ready");
@@ -373,38 +380,51 @@ async fn start(
         format!("{origin_url}/range/master.m3u8")
     } else if args.alternate_audio {
         format!("{origin_url}/alt/master.m3u8")
-    } else if args.dash {
-        format!("{origin_url}/dash/manifest.mpd")
     } else if args.low_latency {
         format!("{origin_url}/ll/master.m3u8")
     } else {
         format!("{origin_url}/live/master.m3u8")
     };
 
-    children.step("starting the publisher");
-    let key = dir.join("publisher.key");
-    crate::keygen::write_new_key(&key, false)?;
-    let publisher = children.spawn(
-        "publisher",
-        &[
-            "publish",
-            "--origin",
-            &playlist,
-            "--key",
-            &key.to_string_lossy(),
-            "--name",
-            "demo",
-            "--data-dir",
-            &path("publisher"),
-            "--listen",
-            QUIC_ANY,
-        ],
-    )?;
-    let publisher_addr = children.line(publisher, "listening").await?;
-    let stream_text = children.line(publisher, "stream").await?;
-    let stream: StreamId = stream_text.parse().map_err(|e| {
-        anyhow::anyhow!("the publisher printed a bad stream id {stream_text:?}: {e}")
-    })?;
+    children.step("starting the publishers");
+    // The stream of the flags above, and beside it the media folder as a
+    // DASH VOD (the origin's `/dash/`) for ?format=dash.
+    let dash_playlist = format!("{origin_url}/dash/manifest.mpd");
+    let mut publishers = Vec::new();
+    for (role, origin, name) in [
+        ("publisher", playlist.as_str(), "demo"),
+        ("publisher-dash", dash_playlist.as_str(), "demo-dash"),
+    ] {
+        let key = dir.join(format!("{role}.key"));
+        crate::keygen::write_new_key(&key, false)?;
+        let data = path(role);
+        publishers.push(children.spawn(
+            role,
+            &[
+                "publish",
+                "--origin",
+                origin,
+                "--key",
+                &key.to_string_lossy(),
+                "--name",
+                name,
+                "--data-dir",
+                &data,
+                "--listen",
+                QUIC_ANY,
+            ],
+        )?);
+    }
+    let publisher_addr = children.line(publishers[0], "listening").await?;
+    let stream_text = children.line(publishers[0], "stream").await?;
+    let dash_addr = children.line(publishers[1], "listening").await?;
+    let dash_text = children.line(publishers[1], "stream").await?;
+    let parse = |text: &str| -> anyhow::Result<StreamId> {
+        text.parse()
+            .map_err(|e| anyhow::anyhow!("a publisher printed a bad stream id {text:?}: {e}"))
+    };
+    let stream = parse(&stream_text)?;
+    let dash_stream = parse(&dash_text)?;
 
     children.step("starting 3 nodes");
     let mut nodes = Vec::new();
@@ -419,8 +439,12 @@ async fn start(
             QUIC_ANY,
             "--bootstrap",
             &publisher_addr,
+            "--bootstrap",
+            &dash_addr,
             "--follow",
             &stream_text,
+            "--follow",
+            &dash_text,
         ];
         if n == 1 && args.gateways == 2 {
             node_args.extend([
@@ -462,9 +486,9 @@ async fn start(
     let tamper = args.tamper_every.to_string();
     // A VOD is not downloaded whole by the relay: it fetches each segment a
     // browser asks for from the seeding nodes (on demand), as an operator's
-    // relay serving a catalogue would. Not the DASH one: players that name
-    // segments by URL (Shaka, dash.js) find them through the headers the
-    // gateway holds (a header query), and an on-demand relay holds none
+    // relay serving a catalogue would. Not the DASH stream: players that
+    // name segments by URL (Shaka, dash.js) find them through the headers
+    // the gateway holds (a header query), and an on-demand relay holds none
     // before they are asked for.
     let relay_follow = if args.vod || args.byte_range || args.alternate_audio {
         format!("{stream_text}:0")
@@ -485,8 +509,12 @@ async fn start(
         "127.0.0.1:0",
         "--follow",
         &relay_follow,
+        "--follow",
+        &dash_text,
         "--bootstrap",
         &publisher_addr,
+        "--bootstrap",
+        &dash_addr,
     ];
     for addr in &node_addrs {
         relay_args.extend(["--bootstrap", addr.as_str()]);
@@ -497,14 +525,18 @@ async fn start(
     let relay = children.spawn(RELAY, &relay_args)?;
     let well_known = children.line(relay, "well-known").await?;
 
-    children.step("waiting for the relay to serve the stream");
+    children.step("waiting for the relay to serve the streams");
     // With two gateways, ready also means the relay has heard the edge
     // node's gateway record, so that a page gets both at once.
     let others = usize::from(args.gateways == 2);
     let tampering = args.tamper_every > 0;
-    wait_until_serving(&well_known, stream, others, tampering, deadline, children).await?;
+    for stream in [stream, dash_stream] {
+        wait_until_serving(&well_known, stream, others, tampering, deadline, children).await?;
+    }
     Ok(Ready {
         stream,
+        dash_stream,
+        dash_playlist,
         origin: origin_url,
         playlist,
         well_known,

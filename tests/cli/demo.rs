@@ -89,6 +89,10 @@ impl Demo {
                     pids.push((role.to_string(), pid.parse().expect("a pid")));
                 }
                 "stream" => stream = Some(rest.parse().expect("a stream id")),
+                // The same media as DASH, published beside it.
+                "stream-dash" => {
+                    let _: meshcast_proto::StreamId = rest.parse().expect("a stream id");
+                }
                 "relay" => well_known = Some(rest.to_string()),
                 // The edge node's gateway (--gateways 2), which pages find
                 // through its gateway record.
@@ -104,7 +108,15 @@ impl Demo {
         let roles: Vec<&str> = pids.iter().map(|(r, _)| r.as_str()).collect();
         assert_eq!(
             roles,
-            ["origin", "publisher", "node1", "node2", "node3", "relay"]
+            [
+                "origin",
+                "publisher",
+                "publisher-dash",
+                "node1",
+                "node2",
+                "node3",
+                "relay"
+            ]
         );
         Demo {
             child,

@@ -11,7 +11,7 @@ use meshcast_proto::session::{self, ControlReader, DeliveryReader, Welcomed};
 use meshcast_proto::{SegmentKind, mux};
 use meshcast_relay::wellknown::WellKnown;
 use meshcast_tests::relay::{Mesh, gateway_config, mesh};
-use meshcast_tests::{init_logs, media_dir};
+use meshcast_tests::{eventually, init_logs, media_dir};
 use tokio_tungstenite::tungstenite::Message;
 
 type Socket =
@@ -89,6 +89,16 @@ async fn a_native_client_plays_the_live_stream_over_the_websocket() {
         Some(meshcast_relay::websocket::PATH)
     );
 
+    // The first Hello makes the gateway follow the stream; once it holds
+    // several segments of each rendition, a second session's Welcome names
+    // a few.
+    let mut first = open(&mesh).await;
+    hello(&mut first, &mesh).await;
+    eventually(Duration::from_secs(30), || async {
+        (mesh.relay.held(&mesh.stream).len() >= 8).then_some(())
+    })
+    .await
+    .expect("the relay holds 8 segments within 30 s");
     let mut socket = open(&mesh).await;
     let (_control, welcomed) = hello(&mut socket, &mesh).await;
     // Everything the Welcome names (each rendition's init and newest media

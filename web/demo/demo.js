@@ -7,7 +7,8 @@
 //   state      'loading' | 'playing' | 'stalled' | 'error'
 //   mode       'mesh' | 'verify' | 'http'
 //   player     'hls' | 'shaka' | 'dashjs' | 'videojs' (?player=; by default
-//              hls.js for HLS and Shaka for DASH: config.format)
+//              hls.js for HLS and Shaka for DASH)
+//   config.format  'hls' | 'dash' (?format=dash: the demo's DASH stream)
 //   config     /config.json (plus query overrides: playlist, wellKnown, stream);
 //              config.vod says the demo published a VOD
 //   vod        true | false once hls.js has loaded a media playlist (its
@@ -604,6 +605,12 @@ async function loadConfig() {
   const res = await fetch('config.json', { cache: 'no-store' });
   if (!res.ok) throw new Error(`config.json: HTTP ${res.status}`);
   const config = await res.json();
+  // ?format=dash: the demo's second stream, the same media as DASH.
+  config.format = params.get('format') === 'dash' ? 'dash' : 'hls';
+  if (config.format === 'dash') {
+    if (!config.dash) throw new Error('this demo publishes no DASH stream');
+    Object.assign(config, { stream: config.dash.stream, playlist: config.dash.playlist, vod: config.dash.vod, fallback: [] });
+  }
   for (const key of ['playlist', 'wellKnown', 'stream', 'token']) {
     if (params.has(key)) config[key] = params.get(key);
   }
@@ -686,6 +693,29 @@ function wireHls(hls) {
       setState('error');
     }
   });
+}
+
+/** Links to this page with each player and format the demo offers. */
+function renderPlayerLinks(player, format) {
+  const choices = [
+    ['hls', 'hls', 'hls.js'],
+    ['hls', 'shaka', 'Shaka'],
+    ['hls', 'videojs', 'Video.js'],
+    ['dash', 'shaka', 'DASH: Shaka'],
+    ['dash', 'dashjs', 'DASH: dash.js'],
+  ];
+  const nav = $('players');
+  nav.replaceChildren();
+  for (const [f, p, label] of choices) {
+    const u = new URL(location.href);
+    u.searchParams.set('player', p);
+    u.searchParams.set('format', f);
+    const a = document.createElement('a');
+    a.href = u.href;
+    a.textContent = label;
+    if (f === format && p === player) a.className = 'current';
+    nav.append(a);
+  }
 }
 
 /** A classic script (Shaka and Video.js set globals), once. */
@@ -782,15 +812,16 @@ async function main() {
   video.addEventListener('durationchange', renderPosition);
 
   const player = (demo.player = requestedPlayer ?? (config.format === 'dash' ? 'shaka' : 'hls'));
-  $('mode').textContent = `loader: ${mode} · player: ${player}`;
+  renderPlayerLinks(player, config.format);
+  $('mode').textContent = `loader: ${mode} · player: ${player} · ${config.format.toUpperCase()}`;
   if (config.format === 'dash' && (player === 'hls' || player === 'videojs')) {
-    demo.error = `${player} plays HLS only: this demo publishes DASH (use ?player=shaka or dashjs)`;
+    demo.error = `${player} plays HLS only here: use ?player=shaka or dashjs with ?format=dash`;
     setState('error');
     log('error', demo.error, 'bad');
     return;
   }
   if (config.format !== 'dash' && player === 'dashjs') {
-    demo.error = 'dash.js plays DASH only: start the demo with --dash';
+    demo.error = 'dash.js plays DASH only: add ?format=dash';
     setState('error');
     log('error', demo.error, 'bad');
     return;

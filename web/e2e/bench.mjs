@@ -9,8 +9,8 @@
 // --players: the rounds below for each player in turn on one demo, each
 // against that player's own plain-HTTP loading (?loader=http: Shaka's and
 // dash.js' own fetches, Video.js' VHS engine), then a line per player and
-// `bench-browser-players {json}`. --dash publishes the DASH rendering of
-// the test stream (a 20 s VOD: keep --play under 15).
+// `bench-browser-players {json}`. --dash plays the demo's DASH stream
+// (?format=dash: the test stream as a 20 s VOD; keep --play under 15).
 //
 // --low-latency runs the demo with --low-latency (LL-HLS parts, hls.js in
 // low-latency mode, both loaders) and adds its goals: live latency (hls.js'
@@ -87,6 +87,7 @@ async function run(demoUrl, loader, label, player = 'hls') {
     const url = new URL(demoUrl);
     url.searchParams.set('loader', loader);
     url.searchParams.set('player', player);
+    url.searchParams.set('format', DASH ? 'dash' : 'hls');
     const page = await openPage(browser.context, url.href, path.join(opts.out, `bench-${label}.log`));
     await waitPlaying(page, 30_000);
     await sleep(PLAY_MS);
@@ -351,7 +352,7 @@ try {
     web: opts.web,
     logFile: path.join(opts.out, 'bench.meshcast.log'),
     timeoutMs: 90_000,
-    args: LOW_LATENCY ? ['--low-latency'] : DASH ? ['--dash'] : [],
+    args: LOW_LATENCY ? ['--low-latency'] : [],
   });
   if (VIEWERS) {
     await viewers(demo.url);

@@ -71,9 +71,9 @@
 //               the tampering caught (verify-failed), ≥ 90 % of the bytes
 //               asked for once connected from the mesh
 //   players-dash
-//               --dash --tamper-every 1 (the committed stream as a DASH
-//               VOD, 20 s long): Shaka and dash.js (its loader extension)
-//               the same way, 15 s each
+//               --tamper-every 1, ?format=dash (the demo's second stream:
+//               the committed stream as a DASH VOD, 20 s long): Shaka and
+//               dash.js (its loader extension) the same way, 15 s each
 //   udp-blocked --gateways 1, with nftables dropping every UDP packet to the
 //               relay's WebTransport port on input (needs root; skipped otherwise): the page's
 //               WebTransport handshake stalls, the client races a WebSocket
@@ -281,7 +281,7 @@ function testPlayersHls(t) {
 
 /** k. Shaka and dash.js on the DASH VOD, with a tampering relay. */
 function testPlayersDash(t) {
-  return playPlayers(t, ['--dash', '--tamper-every', '1'], ['shaka', 'dashjs'], 15);
+  return playPlayers(t, ['--tamper-every', '1'], ['shaka', 'dashjs'], 15, 'dash');
 }
 
 /**
@@ -291,12 +291,13 @@ function testPlayersDash(t) {
  * event; the bytes then come from the other gateway), and gets ≥ 90 % of
  * the bytes it asked for once connected from the mesh.
  */
-async function playPlayers(t, args, players, seconds) {
+async function playPlayers(t, args, players, seconds, format = 'hls') {
   const demo = await t.demo(args);
   const pages = [];
   for (const player of players) {
     const u = new URL(demo.url);
     u.searchParams.set('player', player);
+    u.searchParams.set('format', format);
     pages.push({ player, page: await t.open(u.href, 'mesh', player) });
   }
   const results = await Promise.all(

@@ -53,8 +53,10 @@ async fn a_native_client_fetches_every_segment_of_the_live_stream_through_the_re
             .iter()
             .filter(|id| id.kind == SegmentKind::Media)
             .count();
+        // At least the live edge: a loaded host's relay may hold only one
+        // media segment of a rendition when the Welcome leaves.
         assert!(
-            (2..=meshcast_proto::session::WELCOME_RECENT).contains(&media),
+            (1..=meshcast_proto::session::WELCOME_RECENT).contains(&media),
             "{recent:?}"
         );
     }

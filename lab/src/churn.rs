@@ -97,6 +97,8 @@ pub struct Report {
     /// publisher's ingest included).
     pub stream_bytes: u64,
     pub origin_bytes: u64,
+    /// Of the fallbacks' bytes, the relay's (its upstream is killed first).
+    pub relay_origin_bytes: u64,
     pub bans: u64,
     pub viewers: usize,
     pub playback: Playback,
@@ -360,12 +362,13 @@ pub async fn run(plan: &Plan, scratch: &Path, progress: impl Fn(&str)) -> Result
             }
         }
     }
-    origin_bytes += relay
+    report.relay_origin_bytes = relay
         .node
         .stats()
         .origin_bytes_in
         .load(Relaxed)
-        .saturating_sub(relay_origin_before) as f64;
+        .saturating_sub(relay_origin_before);
+    origin_bytes += report.relay_origin_bytes as f64;
     report.origin_bytes = report.stream_bytes + origin_bytes.max(0.0) as u64;
     report.bans += relay.node.stats().bans.load(Relaxed);
     calm_delays.sort();

@@ -118,6 +118,9 @@ pub struct Report {
     /// them: the publisher's ingest (one copy) plus the nodes' fallbacks.
     pub stream_bytes: u64,
     pub origin_bytes: u64,
+    /// Of the fallbacks' bytes, the relay's (for its gateway's viewers, or
+    /// its own live edge): it tells a starved relay from starved volunteers.
+    pub relay_origin_bytes: u64,
     /// Bans by honest nodes of honest nodes: must be 0.
     pub bans: u64,
     pub viewers: usize,
@@ -313,11 +316,12 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
     for (_, events) in &mut nodes {
         while events.try_recv().is_ok() {}
     }
+    let relay_origin_before = relay.node.stats().origin_bytes_in.load(Relaxed);
     let origin_before: u64 = nodes
         .iter()
         .map(|(n, _)| n.node.stats().origin_bytes_in.load(Relaxed))
         .sum::<u64>()
-        + relay.node.stats().origin_bytes_in.load(Relaxed);
+        + relay_origin_before;
     progress("measuring");
     let window_end = Instant::now() + plan.measure;
     let mut window: HashMap<SegmentId, (Instant, u64)> = HashMap::new();
@@ -353,6 +357,7 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
         max: Duration::ZERO,
         stream_bytes: window.values().map(|(_, bytes)| bytes).sum(),
         origin_bytes: 0,
+        relay_origin_bytes: 0,
         bans: 0,
         viewers: plan.viewers,
         playback: Playback::default(),
@@ -394,11 +399,13 @@ pub async fn run(plan: &Plan, media: &Path, progress: impl Fn(&str)) -> Result<R
         report.bans += node.node.stats().bans.load(Relaxed);
     }
     report.bans += relay.node.stats().bans.load(Relaxed);
+    let relay_origin_after = relay.node.stats().origin_bytes_in.load(Relaxed);
+    report.relay_origin_bytes = relay_origin_after.saturating_sub(relay_origin_before);
     let origin_after: u64 = nodes
         .iter()
         .map(|(n, _)| n.node.stats().origin_bytes_in.load(Relaxed))
         .sum::<u64>()
-        + relay.node.stats().origin_bytes_in.load(Relaxed);
+        + relay_origin_after;
     report.origin_bytes = report.stream_bytes + origin_after.saturating_sub(origin_before);
     delays.sort();
     let at = |q: f64| {

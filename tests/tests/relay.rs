@@ -19,6 +19,26 @@ fn origin_bytes(uri: &str) -> Vec<u8> {
 async fn a_native_client_fetches_every_segment_of_the_live_stream_through_the_relay() {
     init_logs();
     let mesh = mesh(false, gateway_config()).await;
+    // The first Hello makes the relay follow the stream, and its Welcome
+    // names what the relay holds after a short wait: on a loaded host, maybe
+    // one rendition's segments. Then wait until the relay holds a media
+    // segment of each, so that this client's Welcome must name them.
+    let first = connect(&mesh, "").await.expect("first session");
+    assert!(!first.live_edge().is_empty(), "Welcome named no live edge");
+    drop(first);
+    meshcast_tests::eventually(Duration::from_secs(30), || async {
+        let media = |node: &meshcast_tests::TestNode| {
+            node.held(&mesh.stream)
+                .iter()
+                .filter(|id| id.kind == SegmentKind::Media)
+                .map(|id| id.rendition)
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let published = media(&mesh.publisher);
+        (published.len() == 2 && media(&mesh.relay) == published).then_some(())
+    })
+    .await
+    .expect("the relay holds no media segment of a rendition after 30 s");
     let mut client = connect(&mesh, "").await.expect("session");
     assert_eq!(client.descriptor().stream_key().id, mesh.stream);
     let renditions: Vec<u32> = client
@@ -53,8 +73,8 @@ async fn a_native_client_fetches_every_segment_of_the_live_stream_through_the_re
             .iter()
             .filter(|id| id.kind == SegmentKind::Media)
             .count();
-        // At least the live edge: a loaded host's relay may hold only one
-        // media segment of a rendition when the Welcome leaves.
+        // At least the live edge: the relay may hold only one media segment
+        // of a rendition when the Welcome leaves.
         assert!(
             (1..=meshcast_proto::session::WELCOME_RECENT).contains(&media),
             "{recent:?}"

@@ -225,7 +225,9 @@ impl MeshClient {
     }
 
     /// Calls `callback({ type, url, reason })` for `gateway-connected`,
-    /// `gateway-closed` and `verify-failed`.
+    /// `gateway-closed` and `verify-failed`, and `callback({ type:
+    /// 'headers', count })` when a gateway announced `count` headers (so that
+    /// what waits for a segment's header looks again at once).
     #[wasm_bindgen(js_name = onEvent)]
     pub fn on_event(&self, callback: js_sys::Function) {
         self.inner.borrow_mut().on_event = Some(callback);
@@ -734,10 +736,17 @@ async fn control_task(
                     connect_all(&inner, connect);
                 }
                 Ok(Some(ServerEvent::Announced(headers))) => {
-                    let known = &mut inner.borrow_mut().known;
-                    for header in headers {
-                        known.insert(header);
+                    let count = headers.len();
+                    {
+                        let known = &mut inner.borrow_mut().known;
+                        for header in headers {
+                            known.insert(header);
+                        }
                     }
+                    emit(
+                        &inner,
+                        object(&[("type", "headers".into()), ("count", (count as f64).into())]),
+                    );
                 }
                 Ok(None) => {}
                 Err(e) => {

@@ -15,9 +15,33 @@ use wtransport::tls::Sha256Digest;
 
 const INDEX: &str = "<!doctype html><title>meshcast demo test</title>\n";
 
+/// A child process killed on drop: made before anything can panic, so a
+/// failed start leaves no `meshcast demo` (and its children) behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 /// A running `meshcast demo`, killed on drop (its children die with it).
 struct Demo {
-    child: Child,
+    child: Running,
     lines: mpsc::Receiver<String>,
     stderr: Arc<Mutex<String>>,
     /// `pid <role> <pid>` lines.
@@ -28,28 +52,23 @@ struct Demo {
     _web: tempfile::TempDir,
 }
 
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Demo {
     /// Starts the demo with a tiny page of our own and reads its lines up to `demo <url>`.
     fn start(extra: &[&str]) -> Demo {
         let web = tempfile::tempdir().unwrap();
         std::fs::write(web.path().join("index.html"), INDEX).unwrap();
         std::fs::write(web.path().join("app.mjs"), "export {};\n").unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_meshcast"))
-            .args(["demo", "--listen", "127.0.0.1:0", "--web"])
-            .arg(web.path())
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start meshcast demo");
+        let mut child = Running(
+            Command::new(env!("CARGO_BIN_EXE_meshcast"))
+                .args(["demo", "--listen", "127.0.0.1:0", "--web"])
+                .arg(web.path())
+                .args(extra)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start meshcast demo"),
+        );
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {

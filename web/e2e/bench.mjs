@@ -39,7 +39,10 @@
 // the rounds, N meshcast pages joining SECONDS apart, each playing --play
 // seconds; prints the origin offload (the viewers' HTTP bytes and the
 // publisher's ingest, against all bytes delivered) and its ceiling 1 − 1/N,
-// then `bench-browser-viewers {json}`.
+// then `bench-browser-viewers {json}`. With --together, every viewer stays
+// until the last to join has played --play seconds (the audience of one live
+// event): the earlier ones play longer, and the schedule's own ceiling
+// approaches 1 − 1/N as --play grows.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -57,13 +60,14 @@ import {
 
 const USAGE =
   'usage: node bench.mjs --meshcast BIN --web DIR --out DIR [--rounds N] [--play SECONDS] [--low-latency] ' +
-  '[--viewers N [--stagger SECONDS]] [--players hls,shaka,videojs | --dash --players shaka,dashjs]';
+  '[--viewers N [--stagger SECONDS] [--together]] [--players hls,shaka,videojs | --dash --players shaka,dashjs]';
 const opts = cli(USAGE, {
   rounds: { type: 'string', default: '5' },
   play: { type: 'string', default: '10' },
   'low-latency': { type: 'boolean', default: false },
   viewers: { type: 'string', default: '0' },
   stagger: { type: 'string', default: '4' },
+  together: { type: 'boolean', default: false },
   players: { type: 'string' },
   dash: { type: 'boolean', default: false },
 });
@@ -73,6 +77,7 @@ const DASH = opts.dash;
 const PLAYERS = (opts.players ?? (DASH ? 'shaka' : 'hls')).split(',').filter(Boolean);
 const VIEWERS = Math.max(0, Number(opts.viewers) || 0);
 const STAGGER_MS = Math.max(0, Number(opts.stagger) || 0) * 1000;
+const TOGETHER = opts.together;
 const LOW_LATENCY = opts['low-latency'];
 const LATENCY_GOAL_S = 2.0;
 const LATENCY_GAP_GOAL_S = 0.3;
@@ -140,8 +145,14 @@ const stats = (xs) => ({ median: median(xs), p95: percentile(xs, 95), n: xs.leng
  * the viewers got once (the publisher fetches every segment once, and the
  * viewers watched these; each viewer's first segments were published before
  * it joined, so this is if anything more than the ingest during the run).
- * Ceiling: 1 − 1/N (the publisher's copy).
+ * Ceiling: 1 − 1/N (the publisher's copy). --together: viewer i (from 0)
+ * plays PLAY + (N − 1 − i) × STAGGER, so that all leave together.
  */
+/** How long viewer `i` (from 0) plays. */
+function playMsOf(i) {
+  return TOGETHER ? PLAY_MS + (VIEWERS - 1 - i) * STAGGER_MS : PLAY_MS;
+}
+
 async function viewers(demoUrl) {
   const pages = [];
   const started = [];
@@ -155,7 +166,7 @@ async function viewers(demoUrl) {
         const page = await openPage(browser.context, url.href, path.join(opts.out, `viewer-${i + 1}.log`));
         pages.push({ browser, page, i });
         await waitPlaying(page, 30_000);
-        await sleep(PLAY_MS);
+        await sleep(playMsOf(i));
         const seen = await page.evaluate(() => ({
           segments: window.demo.segments.map((s) => ({
             // A live loop serves the same file names again: a segment is
@@ -180,14 +191,19 @@ async function viewers(demoUrl) {
   const ingest = [...distinct.values()].reduce((n, b) => n + b, 0);
   const offload = delivered ? 1 - (ingest + http) / delivered : null;
   const ceiling = 1 - 1 / VIEWERS;
-  // The viewers join over (N − 1) × stagger, so the publisher ingests that
-  // much more than one viewer watches: under this schedule no mesh can do
-  // better than 1 − (play + (N − 1) × stagger) ÷ (N × play).
-  const scheduleCeiling = 1 - (PLAY_MS + (VIEWERS - 1) * STAGGER_MS) / (VIEWERS * PLAY_MS);
+  // The viewers join over (N − 1) × stagger, so the publisher ingests what
+  // the first one's join to the last one's leaving spans, more than one
+  // viewer watches: under this schedule no mesh can do better than
+  // 1 − span ÷ (the sum of the plays).
+  const span = TOGETHER ? playMsOf(0) : PLAY_MS + (VIEWERS - 1) * STAGGER_MS;
+  let watched = 0;
+  for (let i = 0; i < VIEWERS; i++) watched += playMsOf(i);
+  const scheduleCeiling = 1 - span / watched;
   const json = {
     viewers: VIEWERS,
     staggerSeconds: STAGGER_MS / 1000,
     playSeconds: PLAY_MS / 1000,
+    together: TOGETHER,
     delivered,
     httpBytes: http,
     ingestBytes: ingest,
@@ -200,7 +216,8 @@ async function viewers(demoUrl) {
   };
   const pct = (x) => (x == null ? '–' : `${(x * 100).toFixed(1)} %`);
   console.log(
-    `browser viewers: ${VIEWERS} joined ${STAGGER_MS / 1000} s apart, ${PLAY_MS / 1000} s each: ` +
+    `browser viewers: ${VIEWERS} joined ${STAGGER_MS / 1000} s apart, ` +
+      `${TOGETHER ? `${playMsOf(0) / 1000} to ${PLAY_MS / 1000} s each, leaving together` : `${PLAY_MS / 1000} s each`}: ` +
       `${(delivered / 1e6).toFixed(1)} MB delivered, ${(http / 1e6).toFixed(2)} MB of it over HTTP, ` +
       `publisher ingest ${(ingest / 1e6).toFixed(2)} MB`,
   );

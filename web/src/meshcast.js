@@ -181,9 +181,13 @@
  * the header of their segment when one is known, before hls.js sees them: a
  * mismatch is an `http-rejected` event and the next `fallback` mirror is
  * tried; with none left, hls.js gets an error and its retry starts over with
- * the mesh. Without a header (not connected yet, or not announced yet) the
- * bytes are passed on unchecked, as a player without meshcast would, and the
- * segment event says verified: false.
+ * the mesh. A live player may see a new segment in its playlist before the
+ * mesh has carried it to a gateway: its bytes wait for the announcement, up
+ * to half the buffer ahead and at most 2 s (headerWaitMs; the segment event
+ * says headerWaitMs). Without a header then (not connected yet, nothing
+ * buffered, or not announced in time) the bytes are passed on unchecked, as
+ * a player without meshcast would, and the segment event says verified:
+ * false.
  *
  * Players that ask for URLs. Shaka and dash.js hand their loaders a URL
  * (and a Range header), not a rendition and sequence number. The client
@@ -240,9 +244,8 @@ const MAX_BUFFER_HOLE_S = 0.5;
 const FAIL_STREAK = 2;
 const COOL_DOWN_MIN_MS = 4000;
 const COOL_DOWN_MAX_MS = 30000;
-// How often a segment named by URL is looked up again while waiting for its
-// announcement.
-const LOCATE_POLL_MS = 40;
+// Longest live HTTP bytes wait for their header (see headerWaitMs).
+const MAX_HEADER_WAIT_MS = 2000;
 // Longest a start-up fragment waits for the connection by default.
 const MAX_START_WAIT_MS = 150;
 
@@ -340,6 +343,7 @@ class Mesh extends EventTarget {
     this.ready = new Promise((resolve) => (this._resolveReady = resolve));
     this._lastQueryAt = -Infinity; // performance.now() of the last header query
     this._byUrl = false; // a player names segments by URL (see byUrl)
+    this._headerWaiters = new Set(); // woken when the client learns headers
     this.fragmentLoader = this.HttpLoader ? makeLoaderClass(this) : null;
   }
 
@@ -435,9 +439,45 @@ class Mesh extends EventTarget {
         asked = true;
         this._queryCatalogue();
       }
-      if (performance.now() + LOCATE_POLL_MS > until) return null;
-      await new Promise((r) => setTimeout(r, LOCATE_POLL_MS));
+      const left = until - performance.now();
+      if (left <= 0) return null;
+      await this._whenHeaders(left, signal);
     }
+  }
+
+  /**
+   * Resolves when the client next learns headers (an announcement, a
+   * gateway's Welcome), after `ms`, or when `signal` aborts: what waits for
+   * a segment's header looks again at once instead of polling.
+   */
+  _whenHeaders(ms, signal = null) {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this._headerWaiters.delete(done);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, ms));
+      this._headerWaiters.add(done);
+      signal?.addEventListener('abort', done);
+    });
+  }
+
+  _headersLearned() {
+    for (const wake of [...this._headerWaiters]) wake();
+  }
+
+  /**
+   * How long HTTP bytes of a live fragment whose header the mesh has not
+   * announced yet wait for it before they go to the player unchecked: the
+   * player may see a new segment in its playlist before the mesh carried
+   * it to a gateway. Half the buffer ahead, at most MAX_HEADER_WAIT_MS;
+   * none at start-up or when no gateway is connected (nothing to wait for).
+   */
+  headerWaitMs() {
+    if (!this.descriptor?.live || !this.usable()) return 0;
+    return Math.min(MAX_HEADER_WAIT_MS, bufferAheadMs(this.media) / 2);
   }
 
   async _loadFromMesh(job) {
@@ -705,6 +745,26 @@ class Mesh extends EventTarget {
    * header the mesh announced: { verdict: 'verified'|'mismatch'|'unknown',
    * reason }. Unknown without a connected client or a descriptor rendition.
    */
+  /**
+   * verifyHttp, and for a live fragment whose header the mesh has not
+   * announced yet, again at each announcement for up to headerWaitMs(),
+   * while `stillWanted()`. Resolves { check, waitedMs }.
+   */
+  async verifyHttpAwaiting(context, url, data, stillWanted) {
+    const start = performance.now();
+    const until = start + this.headerWaitMs();
+    let check = this.verifyHttp(context, url, data);
+    // 'no header…': the client knows none of this segment yet. Anything
+    // else that is unknown (not a mesh fragment, another file) stays so.
+    while (check.verdict === 'unknown' && check.reason?.startsWith('no header') && stillWanted()) {
+      const left = until - performance.now();
+      if (left <= 0) break;
+      await this._whenHeaders(left);
+      check = this.verifyHttp(context, url, data);
+    }
+    return { check, waitedMs: performance.now() - start };
+  }
+
   verifyHttp(context, url, data) {
     const frag = context.frag;
     const rendition = frag ? this.renditionFor(frag.baseurl) : undefined;
@@ -870,7 +930,9 @@ class Mesh extends EventTarget {
 
   _onClientEvent(ev) {
     if (!ev || this._closed) return;
-    if (ev.type === 'verify-failed') {
+    if (ev.type === 'headers') {
+      this._headersLearned();
+    } else if (ev.type === 'verify-failed') {
       const inflight = [];
       for (const loader of this._inflight) {
         loader._verifyFailed++;
@@ -883,6 +945,8 @@ class Mesh extends EventTarget {
         // A fresh gateway: give the mesh its chance again.
         this._coolUntil = 0;
         this._meshOk();
+        // Its Welcome named the newest headers.
+        this._headersLearned();
       }
       this._emit('gateway', { type, url: ev.url, reason: ev.reason ?? null, transport: ev.transport ?? null });
     }
@@ -1159,8 +1223,6 @@ function makeLoaderClass(mesh) {
         t.retry = this._retryBefore + this._httpAttempt + s.retry;
         t.aborted = s.aborted;
       };
-      const frag = context.frag;
-      const init = frag?.sn === 'initSegment';
       // Progress is held back until the whole fragment has verified: a
       // poisoned byte must never reach the player.
       const chunks = [];
@@ -1169,54 +1231,10 @@ function makeLoaderClass(mesh) {
           if (!mine()) return;
           copy(s);
           const data = byteLength(response.data) || !chunks.length ? response.data : concat(chunks);
-          const check = mesh.verifyHttp(context, url, data);
-          if (check.verdict === 'mismatch') {
-            const next = this._httpUrls[this._httpAttempt + 1] ?? null;
-            mesh._emit('http-rejected', {
-              url: context.url,
-              from: url,
-              reason: check.reason,
-              next,
-              rendition: frag ? mesh.renditionFor(frag.baseurl) ?? null : null,
-              sequence: init ? 0 : frag?.sn,
-              init,
-              part: context.part ? context.part.index : null,
-              at: performance.now(),
-            });
-            return this._nextHttp(
-              { code: 0, text: `${url} served bytes that do not verify: ${check.reason}` },
-              details,
-            );
-          }
-          this._phase = 'done';
-          mesh._sampleHttp(s);
-          this.callbacks?.onProgress?.(this.stats, context, data, details);
-          this.callbacks?.onSuccess({ ...response, data }, this.stats, context, details);
-          const end = this.stats.loading.end || performance.now();
-          mesh._delivered({
-            url: context.url,
-            from: url,
-            source: 'http',
-            verified: check.verdict === 'verified',
-            bytes: byteLength(data),
-            ms: Math.round(end - this.stats.loading.start),
-            firstByteMs: this.stats.loading.first
-              ? Math.round(this.stats.loading.first - this.stats.loading.start)
-              : null,
-            gateway: null,
-            attempts: 1 + this._httpAttempt + s.retry,
-            reason: this._httpReason,
-            why: this._httpWhy ?? (this._httpReason === 'mesh unavailable' ? mesh.reason : null),
-            rendition: frag ? mesh.renditionFor(frag.baseurl) ?? null : null,
-            sequence: init ? 0 : frag?.sn,
-            init,
-            part: context.part ? context.part.index : null,
-            level: frag?.level,
-            deadlineMs: this._plan?.deadlineMs ?? null,
-            aheadMs: this._plan?.aheadMs ?? Math.round(bufferAheadMs(mesh.media)),
-            verifyFailed: this._verifyFailed,
-            at: end,
-          });
+          mesh
+            .verifyHttpAwaiting(context, url, data, mine)
+            .then(({ check, waitedMs }) => mine() && this._httpChecked(url, response, data, details, s, check, waitedMs))
+            .catch((e) => console.error('meshcast: checking HTTP bytes', e));
         },
         onError: (error, _ctx, details, s) => {
           if (!mine()) return;
@@ -1244,6 +1262,65 @@ function makeLoaderClass(mesh) {
         },
       };
       http.load(ctx, config, callbacks);
+    }
+
+    /**
+     * The bytes from `url` are whole and checked (`check`, after `waitedMs`
+     * waiting for the header): on to the next mirror if they do not verify,
+     * else to hls.js.
+     */
+    _httpChecked(url, response, data, details, s, check, waitedMs) {
+      const { context } = this;
+      const frag = context.frag;
+      const init = frag?.sn === 'initSegment';
+      if (check.verdict === 'mismatch') {
+        const next = this._httpUrls[this._httpAttempt + 1] ?? null;
+        mesh._emit('http-rejected', {
+          url: context.url,
+          from: url,
+          reason: check.reason,
+          next,
+          rendition: frag ? mesh.renditionFor(frag.baseurl) ?? null : null,
+          sequence: init ? 0 : frag?.sn,
+          init,
+          part: context.part ? context.part.index : null,
+          at: performance.now(),
+        });
+        return this._nextHttp(
+          { code: 0, text: `${url} served bytes that do not verify: ${check.reason}` },
+          details,
+        );
+      }
+      this._phase = 'done';
+      mesh._sampleHttp(s);
+      this.callbacks?.onProgress?.(this.stats, context, data, details);
+      this.callbacks?.onSuccess({ ...response, data }, this.stats, context, details);
+      const end = this.stats.loading.end || performance.now();
+      mesh._delivered({
+        url: context.url,
+        from: url,
+        source: 'http',
+        verified: check.verdict === 'verified',
+        headerWaitMs: Math.round(waitedMs),
+        bytes: byteLength(data),
+        ms: Math.round(end - this.stats.loading.start),
+        firstByteMs: this.stats.loading.first
+          ? Math.round(this.stats.loading.first - this.stats.loading.start)
+          : null,
+        gateway: null,
+        attempts: 1 + this._httpAttempt + s.retry,
+        reason: this._httpReason,
+        why: this._httpWhy ?? (this._httpReason === 'mesh unavailable' ? mesh.reason : null),
+        rendition: frag ? mesh.renditionFor(frag.baseurl) ?? null : null,
+        sequence: init ? 0 : frag?.sn,
+        init,
+        part: context.part ? context.part.index : null,
+        level: frag?.level,
+        deadlineMs: this._plan?.deadlineMs ?? null,
+        aheadMs: this._plan?.aheadMs ?? Math.round(bufferAheadMs(mesh.media)),
+        verifyFailed: this._verifyFailed,
+        at: end,
+      });
     }
 
     /**

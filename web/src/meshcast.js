@@ -745,26 +745,6 @@ class Mesh extends EventTarget {
    * header the mesh announced: { verdict: 'verified'|'mismatch'|'unknown',
    * reason }. Unknown without a connected client or a descriptor rendition.
    */
-  /**
-   * verifyHttp, and for a live fragment whose header the mesh has not
-   * announced yet, again at each announcement for up to headerWaitMs(),
-   * while `stillWanted()`. Resolves { check, waitedMs }.
-   */
-  async verifyHttpAwaiting(context, url, data, stillWanted) {
-    const start = performance.now();
-    const until = start + this.headerWaitMs();
-    let check = this.verifyHttp(context, url, data);
-    // 'no header…': the client knows none of this segment yet. Anything
-    // else that is unknown (not a mesh fragment, another file) stays so.
-    while (check.verdict === 'unknown' && check.reason?.startsWith('no header') && stillWanted()) {
-      const left = until - performance.now();
-      if (left <= 0) break;
-      await this._whenHeaders(left);
-      check = this.verifyHttp(context, url, data);
-    }
-    return { check, waitedMs: performance.now() - start };
-  }
-
   verifyHttp(context, url, data) {
     const frag = context.frag;
     const rendition = frag ? this.renditionFor(frag.baseurl) : undefined;
@@ -784,6 +764,26 @@ class Mesh extends EventTarget {
     } catch (e) {
       return { verdict: 'unknown', reason: errorText(e) };
     }
+  }
+
+  /**
+   * verifyHttp, and for a live fragment whose header the mesh has not
+   * announced yet, again at each announcement for up to headerWaitMs(),
+   * while `stillWanted()`. Resolves { check, waitedMs }.
+   */
+  async verifyHttpAwaiting(context, url, data, stillWanted) {
+    const start = performance.now();
+    const until = start + this.headerWaitMs();
+    let check = this.verifyHttp(context, url, data);
+    // 'no header…': the client knows none of this segment yet. Anything
+    // else that is unknown (not a mesh fragment, another file) stays so.
+    while (check.verdict === 'unknown' && check.reason?.startsWith('no header') && stillWanted()) {
+      const left = until - performance.now();
+      if (left <= 0) break;
+      await this._whenHeaders(left);
+      check = this.verifyHttp(context, url, data);
+    }
+    return { check, waitedMs: performance.now() - start };
   }
 
   /**
